@@ -46,6 +46,8 @@ export interface TrainRequest {
   method: { type: 'transfer' }
   /** directory with model.json, weights.bin, metadata.json of the base model */
   baseModelDir: string
+  /** id of the base model (built-in id or model id), recorded as `base_model` in the output metadata */
+  baseModelId?: string
   training: { path: string; format: DatasetFormat; options?: DatasetOptions }
   validation?: { path: string; format: DatasetFormat; options?: DatasetOptions }
   hyperparameters: TransferHyperparameters
@@ -96,7 +98,7 @@ export type ChildMessage =
   | { type: 'checkpoint'; epoch: number; step: number; dir: string; metrics: EpochMetrics }
   | {
       type: 'done'
-      /** directory of the whole fine-tuned model (raw input to classes) with metadata.json */
+      /** directory of the whole fine-tuned model (raw input to classes) with metadata.json; '' when cancelled */
       modelDir: string
       evaluation: Evaluation | null
       trainedSamples: number

@@ -1,0 +1,90 @@
+// The app as a Fastify plugin tree: external plugins -> infrastructure -> auth -> routes. server.ts
+// listens; tests build this and call app.inject.
+
+import { randomBytes } from 'node:crypto'
+import multipart from '@fastify/multipart'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Config } from './config.js'
+import { ERROR_CATALOGUE } from './errors.js'
+import { authPlugin } from './plugins/auth.js'
+import { errorHandlerPlugin } from './plugins/error-handler.js'
+import { dbPlugin, queuePlugin, redisPlugin, storagePlugin } from './plugins/infrastructure.js'
+import healthRoutes from './routes/health.js'
+import adminRoutes from './routes/v1/admin.js'
+import fileRoutes from './routes/v1/files.js'
+import jobRoutes from './routes/v1/fine_tuning/jobs.js'
+import modelRoutes from './routes/v1/models.js'
+import { ErrorSchema } from './schemas/common.js'
+import { EventObject, FileObject, JobObject, ModelObject, ProjectObject } from './schemas/objects.js'
+
+export interface BuildOptions {
+  config: Config
+  adminToken: string
+  logger?: boolean | object
+}
+
+const errorTable = Object.entries(ERROR_CATALOGUE)
+  .map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.description} |`)
+  .join('\n')
+
+export async function buildApp({ config, adminToken, logger }: BuildOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] },
+    genReqId: () => `req_${randomBytes(12).toString('hex')}`,
+    requestIdHeader: false,
+    ajv: { customOptions: { removeAdditional: false, allErrors: true } },
+    // Fine-tuned model ids contain colons; keep them intact in path params.
+    routerOptions: { maxParamLength: 300 },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.decorate('config', config)
+  app.decorate('adminToken', adminToken)
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id)
+  })
+
+  await app.register(errorHandlerPlugin)
+  for (const schema of [ErrorSchema, ProjectObject, FileObject, ModelObject, JobObject, EventObject])
+    app.addSchema(schema)
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Refit API',
+        version: '0.1.0',
+        description: `Fine-tuning as a service: upload datasets, fine-tune models by transfer learning, download the result.\n\nErrors are \`{"error": {"message", "type", "code", "param", "request_id", "details"}}\`. Codes:\n\n| code | status | meaning |\n|---|---|---|\n${errorTable}`,
+      },
+      components: {
+        securitySchemes: {
+          projectKey: { type: 'http', scheme: 'bearer', description: 'Project API key (rk-…)' },
+          adminToken: { type: 'http', scheme: 'bearer', description: 'Admin token, only on /v1/admin' },
+        },
+      },
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string) || `def-${i}` },
+    transform: ({ schema, url, route }) => {
+      const auth = route.config?.auth
+      const security = auth === 'admin' ? [{ adminToken: [] }] : auth === 'project' ? [{ projectKey: [] }] : []
+      return { schema: { ...schema, security } as typeof schema, url }
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+  await app.register(multipart, { limits: { fileSize: config.maxUploadBytes, files: 1 } })
+
+  await app.register(dbPlugin)
+  await app.register(redisPlugin)
+  await app.register(queuePlugin)
+  await app.register(storagePlugin)
+  await app.register(authPlugin)
+
+  await app.register(healthRoutes)
+  await app.register(adminRoutes)
+  await app.register(fileRoutes)
+  await app.register(modelRoutes)
+  await app.register(jobRoutes)
+  return app
+}

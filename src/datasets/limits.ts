@@ -1,0 +1,32 @@
+/** Upper bounds that keep one upload from exhausting the server's memory or disk. */
+export interface DatasetLimits {
+  /** samples (CSV/JSONL lines, images, IDX items) */
+  maxRows: number
+  /** numeric features per tabular row */
+  maxFeatures: number
+  /** entries in a zip, directories included (zip bombs use many tiny entries too) */
+  maxZipEntries: number
+  /** sum of the declared uncompressed sizes of the zip's entries */
+  maxUncompressedBytes: number
+  /** width * height of one image */
+  maxImagePixels: number
+  /** bytes in one CSV/JSONL line */
+  maxLineBytes: number
+}
+
+/**
+ * Defaults. maxRows is sized for MNIST-like sets (70k) with ample room; loading is in memory, so a
+ * deployment with little RAM should lower it (1M rows of 10k float features would be 40 GB).
+ */
+export const DEFAULT_DATASET_LIMITS: Readonly<DatasetLimits> = Object.freeze({
+  maxRows: 1_000_000,
+  maxFeatures: 10_000,
+  maxZipEntries: 200_000,
+  maxUncompressedBytes: 2 * 1024 ** 3,
+  maxImagePixels: 4096 * 4096,
+  maxLineBytes: 1024 ** 2,
+})
+
+export function resolveLimits(limits?: Partial<DatasetLimits>): DatasetLimits {
+  return { ...DEFAULT_DATASET_LIMITS, ...limits }
+}

@@ -1,0 +1,115 @@
+// Base models shipped with Refit. `mnist-cnn` is committed under src/builtin-models/ (see its README);
+// `mobilenet-v2` is materialized from the MobileNetV2 bundled in the nsfwjs npm package.
+import { existsSync } from 'node:fs'
+import { copyFile, mkdir, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { METADATA_JSON, MODEL_JSON, WEIGHTS_BIN, writeDirAtomically, writeMetadata } from './model-io.js'
+import type { ModelMetadata } from './protocol.js'
+
+const require = createRequire(import.meta.url)
+
+/** Identifier of a built-in base model. */
+export type BuiltinModelId = 'mnist-cnn' | 'mobilenet-v2'
+
+/** A built-in base model as listed by the API. */
+export interface BuiltinModel {
+  id: BuiltinModelId
+  description: string
+  metadata: ModelMetadata
+}
+
+export const MNIST_CNN_FEATURE_LAYER = 'flatten'
+export const MOBILENET_V2_FEATURE_LAYER = 'flatten_1'
+/** nsfwjs's output order (its NSFW_CLASSES). */
+export const NSFW_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy']
+
+export function mnistCnnMetadata(): ModelMetadata {
+  return {
+    input_shape: [28, 28, 1],
+    preprocessing: { scale: 1 / 255, offset: 0, resize: true, channels: 'as_model' },
+    classes: ['0', '1', '2', '3', '4'],
+    feature_layer: MNIST_CNN_FEATURE_LAYER,
+    description: 'Keras mnist_transfer_cnn network trained on MNIST digits 0-4; 4608-d features at `flatten`',
+  }
+}
+
+export function mobilenetV2Metadata(): ModelMetadata {
+  return {
+    input_shape: [224, 224, 3],
+    preprocessing: { scale: 1 / 255, offset: 0, resize: true, channels: 'as_model' },
+    classes: [...NSFW_CLASSES],
+    feature_layer: MOBILENET_V2_FEATURE_LAYER,
+    description:
+      'MobileNetV2 (ImageNet weights) fine-tuned by nsfwjs 4.4 as a five-class NSFW classifier; 1280-d features at `flatten_1`',
+  }
+}
+
+export const BUILTIN_MODELS: readonly BuiltinModel[] = [
+  {
+    id: 'mnist-cnn',
+    description: 'Small CNN for 28x28 grayscale images (MNIST digits 0-4), 4608-d features',
+    metadata: mnistCnnMetadata(),
+  },
+  {
+    id: 'mobilenet-v2',
+    description: 'MobileNetV2 224x224 RGB backbone from nsfwjs (five NSFW classes), 1280-d features',
+    metadata: mobilenetV2Metadata(),
+  },
+]
+
+export function isBuiltinModelId(id: string): id is BuiltinModelId {
+  return BUILTIN_MODELS.some((m) => m.id === id)
+}
+
+/** src/builtin-models/<id>, found from src/engine (tsx) or dist/src/engine (compiled; tsc does not copy it). */
+export function builtinModelSourceDir(id: BuiltinModelId): string {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const candidates = [
+    path.join(here, '..', 'builtin-models', id),
+    path.join(here, '..', '..', '..', 'src', 'builtin-models', id),
+  ]
+  const found = candidates.find((d) => existsSync(path.join(d, MODEL_JSON)))
+  if (!found) throw new Error(`built-in model ${id} not found (looked in ${candidates.join(', ')})`)
+  return found
+}
+
+function isComplete(dir: string): boolean {
+  return [MODEL_JSON, WEIGHTS_BIN, METADATA_JSON].every((f) => existsSync(path.join(dir, f)))
+}
+
+/** nsfwjs's dist/models/<name>: model.min.js exports model.json, each shard `<path>.min.js` a base64 string. */
+function nsfwModelFiles(name: string): { modelJson: any; weights: Buffer } {
+  const dir = path.join(path.dirname(require.resolve('nsfwjs')), '..', 'models', name)
+  const modelJson = require(path.join(dir, 'model.min.js'))
+  const buffers: Buffer[] = []
+  for (const group of modelJson.weightsManifest) {
+    for (const p of group.paths) buffers.push(Buffer.from(require(path.join(dir, `${p}.min.js`)) as string, 'base64'))
+  }
+  return { modelJson, weights: Buffer.concat(buffers) }
+}
+
+/**
+ * Returns `modelsDir/<id>` holding model.json, weights.bin and metadata.json, creating it on first use
+ * (atomically: a temp directory renamed into place, so concurrent callers never see half a model).
+ */
+export async function ensureBuiltinModelDir(id: BuiltinModelId, modelsDir: string): Promise<string> {
+  const target = path.join(modelsDir, id)
+  if (isComplete(target)) return target
+  await mkdir(modelsDir, { recursive: true })
+  await writeDirAtomically(target, async (tmp) => {
+    if (id === 'mnist-cnn') {
+      const src = builtinModelSourceDir(id)
+      for (const f of [MODEL_JSON, WEIGHTS_BIN, METADATA_JSON]) await copyFile(path.join(src, f), path.join(tmp, f))
+      return
+    }
+    const { modelJson, weights } = nsfwModelFiles('mobilenet_v2')
+    const weightSpecs = modelJson.weightsManifest.flatMap((g: { weights: unknown[] }) => g.weights)
+    const out = { ...modelJson, weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: weightSpecs }] }
+    await writeFile(path.join(tmp, MODEL_JSON), JSON.stringify(out))
+    await writeFile(path.join(tmp, WEIGHTS_BIN), weights)
+    await writeMetadata(tmp, { ...mobilenetV2Metadata(), source: 'nsfwjs@4.4 dist/models/mobilenet_v2' })
+  })
+  return target
+}

@@ -1,0 +1,5 @@
+import type * as tfjs from '@tensorflow/tfjs'
+
+/** The TensorFlow.js namespace the engine works with (tfjs-node's is a superset of @tensorflow/tfjs's). */
+export type Tf = typeof tfjs
+export type { LayersModel, Tensor, Tensor2D } from '@tensorflow/tfjs'

@@ -1,0 +1,153 @@
+// Every error Refit returns, with a stable snake_case code. The OpenAPI document lists this catalogue,
+// and the error handler turns AppError into the OpenAI-style envelope:
+// {"error": {"message", "type", "code", "param", "request_id", "details"?}}.
+
+export type ErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'conflict_error'
+  | 'rate_limit_error'
+  | 'server_error'
+
+interface CatalogueEntry {
+  status: number
+  type: ErrorType
+  description: string
+}
+
+/** HTTP error codes. Add here, never inline: the catalogue is published in the OpenAPI document. */
+export const ERROR_CATALOGUE = {
+  invalid_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The request body, query or parameters do not match the schema.',
+  },
+  invalid_json: { status: 400, type: 'invalid_request_error', description: 'The body is not valid JSON.' },
+  missing_file: { status: 400, type: 'invalid_request_error', description: 'A multipart upload has no `file` part.' },
+  invalid_purpose: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The file purpose is not supported (use `fine-tune`).',
+  },
+  invalid_format: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The declared file format is not one of csv, jsonl, image_zip, idx.',
+  },
+  invalid_field: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'A multipart field has a value that is not allowed.',
+  },
+  file_too_large: { status: 413, type: 'invalid_request_error', description: 'The upload exceeds the size limit.' },
+  unsupported_media_type: {
+    status: 415,
+    type: 'invalid_request_error',
+    description: 'The route expects another content type.',
+  },
+  file_not_ready: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The file has not been validated yet, or failed validation.',
+  },
+  file_in_use: { status: 409, type: 'conflict_error', description: 'The file is used by a job that has not finished.' },
+  model_not_trainable: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The model cannot be fine-tuned with this method.',
+  },
+  incompatible_dataset: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: "The base model cannot take the training file's data.",
+  },
+  unsupported_method: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The fine-tuning method is not available yet.',
+  },
+  invalid_hyperparameter: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'A hyperparameter is out of bounds.',
+  },
+  builtin_model_immutable: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'Built-in models cannot be deleted.',
+  },
+  model_in_use: {
+    status: 409,
+    type: 'conflict_error',
+    description: 'The model is used by a job that has not finished.',
+  },
+  job_not_cancellable: { status: 409, type: 'conflict_error', description: 'The job has already finished.' },
+  missing_authorization: {
+    status: 401,
+    type: 'authentication_error',
+    description: 'No `Authorization: Bearer` header.',
+  },
+  invalid_api_key: {
+    status: 401,
+    type: 'authentication_error',
+    description: 'The bearer token is not a valid key for this route.',
+  },
+  admin_required: { status: 403, type: 'permission_error', description: 'A project key was used on an admin route.' },
+  project_key_required: {
+    status: 403,
+    type: 'permission_error',
+    description: 'The admin token was used on a project route.',
+  },
+  not_found: { status: 404, type: 'not_found_error', description: 'No such object in this project.' },
+  route_not_found: { status: 404, type: 'not_found_error', description: 'No such route.' },
+  service_unavailable: {
+    status: 503,
+    type: 'server_error',
+    description: 'A backing service (database or Redis) is unreachable; retry shortly.',
+  },
+  internal_error: {
+    status: 500,
+    type: 'server_error',
+    description: 'Unexpected error; the request id identifies it in the logs.',
+  },
+} as const satisfies Record<string, CatalogueEntry>
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE
+
+/** Where a fault is: a line of a file, an entry of an archive, a field of the body. */
+export interface ErrorDetail {
+  line?: number
+  entry?: string
+  field?: string
+  message: string
+}
+
+export const MAX_ERROR_DETAILS = 20
+
+/** An error the client can act on; thrown anywhere, rendered by the error handler. */
+export class AppError extends Error {
+  readonly status: number
+  readonly type: ErrorType
+  readonly param: string | null
+  readonly details: ErrorDetail[] | undefined
+  readonly headers: Record<string, string> | undefined
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    opts: { param?: string | null; details?: ErrorDetail[]; headers?: Record<string, string> } = {},
+  ) {
+    super(message)
+    const entry = ERROR_CATALOGUE[code]
+    this.status = entry.status
+    this.type = entry.type
+    this.param = opts.param ?? null
+    this.details = opts.details?.slice(0, MAX_ERROR_DETAILS)
+    this.headers = opts.headers
+  }
+}
+
+export const notFound = (what: string, id: string, param = 'id') =>
+  new AppError('not_found', `No ${what} with id '${id}'.`, { param })

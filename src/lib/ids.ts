@@ -1,0 +1,26 @@
+import { randomBytes } from 'node:crypto'
+
+const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789'
+
+/** Id prefixes of the wire format (OpenAI-style: `file-…`, `ftjob-…`). */
+export type IdPrefix = 'proj' | 'key' | 'file' | 'ftjob' | 'ftevent' | 'ftckpt' | 'art'
+
+/** A random id with ~124 bits of entropy: `<prefix>-<24 base36 chars>`. */
+export function newId(prefix: IdPrefix): string {
+  const bytes = randomBytes(24)
+  let out = ''
+  for (const b of bytes) out += ALPHABET[b % 36]
+  return `${prefix}-${out}`
+}
+
+/** The short job id used in fine-tuned model names: `ft:<base>:<suffix>:<short>`. */
+export function jobShortId(jobId: string): string {
+  return jobId.slice(jobId.indexOf('-') + 1, jobId.indexOf('-') + 9)
+}
+
+export function fineTunedModelId(baseModelId: string, suffix: string | null, jobId: string): string {
+  const base = baseModelId.startsWith('ft:') ? baseModelId.split(':')[1] : baseModelId
+  return `ft:${base}:${suffix || 'refit'}:${jobShortId(jobId)}`
+}
+
+export const unixSeconds = (d: Date | null | undefined): number | null => (d ? Math.floor(d.getTime() / 1000) : null)

@@ -1,0 +1,291 @@
+import type { FastifyInstance } from 'fastify'
+import type { Db } from '../../db/client.js'
+import { AppError, notFound } from '../../errors.js'
+import type { File, FineTuningJob, Model } from '../../generated/prisma/client.js'
+import { newId, unixSeconds } from '../../lib/ids.js'
+import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
+import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
+import { getModel } from '../models/models-service.js'
+import { checkBounds, resolveHyperparameters, type TransferHyperparametersInput } from './hyperparameters.js'
+import { addJobEvent } from './job-events.js'
+
+export const TERMINAL = ['succeeded', 'failed', 'cancelled'] as const
+const METHODS_LATER = ['supervised', 'distillation', 'dpo', 'reinforcement']
+
+export interface CreateJobBody {
+  model: string
+  training_file: string
+  validation_file?: string
+  method?: { type: string; transfer?: { hyperparameters?: TransferHyperparametersInput } }
+  hyperparameters?: TransferHyperparametersInput
+  seed?: number
+  suffix?: string
+  metadata?: Record<string, string>
+}
+
+export function presentJob(j: FineTuningJob) {
+  const hp = j.hyperparameters as Record<string, unknown>
+  return {
+    id: j.id,
+    object: 'fine_tuning.job' as const,
+    model: j.baseModelId,
+    created_at: unixSeconds(j.createdAt)!,
+    started_at: unixSeconds(j.startedAt),
+    finished_at: unixSeconds(j.finishedAt),
+    fine_tuned_model: j.fineTunedModelId,
+    organization_id: j.projectId,
+    result_files: [] as string[],
+    status: j.status,
+    status_reason: j.statusReason,
+    validation_file: j.validationFileId,
+    training_file: j.trainingFileId,
+    hyperparameters: hp,
+    method: j.method as Record<string, unknown>,
+    trained_tokens: null,
+    trained_samples: j.trainedSamples === null ? null : Number(j.trainedSamples),
+    error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '', param: j.errorParam } : null,
+    seed: j.seed,
+    suffix: j.suffix,
+    user_provided_suffix: j.suffix,
+    metadata: (j.userMetadata as Record<string, string> | null) ?? null,
+    integrations: [] as Record<string, unknown>[],
+    estimated_finish: ((j.progress as { estimated_finish?: number } | null)?.estimated_finish ?? null) as number | null,
+    backend: j.backend,
+    attempt: j.attempt,
+    progress: (j.progress as Record<string, unknown> | null) ?? null,
+  }
+}
+
+async function findFile(db: Db, projectId: string, id: string, param: string): Promise<File> {
+  const f = await db.file.findFirst({ where: { id, projectId, deletedAt: null } })
+  if (!f) throw notFound('file', id, param)
+  if (f.status === 'error')
+    throw new AppError(
+      'file_not_ready',
+      `File ${id} failed validation: ${(f.statusDetails as { message?: string })?.message ?? 'see the file'}`,
+      {
+        param,
+      },
+    )
+  return f
+}
+
+/** Refuses a base model that cannot take the file's samples, with the reason. */
+export function checkCompatible(model: Model, file: File, param = 'training_file') {
+  const meta = model.metadata as { input_shape?: number[] }
+  const stats = file.stats as { image_shape?: number[]; feature_count?: number } | null
+  if (!stats || !meta.input_shape) return
+  const imageModel = meta.input_shape.length === 3
+  if (imageModel && !stats.image_shape)
+    throw new AppError(
+      'incompatible_dataset',
+      `${model.id} takes images of shape [${meta.input_shape}], but ${file.id} is tabular (${stats.feature_count} features).`,
+      { param },
+    )
+  if (!imageModel && stats.feature_count !== meta.input_shape[0])
+    throw new AppError(
+      'incompatible_dataset',
+      `${model.id} takes ${meta.input_shape[0]} features per row, but ${file.id} has ${stats.feature_count ?? 'images'}.`,
+      { param },
+    )
+}
+
+export async function createJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
+  const method = body.method ?? { type: 'transfer' }
+  if (method.type !== 'transfer') {
+    const later = METHODS_LATER.includes(method.type)
+    throw new AppError(
+      'unsupported_method',
+      later
+        ? `method.type "${method.type}" is not available yet; use "transfer".`
+        : `method.type must be "transfer", got "${method.type}".`,
+      { param: 'method.type' },
+    )
+  }
+  const hpInput: TransferHyperparametersInput = {
+    ...(body.hyperparameters ?? {}),
+    ...(method.transfer?.hyperparameters ?? {}),
+  }
+  checkBounds(hpInput, body.method ? 'method.transfer.hyperparameters' : 'hyperparameters')
+
+  const model = await getModel(app.db, projectId, body.model).catch((err) => {
+    if (err instanceof AppError && err.code === 'not_found') throw notFound('model', body.model, 'model')
+    throw err
+  })
+  const meta = model.metadata as { feature_layer?: string | null }
+  if (!meta.feature_layer)
+    throw new AppError('model_not_trainable', `${model.id} has no feature layer to train a new head on.`, {
+      param: 'model',
+    })
+
+  const training = await findFile(app.db, projectId, body.training_file, 'training_file')
+  const validation = body.validation_file
+    ? await findFile(app.db, projectId, body.validation_file, 'validation_file')
+    : null
+  const ready = training.status === 'processed' && (!validation || validation.status === 'processed')
+  if (training.status === 'processed') checkCompatible(model, training)
+  if (validation?.status === 'processed') checkCompatible(model, validation, 'validation_file')
+
+  const rows = (training.stats as { rows?: number } | null)?.rows ?? 0
+  const id = newId('ftjob')
+  const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
+  const job = await app.db.fineTuningJob.create({
+    data: {
+      id,
+      projectId,
+      baseModelId: model.id,
+      trainingFileId: training.id,
+      validationFileId: validation?.id,
+      method: { type: 'transfer', transfer: { hyperparameters: hpInput } } as object,
+      hyperparameters: (ready ? resolveHyperparameters(hpInput, rows, !!validation) : hpInput) as object,
+      seed,
+      suffix: body.suffix,
+      userMetadata: body.metadata,
+      status: ready ? 'queued' : 'validating_files',
+    },
+  })
+  await addJobEvent(app.db, id, 'info', `Created fine-tuning job ${id}`)
+  if (ready) await enqueueJob(app, job)
+  else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')
+  return job
+}
+
+/** The queue job id is the fine-tuning job id, so a second enqueue of the same job is a no-op. */
+export async function enqueueJob(
+  app: { queues: Pick<FastifyInstance['queues'], 'training'>; log: { warn(obj: object, msg?: string): void } },
+  job: FineTuningJob,
+) {
+  try {
+    await app.queues.training.add('train', { jobId: job.id }, { ...TRAINING_JOB_OPTIONS, jobId: job.id })
+  } catch (err) {
+    // The job row is the source of truth: the worker's reconciler enqueues `queued` jobs missing from Redis.
+    app.log.warn({ err: (err as Error).message, jobId: job.id }, 'could not enqueue job; the reconciler will')
+  }
+}
+
+export async function listJobs(app: FastifyInstance, projectId: string, page: Page) {
+  const limit = page.limit ?? 20
+  const cursor = page.after ? await app.db.fineTuningJob.findFirst({ where: { id: page.after, projectId } }) : null
+  const rows = await app.db.fineTuningJob.findMany({
+    where: { projectId, ...olderThan(cursor) },
+    orderBy: NEWEST_FIRST,
+    take: limit + 1,
+  })
+  return toList(rows, limit, presentJob)
+}
+
+export async function getJob(db: Db, projectId: string, id: string) {
+  const job = await db.fineTuningJob.findFirst({ where: { id, projectId } })
+  if (!job) throw notFound('fine-tuning job', id)
+  return job
+}
+
+/**
+ * A waiting job is cancelled at once and leaves the queue; a running one becomes `cancelling` and every
+ * worker hears about it on Redis, so the one that owns it stops at the end of the current batch.
+ */
+export async function cancelJob(app: FastifyInstance, projectId: string, id: string) {
+  const job = await getJob(app.db, projectId, id)
+  if ((TERMINAL as readonly string[]).includes(job.status))
+    throw new AppError('job_not_cancellable', `Job ${id} has already ${job.status}.`)
+  const now = new Date()
+  const waiting = await app.db.fineTuningJob.updateMany({
+    where: { id, status: { in: ['validating_files', 'queued'] } },
+    data: {
+      status: 'cancelled',
+      statusReason: 'cancelled by user before it started',
+      finishedAt: now,
+      cancelRequestedAt: now,
+    },
+  })
+  if (waiting.count) {
+    await app.queues.training.remove(id).catch(() => 0)
+    await addJobEvent(app.db, id, 'info', 'Job cancelled before it started')
+  } else {
+    const running = await app.db.fineTuningJob.updateMany({
+      where: { id, status: 'running' },
+      data: { status: 'cancelling', statusReason: 'cancel requested by user', cancelRequestedAt: now },
+    })
+    if (running.count)
+      await addJobEvent(app.db, id, 'info', 'Cancel requested; stopping at the end of the current batch')
+    // Re-broadcast on repeated calls too: harmless, and it covers a publish lost while Redis blinked.
+    await app.redis.publish(cancelChannel(app.config.queuePrefix), id).catch((err) => {
+      app.log.warn({ err: err.message, jobId: id }, 'cancel broadcast failed; the worker also polls the database')
+    })
+  }
+  return getJob(app.db, projectId, id)
+}
+
+interface PromoteDeps {
+  db: Db
+  queues: Pick<FastifyInstance['queues'], 'training'>
+  log: { warn(obj: object, msg?: string): void }
+}
+
+/**
+ * Called when a file's validation ends: jobs that waited in `validating_files` are queued (with their
+ * hyperparameters resolved from the now known row count) or failed with the file's error.
+ */
+export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
+  const waiting = await deps.db.fineTuningJob.findMany({
+    where: { status: 'validating_files', OR: [{ trainingFileId: fileId }, { validationFileId: fileId }] },
+  })
+  for (const job of waiting) {
+    const files = await deps.db.file.findMany({
+      where: { id: { in: [job.trainingFileId, job.validationFileId].filter((x): x is string => !!x) } },
+    })
+    const training = files.find((f) => f.id === job.trainingFileId)!
+    const validation = files.find((f) => f.id === job.validationFileId) ?? null
+    const failed = [training, validation].find((f) => f?.status === 'error')
+    let error: AppError | null = null
+    if (failed) {
+      const detail = failed.statusDetails as { message?: string } | null
+      error = new AppError(
+        'file_not_ready',
+        `File ${failed.id} failed validation: ${detail?.message ?? 'see the file'}`,
+        {
+          param: failed.id === training.id ? 'training_file' : 'validation_file',
+        },
+      )
+    } else if (training.status !== 'processed' || (validation && validation.status !== 'processed')) {
+      continue // the other file is still being validated
+    } else {
+      const model = await deps.db.model.findUnique({ where: { id: job.baseModelId } })
+      try {
+        if (!model) throw new AppError('not_found', `Model ${job.baseModelId} no longer exists.`, { param: 'model' })
+        checkCompatible(model, training)
+        if (validation) checkCompatible(model, validation, 'validation_file')
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err
+        error = err
+      }
+    }
+    if (error) {
+      const done = await deps.db.fineTuningJob.updateMany({
+        where: { id: job.id, status: 'validating_files' },
+        data: {
+          status: 'failed',
+          statusReason: 'file validation failed',
+          errorCode: error.code,
+          errorMessage: error.message,
+          errorParam: error.param,
+          finishedAt: new Date(),
+        },
+      })
+      if (done.count) await addJobEvent(deps.db, job.id, 'error', error.message)
+      continue
+    }
+    const hp = resolveHyperparameters(
+      job.hyperparameters as TransferHyperparametersInput,
+      (training.stats as { rows: number }).rows,
+      !!validation,
+    )
+    const queued = await deps.db.fineTuningJob.updateMany({
+      where: { id: job.id, status: 'validating_files' },
+      data: { status: 'queued', hyperparameters: hp as object },
+    })
+    if (!queued.count) continue
+    await addJobEvent(deps.db, job.id, 'info', 'Files validated; job queued', { hyperparameters: hp })
+    await enqueueJob(deps, job)
+  }
+}

@@ -1,0 +1,102 @@
+// Renders every error in the OpenAI envelope with a stable code. Client faults become AppErrors with
+// the field at fault; an unreachable database or Redis is a 503 (retry), and anything else is a masked
+// 500 whose details stay in the log under the request id.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { AppError, type ErrorDetail } from '../errors.js'
+
+export interface ErrorBody {
+  error: {
+    message: string
+    type: string
+    code: string
+    param: string | null
+    request_id: string
+    details?: ErrorDetail[]
+  }
+}
+
+function fromValidation(err: FastifyError): AppError {
+  const issues = err.validation ?? []
+  const details: ErrorDetail[] = issues.map((v) => {
+    const params = v.params as Record<string, unknown>
+    const base = (v.instancePath || '').replace(/^\//, '').replaceAll('/', '.')
+    const extra = (params.additionalProperty ?? params.missingProperty) as string | undefined
+    const field = [err.validationContext === 'body' ? '' : err.validationContext, base, extra].filter(Boolean).join('.')
+    const message = params.additionalProperty ? 'unknown field' : (v.message ?? 'is invalid')
+    return { field: field || (err.validationContext ?? 'body'), message }
+  })
+  const first = details[0]
+  return new AppError('invalid_request', first ? `${first.field}: ${first.message}` : err.message, {
+    param: first?.field ?? null,
+    details,
+  })
+}
+
+const UNAVAILABLE = [
+  /ECONNREFUSED/,
+  /Connection is closed/,
+  /enableOfflineQueue/,
+  /Can't reach database server/,
+  /Connection terminated/,
+  /ETIMEDOUT/,
+  /the database system is (starting up|shutting down)/,
+  /DatabaseNotReachable/,
+]
+
+export function toAppError(err: unknown): AppError | null {
+  if (err instanceof AppError) return err
+  const e = err as FastifyError & { code?: string }
+  if (e?.validation) return fromValidation(e)
+  switch (e?.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AppError('invalid_json', `The body is not valid JSON: ${e.message}`)
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return new AppError('file_too_large', 'The request body is larger than the limit.')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('unsupported_media_type', e.message)
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return new AppError('unsupported_media_type', 'This route expects multipart/form-data.')
+    case 'FST_FILES_LIMIT':
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return new AppError('invalid_request', 'Too many parts in the multipart body: send one `file` part.')
+  }
+  const text = `${e?.message ?? ''} ${e?.code ?? ''} ${(e as { cause?: { message?: string } })?.cause?.message ?? ''}`
+  if (UNAVAILABLE.some((re) => re.test(text)))
+    return new AppError('service_unavailable', 'A backing service is unavailable; retry in a few seconds.', {
+      headers: { 'retry-after': '5' },
+    })
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
+    return new AppError('invalid_request', e.message)
+  return null
+}
+
+export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown) {
+  const appError = toAppError(err) ?? new AppError('internal_error', 'Internal error; the request id identifies it.')
+  if (appError.status >= 500) req.log.error({ err }, 'request failed')
+  for (const [k, v] of Object.entries(appError.headers ?? {})) reply.header(k, v)
+  const body: ErrorBody = {
+    error: {
+      message: appError.message,
+      type: appError.type,
+      code: appError.code,
+      param: appError.param,
+      request_id: String(req.id),
+      ...(appError.details?.length ? { details: appError.details } : {}),
+    },
+  }
+  return reply.status(appError.status).send(body)
+}
+
+export const errorHandlerPlugin = fp(
+  async (app: FastifyInstance) => {
+    app.setErrorHandler((err, req, reply) => sendError(req, reply, err))
+    app.setNotFoundHandler((req, reply) =>
+      sendError(req, reply, new AppError('route_not_found', `No route ${req.method} ${req.url.split('?')[0]}.`)),
+    )
+  },
+  { name: 'error-handler' },
+)

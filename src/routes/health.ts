@@ -1,0 +1,63 @@
+import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+
+const Check = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('down')]),
+  error: Type.Optional(Type.String()),
+})
+
+const routes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/healthz',
+    {
+      config: { auth: 'public' },
+      schema: {
+        tags: ['health'],
+        operationId: 'getHealth',
+        summary: 'Liveness: the process answers',
+        response: { 200: Type.Object({ status: Type.Literal('ok') }) },
+      },
+    },
+    async () => ({ status: 'ok' as const }),
+  )
+
+  app.get(
+    '/readyz',
+    {
+      config: { auth: 'public' },
+      schema: {
+        tags: ['health'],
+        operationId: 'getReadiness',
+        summary: 'Readiness: PostgreSQL and Redis answer',
+        response: {
+          200: Type.Object({ status: Type.Literal('ok'), checks: Type.Object({ database: Check, redis: Check }) }),
+          503: Type.Object({
+            status: Type.Literal('unavailable'),
+            checks: Type.Object({ database: Check, redis: Check }),
+          }),
+        },
+      },
+    },
+    async (_req, reply) => {
+      const probe = async (fn: () => Promise<unknown>) => {
+        try {
+          await Promise.race([
+            fn(),
+            new Promise((_, rej) => setTimeout(() => rej(new Error('timed out after 2 s')), 2000)),
+          ])
+          return { status: 'ok' as const }
+        } catch (err) {
+          return { status: 'down' as const, error: (err as Error).message.split('\n')[0] }
+        }
+      }
+      const [database, redis] = await Promise.all([
+        probe(() => app.db.$queryRaw`SELECT 1`),
+        probe(() => app.redis.ping()),
+      ])
+      const ok = database.status === 'ok' && redis.status === 'ok'
+      if (!ok) return reply.status(503).send({ status: 'unavailable' as const, checks: { database, redis } })
+      return { status: 'ok' as const, checks: { database, redis } }
+    },
+  )
+}
+
+export default routes

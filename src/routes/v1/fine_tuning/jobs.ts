@@ -1,0 +1,239 @@
+import { type FastifyPluginAsyncTypebox, type TSchema, Type } from '@fastify/type-provider-typebox'
+import { unixSeconds } from '../../../lib/ids.js'
+import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
+import { BOUNDS } from '../../../modules/jobs/hyperparameters.js'
+import { presentEvent } from '../../../modules/jobs/job-events.js'
+import { cancelJob, createJob, getJob, listJobs, presentJob } from '../../../modules/jobs/jobs-service.js'
+import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
+import { CheckpointObject, EventObject, JobObject, MetricObject } from '../../../schemas/objects.js'
+
+const auto = <T extends TSchema>(schema: T) => Type.Union([Type.Literal('auto'), schema])
+
+const TransferHyperparameters = Type.Object(
+  {
+    n_epochs: Type.Optional(auto(Type.Integer({ minimum: BOUNDS.n_epochs.min, maximum: BOUNDS.n_epochs.max }))),
+    batch_size: Type.Optional(auto(Type.Integer({ minimum: BOUNDS.batch_size.min, maximum: BOUNDS.batch_size.max }))),
+    learning_rate: Type.Optional(
+      auto(Type.Number({ exclusiveMinimum: 0, minimum: BOUNDS.learning_rate.min, maximum: BOUNDS.learning_rate.max })),
+    ),
+    validation_split: Type.Optional(
+      auto(Type.Number({ minimum: BOUNDS.validation_split.min, maximum: BOUNDS.validation_split.max })),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      '"auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; validation_split 0.1 (0 with a validation file).',
+  },
+)
+
+const CreateJobBody = Type.Object(
+  {
+    model: Type.String({
+      minLength: 1,
+      maxLength: 200,
+      description: 'Base model: built-in slug, uploaded or fine-tuned model id',
+    }),
+    training_file: Type.String({ minLength: 1, maxLength: 100 }),
+    validation_file: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    method: Type.Optional(
+      Type.Object(
+        {
+          type: Type.String({ description: '"transfer" (supervised and distillation come later)' }),
+          transfer: Type.Optional(
+            Type.Object({ hyperparameters: Type.Optional(TransferHyperparameters) }, { additionalProperties: false }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    hyperparameters: Type.Optional(TransferHyperparameters),
+    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
+    suffix: Type.Optional(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' })),
+    metadata: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 512 }), { maxProperties: 16 }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    examples: [
+      {
+        model: 'mnist-cnn',
+        training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l',
+        method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 5, batch_size: 128 } } },
+        seed: 42,
+        suffix: 'digits-5-9',
+      },
+    ],
+  },
+)
+
+const routes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/v1/fine_tuning/jobs',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'createFineTuningJob',
+        summary: 'Create a fine-tuning job',
+        body: CreateJobBody,
+        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(400, 404) },
+      },
+    },
+    async (req) => presentJob(await createJob(app, req.projectId, req.body)),
+  )
+
+  app.get(
+    '/v1/fine_tuning/jobs',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'listFineTuningJobs',
+        summary: "List the project's jobs, newest first",
+        querystring: ListQuery,
+        response: { 200: listOf(JobObject), ...errorResponses(400) },
+      },
+    },
+    async (req) => listJobs(app, req.projectId, req.query),
+  )
+
+  app.get(
+    '/v1/fine_tuning/jobs/:id',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'getFineTuningJob',
+        summary: 'Get a job: status, progress, backend, resolved hyperparameters',
+        params: IdParams,
+        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404) },
+      },
+    },
+    async (req) => presentJob(await getJob(app.db, req.projectId, req.params.id)),
+  )
+
+  app.post(
+    '/v1/fine_tuning/jobs/:id/cancel',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'cancelFineTuningJob',
+        summary: 'Cancel a job: a queued job leaves the queue, a running one stops at the end of its current batch',
+        params: IdParams,
+        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404, 409) },
+      },
+    },
+    async (req) => presentJob(await cancelJob(app, req.projectId, req.params.id)),
+  )
+
+  app.get(
+    '/v1/fine_tuning/jobs/:id/events',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'listFineTuningEvents',
+        summary: "A job's events, newest first",
+        params: IdParams,
+        querystring: ListQuery,
+        response: { 200: listOf(EventObject), ...errorResponses(400, 404) },
+      },
+    },
+    async (req) => {
+      const job = await getJob(app.db, req.projectId, req.params.id)
+      const limit = req.query.limit ?? 20
+      const cursor = req.query.after
+        ? await app.db.jobEvent.findFirst({ where: { id: req.query.after, jobId: job.id } })
+        : null
+      const rows = await app.db.jobEvent.findMany({
+        where: { jobId: job.id, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
+        orderBy: { seq: 'desc' },
+        take: limit + 1,
+      })
+      return toList(rows, limit, presentEvent)
+    },
+  )
+
+  app.get(
+    '/v1/fine_tuning/jobs/:id/checkpoints',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'listFineTuningCheckpoints',
+        summary: "A job's checkpoints (one per epoch), newest first",
+        params: IdParams,
+        querystring: ListQuery,
+        response: { 200: listOf(CheckpointObject), ...errorResponses(400, 404) },
+      },
+    },
+    async (req) => {
+      const job = await getJob(app.db, req.projectId, req.params.id)
+      const limit = req.query.limit ?? 20
+      const cursor = req.query.after
+        ? await app.db.checkpoint.findFirst({ where: { id: req.query.after, jobId: job.id } })
+        : null
+      const rows = await app.db.checkpoint.findMany({
+        where: { jobId: job.id, ...olderThan(cursor) },
+        orderBy: NEWEST_FIRST,
+        take: limit + 1,
+      })
+      return toList(rows, limit, (c) => ({
+        id: c.id,
+        object: 'fine_tuning.job.checkpoint' as const,
+        created_at: unixSeconds(c.createdAt)!,
+        fine_tuned_model_checkpoint: `${job.fineTunedModelId ?? `ft:${job.baseModelId}:ckpt`}:step-${c.step}`,
+        fine_tuning_job_id: job.id,
+        step_number: c.step,
+        epoch: c.epoch,
+        metrics: c.metrics as Record<string, unknown>,
+      }))
+    },
+  )
+
+  app.get(
+    '/v1/fine_tuning/jobs/:id/metrics',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'listFineTuningMetrics',
+        summary: "A job's metric rows (loss, accuracy, val_loss, val_accuracy per epoch), in step order",
+        params: IdParams,
+        querystring: Type.Object(
+          { name: Type.Optional(Type.String({ maxLength: 64 })) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (req) => {
+      const job = await getJob(app.db, req.projectId, req.params.id)
+      const rows = await app.db.metric.findMany({
+        where: { jobId: job.id, ...(req.query.name ? { name: req.query.name } : {}) },
+        orderBy: [{ step: 'asc' }, { name: 'asc' }],
+        take: 10_000,
+      })
+      return {
+        object: 'list' as const,
+        data: rows.map((m) => ({
+          object: 'fine_tuning.job.metric' as const,
+          step: m.step,
+          epoch: m.epoch,
+          name: m.name,
+          value: m.value,
+          created_at: unixSeconds(m.createdAt)!,
+        })),
+        has_more: rows.length === 10_000,
+      }
+    },
+  )
+}
+
+export default routes

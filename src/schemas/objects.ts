@@ -1,0 +1,169 @@
+// Response schemas: allow-lists of what the API returns (never a raw database row).
+import { Type } from '@fastify/type-provider-typebox'
+import { AnyObject, Nullable, StringEnum } from './common.js'
+
+const Unix = Type.Integer({ description: 'Unix seconds' })
+
+export const ProjectObject = Type.Object(
+  {
+    id: Type.String({ examples: ['proj-3k9x0c1v7b2n5m8q4w6e1r0t'] }),
+    object: Type.Literal('project'),
+    name: Type.String(),
+    created_at: Unix,
+  },
+  { $id: 'Project' },
+)
+
+export const ApiKeyObject = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('api_key'),
+    project_id: Type.String(),
+    name: Nullable(Type.String()),
+    key: Type.String({ description: 'The secret; shown only in this response.' }),
+    prefix: Type.String(),
+    created_at: Unix,
+  },
+  { $id: 'ApiKey' },
+)
+
+const FileError = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  details: Type.Optional(
+    Type.Array(
+      Type.Object({
+        line: Type.Optional(Type.Integer()),
+        entry: Type.Optional(Type.String()),
+        field: Type.Optional(Type.String()),
+        message: Type.String(),
+      }),
+    ),
+  ),
+})
+
+export const FileObject = Type.Object(
+  {
+    id: Type.String({ examples: ['file-0a1b2c3d4e5f6g7h8i9j0k1l'] }),
+    object: Type.Literal('file'),
+    bytes: Type.Integer(),
+    created_at: Unix,
+    filename: Type.String(),
+    purpose: Type.String(),
+    format: Nullable(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
+    status: StringEnum(['uploaded', 'processed', 'error']),
+    status_details: Nullable(Type.String()),
+    error: Nullable(FileError),
+    stats: Nullable(AnyObject),
+  },
+  { $id: 'File' },
+)
+
+export const DeletedObject = Type.Object({ id: Type.String(), object: Type.String(), deleted: Type.Boolean() })
+
+export const ModelObject = Type.Object(
+  {
+    id: Type.String({ examples: ['mnist-cnn', 'ft:mnist-cnn:refit:abc12345'] }),
+    object: Type.Literal('model'),
+    created: Unix,
+    created_at: Unix,
+    owned_by: Type.String(),
+    kind: StringEnum(['builtin', 'uploaded', 'fine_tuned', 'architecture']),
+    description: Nullable(Type.String()),
+    base_model: Nullable(Type.String()),
+    fine_tuning_job: Nullable(Type.String()),
+    training_file: Nullable(Type.String()),
+    input_shape: Nullable(Type.Array(Type.Integer())),
+    classes: Nullable(Type.Array(Type.String())),
+    preprocessing: Nullable(AnyObject),
+    feature_layer: Nullable(Type.String()),
+    metrics: Nullable(AnyObject),
+    backend: Nullable(Type.String()),
+    seed: Nullable(Type.Integer()),
+    bytes: Nullable(Type.Integer()),
+    sha256: Nullable(Type.String()),
+  },
+  { $id: 'Model' },
+)
+
+export const JobStatus = StringEnum([
+  'validating_files',
+  'queued',
+  'running',
+  'cancelling',
+  'succeeded',
+  'failed',
+  'cancelled',
+])
+
+export const JobObject = Type.Object(
+  {
+    id: Type.String({ examples: ['ftjob-4f2k8d0s9a7q1w3e5r6t8y0u'] }),
+    object: Type.Literal('fine_tuning.job'),
+    model: Type.String(),
+    created_at: Unix,
+    started_at: Nullable(Unix),
+    finished_at: Nullable(Unix),
+    fine_tuned_model: Nullable(Type.String()),
+    organization_id: Type.String({ description: 'The project id.' }),
+    result_files: Type.Array(Type.String()),
+    status: JobStatus,
+    status_reason: Nullable(Type.String()),
+    validation_file: Nullable(Type.String()),
+    training_file: Type.String(),
+    hyperparameters: AnyObject,
+    method: AnyObject,
+    trained_tokens: Type.Null(),
+    trained_samples: Nullable(Type.Integer()),
+    error: Nullable(Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) })),
+    seed: Type.Integer(),
+    suffix: Nullable(Type.String()),
+    user_provided_suffix: Nullable(Type.String()),
+    metadata: Nullable(Type.Record(Type.String(), Type.String())),
+    integrations: Type.Array(AnyObject),
+    estimated_finish: Nullable(Unix),
+    backend: Nullable(Type.String({ description: 'TensorFlow.js backend that ran the job: tensorflow, wasm or cpu.' })),
+    attempt: Type.Integer(),
+    progress: Nullable(AnyObject),
+  },
+  { $id: 'FineTuningJob' },
+)
+
+export const EventObject = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('fine_tuning.job.event'),
+    created_at: Unix,
+    level: Type.String(),
+    type: Type.String(),
+    message: Type.String(),
+    data: Nullable(AnyObject),
+  },
+  { $id: 'FineTuningJobEvent' },
+)
+
+export const CheckpointObject = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('fine_tuning.job.checkpoint'),
+    created_at: Unix,
+    fine_tuned_model_checkpoint: Type.String(),
+    fine_tuning_job_id: Type.String(),
+    step_number: Type.Integer(),
+    epoch: Type.Integer(),
+    metrics: AnyObject,
+  },
+  { $id: 'FineTuningJobCheckpoint' },
+)
+
+export const MetricObject = Type.Object(
+  {
+    object: Type.Literal('fine_tuning.job.metric'),
+    step: Type.Integer(),
+    epoch: Type.Integer(),
+    name: Type.String(),
+    value: Type.Number(),
+    created_at: Unix,
+  },
+  { $id: 'FineTuningJobMetric' },
+)

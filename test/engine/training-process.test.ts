@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict'
+import { type ChildProcess, fork } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { builtinModelSourceDir } from '../../src/engine/builtin-models.js'
+import { loadMnist } from '../../src/engine/mnist-idx.js'
+import type { ChildMessage, TrainRequest } from '../../src/engine/protocol.js'
+import { writeCsv, writeIdxZip } from './helpers.js'
+
+const entry = fileURLToPath(new URL('../../workers/training-process.ts', import.meta.url))
+let work: string
+let trainZip: string
+
+before(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'refit-child-'))
+  trainZip = path.join(work, 'train.zip')
+  await writeIdxZip(loadMnist('train', [5, 6, 7, 8, 9], 600), trainZip)
+})
+after(async () => {
+  await rm(work, { recursive: true, force: true })
+})
+
+function start(): ChildProcess {
+  return fork(entry, [], {
+    execPath: process.execPath,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  })
+}
+
+function request(overrides: Partial<TrainRequest>): TrainRequest {
+  return {
+    type: 'train',
+    jobId: 'job-1',
+    method: { type: 'transfer' },
+    baseModelDir: builtinModelSourceDir('mnist-cnn'),
+    baseModelId: 'mnist-cnn',
+    training: { path: trainZip, format: 'idx' },
+    hyperparameters: { n_epochs: 2, batch_size: 32, learning_rate: 1e-3, validation_split: 0.2 },
+    seed: 3,
+    outputDir: path.join(work, 'out'),
+    backend: 'auto',
+    ...overrides,
+  }
+}
+
+/** Runs the child to its exit, collecting messages; `onMessage` may talk back. */
+function run(
+  req: TrainRequest,
+  onMessage: (m: ChildMessage, child: ChildProcess) => void = () => {},
+): Promise<{ messages: ChildMessage[]; code: number | null; stderr: string }> {
+  const child = start()
+  const messages: ChildMessage[] = []
+  let stderr = ''
+  child.stderr!.on('data', (d) => {
+    stderr += d
+  })
+  child.on('message', (m: ChildMessage) => {
+    messages.push(m)
+    onMessage(m, child)
+  })
+  child.send(req)
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ messages, code, stderr })))
+}
+
+test('forked training process: backend, events, epochs, checkpoints, done, in order', async () => {
+  const outputDir = path.join(work, 'ok')
+  const { messages, code, stderr } = await run(request({ outputDir }))
+  assert.equal(code, 0, stderr.slice(-2000))
+  const kinds = messages.map((m) => m.type)
+  assert.equal(kinds[0], 'backend')
+  assert.equal(kinds.at(-1), 'done')
+  const backend = messages[0] as Extract<ChildMessage, { type: 'backend' }>
+  assert.equal(backend.backend, 'tensorflow')
+  const order = kinds.filter((k) => k === 'epoch' || k === 'checkpoint' || k === 'done')
+  assert.deepEqual(order, ['epoch', 'checkpoint', 'epoch', 'checkpoint', 'done'])
+  assert.ok(kinds.indexOf('event') < kinds.indexOf('epoch'))
+  assert.ok(kinds.includes('progress'))
+  const done = messages.at(-1) as Extract<ChildMessage, { type: 'done' }>
+  assert.equal(done.cancelled, false)
+  assert.equal(done.modelDir, path.join(outputDir, 'model'))
+  assert.ok(existsSync(path.join(done.modelDir, 'weights.bin')))
+  assert.ok(done.evaluation && done.evaluation.samples === 120 && done.evaluation.accuracy > 0.8)
+  assert.equal(done.trainedSamples, 2 * 480)
+})
+
+test('cancel stops within one batch and reports done with cancelled: true', async () => {
+  let progressSeen = 0
+  let stepAtCancel = -1
+  const { messages, code } = await run(
+    request({
+      outputDir: path.join(work, 'cancel'),
+      hyperparameters: { n_epochs: 50, batch_size: 8, learning_rate: 1e-3, validation_split: 0.1 },
+    }),
+    (m, child) => {
+      if (m.type === 'progress' && ++progressSeen === 2) {
+        stepAtCancel = m.step
+        child.send({ type: 'cancel' })
+      }
+    },
+  )
+  assert.equal(code, 0)
+  const done = messages.at(-1) as Extract<ChildMessage, { type: 'done' }>
+  assert.equal(done.type, 'done')
+  assert.equal(done.cancelled, true)
+  assert.equal(done.modelDir, '')
+  // the child may have finished a few batches while the cancel message was in flight, never an epoch
+  const stepsDone = done.trainedSamples / 8
+  assert.ok(stepsDone >= stepAtCancel && stepsDone <= stepAtCancel + 3, `${stepsDone} steps, cancel at ${stepAtCancel}`)
+  assert.ok(!messages.some((m) => m.type === 'epoch'))
+})
+
+test('a dataset the model cannot take is a permanent error', async () => {
+  const csv = path.join(work, 'tab.csv')
+  await writeCsv(csv)
+  const { messages, code } = await run(request({ training: { path: csv, format: 'csv' }, backend: 'cpu' }))
+  assert.equal(code, 1)
+  const err = messages.at(-1) as Extract<ChildMessage, { type: 'error' }>
+  assert.equal(err.type, 'error')
+  assert.equal(err.code, 'dataset_incompatible')
+  assert.equal(err.permanent, true)
+})
+
+test('the child exits when its parent disconnects', async () => {
+  const child = start()
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  child.once('message', () => child.disconnect())
+  child.send(
+    request({
+      outputDir: path.join(work, 'orphan'),
+      hyperparameters: { n_epochs: 100, batch_size: 8, learning_rate: 1e-3, validation_split: 0.1 },
+    }),
+  )
+  const t0 = Date.now()
+  const code = await exited
+  assert.equal(code, 1)
+  assert.ok(Date.now() - t0 < 20_000)
+  assert.ok(!existsSync(path.join(work, 'orphan', 'model')))
+})

@@ -1,0 +1,115 @@
+// The training process: forked by the worker, one per job (wasm memory never shrinks, tfjs-node cannot run in
+// worker threads). It receives one `train` request over IPC, reports everything as ChildMessages and exits.
+// It never touches PostgreSQL or Redis. If the parent goes away, it exits at once: no orphan keeps training.
+import { loadDataset } from '../src/datasets/load.js'
+import type { LoadedDataset } from '../src/datasets/types.js'
+import { selectBackend } from '../src/engine/backend.js'
+import { EngineError } from '../src/engine/errors.js'
+import { readMetadata } from '../src/engine/model-io.js'
+import type { ChildMessage, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
+import { runTransfer } from '../src/engine/transfer.js'
+
+let cancelRequested = false
+let started = false
+let finishing = false
+
+function send(message: ChildMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send || !process.connected) return resolve()
+    process.send(message, undefined, {}, () => resolve())
+  })
+}
+
+/** Maps any failure to the protocol's error message: stable snake_case code, permanent or retryable. */
+export function toErrorMessage(err: unknown): Extract<ChildMessage, { type: 'error' }> {
+  if (err instanceof EngineError)
+    return { type: 'error', code: err.code, message: err.message, permanent: err.permanent }
+  const e = err as { name?: string; code?: unknown; message?: string }
+  if (e?.name === 'DatasetValidationError' && typeof e.code === 'string') {
+    return { type: 'error', code: e.code, message: e.message ?? 'invalid dataset', permanent: true }
+  }
+  if (e?.code === 'ENOENT')
+    return { type: 'error', code: 'file_not_found', message: e.message ?? 'file not found', permanent: false }
+  return { type: 'error', code: 'training_failed', message: e?.message ?? String(err), permanent: false }
+}
+
+async function finish(message: ChildMessage, exitCode: number): Promise<never> {
+  finishing = true
+  await send(message)
+  if (process.connected) process.disconnect()
+  process.exit(exitCode)
+}
+
+async function train(req: TrainRequest): Promise<void> {
+  const selected = await selectBackend(req.backend)
+  await send({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest })
+  for (const r of selected.rejected) {
+    await send({ type: 'event', level: 'warn', message: `backend ${r.backend} rejected: ${r.reason}`, data: { ...r } })
+  }
+  const meta = await readMetadata(req.baseModelDir)
+  const imageShape = meta.input_shape.length === 3 ? (meta.input_shape as [number, number, number]) : undefined
+  const load = (spec: TrainRequest['training']): Promise<LoadedDataset> =>
+    loadDataset(spec.path, spec.format, { ...spec.options, ...(imageShape ? { imageShape } : {}) })
+  const t0 = performance.now()
+  const trainDs = await load(req.training)
+  const validationDs = req.validation ? await load(req.validation) : undefined
+  await send({
+    type: 'event',
+    level: 'info',
+    message: `loaded ${trainDs.rows} training samples${validationDs ? ` and ${validationDs.rows} validation samples` : ''}`,
+    data: {
+      train_rows: trainDs.rows,
+      validation_rows: validationDs?.rows ?? 0,
+      classes: trainDs.classes,
+      ms: Math.round(performance.now() - t0),
+    },
+  })
+  const result = await runTransfer({
+    tf: selected.tf,
+    backend: selected.backend,
+    baseModelDir: req.baseModelDir,
+    baseModelId: req.baseModelId ?? null,
+    train: trainDs,
+    validation: validationDs,
+    hyperparameters: req.hyperparameters,
+    seed: req.seed,
+    outputDir: req.outputDir,
+    emit: (m) => void send(m),
+    isCancelled: () => cancelRequested,
+  })
+  await finish(
+    {
+      type: 'done',
+      modelDir: result.modelDir ?? '',
+      evaluation: result.evaluation,
+      trainedSamples: result.trainedSamples,
+      cancelled: result.cancelled,
+    },
+    0,
+  )
+}
+
+function fail(err: unknown): void {
+  if (finishing) process.exit(1)
+  void finish(toErrorMessage(err), 1)
+}
+
+if (!process.send) {
+  console.error('training-process must be started with child_process.fork (no IPC channel)')
+  process.exit(1)
+}
+
+process.on('message', (raw: ParentMessage) => {
+  if (raw?.type === 'cancel') {
+    cancelRequested = true
+  } else if (raw?.type === 'train' && !started) {
+    started = true
+    train(raw).catch(fail)
+  }
+})
+// The parent (worker) died or closed the channel: stop now, the job will be rerun from its record.
+process.on('disconnect', () => {
+  if (!finishing) process.exit(1)
+})
+process.on('uncaughtException', fail)
+process.on('unhandledRejection', fail)

@@ -1,0 +1,109 @@
+// The worker process: consumes the `files` and `training` queues, forks one training process per job,
+// relays cancel broadcasts to the child that owns the job, and reconciles PostgreSQL with Redis (a
+// job or file whose enqueue was lost while Redis was down is enqueued again; the queue job id is the
+// row id, so a duplicate enqueue is a no-op).
+import { Queue, Worker } from 'bullmq'
+import { Redis } from 'ioredis'
+import { pino } from 'pino'
+import { type Config, loadConfig } from '../src/config.js'
+import { createDb } from '../src/db/client.js'
+import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection, TRAINING_JOB_OPTIONS } from '../src/queue/catalog.js'
+import { LocalStorage } from '../src/storage/local-storage.js'
+import type { WorkerDeps } from './deps.js'
+import { createFileProcessor } from './file-processor.js'
+import { activeTrainings, createTrainingProcessor } from './training-processor.js'
+
+export interface WorkerHandle {
+  deps: WorkerDeps
+  close(): Promise<void>
+}
+
+export async function startWorker(config: Config, opts: { reconcileEveryMs?: number } = {}): Promise<WorkerHandle> {
+  const log = pino({ level: config.logLevel, base: { role: 'worker', pid: process.pid } })
+  const connection = redisConnection(config.redisUrl)
+  const db = createDb(config.databaseUrl, 5)
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null })
+  redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
+  const storage = new LocalStorage(config.storageDir)
+  await storage.init()
+  const queueOpts = { connection, prefix: config.queuePrefix }
+  const queues = { training: new Queue(QUEUES.training, queueOpts), files: new Queue(QUEUES.files, queueOpts) }
+  for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
+  const deps: WorkerDeps = { config, db, redis, storage, queues, log }
+
+  const fileWorker = new Worker(QUEUES.files, createFileProcessor(deps), { ...queueOpts, concurrency: 2 })
+  const trainingWorker = new Worker(QUEUES.training, createTrainingProcessor(deps), {
+    ...queueOpts,
+    concurrency: config.workerConcurrency,
+    // The processor only relays messages (training runs in its own process), so lock renewal never starves.
+    lockDuration: 30_000,
+  })
+  for (const w of [fileWorker, trainingWorker]) {
+    w.on('failed', (job, err) => log.warn({ queueJob: job?.id, err: err.message }, 'queue job failed'))
+    w.on('error', (err) => log.warn({ err: err.message }, 'worker error'))
+  }
+
+  // Cancel broadcasts: whichever worker process owns the job forwards it to the training process.
+  const subscriber = redis.duplicate()
+  subscriber.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'))
+  await subscriber.subscribe(cancelChannel(config.queuePrefix))
+  subscriber.on('message', (_channel, jobId: string) => activeTrainings.get(jobId)?.cancel())
+
+  // The database is the source of truth for cancel too: a broadcast lost while Redis blinked is caught here.
+  const pollCancels = setInterval(async () => {
+    if (!activeTrainings.size) return
+    const rows = await db.fineTuningJob
+      .findMany({ where: { id: { in: [...activeTrainings.keys()] }, status: 'cancelling' }, select: { id: true } })
+      .catch(() => [])
+    for (const r of rows) activeTrainings.get(r.id)?.cancel()
+  }, 1000)
+
+  const reconcile = async () => {
+    const old = new Date(Date.now() - 5_000)
+    const files = await db.file.findMany({
+      where: { status: 'uploaded', deletedAt: null, createdAt: { lt: old } },
+      take: 100,
+    })
+    for (const f of files)
+      await queues.files.add('validate-file', { fileId: f.id }, { ...FILE_JOB_OPTIONS, jobId: f.id })
+    const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
+    for (const j of jobs) await queues.training.add('train', { jobId: j.id }, { ...TRAINING_JOB_OPTIONS, jobId: j.id })
+  }
+  const reconciler = setInterval(
+    () => reconcile().catch((err) => log.warn({ err: err.message }, 'reconcile failed')),
+    opts.reconcileEveryMs ?? 15_000,
+  )
+
+  log.info({ queuePrefix: config.queuePrefix, concurrency: config.workerConcurrency }, 'worker started')
+  return {
+    deps,
+    async close() {
+      clearInterval(pollCancels)
+      clearInterval(reconciler)
+      for (const { child } of activeTrainings.values()) child.kill('SIGKILL')
+      await Promise.allSettled([fileWorker.close(true), trainingWorker.close(true)])
+      await Promise.allSettled([queues.training.close(), queues.files.close()])
+      subscriber.disconnect()
+      redis.disconnect()
+      await db.$disconnect()
+    },
+  }
+}
+
+// Run as a process (npm start forks this file; it can also run alone: `node dist/workers/worker.js`).
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
+  const config = loadConfig()
+  const handle = await startWorker(config)
+  let closing = false
+  const shutdown = async (signal: string) => {
+    if (closing) return
+    closing = true
+    handle.deps.log.info({ signal }, 'worker shutting down')
+    await handle.close()
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+  // Started by `npm start`: when the parent dies, so do we.
+  process.on('disconnect', () => void shutdown('parent exited'))
+}
