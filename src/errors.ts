@@ -112,6 +112,12 @@ export const ERROR_CATALOGUE = {
     type: 'server_error',
     description: 'Unexpected error; the request id identifies it in the logs.',
   },
+  invalid_model: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'An uploaded model zip is not a usable TF.js layers model; `details` name the entry and what was expected.',
+  },
 } as const satisfies Record<string, CatalogueEntry>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE

@@ -33,6 +33,9 @@ async function main() {
   const worker = fork(join(projectRoot, 'dist/workers/worker.js'), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
+  worker.on('message', (msg: { type?: string; backend?: string }) => {
+    if (msg?.type === 'worker-ready') console.log(`[refit] worker ready: training runs on the ${msg.backend} backend`)
+  })
   worker.on('exit', (code, signal) => {
     if (!stopping) {
       console.error(`[refit] worker exited (${code ?? signal}); stopping`)

@@ -102,6 +102,15 @@ if (!process.send) {
 process.on('message', (raw: ParentMessage) => {
   if (raw?.type === 'cancel') {
     cancelRequested = true
+  } else if (raw?.type === 'probe' && !started) {
+    started = true
+    selectBackend(raw.backend)
+      .then(async (selected) => {
+        for (const r of selected.rejected)
+          await send({ type: 'event', level: 'warn', message: `backend ${r.backend} rejected: ${r.reason}`, data: { ...r } })
+        await finish({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest }, 0)
+      })
+      .catch(fail)
   } else if (raw?.type === 'train' && !started) {
     started = true
     train(raw).catch(fail)

@@ -31,6 +31,26 @@ type Outcome =
   | { kind: 'done'; msg: Extract<ChildMessage, { type: 'done' }> }
   | { kind: 'error'; msg: Extract<ChildMessage, { type: 'error' }> }
 
+/**
+ * Starts a training process that only picks the best backend and proves it with its self-test, so the
+ * worker knows and reports at start what its jobs will run on.
+ */
+export async function probeBackend(backend: TrainRequest['backend']) {
+  const { path, execArgv } = trainingProcessCommand()
+  const child = fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
+  const warnings: string[] = []
+  return new Promise<{ backend: string; selfTest: unknown; warnings: string[] }>((resolve, reject) => {
+    let result: { backend: string; selfTest: unknown } | null = null
+    child.on('message', (msg: ChildMessage) => {
+      if (msg.type === 'backend') result = { backend: msg.backend, selfTest: msg.selfTest }
+      if (msg.type === 'event') warnings.push(msg.message)
+      if (msg.type === 'error') reject(new Error(`backend probe failed: ${msg.message}`))
+    })
+    child.on('exit', (code) => (result ? resolve({ ...result, warnings }) : reject(new Error(`backend probe exited ${code}`))))
+    child.send({ type: 'probe', backend })
+  })
+}
+
 /** Jobs this worker process is training, so a cancel broadcast reaches the right child. */
 export const activeTrainings = new Map<string, { child: ChildProcess; cancel: () => void }>()
 

@@ -11,10 +11,12 @@ import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection, TRAINING_JOB_
 import { LocalStorage } from '../src/storage/local-storage.js'
 import type { WorkerDeps } from './deps.js'
 import { createFileProcessor } from './file-processor.js'
-import { activeTrainings, createTrainingProcessor } from './training-processor.js'
+import { activeTrainings, createTrainingProcessor, probeBackend } from './training-processor.js'
 
 export interface WorkerHandle {
   deps: WorkerDeps
+  /** the backend this worker's training processes run on, proven by a self-test at start */
+  backend: { backend: string; selfTest: unknown; warnings: string[] }
   close(): Promise<void>
 }
 
@@ -26,6 +28,9 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
   const storage = new LocalStorage(config.storageDir)
   await storage.init()
+  const backend = await probeBackend(config.tfBackend)
+  for (const w of backend.warnings) log.warn({}, w)
+  log.info({ backend: backend.backend, selfTest: backend.selfTest }, `TF.js backend ${backend.backend} passed its self-test`)
   const queueOpts = { connection, prefix: config.queuePrefix }
   const queues = { training: new Queue(QUEUES.training, queueOpts), files: new Queue(QUEUES.files, queueOpts) }
   for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
@@ -77,6 +82,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   log.info({ queuePrefix: config.queuePrefix, concurrency: config.workerConcurrency }, 'worker started')
   return {
     deps,
+    backend,
     async close() {
       clearInterval(pollCancels)
       clearInterval(reconciler)
@@ -94,6 +100,8 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
   const config = loadConfig()
   const handle = await startWorker(config)
+  // Tell `npm start` (our parent, if any) that the worker is ready and what it runs on.
+  process.send?.({ type: 'worker-ready', backend: handle.backend.backend })
   let closing = false
   const shutdown = async (signal: string) => {
     if (closing) return

@@ -63,7 +63,13 @@ export interface CancelRequest {
   type: 'cancel'
 }
 
-export type ParentMessage = TrainRequest | CancelRequest
+/** Sent instead of `train` when the worker starts: pick and self-test the backend, report it, exit. */
+export interface ProbeRequest {
+  type: 'probe'
+  backend: BackendName | 'auto'
+}
+
+export type ParentMessage = TrainRequest | CancelRequest | ProbeRequest
 
 export interface EpochMetrics {
   loss: number

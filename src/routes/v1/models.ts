@@ -1,10 +1,58 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import { uploadModel } from '../../modules/models/model-upload.js'
 import { deleteModel, getModel, listModels, modelZip, presentModel } from '../../modules/models/models-service.js'
 import { errorResponses, IdParams, ListQuery, listOf } from '../../schemas/common.js'
 import { DeletedObject, ModelObject } from '../../schemas/objects.js'
 
 // Model ids of fine-tuned models contain colons (`ft:mnist-cnn:refit:abc12345`): clients URL-encode them.
 const routes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/v1/models',
+    {
+      config: { auth: 'project' },
+      // The body is streamed by the handler; this no-op validator lets the schema document it.
+      validatorCompiler: () => () => true,
+      schema: {
+        tags: ['models'],
+        operationId: 'uploadModel',
+        summary: 'Upload a TF.js layers model (zip of model.json and weight shards) as a base model',
+        description:
+          'The zip holds `model.json` (format `layers-model`) and the weight shards its `weightsManifest` lists, at the root or under one folder. It is checked without running the model: safe entry names, at most 1000 entries and 1 GiB uncompressed, shard sizes equal to the manifest, `input_shape` equal to the input layer, one class name per output unit, `feature_layer` an existing layer. The stored model is `model.json` + one `weights.bin` + `metadata.json`, like every other model. Faults in the archive answer `invalid_model`, faults in the fields `invalid_field`, both with `details`.',
+        consumes: ['multipart/form-data'],
+        body: Type.Object({
+          file: Type.String({ format: 'binary', description: 'zip of model.json and its weight shard files' }),
+          input_shape: Type.String({
+            description: 'JSON array of positive integers, the input shape without the batch dimension',
+            examples: ['[28,28,1]', '[4]'],
+          }),
+          preprocessing: Type.Optional(
+            Type.String({
+              description: 'JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)',
+              examples: ['{"scale":0.00392156862745098,"offset":0}'],
+            }),
+          ),
+          classes: Type.Optional(
+            Type.String({
+              description: "JSON array of class names in output order; its length must equal the model's output units",
+              examples: ['["setosa","versicolor","virginica"]'],
+            }),
+          ),
+          feature_layer: Type.Optional(
+            Type.String({
+              description: 'Name of the layer whose output feeds a new head; required to fine-tune by transfer',
+            }),
+          ),
+          description: Type.Optional(Type.String({ maxLength: 2000 })),
+        }),
+        response: { 201: Type.Ref('Model'), ...errorResponses(400, 413, 415) },
+      },
+    },
+    async (req, reply) => {
+      const parts = req.parts({ limits: { fileSize: app.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+      return reply.status(201).send(await uploadModel(app, req.projectId, parts))
+    },
+  )
+
   app.get(
     '/v1/models',
     {
