@@ -4,6 +4,8 @@
 #   docker run refit worker     # node dist/workers/worker.js
 FROM node:20-bookworm AS build
 WORKDIR /app
+# The addon links libtensorflow by absolute path: build it where the runtime stage will have it.
+ENV REFIT_ENGINE_CACHE=/app/.cache/libtensorflow
 # python3-pip fetches the tensorflow-cpu wheel when libtensorflow's own download is unreachable.
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip unzip && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json .npmrc ./
@@ -23,8 +25,8 @@ COPY --from=build --chown=refit:refit /app/node_modules ./node_modules
 COPY --from=build --chown=refit:refit /app/dist ./dist
 COPY --from=build --chown=refit:refit /app/src/builtin-models ./src/builtin-models
 COPY --from=build --chown=refit:refit /app/prisma ./prisma
-# tfjs-node's addon links libtensorflow from the build stage's cache
-COPY --from=build --chown=refit:refit /root/.cache/refit /app/.cache/refit
+# tfjs-node's addon links libtensorflow from this path (REFIT_ENGINE_CACHE in the build stage)
+COPY --from=build --chown=refit:refit /app/.cache ./.cache
 USER refit
 EXPOSE 8080
 VOLUME ["/data"]
