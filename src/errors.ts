@@ -41,6 +41,7 @@ export const ERROR_CATALOGUE = {
     type: 'invalid_request_error',
     description: 'A multipart field has a value that is not allowed.',
   },
+  body_too_large: { status: 413, type: 'invalid_request_error', description: 'The JSON body exceeds 1 MiB.' },
   file_too_large: { status: 413, type: 'invalid_request_error', description: 'The upload exceeds the size limit.' },
   unsupported_media_type: {
     status: 415,

@@ -107,7 +107,12 @@ process.on('message', (raw: ParentMessage) => {
     selectBackend(raw.backend)
       .then(async (selected) => {
         for (const r of selected.rejected)
-          await send({ type: 'event', level: 'warn', message: `backend ${r.backend} rejected: ${r.reason}`, data: { ...r } })
+          await send({
+            type: 'event',
+            level: 'warn',
+            message: `backend ${r.backend} rejected: ${r.reason}`,
+            data: { ...r },
+          })
         await finish({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest }, 0)
       })
       .catch(fail)

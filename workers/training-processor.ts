@@ -46,7 +46,9 @@ export async function probeBackend(backend: TrainRequest['backend']) {
       if (msg.type === 'event') warnings.push(msg.message)
       if (msg.type === 'error') reject(new Error(`backend probe failed: ${msg.message}`))
     })
-    child.on('exit', (code) => (result ? resolve({ ...result, warnings }) : reject(new Error(`backend probe exited ${code}`))))
+    child.on('exit', (code) =>
+      result ? resolve({ ...result, warnings }) : reject(new Error(`backend probe exited ${code}`)),
+    )
     child.send({ type: 'probe', backend })
   })
 }

@@ -30,7 +30,10 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   await storage.init()
   const backend = await probeBackend(config.tfBackend)
   for (const w of backend.warnings) log.warn({}, w)
-  log.info({ backend: backend.backend, selfTest: backend.selfTest }, `TF.js backend ${backend.backend} passed its self-test`)
+  log.info(
+    { backend: backend.backend, selfTest: backend.selfTest },
+    `TF.js backend ${backend.backend} passed its self-test`,
+  )
   const queueOpts = { connection, prefix: config.queuePrefix }
   const queues = { training: new Queue(QUEUES.training, queueOpts), files: new Queue(QUEUES.files, queueOpts) }
   for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))

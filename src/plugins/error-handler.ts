@@ -17,7 +17,13 @@ export interface ErrorBody {
 }
 
 function fromValidation(err: FastifyError): AppError {
-  const issues = err.validation ?? []
+  // For a union such as `"auto" | number`, Ajv reports every branch; the branch-level noise (`const`,
+  // `anyOf`) hides the real bound, so keep it only when nothing more specific names the same path.
+  const all = err.validation ?? []
+  const specific = all.filter((v) => v.keyword !== 'const' && v.keyword !== 'anyOf')
+  const issues = all.filter(
+    (v) => (v.keyword !== 'const' && v.keyword !== 'anyOf') || !specific.some((s) => s.instancePath === v.instancePath),
+  )
   const details: ErrorDetail[] = issues.map((v) => {
     const params = v.params as Record<string, unknown>
     const base = (v.instancePath || '').replace(/^\//, '').replaceAll('/', '.')
@@ -53,6 +59,7 @@ export function toAppError(err: unknown): AppError | null {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('invalid_json', `The body is not valid JSON: ${e.message}`)
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('body_too_large', 'The request body is larger than 1 MiB.')
     case 'FST_REQ_FILE_TOO_LARGE':
       return new AppError('file_too_large', 'The request body is larger than the limit.')
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':

@@ -207,6 +207,14 @@ test('suffix over 40 characters or with spaces, metadata with 17 keys: 400 inval
   await cancel(ok.json().id)
 })
 
+test('a metadata key over 64 characters: 400 invalid_request naming metadata', {}, async () => {
+  const res = await createJob({ model: 'mnist-cnn', training_file: idxFile, metadata: { ['k'.repeat(65)]: 'v' } })
+  if (res.statusCode === 200) await cancel(res.json().id) // accepted by the bug: do not leave it queued
+  assert.equal(res.statusCode, 400, res.body)
+  assert.equal(res.json().error.code, 'invalid_request')
+  assert.match(res.json().error.param, /^metadata/)
+})
+
 async function cancel(id: string) {
   const res = await app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${id}/cancel`, headers: auth })
   assert.equal(res.statusCode, 200, res.body)

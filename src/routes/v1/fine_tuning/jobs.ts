@@ -51,7 +51,11 @@ const CreateJobBody = Type.Object(
     seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
     suffix: Type.Optional(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' })),
     metadata: Type.Optional(
-      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 512 }), { maxProperties: 16 }),
+      Type.Record(Type.String(), Type.String({ maxLength: 512 }), {
+        maxProperties: 16,
+        propertyNames: { maxLength: 64 },
+        description: 'At most 16 pairs; keys up to 64 characters, values up to 512.',
+      }),
     ),
   },
   {
