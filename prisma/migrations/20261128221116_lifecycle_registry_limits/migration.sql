@@ -16,10 +16,10 @@ ADD COLUMN     "storage_quota_bytes" BIGINT;
 -- CreateTable
 CREATE TABLE "idempotency_keys" (
     "id" BIGSERIAL NOT NULL,
-    "project_id" TEXT NOT NULL,
+    "scope" TEXT NOT NULL,
     "key" TEXT NOT NULL,
     "route" TEXT NOT NULL,
-    "request_hash" TEXT NOT NULL,
+    "request_hash" TEXT,
     "response_status" INTEGER,
     "response_body" JSONB,
     "created_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
@@ -80,7 +80,7 @@ CREATE TABLE "evaluations" (
 CREATE INDEX "idempotency_keys_created_at_idx" ON "idempotency_keys"("created_at");
 
 -- CreateIndex
-CREATE UNIQUE INDEX "idempotency_keys_project_id_key_key" ON "idempotency_keys"("project_id", "key");
+CREATE UNIQUE INDEX "idempotency_keys_scope_key_key" ON "idempotency_keys"("scope", "key");
 
 -- CreateIndex
 CREATE INDEX "webhooks_project_id_idx" ON "webhooks"("project_id");
@@ -99,9 +99,6 @@ CREATE INDEX "evaluations_model_id_idx" ON "evaluations"("model_id");
 
 -- CreateIndex
 CREATE INDEX "evaluations_file_id_idx" ON "evaluations"("file_id");
-
--- AddForeignKey
-ALTER TABLE "idempotency_keys" ADD CONSTRAINT "idempotency_keys_project_id_fkey" FOREIGN KEY ("project_id") REFERENCES "projects"("id") ON DELETE CASCADE ON UPDATE CASCADE;
 
 -- AddForeignKey
 ALTER TABLE "webhooks" ADD CONSTRAINT "webhooks_project_id_fkey" FOREIGN KEY ("project_id") REFERENCES "projects"("id") ON DELETE CASCADE ON UPDATE CASCADE;
