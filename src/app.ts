@@ -9,11 +9,20 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
 import { ERROR_CATALOGUE } from './errors.js'
+import { inferencePlugin } from './inference/plugin.js'
+import { EvaluationObject, LineageObject, PredictionList } from './modules/models/model-schemas.js'
 import { authPlugin } from './plugins/auth.js'
 import { errorHandlerPlugin } from './plugins/error-handler.js'
 import { dbPlugin, queuePlugin, redisPlugin, storagePlugin } from './plugins/infrastructure.js'
+import { idempotencyPlugin } from './plugins/idempotency.js'
+import { jobUpdatesPlugin } from './plugins/job-updates.js'
+import { rateLimitPlugin } from './plugins/rate-limit.js'
+import { loggerOptions, securityPlugin } from './plugins/security.js'
+import { strictBodySchemaController } from './plugins/validation.js'
 import healthRoutes from './routes/health.js'
 import adminRoutes from './routes/v1/admin.js'
+import checkpointRoutes from './routes/v1/checkpoints.js'
+import evaluationRoutes from './routes/v1/evaluations.js'
 import fileRoutes from './routes/v1/files.js'
 import jobRoutes from './routes/v1/fine_tuning/jobs.js'
 import modelRoutes from './routes/v1/models.js'
@@ -32,10 +41,12 @@ const errorTable = Object.entries(ERROR_CATALOGUE)
 
 export async function buildApp({ config, adminToken, logger }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] },
+    logger: loggerOptions(config, logger),
     genReqId: () => `req_${randomBytes(12).toString('hex')}`,
     requestIdHeader: false,
     ajv: { customOptions: { removeAdditional: false, allErrors: true } },
+    schemaController: strictBodySchemaController,
+    connectionTimeout: config.connectionTimeoutMs,
     // Fine-tuned model ids contain colons; keep them intact in path params.
     routerOptions: { maxParamLength: 300 },
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -47,8 +58,10 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
   })
 
   await app.register(errorHandlerPlugin)
+  await app.register(securityPlugin)
   for (const schema of [ErrorSchema, ProjectObject, FileObject, ModelObject, JobObject, EventObject])
     app.addSchema(schema)
+  for (const schema of [LineageObject, PredictionList, EvaluationObject]) app.addSchema(schema)
 
   await app.register(swagger, {
     openapi: {
@@ -79,12 +92,19 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
   await app.register(redisPlugin)
   await app.register(queuePlugin)
   await app.register(storagePlugin)
+  await app.register(rateLimitPlugin)
+  await app.register(jobUpdatesPlugin)
+  await app.register(inferencePlugin)
   await app.register(authPlugin)
+  await app.register(idempotencyPlugin)
 
   await app.register(healthRoutes)
   await app.register(adminRoutes)
   await app.register(fileRoutes)
   await app.register(modelRoutes)
+  await app.register(evaluationRoutes)
+  await app.register(checkpointRoutes)
   await app.register(jobRoutes)
+  await app.register(import('./routes/v1/webhooks.js'))
   return app
 }

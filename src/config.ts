@@ -1,6 +1,7 @@
 // The one place that reads process.env. Everything else receives a Config, so tests pass their own.
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 
 export type TfBackendSetting = 'auto' | 'tensorflow' | 'wasm' | 'cpu'
@@ -19,7 +20,35 @@ export interface Config {
   /** BullMQ key prefix: lets tests (and several deployments) share one Redis */
   queuePrefix: string
   maxUploadBytes: number
+  /** BullMQ lock of a training job; a worker silent for this long loses the job to another worker */
+  workerLockMs: number
+  /** how often workers look for jobs whose lock expired (their worker died) */
+  workerStalledIntervalMs: number
+  /** temporary uploads older than this were abandoned by a crashed API and are swept */
+  tmpMaxAgeMs: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** inference child processes the API keeps (forked on first prediction) */
+  inferenceProcesses: number
+  /** per inference process: bytes of loaded model weights kept in its LRU cache, in MiB */
+  inferenceCacheMb: number
+  /** dataset bytes a project may keep stored, unless Project.storageQuotaBytes overrides it */
+  storageQuotaBytes: number
+  /** jobs a project may have unfinished (validating, queued, running, cancelling), unless the project overrides it */
+  maxConcurrentJobs: number
+  /** requests per minute per API key (per IP without one), counted in Redis across API processes; 0 = off */
+  rateLimitPerMinute: number
+  /** ms a non-upload route may take from arrival to answer before a 503 request_timeout */
+  requestTimeoutMs: number
+  /** ms a socket may stay idle before it is closed (uploads included) */
+  connectionTimeoutMs: number
+  /** origins allowed to call the API from a browser; empty = same-origin only */
+  corsOrigins: string[]
+  /** load shedding: mean event-loop delay (ms) above which requests get 503 overloaded; 0 = off */
+  maxEventLoopDelayMs: number
+  /** load shedding: V8 heap bytes in use above which requests get 503 overloaded; 0 = off */
+  maxHeapUsedBytes: number
+  /** load shedding: event-loop utilization (percent of time busy) above which requests get 503; 0 = off */
+  maxEventLoopUtilizationPercent: number
 }
 
 export class ConfigError extends Error {
@@ -85,8 +114,40 @@ export function loadConfig(env: Env = process.env): Config {
     adminToken,
     queuePrefix,
     maxUploadBytes: int(env, 'MAX_UPLOAD_BYTES', 1024 * 1024 * 1024, 1024, 64 * 1024 ** 3),
+    workerLockMs: int(env, 'WORKER_LOCK_MS', 30_000, 500, 600_000),
+    workerStalledIntervalMs: int(env, 'WORKER_STALLED_INTERVAL_MS', 30_000, 200, 600_000),
+    tmpMaxAgeMs: int(env, 'TMP_MAX_AGE_MS', 6 * 3600_000, 0, 30 * 24 * 3600_000),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    inferenceProcesses: int(env, 'INFERENCE_PROCESSES', availableParallelism(), 1, 64),
+    inferenceCacheMb: int(env, 'INFERENCE_CACHE_MB', 512, 16, 1024 * 1024),
+    storageQuotaBytes: int(env, 'STORAGE_QUOTA_BYTES', 10 * 1024 ** 3, 0, 2 ** 53 - 1),
+    maxConcurrentJobs: int(env, 'MAX_CONCURRENT_JOBS', 4, 1, 10_000),
+    rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 600, 0, 10_000_000),
+    requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
+    connectionTimeoutMs: int(env, 'CONNECTION_TIMEOUT_MS', 120_000, 1_000, 3_600_000),
+    corsOrigins: origins(env, 'CORS_ORIGINS'),
+    maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0, 60_000),
+    maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0, 2 ** 53 - 1),
+    maxEventLoopUtilizationPercent: int(env, 'MAX_EVENT_LOOP_UTILIZATION_PERCENT', 0, 0, 100),
   }
+}
+
+/** A comma-separated list of origins (`https://host[:port]`), each checked; empty when unset. */
+function origins(env: Env, name: string): string[] {
+  const raw = str(env, name, '')
+  if (!raw.trim()) return []
+  return raw.split(',').map((o) => {
+    const v = o.trim()
+    let u: URL
+    try {
+      u = new URL(v)
+    } catch {
+      throw new ConfigError(name, `must list origins like https://app.example.com, got "${v}"`)
+    }
+    if (!['http:', 'https:'].includes(u.protocol) || u.origin !== v)
+      throw new ConfigError(name, `must list bare origins (scheme://host[:port], no path), got "${v}"`)
+    return v
+  })
 }
 
 /**

@@ -84,6 +84,9 @@ export const ERROR_CATALOGUE = {
     type: 'conflict_error',
     description: 'The model is used by a job that has not finished.',
   },
+  job_not_retryable: { status: 409, type: 'conflict_error', description: 'Only failed or cancelled jobs can be retried.' },
+  idempotency_key_reused: { status: 422, type: 'invalid_request_error', description: 'The Idempotency-Key was used for a different request.' },
+  idempotency_key_in_progress: { status: 409, type: 'conflict_error', description: 'A request with this Idempotency-Key is still running; retry shortly.' },
   job_not_cancellable: { status: 409, type: 'conflict_error', description: 'The job has already finished.' },
   missing_authorization: {
     status: 401,
@@ -118,6 +121,56 @@ export const ERROR_CATALOGUE = {
     type: 'invalid_request_error',
     description:
       'An uploaded model zip is not a usable TF.js layers model; `details` name the entry and what was expected.',
+  },
+  invalid_input: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'A prediction input has the wrong type, shape or size; `details` name the input (`inputs[i]...`) and what was expected.',
+  },
+  model_not_predictable: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The model cannot answer predictions or evaluations: it is an untrained architecture or has no class names.',
+  },
+  checkpoint_not_downloadable: {
+    status: 409,
+    type: 'conflict_error',
+    description: 'The checkpoint holds only part of a model (no model.json or metadata.json): it cannot be downloaded.',
+  },
+  storage_quota_exceeded: {
+    status: 403,
+    type: 'permission_error',
+    description:
+      "The upload would take the project's stored dataset bytes over its quota; delete files or ask for a larger quota. 403, not 429: waiting does not help.",
+  },
+  too_many_jobs: {
+    status: 429,
+    type: 'rate_limit_error',
+    description:
+      'The project already has its maximum of unfinished jobs; retry after `Retry-After` seconds or cancel one.',
+  },
+  rate_limited: {
+    status: 429,
+    type: 'rate_limit_error',
+    description: 'Too many requests for this API key (or address); retry after `Retry-After` seconds.',
+  },
+  overloaded: {
+    status: 503,
+    type: 'server_error',
+    description:
+      'The server is shedding load (event loop or memory under pressure); retry after `Retry-After` seconds.',
+  },
+  request_timeout: {
+    status: 503,
+    type: 'server_error',
+    description: 'The request took longer than the server allows (REQUEST_TIMEOUT_MS); retry later.',
+  },
+  invalid_webhook_url: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'A webhook url must be an absolute http or https URL without credentials.',
   },
 } as const satisfies Record<string, CatalogueEntry>
 

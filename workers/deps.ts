@@ -19,4 +19,6 @@ export interface WorkerDeps {
   storage: LocalStorage
   queues: { training: Queue<TrainingPayload>; files: Queue<FilePayload> }
   log: Logger
+  /** pings live event streams that `jobId` changed (after the write, never instead of it) */
+  notify(jobId: string): void
 }

@@ -3,10 +3,13 @@
 // It never touches PostgreSQL or Redis. If the parent goes away, it exits at once: no orphan keeps training.
 import { loadDataset } from '../src/datasets/load.js'
 import type { LoadedDataset } from '../src/datasets/types.js'
-import { selectBackend } from '../src/engine/backend.js'
+import { checkCapabilities, selectBackend } from '../src/engine/backend.js'
+import { runDistillation } from '../src/engine/distillation.js'
 import { EngineError } from '../src/engine/errors.js'
-import { readMetadata } from '../src/engine/model-io.js'
-import type { ChildMessage, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
+import { readMetadata, readTopology } from '../src/engine/model-io.js'
+import type { BackendName, ChildMessage, ModelMetadata, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
+import { runSupervised } from '../src/engine/supervised.js'
+import type { RunResult } from '../src/engine/training.js'
 import { runTransfer } from '../src/engine/transfer.js'
 
 let cancelRequested = false
@@ -40,16 +43,34 @@ async function finish(message: ChildMessage, exitCode: number): Promise<never> {
   process.exit(exitCode)
 }
 
+/** Refuses a method the backend cannot train, before any data is loaded (the engine checks again). */
+async function precheck(req: TrainRequest, backend: BackendName): Promise<void> {
+  if (!req.baseModelDir) return
+  const reason = checkCapabilities(backend, await readTopology(req.baseModelDir), req.method)
+  if (reason) throw new EngineError('backend_cannot_train', reason, true)
+}
+
 async function train(req: TrainRequest): Promise<void> {
   const selected = await selectBackend(req.backend)
   await send({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest })
   for (const r of selected.rejected) {
     await send({ type: 'event', level: 'warn', message: `backend ${r.backend} rejected: ${r.reason}`, data: { ...r } })
   }
-  const meta = await readMetadata(req.baseModelDir)
-  const imageShape = meta.input_shape.length === 3 ? (meta.input_shape as [number, number, number]) : undefined
-  const load = (spec: TrainRequest['training']): Promise<LoadedDataset> =>
-    loadDataset(spec.path, spec.format, { ...spec.options, ...(imageShape ? { imageShape } : {}) })
+  const method = req.method ?? { type: 'transfer' }
+  if (!req.baseModelDir && !(req.architecture && method.type !== 'transfer'))
+    throw new EngineError(
+      'invalid_request',
+      `${method.type} needs baseModelDir${method.type === 'transfer' ? '' : ' or architecture'}`,
+      true,
+    )
+  await precheck(req, selected.backend)
+  // images load at the trained model's height/width (an architecture takes the file's own size)
+  const meta = req.baseModelDir ? await readMetadata(req.baseModelDir) : null
+  const shapeOf = (m: ModelMetadata | null) =>
+    m && m.input_shape.length === 3 ? (m.input_shape as [number, number, number]) : undefined
+  const imageShape = shapeOf(meta)
+  const load = (spec: TrainRequest['training'], shape = imageShape): Promise<LoadedDataset> =>
+    loadDataset(spec.path, spec.format, { ...spec.options, ...(shape ? { imageShape: shape } : {}) })
   const t0 = performance.now()
   const trainDs = await load(req.training)
   const validationDs = req.validation ? await load(req.validation) : undefined
@@ -64,19 +85,42 @@ async function train(req: TrainRequest): Promise<void> {
       ms: Math.round(performance.now() - t0),
     },
   })
-  const result = await runTransfer({
+  const common = {
     tf: selected.tf,
     backend: selected.backend,
-    baseModelDir: req.baseModelDir,
     baseModelId: req.baseModelId ?? null,
     train: trainDs,
     validation: validationDs,
     hyperparameters: req.hyperparameters,
     seed: req.seed,
     outputDir: req.outputDir,
-    emit: (m) => void send(m),
+    resumeFrom: req.resumeFrom ?? null,
+    initFrom: req.initFrom ?? null,
+    emit: (m: ChildMessage) => void send(m),
     isCancelled: () => cancelRequested,
-  })
+  }
+  let result: RunResult
+  if (method.type === 'transfer') {
+    result = await runTransfer({ ...common, baseModelDir: req.baseModelDir!, method })
+  } else if (method.type === 'supervised') {
+    result = await runSupervised({ ...common, baseModelDir: req.baseModelDir, architecture: req.architecture })
+  } else {
+    const teacherMeta = await readMetadata(method.teacherModelDir)
+    const teacherShape = shapeOf(teacherMeta)
+    const studentShape =
+      imageShape ?? (trainDs.kind === 'image' ? (trainDs.sampleShape as [number, number, number]) : undefined)
+    const sameShape =
+      !teacherShape || !studentShape || teacherShape.slice(0, 2).join() === studentShape.slice(0, 2).join()
+    result = await runDistillation({
+      ...common,
+      baseModelDir: req.baseModelDir,
+      architecture: req.architecture,
+      teacherModelDir: method.teacherModelDir,
+      temperature: method.temperature,
+      alpha: method.alpha,
+      teacherTrain: sameShape ? undefined : await load(req.training, teacherShape),
+    })
+  }
   await finish(
     {
       type: 'done',
@@ -84,6 +128,7 @@ async function train(req: TrainRequest): Promise<void> {
       evaluation: result.evaluation,
       trainedSamples: result.trainedSamples,
       cancelled: result.cancelled,
+      bestEpoch: result.bestEpoch,
     },
     0,
   )

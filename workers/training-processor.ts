@@ -1,21 +1,27 @@
 // Runs one fine-tuning job: claims it in PostgreSQL, forks a training process (TensorFlow.js lives only
 // there, one job per process, so the BullMQ lock keeps renewing and memory goes back to the OS), turns
 // the process's messages into events, metric rows, checkpoints and progress, and registers the
-// fine-tuned model. Every write after the claim is fenced on the attempt number, so a stale worker
-// that lost the job cannot overwrite the new owner's state.
+// fine-tuned model.
+//
+// Delivery guarantees:
+// - A job found `running` was owned by a worker that died or stalled (BullMQ handed it to us after its
+//   lock expired): we take it over with the next attempt number and resume from its last checkpoint.
+// - Every write after the claim is fenced on the attempt (job-fence.ts): a stale worker's writes fail.
+// - Metrics upsert on (job, step, name) and checkpoints on (job, step): a replayed epoch never duplicates.
+// - On shutdown (SIGTERM) the training process stops at the end of its batch and the job goes back to the
+//   queue, to resume from its last checkpoint, without spending an attempt.
 import { type ChildProcess, fork } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Job } from 'bullmq'
-import { UnrecoverableError } from 'bullmq'
-import type { DatasetFormat } from '../src/datasets/types.js'
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
-import { addJobEvent } from '../src/modules/jobs/job-events.js'
-import { modelDir } from '../src/modules/models/models-service.js'
+import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import type { WorkerDeps } from './deps.js'
+import { type Fence, fenced, StaleAttemptError } from './job-fence.js'
+import { buildTrainRequest, JobSetupError } from './training-request.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const compiled = import.meta.url.endsWith('.js')
@@ -27,17 +33,17 @@ export function trainingProcessCommand(): { path: string; execArgv: string[] } {
     : { path: join(here, 'training-process.ts'), execArgv: ['--import', 'tsx'] }
 }
 
-type Outcome =
-  | { kind: 'done'; msg: Extract<ChildMessage, { type: 'done' }> }
-  | { kind: 'error'; msg: Extract<ChildMessage, { type: 'error' }> }
+function forkTrainingProcess(): ChildProcess {
+  const { path, execArgv } = trainingProcessCommand()
+  return fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
+}
 
 /**
  * Starts a training process that only picks the best backend and proves it with its self-test, so the
  * worker knows and reports at start what its jobs will run on.
  */
 export async function probeBackend(backend: TrainRequest['backend']) {
-  const { path, execArgv } = trainingProcessCommand()
-  const child = fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
+  const child = forkTrainingProcess()
   const warnings: string[] = []
   return new Promise<{ backend: string; selfTest: unknown; warnings: string[] }>((resolve, reject) => {
     let result: { backend: string; selfTest: unknown } | null = null
@@ -53,17 +59,44 @@ export async function probeBackend(backend: TrainRequest['backend']) {
   })
 }
 
-/** Jobs this worker process is training, so a cancel broadcast reaches the right child. */
-export const activeTrainings = new Map<string, { child: ChildProcess; cancel: () => void }>()
+type Outcome =
+  | { kind: 'done'; msg: Extract<ChildMessage, { type: 'done' }> }
+  | { kind: 'error'; msg: Extract<ChildMessage, { type: 'error' }> }
+
+interface ActiveTraining {
+  child: ChildProcess
+  /** stop at the end of the current batch because the user cancelled */
+  cancel(): void
+  /** stop at the end of the current batch and put the job back in the queue (worker shutting down) */
+  handBack(): void
+}
+
+/** Jobs this worker process is training, so a cancel broadcast or a shutdown reaches the right child. */
+export const activeTrainings = new Map<string, ActiveTraining>()
 
 export function createTrainingProcessor(deps: WorkerDeps) {
   const { db, storage, log, config } = deps
 
-  return async (bullJob: Job) => {
+  const event = async (fence: Fence, level: EventLevel, message: string, data?: object, type?: 'message' | 'metrics') => {
+    await fenced(db, fence, (tx) => addJobEvent(tx, fence.jobId, level, message, data as Record<string, unknown>, type))
+    deps.notify(fence.jobId)
+  }
+
+  return async (bullJob: Job, token?: string) => {
     const { jobId } = parseTrainingPayload(bullJob.data)
     const current = await db.fineTuningJob.findUnique({ where: { id: jobId } })
     if (!current) return { skipped: 'no such job' }
+    if (current.status === 'cancelling') {
+      // Its worker died while cancelling: nothing is running any more.
+      return finishCancelled(deps, { jobId, attempt: current.attempt }, 'its worker stopped')
+    }
     if (current.status !== 'queued' && current.status !== 'running') return { skipped: current.status }
+
+    const takeover = current.status === 'running'
+    const resumeFrom =
+      takeover || current.resumeCheckpointId
+        ? await db.checkpoint.findFirst({ where: { jobId }, orderBy: { step: 'desc' }, include: { artifact: true } })
+        : null
     const attempt = current.attempt + 1
     const claim = await db.fineTuningJob.updateMany({
       where: { id: jobId, status: current.status, attempt: current.attempt },
@@ -72,132 +105,114 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         attempt,
         startedAt: current.startedAt ?? new Date(),
         workerPid: process.pid,
-        statusReason: null,
-        progress: { epoch: 0, total_epochs: (current.hyperparameters as { n_epochs: number }).n_epochs, fraction: 0 },
+        trainerPid: null,
+        resumeCheckpointId: resumeFrom?.id ?? null,
+        statusReason: takeover ? `taken over after worker ${current.workerPid} stopped responding` : null,
       },
     })
     if (!claim.count) return { skipped: 'claimed by another worker or cancelled' }
-    const fenced = { id: jobId, attempt }
-    const event = (
-      level: 'info' | 'warn' | 'error',
-      message: string,
-      data?: Record<string, unknown>,
-      type?: 'message' | 'metrics',
-    ) => addJobEvent(db, jobId, level, message, data, type)
-    await event('info', `Training started (attempt ${attempt}) on worker ${process.pid}`)
+    deps.notify(jobId)
+    const fence: Fence = { jobId, attempt }
+    const startedAt = Date.now()
+    if (takeover)
+      await event(
+        fence,
+        'warn',
+        `Worker ${current.workerPid} stopped responding; attempt ${attempt} on worker ${process.pid} ${resumeFrom ? `resumes from the checkpoint of epoch ${resumeFrom.epoch}` : 'starts over (no checkpoint yet)'}`,
+        { previous_worker: current.workerPid, resume_epoch: resumeFrom?.epoch ?? null },
+      )
+    else
+      await event(
+        fence,
+        'info',
+        resumeFrom
+          ? `Training resumed from the checkpoint of epoch ${resumeFrom.epoch} (attempt ${attempt}) on worker ${process.pid}`
+          : `Training started (attempt ${attempt}) on worker ${process.pid}`,
+      )
 
     const job = (await db.fineTuningJob.findUnique({
       where: { id: jobId },
       include: { trainingFile: true, validationFile: true },
     }))!
-    const base = await db.model.findUnique({ where: { id: job.baseModelId }, include: { artifact: true } })
-    if (!base || base.deletedAt)
-      return failJob(deps, fenced, 'base_model_missing', `Base model ${job.baseModelId} no longer exists.`)
-    if (!job.trainingFile.storagePath)
-      return failJob(deps, fenced, 'training_file_missing', `Training file ${job.trainingFileId} was deleted.`)
-
-    const outputKey = `jobs/${jobId}/attempt-${attempt}`
-    const request: TrainRequest = {
-      type: 'train',
-      jobId,
-      method: { type: 'transfer' },
-      baseModelDir: await modelDir(storage, base),
-      baseModelId: base.id,
-      training: {
-        path: storage.resolve(job.trainingFile.storagePath),
-        format: job.trainingFile.format as DatasetFormat,
-        options: { labelColumn: job.trainingFile.labelColumn ?? undefined },
-      },
-      validation: job.validationFile?.storagePath
-        ? {
-            path: storage.resolve(job.validationFile.storagePath),
-            format: job.validationFile.format as DatasetFormat,
-            options: { labelColumn: job.validationFile.labelColumn ?? undefined },
-          }
-        : undefined,
-      hyperparameters: job.hyperparameters as unknown as TrainRequest['hyperparameters'],
-      seed: job.seed,
-      outputDir: storage.resolve(outputKey),
-      backend: config.tfBackend,
+    let request: TrainRequest
+    try {
+      request = await buildTrainRequest(db, storage, job, {
+        outputDir: storage.resolve(`jobs/${jobId}/attempt-${attempt}`),
+        backend: config.tfBackend,
+        resumeCheckpointDir: resumeFrom ? storage.resolve(resumeFrom.artifact.path) : null,
+      })
+    } catch (err) {
+      if (!(err instanceof JobSetupError)) throw err
+      await failJob(deps, fence, err.code, err.message)
+      throw new UnrecoverableError(err.message)
     }
 
-    const { path, execArgv } = trainingProcessCommand()
-    const child = fork(path, [], {
-      execArgv,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      serialization: 'advanced',
-    })
-    let cancelSent = false
-    const cancel = () => {
-      if (cancelSent || !child.connected) return
-      cancelSent = true
+    const child = forkTrainingProcess()
+    let stopRequested: 'cancel' | 'hand-back' | null = null
+    const stop = (why: 'cancel' | 'hand-back') => {
+      if (stopRequested === 'cancel' || !child.connected) return
+      stopRequested = why
       child.send({ type: 'cancel' })
     }
-    activeTrainings.set(jobId, { child, cancel })
-    await db.fineTuningJob.updateMany({ where: fenced, data: { trainerPid: child.pid ?? null } })
+    activeTrainings.set(jobId, { child, cancel: () => stop('cancel'), handBack: () => stop('hand-back') })
+    await db.fineTuningJob.updateMany({ where: { id: jobId, attempt }, data: { trainerPid: child.pid ?? null } })
     // A cancel may have arrived between the claim and now.
     const fresh = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true } })
-    if (fresh?.status === 'cancelling') cancel()
-
-    let lastProgressWrite = 0
+    if (fresh?.status === 'cancelling') stop('cancel')
+    let stale = false
     let outcome = null as Outcome | null
-    const startedAt = Date.now()
     let backend: string | null = null
+    let lastProgressWrite = 0
 
-    // Messages are handled strictly in order: a metric row must not race the `done` that follows it.
-    let chain: Promise<unknown> = Promise.resolve()
     const handle = async (msg: ChildMessage) => {
       switch (msg.type) {
         case 'backend':
           backend = msg.backend
-          await db.fineTuningJob.updateMany({ where: fenced, data: { backend: msg.backend } })
-          await event('info', `Backend ${msg.backend} passed its self-test`, {
+          await fenced(db, fence, (tx) => tx.fineTuningJob.update({ where: { id: jobId }, data: { backend: msg.backend } }))
+          await event(fence, 'info', `Backend ${msg.backend} passed its self-test`, {
             backend: msg.backend,
             self_test: msg.selfTest,
           })
           break
         case 'event':
-          await event(msg.level, msg.message, msg.data)
+          await event(fence, msg.level, msg.message, msg.data)
           break
         case 'progress': {
           const now = Date.now()
-          const done = (msg.epoch - 1 + msg.step / Math.max(1, msg.totalSteps)) / Math.max(1, msg.totalEpochs)
-          if (now - lastProgressWrite < 1000 && done < 1) break
+          const fraction = (msg.epoch - 1 + msg.step / Math.max(1, msg.totalSteps)) / Math.max(1, msg.totalEpochs)
+          if (now - lastProgressWrite < 1000 && fraction < 1) break
           lastProgressWrite = now
           const elapsed = (now - startedAt) / 1000
-          const estimatedFinish = done > 0.01 ? Math.round(now / 1000 + (elapsed * (1 - done)) / done) : null
-          await db.fineTuningJob.updateMany({
-            where: fenced,
-            data: {
-              progress: {
-                epoch: msg.epoch,
-                total_epochs: msg.totalEpochs,
-                step: msg.step,
-                total_steps: msg.totalSteps,
-                fraction: Math.min(1, Math.round(done * 1000) / 1000),
-                samples_per_second: Math.round(msg.samplesPerSecond),
-                estimated_finish: estimatedFinish,
-              },
-            },
-          })
+          const eta = fraction > 0.01 ? Math.round(now / 1000 + (elapsed * (1 - fraction)) / fraction) : null
+          const progress = {
+            epoch: msg.epoch,
+            total_epochs: msg.totalEpochs,
+            step: msg.step,
+            total_steps: msg.totalSteps,
+            fraction: Math.min(1, Math.round(fraction * 1000) / 1000),
+            samples_per_second: Math.round(msg.samplesPerSecond),
+            estimated_finish: eta,
+          }
+          await fenced(db, fence, (tx) => tx.fineTuningJob.update({ where: { id: jobId }, data: { progress } }))
+          deps.notify(jobId)
           break
         }
         case 'epoch': {
           const rows = Object.entries(msg.metrics).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))
-          // Upsert on (job, step, name): a replayed epoch after a crash never duplicates a row.
-          await db.$transaction(
-            rows.map(([name, value]) =>
-              db.metric.upsert({
+          await fenced(db, fence, async (tx) => {
+            for (const [name, value] of rows)
+              await tx.metric.upsert({
                 where: { jobId_step_name: { jobId, step: msg.step, name } },
                 create: { jobId, step: msg.step, epoch: msg.epoch, name, value: value as number },
                 update: { epoch: msg.epoch, value: value as number },
-              }),
-            ),
-          )
+              })
+          })
           const m = msg.metrics
+          const val = m.val_accuracy !== undefined ? `, val_loss ${m.val_loss?.toFixed(4)}, val_accuracy ${m.val_accuracy.toFixed(4)}` : ''
           await event(
+            fence,
             'info',
-            `Epoch ${msg.epoch}: loss ${m.loss.toFixed(4)}, accuracy ${m.accuracy.toFixed(4)}${m.val_accuracy !== undefined ? `, val_loss ${m.val_loss?.toFixed(4)}, val_accuracy ${m.val_accuracy.toFixed(4)}` : ''}`,
+            `Epoch ${msg.epoch}: loss ${m.loss.toFixed(4)}, accuracy ${m.accuracy.toFixed(4)}${val}`,
             { epoch: msg.epoch, step: msg.step, ...msg.metrics },
             'metrics',
           )
@@ -205,11 +220,10 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         }
         case 'checkpoint': {
           const digest = await storage.digest(storage.key(msg.dir))
-          const artifactId = newId('art')
-          await db.$transaction(async (tx) => {
-            await tx.artifact.create({
+          await fenced(db, fence, async (tx) => {
+            const artifact = await tx.artifact.create({
               data: {
-                id: artifactId,
+                id: newId('art'),
                 projectId: job.projectId,
                 kind: 'checkpoint',
                 path: digest.path,
@@ -225,11 +239,12 @@ export function createTrainingProcessor(deps: WorkerDeps) {
                 epoch: msg.epoch,
                 step: msg.step,
                 metrics: msg.metrics as object,
-                artifactId,
+                artifactId: artifact.id,
               },
-              update: { metrics: msg.metrics as object, artifactId },
+              update: { epoch: msg.epoch, metrics: msg.metrics as object, artifactId: artifact.id },
             })
           })
+          deps.notify(jobId)
           break
         }
         case 'done':
@@ -238,12 +253,21 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           break
       }
     }
+
+    // Messages are handled strictly in order: a metric row must not race the `done` that follows it.
+    let chain: Promise<unknown> = Promise.resolve()
     child.on('message', (msg: ChildMessage) => {
       chain = chain
-        .then(() => handle(msg))
-        .catch((err) => log.error({ err, jobId }, 'handling a training message failed'))
+        .then(() => (stale ? undefined : handle(msg)))
+        .catch((err) => {
+          if (err instanceof StaleAttemptError) {
+            // Another worker owns the job now: stop computing at once, write nothing more.
+            stale = true
+            child.kill('SIGKILL')
+            log.warn({ jobId, attempt }, 'lost the job to another worker; training process killed')
+          } else log.error({ err, jobId }, 'handling a training message failed')
+        })
     })
-
     const exitCode = await new Promise<number | null>((resolve) => {
       child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)))
       child.on('error', (err) => log.error({ err, jobId }, 'training process error'))
@@ -251,106 +275,146 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     })
     await chain
     activeTrainings.delete(jobId)
+    if (stale) return { stale: true }
     const result = outcome
 
-    const status = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true, attempt: true } })
-    if (status?.attempt !== attempt) return { stale: true }
-    if (result?.kind === 'done' && result.msg.cancelled)
-      return finishCancelled(deps, fenced, 'stopped at the end of a batch')
-    if (status.status === 'cancelling') return finishCancelled(deps, fenced, 'training process stopped')
+    const now = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true, attempt: true } })
+    if (now?.attempt !== attempt) return { stale: true }
+    const stoppedEarly = result?.kind === 'done' && result.msg.cancelled
+    if (now.status === 'cancelling' || (stoppedEarly && stopRequested === 'cancel'))
+      return finishCancelled(deps, fence, 'the training process stopped at the end of its batch')
+    if (stopRequested === 'hand-back' && (stoppedEarly || result === null)) {
+      await handBackJob(deps, fence)
+      if (token) {
+        await bullJob.moveToDelayed(Date.now() + 100, token)
+        throw new DelayedError()
+      }
+      return { handedBack: true }
+    }
     if (result?.kind === 'error') {
-      await failJob(deps, fenced, result.msg.code, result.msg.message)
+      await failJob(deps, fence, result.msg.code, result.msg.message)
       if (result.msg.permanent) throw new UnrecoverableError(result.msg.message)
       return { failed: result.msg.code }
     }
     if (result?.kind !== 'done')
-      return failJob(
-        deps,
-        fenced,
-        'training_process_crashed',
-        `The training process exited (code ${exitCode}) before finishing.`,
-      )
+      return failJob(deps, fence, 'training_process_crashed', `The training process exited (code ${exitCode}) before finishing.`)
 
-    const lastProgress = ((await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { progress: true } }))
-      ?.progress ?? {}) as object
-    // Register the fine-tuned model: artifact first, then the rows that point at it.
-    const modelKey = storage.key(result.msg.modelDir)
-    const digest = await storage.digest(modelKey)
-    const metadata = JSON.parse(await readFile(join(result.msg.modelDir, 'metadata.json'), 'utf8'))
-    const modelId = fineTunedModelId(job.baseModelId, job.suffix, jobId)
-    const finalMetrics = await db.metric.findMany({ where: { jobId }, orderBy: { step: 'desc' }, take: 8 })
-    const lastStep = finalMetrics[0]?.step
-    const metrics = {
-      final: Object.fromEntries(finalMetrics.filter((m) => m.step === lastStep).map((m) => [m.name, m.value])),
-      evaluation: result.msg.evaluation,
-    }
-    await db.$transaction(async (tx) => {
-      const artifactId = newId('art')
-      await tx.artifact.create({
-        data: {
-          id: artifactId,
-          projectId: job.projectId,
-          kind: 'model',
-          path: modelKey,
-          sha256: digest.sha256,
-          bytes: BigInt(digest.bytes),
-        },
-      })
-      await tx.model.upsert({
-        where: { id: modelId },
-        create: {
-          id: modelId,
-          projectId: job.projectId,
-          kind: 'fine_tuned',
-          description: `Fine-tuned from ${job.baseModelId} by ${jobId}`,
-          baseModelId: job.baseModelId,
-          jobId,
-          trainingFileId: job.trainingFileId,
-          artifactId,
-          metadata: { ...metadata, metrics, backend, seed: job.seed },
-        },
-        update: { artifactId, metadata: { ...metadata, metrics, backend, seed: job.seed }, deletedAt: null },
-      })
-      await tx.fineTuningJob.updateMany({
-        where: { ...fenced, status: 'running' },
-        data: {
-          status: 'succeeded',
-          fineTunedModelId: modelId,
-          finishedAt: new Date(),
-          trainedSamples: BigInt(result.msg.trainedSamples),
-          progress: { ...lastProgress, fraction: 1, estimated_finish: null },
-          statusReason: null,
-        },
-      })
-    })
+    const modelId = await registerModel(deps, fence, job, result.msg, backend)
     const acc = result.msg.evaluation?.accuracy
-    await event(
-      'info',
-      `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`,
-      {
-        fine_tuned_model: modelId,
-        evaluation: result.msg.evaluation,
-        seconds: Math.round((Date.now() - startedAt) / 100) / 10,
-      },
-    )
+    await event(fence, 'info', `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`, {
+      fine_tuned_model: modelId,
+      evaluation: result.msg.evaluation,
+      seconds: Math.round((Date.now() - startedAt) / 100) / 10,
+    })
     return { fineTunedModel: modelId }
   }
 }
 
-async function failJob(deps: WorkerDeps, fenced: { id: string; attempt: number }, code: string, message: string) {
+/** Artifact first, then the model row pointing at it and the job's success, in one fenced transaction. */
+async function registerModel(
+  deps: WorkerDeps,
+  fence: Fence,
+  job: { id: string; projectId: string; baseModelId: string; suffix: string | null; trainingFileId: string; seed: number },
+  done: Extract<ChildMessage, { type: 'done' }>,
+  backend: string | null,
+) {
+  const { db, storage } = deps
+  const modelKey = storage.key(done.modelDir)
+  const digest = await storage.digest(modelKey)
+  const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
+  const modelId = fineTunedModelId(job.baseModelId, job.suffix, job.id)
+  const rows = await db.metric.findMany({ where: { jobId: job.id }, orderBy: { step: 'asc' } })
+  const lastStep = rows.at(-1)?.step
+  const valAcc = rows.filter((m) => m.name === 'val_accuracy')
+  const best = valAcc.length ? valAcc.reduce((a, b) => (b.value > a.value ? b : a)) : null
+  const metrics = {
+    final: Object.fromEntries(rows.filter((m) => m.step === lastStep).map((m) => [m.name, m.value])),
+    best: best ? Object.fromEntries(rows.filter((m) => m.step === best.step).map((m) => [m.name, m.value])) : null,
+    best_epoch: (done as { bestEpoch?: number | null }).bestEpoch ?? best?.epoch ?? null,
+    evaluation: done.evaluation,
+  }
+  const fullMetadata = { ...metadata, metrics, backend, seed: job.seed }
+  await fenced(db, fence, async (tx) => {
+    const current = await tx.fineTuningJob.findUniqueOrThrow({ where: { id: job.id }, select: { progress: true } })
+    const artifact = await tx.artifact.create({
+      data: { id: newId('art'), projectId: job.projectId, kind: 'model', path: modelKey, sha256: digest.sha256, bytes: BigInt(digest.bytes) },
+    })
+    await tx.model.upsert({
+      where: { id: modelId },
+      create: {
+        id: modelId,
+        projectId: job.projectId,
+        kind: 'fine_tuned',
+        description: `Fine-tuned from ${job.baseModelId} by ${job.id}`,
+        baseModelId: job.baseModelId,
+        jobId: job.id,
+        trainingFileId: job.trainingFileId,
+        artifactId: artifact.id,
+        metadata: fullMetadata,
+      },
+      update: { artifactId: artifact.id, metadata: fullMetadata, deletedAt: null },
+    })
+    await tx.fineTuningJob.update({
+      where: { id: job.id },
+      data: {
+        status: 'succeeded',
+        fineTunedModelId: modelId,
+        finishedAt: new Date(),
+        trainedSamples: BigInt(done.trainedSamples),
+        progress: { ...((current.progress as object) ?? {}), fraction: 1, estimated_finish: null },
+        statusReason: null,
+      },
+    })
+  })
+  deps.notify(job.id)
+  return modelId
+}
+
+async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string) {
   const r = await deps.db.fineTuningJob.updateMany({
-    where: { ...fenced, status: { in: ['running', 'cancelling'] } },
+    where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
     data: { status: 'failed', errorCode: code, errorMessage: message, finishedAt: new Date(), statusReason: code },
   })
-  if (r.count) await addJobEvent(deps.db, fenced.id, 'error', `Job failed: ${message}`, { code })
+  if (r.count) {
+    await addJobEvent(deps.db, fence.jobId, 'error', `Job failed: ${message}`, { code })
+    deps.notify(fence.jobId)
+  }
   return { failed: code }
 }
 
-async function finishCancelled(deps: WorkerDeps, fenced: { id: string; attempt: number }, how: string) {
+async function finishCancelled(deps: WorkerDeps, fence: Fence, how: string) {
   const r = await deps.db.fineTuningJob.updateMany({
-    where: { ...fenced, status: { in: ['running', 'cancelling'] } },
-    data: { status: 'cancelled', finishedAt: new Date(), statusReason: `cancelled by user; ${how}` },
+    where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
+    data: { status: 'cancelled', finishedAt: new Date(), statusReason: `cancelled by user; ${how}`, trainerPid: null },
   })
-  if (r.count) await addJobEvent(deps.db, fenced.id, 'info', `Job cancelled: ${how}`)
+  if (r.count) {
+    await addJobEvent(deps.db, fence.jobId, 'info', `Job cancelled: ${how}`)
+    deps.notify(fence.jobId)
+  }
   return { cancelled: true }
+}
+
+/** Back to `queued` with the attempt given back; the next claim resumes from the last checkpoint. */
+async function handBackJob(deps: WorkerDeps, fence: Fence) {
+  const last = await deps.db.checkpoint.findFirst({ where: { jobId: fence.jobId }, orderBy: { step: 'desc' } })
+  const r = await deps.db.fineTuningJob.updateMany({
+    where: { id: fence.jobId, attempt: fence.attempt, status: 'running' },
+    data: {
+      status: 'queued',
+      attempt: fence.attempt - 1,
+      workerPid: null,
+      trainerPid: null,
+      resumeCheckpointId: last?.id ?? null,
+      statusReason: 'worker shut down; waiting for a worker to resume it',
+    },
+  })
+  if (r.count) {
+    await addJobEvent(
+      deps.db,
+      fence.jobId,
+      'info',
+      `Worker ${process.pid} is shutting down: job handed back to the queue${last ? `, to resume from the checkpoint of epoch ${last.epoch}` : ''}`,
+    )
+    deps.notify(fence.jobId)
+  }
 }

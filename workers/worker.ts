@@ -7,11 +7,14 @@ import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { type Config, loadConfig } from '../src/config.js'
 import { createDb } from '../src/db/client.js'
+import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
+import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
 import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection, TRAINING_JOB_OPTIONS } from '../src/queue/catalog.js'
 import { LocalStorage } from '../src/storage/local-storage.js'
 import type { WorkerDeps } from './deps.js'
 import { createFileProcessor } from './file-processor.js'
 import { activeTrainings, createTrainingProcessor, probeBackend } from './training-processor.js'
+import { startWebhookDispatcher } from './webhook-dispatcher.js'
 
 export interface WorkerHandle {
   deps: WorkerDeps
@@ -37,14 +40,19 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   const queueOpts = { connection, prefix: config.queuePrefix }
   const queues = { training: new Queue(QUEUES.training, queueOpts), files: new Queue(QUEUES.files, queueOpts) }
   for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
-  const deps: WorkerDeps = { config, db, redis, storage, queues, log }
+  const notify = (jobId: string) => notifyJobChanged(redis, config.queuePrefix, jobId)
+  const deps: WorkerDeps = { config, db, redis, storage, queues, log, notify }
 
   const fileWorker = new Worker(QUEUES.files, createFileProcessor(deps), { ...queueOpts, concurrency: 2 })
   const trainingWorker = new Worker(QUEUES.training, createTrainingProcessor(deps), {
     ...queueOpts,
     concurrency: config.workerConcurrency,
-    // The processor only relays messages (training runs in its own process), so lock renewal never starves.
-    lockDuration: 30_000,
+    // The processor only relays messages (training runs in its own process), so lock renewal never starves;
+    // a lock that does expire means the worker died or froze, and another worker takes the job over.
+    lockDuration: config.workerLockMs,
+    stalledInterval: config.workerStalledIntervalMs,
+    // each stall is a lost worker, not a bad job: allow several before BullMQ gives up on it
+    maxStalledCount: 5,
   })
   for (const w of [fileWorker, trainingWorker]) {
     w.on('failed', (job, err) => log.warn({ queueJob: job?.id, err: err.message }, 'queue job failed'))
@@ -76,12 +84,18 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
       await queues.files.add('validate-file', { fileId: f.id }, { ...FILE_JOB_OPTIONS, jobId: f.id })
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
     for (const j of jobs) await queues.training.add('train', { jobId: j.id }, { ...TRAINING_JOB_OPTIONS, jobId: j.id })
+    await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
+    // Uploads cut off by an API crash leave temporary files; no row points at them.
+    const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
+    if (swept) log.info({ swept }, 'removed abandoned temporary uploads')
   }
   const reconciler = setInterval(
     () => reconcile().catch((err) => log.warn({ err: err.message }, 'reconcile failed')),
     opts.reconcileEveryMs ?? 15_000,
   )
 
+  const webhookDispatcher = startWebhookDispatcher(deps)
+  await import('./evaluation-processor.js').then((m) => m.startEvaluationWorker(deps)) // evaluations queue; stops with deps.redis
   log.info({ queuePrefix: config.queuePrefix, concurrency: config.workerConcurrency }, 'worker started')
   return {
     deps,
@@ -89,8 +103,11 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     async close() {
       clearInterval(pollCancels)
       clearInterval(reconciler)
-      for (const { child } of activeTrainings.values()) child.kill('SIGKILL')
-      await Promise.allSettled([fileWorker.close(true), trainingWorker.close(true)])
+      await webhookDispatcher.close()
+      // Graceful: running trainings stop at the end of their batch and go back to the queue, to resume
+      // from their last checkpoint on the next worker, without spending an attempt.
+      for (const t of activeTrainings.values()) t.handBack()
+      await Promise.allSettled([fileWorker.close(), trainingWorker.close()])
       await Promise.allSettled([queues.training.close(), queues.files.close()])
       subscriber.disconnect()
       redis.disconnect()

@@ -12,6 +12,11 @@ export interface DatasetLimits {
   maxImagePixels: number
   /** bytes in one CSV/JSONL line */
   maxLineBytes: number
+  /**
+   * uncompressed / compressed size of one zip entry (checked from 1 MiB uncompressed up). Images and IDX
+   * compress 1-10x; a zip bomb 1000x and more.
+   */
+  maxCompressionRatio: number
 }
 
 /**
@@ -25,6 +30,7 @@ export const DEFAULT_DATASET_LIMITS: Readonly<DatasetLimits> = Object.freeze({
   maxUncompressedBytes: 2 * 1024 ** 3,
   maxImagePixels: 4096 * 4096,
   maxLineBytes: 1024 ** 2,
+  maxCompressionRatio: 100,
 })
 
 export function resolveLimits(limits?: Partial<DatasetLimits>): DatasetLimits {

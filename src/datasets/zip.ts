@@ -15,6 +15,9 @@ export interface SafeZip {
   files: ZipFileEntry[]
 }
 
+/** Small entries may compress very well (a blank image, a short CSV); only big ones can be bombs. */
+const RATIO_CHECK_FROM_BYTES = 1024 ** 2
+
 const S_IFMT = 0o170000
 const S_IFLNK = 0o120000
 
@@ -109,6 +112,14 @@ export async function openSafeZip(path: string, limits: DatasetLimits, problems:
           'dataset_too_large',
           `The zip uncompresses to more than ${limits.maxUncompressedBytes} bytes, the limit.`,
           [{ entry: name, message: 'uncompressed size limit exceeded here' }],
+        )
+      }
+      const ratio = entry.uncompressedSize / Math.max(1, entry.compressedSize)
+      if (entry.uncompressedSize >= RATIO_CHECK_FROM_BYTES && ratio > limits.maxCompressionRatio) {
+        throw new DatasetValidationError(
+          'dataset_too_large',
+          `A zip entry compresses ${Math.round(ratio)}:1, more than the ${limits.maxCompressionRatio}:1 allowed; this looks like a zip bomb.`,
+          [{ entry: name, message: `compression ratio ${Math.round(ratio)}:1 over the limit` }],
         )
       }
       files.push({ name, entry })

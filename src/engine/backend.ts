@@ -3,7 +3,7 @@
 // libtensorflow than it targets, and wasm lacks kernels, so "it registered" is not proof that it computes.
 import { createRequire } from 'node:module'
 import path from 'node:path'
-import type { BackendName } from './protocol.js'
+import type { BackendName, MethodSpec } from './protocol.js'
 import { mulberry32 } from './random.js'
 import type { Tf } from './tf.js'
 import { registerWasmConv2DBackpropFilter, registerWasmMaxPoolGradFix } from './wasm-kernels.js'
@@ -39,6 +39,52 @@ const FALLBACK_ORDER: BackendName[] = ['tensorflow', 'wasm', 'cpu']
 
 export function backendCapabilities(backend: BackendName): BackendCapabilities {
   return { depthwiseConvGradients: backend !== 'wasm' }
+}
+
+const DEPTHWISE_CLASSES = new Set(['DepthwiseConv2D', 'SeparableConv2D'])
+
+/** Layer (class, name) pairs of a model.json topology, nested models included. */
+function topologyLayers(topology: unknown): { className: string; name: string }[] {
+  const out: { className: string; name: string }[] = []
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      for (const n of node) walk(n)
+    } else if (node && typeof node === 'object') {
+      const o = node as Record<string, any>
+      if (typeof o.class_name === 'string' && o.config && typeof o.config.name === 'string')
+        out.push({ className: o.class_name, name: o.config.name })
+      for (const v of Object.values(o)) walk(v)
+    }
+  }
+  walk(topology)
+  return out
+}
+
+/**
+ * Null when `backend` can run `method` on the model with this model.json topology, else the reason it cannot
+ * (callers raise `backend_cannot_train`). A frozen-backbone transfer only runs the backbone forward, so it
+ * is fine anywhere; supervised, distillation (the student) and transfer with unfrozen blocks need gradients
+ * through the trained layers: `trainedLayers` narrows the check to those when the caller knows them.
+ */
+export function checkCapabilities(
+  backend: BackendName,
+  modelTopologyJson: unknown,
+  method: MethodSpec,
+  trainedLayers?: string[],
+): string | null {
+  const caps = backendCapabilities(backend)
+  const trainsBackbone =
+    method.type === 'supervised' ||
+    method.type === 'distillation' ||
+    (method.type === 'transfer' && (method.unfreeze_top_blocks ?? 0) > 0)
+  if (!trainsBackbone || caps.depthwiseConvGradients) return null
+  const only = trainedLayers ? new Set(trainedLayers) : null
+  const depthwise = topologyLayers(modelTopologyJson).filter(
+    (l) => DEPTHWISE_CLASSES.has(l.className) && (!only || only.has(l.name)),
+  )
+  if (depthwise.length === 0) return null
+  const what = method.type === 'transfer' ? 'fine-tune the unfrozen blocks of' : `train (${method.type})`
+  return `the ${backend} backend has no gradients for depthwise convolutions, so it cannot ${what} this model (${depthwise.length} depthwise layers, e.g. ${depthwise[0].name}); use a frozen-backbone transfer or a worker on the tensorflow or cpu backend`
 }
 
 function tfjsRequire(): NodeRequire {

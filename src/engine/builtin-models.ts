@@ -25,12 +25,30 @@ export const MOBILENET_V2_FEATURE_LAYER = 'flatten_1'
 /** nsfwjs's output order (its NSFW_CLASSES). */
 export const NSFW_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy']
 
+/** mnist-cnn's blocks for `unfreeze_top_blocks`: each conv layer is one block. */
+export const MNIST_CNN_BLOCKS = [
+  { name: 'conv1', layers: ['conv1'] },
+  { name: 'conv2', layers: ['conv2'] },
+]
+
+const MOBILENET_BLOCK_SUFFIXES = ['expand', 'expand_BN', 'depthwise', 'depthwise_BN', 'project', 'project_BN']
+/**
+ * mobilenet-v2's blocks: its 16 inverted-residual groups `block_N_*` (layers with weights), bottom to top; the
+ * final 1x1 conv (`Conv_1`, `Conv_1_bn`) sits between block_16 and the feature layer and belongs to the top block.
+ * The stem and `expanded_conv` below block_1 are not a block: they stay frozen.
+ */
+export const MOBILENET_V2_BLOCKS = Array.from({ length: 16 }, (_, i) => ({
+  name: `block_${i + 1}`,
+  layers: [...MOBILENET_BLOCK_SUFFIXES.map((s) => `block_${i + 1}_${s}`), ...(i === 15 ? ['Conv_1', 'Conv_1_bn'] : [])],
+}))
+
 export function mnistCnnMetadata(): ModelMetadata {
   return {
     input_shape: [28, 28, 1],
     preprocessing: { scale: 1 / 255, offset: 0, resize: true, channels: 'as_model' },
     classes: ['0', '1', '2', '3', '4'],
     feature_layer: MNIST_CNN_FEATURE_LAYER,
+    blocks: MNIST_CNN_BLOCKS,
     description: 'Keras mnist_transfer_cnn network trained on MNIST digits 0-4; 4608-d features at `flatten`',
   }
 }
@@ -41,6 +59,7 @@ export function mobilenetV2Metadata(): ModelMetadata {
     preprocessing: { scale: 1 / 255, offset: 0, resize: true, channels: 'as_model' },
     classes: [...NSFW_CLASSES],
     feature_layer: MOBILENET_V2_FEATURE_LAYER,
+    blocks: MOBILENET_V2_BLOCKS,
     description:
       'MobileNetV2 (ImageNet weights) fine-tuned by nsfwjs 4.4 as a five-class NSFW classifier; 1280-d features at `flatten_1`',
   }

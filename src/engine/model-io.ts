@@ -3,6 +3,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { io } from '@tensorflow/tfjs'
+import { useRefitDropout } from './dropout.js'
 import type { ModelMetadata } from './protocol.js'
 import type { LayersModel, Tf } from './tf.js'
 
@@ -86,4 +87,16 @@ export async function writeDirAtomically(dir: string, fill: (tmpDir: string) => 
     await rm(tmp, { recursive: true, force: true })
     throw err
   }
+}
+
+/** Loads a model to train: its Dropout layers become RefitDropout (seeded masks, saved back as Dropout). */
+export async function loadModelForTraining(tf: Tf, dir: string): Promise<LayersModel> {
+  const artifacts = await readModelArtifacts(dir)
+  useRefitDropout(tf, artifacts.modelTopology)
+  return tf.loadLayersModel(tf.io.fromMemory(artifacts))
+}
+
+/** The raw model.json topology of a model directory (for capability checks before loading). */
+export async function readTopology(dir: string): Promise<unknown> {
+  return (JSON.parse(await readFile(path.join(dir, MODEL_JSON), 'utf8')) as io.ModelJSON).modelTopology
 }

@@ -27,31 +27,88 @@ export interface ModelMetadata {
   classes: string[] | null
   /** layer whose output is the feature vector a new head is trained on */
   feature_layer: string | null
-  /** how many layers (from the input) form the frozen backbone, inclusive of feature_layer */
+  /**
+   * backbone blocks, bottom to top, each a list of layer names: `unfreeze_top_blocks: N` trains the last N
+   * in a transfer job's fine_tune phase
+   */
+  blocks?: { name: string; layers: string[] }[]
   description?: string
   [key: string]: unknown
 }
 
-export interface TransferHyperparameters {
+/** Optimizer used for training; default `adam`. */
+export type OptimizerName = 'adam' | 'sgd' | 'rmsprop'
+
+/** Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs; best weights are restored. */
+export interface EarlyStopping {
+  patience: number
+  min_delta: number
+  monitor: 'val_loss' | 'val_accuracy'
+}
+
+/** Resolved hyperparameters (numbers, never "auto": the API resolves them). */
+export interface TrainHyperparameters {
   n_epochs: number
   batch_size: number
   learning_rate: number
   validation_split: number
+  /** default adam */
+  optimizer?: OptimizerName
+  early_stopping?: EarlyStopping | null
 }
+
+/** @deprecated the earlier name of TrainHyperparameters */
+export type TransferHyperparameters = TrainHyperparameters
+
+/** Identifier of a model preset trained from scratch (see architectures.ts). */
+export type ArchitectureId = 'mlp-small' | 'mlp-large' | 'cnn-small' | 'cnn-large'
+
+/** The new classification head of a transfer job. */
+export interface TransferHead {
+  hidden_units: number
+  dropout: number
+}
+
+/** How a job trains. */
+export type MethodSpec =
+  | {
+      type: 'transfer'
+      /** default { hidden_units: 128, dropout: 0.5 } */
+      head?: TransferHead
+      /** top backbone blocks (see the base model's metadata `blocks`) trained in the `fine_tune` phase; default 0 */
+      unfreeze_top_blocks?: number
+      /** second phase: head + unfrozen blocks trained together at this (lower) learning rate */
+      fine_tune?: { n_epochs: number; learning_rate: number } | null
+    }
+  | { type: 'supervised' }
+  | {
+      type: 'distillation'
+      /** any model directory (built-in, uploaded or fine-tuned) whose classes equal the training file's */
+      teacherModelDir: string
+      temperature: number
+      /** weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss */
+      alpha: number
+    }
 
 /** Sent once by the worker to the training process. */
 export interface TrainRequest {
   type: 'train'
   jobId: string
-  method: { type: 'transfer' }
-  /** directory with model.json, weights.bin, metadata.json of the base model */
-  baseModelDir: string
+  method: MethodSpec
+  /** the model to train: transfer: the backbone; supervised: all its layers; distillation: the student */
+  baseModelDir?: string
+  /** instead of baseModelDir: a preset trained from scratch (supervised, or the distillation student) */
+  architecture?: ArchitectureId
   /** id of the base model (built-in id or model id), recorded as `base_model` in the output metadata */
   baseModelId?: string
   training: { path: string; format: DatasetFormat; options?: DatasetOptions }
   validation?: { path: string; format: DatasetFormat; options?: DatasetOptions }
-  hyperparameters: TransferHyperparameters
+  hyperparameters: TrainHyperparameters
   seed: number
+  /** continue this job from one of its checkpoints (epoch numbering continues) */
+  resumeFrom?: { checkpointDir: string }
+  /** start a new job from another job's checkpoint weights */
+  initFrom?: { checkpointDir: string }
   /** artifacts go here: checkpoints/epoch-N/ and model/ */
   outputDir: string
   /** 'auto' picks tensorflow, else wasm, else cpu, each proven by a self-test */
@@ -101,7 +158,14 @@ export type ChildMessage =
       samplesPerSecond: number
     }
   | { type: 'epoch'; epoch: number; step: number; metrics: EpochMetrics }
-  | { type: 'checkpoint'; epoch: number; step: number; dir: string; metrics: EpochMetrics }
+  | {
+      type: 'checkpoint'
+      epoch: number
+      step: number
+      /** a whole model (model.json, weights.bin, metadata.json) plus optimizer.json/.bin and state.json */
+      dir: string
+      metrics: EpochMetrics
+    }
   | {
       type: 'done'
       /** directory of the whole fine-tuned model (raw input to classes) with metadata.json; '' when cancelled */
@@ -110,5 +174,7 @@ export type ChildMessage =
       trainedSamples: number
       /** true when stopped by a cancel request */
       cancelled: boolean
+      /** with early stopping: the epoch whose weights were restored and saved; else null */
+      bestEpoch: number | null
     }
   | { type: 'error'; code: string; message: string; permanent: boolean }

@@ -2,4 +2,12 @@ import type * as tfjs from '@tensorflow/tfjs'
 
 /** The TensorFlow.js namespace the engine works with (tfjs-node's is a superset of @tensorflow/tfjs's). */
 export type Tf = typeof tfjs
-export type { LayersModel, Tensor, Tensor2D } from '@tensorflow/tfjs'
+export type {
+  LayersModel,
+  Optimizer,
+  Scalar,
+  SymbolicTensor,
+  Tensor,
+  Tensor2D,
+  Variable,
+} from '@tensorflow/tfjs'

@@ -1,9 +1,10 @@
 // Transfer learning, model side: the backbone cut at the feature layer, the new head, and the whole
 // model (raw input -> backbone layers -> head) composed from the very same layer objects.
+import { dropoutLayer } from './dropout.js'
 import { EngineError } from './errors.js'
-import type { LayersModel, Tf } from './tf.js'
+import type { ModelMetadata, TransferHead } from './protocol.js'
+import type { LayersModel, SymbolicTensor, Tf } from './tf.js'
 
-type SymbolicTensor = LayersModel['outputs'][number]
 type Layer = ReturnType<LayersModel['getLayer']>
 
 /** The base model's layers from its input up to `featureLayer`, as a model whose output is the feature tensor. */
@@ -39,37 +40,56 @@ function freeName(base: LayersModel, name: string): string {
   return candidate
 }
 
-/** dense 128 relu -> dropout 0.5 -> dense `numClasses` softmax on `featureDim` inputs, initializers seeded. */
+/** dense `hidden_units` relu -> dropout -> dense `numClasses` softmax on `featureDim` inputs, initializers seeded. */
 export function buildHead(
   tf: Tf,
   base: LayersModel,
   featureDim: number,
   numClasses: number,
   seed: number,
-  learningRate: number,
+  spec: TransferHead = { hidden_units: 128, dropout: 0.5 },
 ): Head {
-  const layers = [
-    tf.layers.dense({
-      name: freeName(base, 'head_dense'),
-      units: 128,
-      activation: 'relu',
-      kernelInitializer: tf.initializers.glorotUniform({ seed }),
-    }),
-    // unseeded on purpose: a seeded tfjs Dropout reuses the same mask on every call
-    tf.layers.dropout({ name: freeName(base, 'head_dropout'), rate: 0.5 }),
+  const layers: Layer[] = []
+  if (spec.hidden_units > 0) {
+    layers.push(
+      tf.layers.dense({
+        name: freeName(base, 'head_dense'),
+        units: spec.hidden_units,
+        activation: 'relu',
+        kernelInitializer: tf.initializers.glorotUniform({ seed }),
+      }),
+    )
+  }
+  // masks from the job's generator (dropout.ts): a seeded tfjs Dropout reuses one mask on every call
+  if (spec.dropout > 0) layers.push(dropoutLayer(tf, { name: freeName(base, 'head_dropout'), rate: spec.dropout }))
+  layers.push(
     tf.layers.dense({
       name: freeName(base, 'head_output'),
       units: numClasses,
       activation: 'softmax',
       kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }),
     }),
-  ]
+  )
   const input = tf.input({ shape: [featureDim], name: freeName(base, 'head_input') })
   let x: SymbolicTensor = input
   for (const l of layers) x = l.apply(x) as SymbolicTensor
   const model = tf.model({ inputs: input, outputs: x, name: 'head' })
-  model.compile({ optimizer: tf.train.adam(learningRate), loss: 'categoricalCrossentropy', metrics: ['accuracy'] })
   return { model, layers }
+}
+
+/** Blocks of a backbone, bottom to top: metadata `blocks`, else derived from layer names and kinds. */
+export function backboneBlocks(base: LayersModel, meta: ModelMetadata): { name: string; layers: string[] }[] {
+  if (meta.blocks && meta.blocks.length > 0) return meta.blocks
+  const featureIndex = base.layers.findIndex((l) => l.name === meta.feature_layer)
+  const below = base.layers.slice(0, featureIndex >= 0 ? featureIndex + 1 : base.layers.length)
+  const grouped = new Map<string, string[]>()
+  for (const l of below) {
+    const m = /^(block_\d+)_/.exec(l.name)
+    if (m) grouped.set(m[1], [...(grouped.get(m[1]) ?? []), l.name])
+  }
+  if (grouped.size > 0) return [...grouped].map(([name, layers]) => ({ name, layers }))
+  // otherwise each layer with weights is a block
+  return below.filter((l) => l.weights.length > 0).map((l) => ({ name: l.name, layers: [l.name] }))
 }
 
 /**

@@ -1,276 +1,216 @@
-// Transfer learning, training side: frozen backbone features computed once, a new head trained epoch by
-// epoch on them (seeded shuffles, per-batch cancel, checkpoints), then the whole model composed and saved.
-import { mkdir, writeFile } from 'node:fs/promises'
-import path from 'node:path'
-import type { LoadedDataset } from '../datasets/types.js'
+// Transfer learning: frozen backbone features computed once (cached "bottlenecks"), a new head trained on them,
+// then optionally a fine_tune phase that trains the head with the backbone's top blocks through the whole
+// model, BatchNorm in inference mode. The whole model (raw input -> classes) is what checkpoints and saves.
+import { checkCapabilities } from './backend.js'
 import { EngineError } from './errors.js'
-import { evaluateProbabilities, lossAndAccuracy } from './evaluate.js'
-import { loadModel, readMetadata, saveModel } from './model-io.js'
-import type {
-  BackendName,
-  ChildMessage,
-  EpochMetrics,
-  Evaluation,
-  ModelMetadata,
-  TransferHyperparameters,
-} from './protocol.js'
-import { mulberry32, shuffledIndices } from './random.js'
-import type { LayersModel, Tf } from './tf.js'
+import { loadModelForTraining, readMetadata } from './model-io.js'
+import type { MethodSpec, ModelMetadata, TransferHead } from './protocol.js'
 import {
-  alignClasses,
-  extractFeatures,
-  type FeatureSet,
-  featureBatch,
-  predictFeatures,
-  splitRows,
-  takeRows,
-} from './transfer-data.js'
-import { buildHead, composeWholeModel, cutBackbone, type Head } from './transfer-model.js'
+  applyInitFrom,
+  checkTrainable,
+  disposeShared,
+  featureSource,
+  finishRun,
+  logitsFn,
+  type Phase,
+  type RunOptions,
+  type RunResult,
+  rawSource,
+  resumeInto,
+  runPhases,
+  splitParts,
+  trainableVariables,
+  validateHyperparameters,
+} from './training.js'
+import { alignClasses, extractFeatures } from './transfer-data.js'
+import { backboneBlocks, buildHead, composeWholeModel, cutBackbone } from './transfer-model.js'
 
-/** Everything a transfer run needs; datasets are already loaded (images at the base model's height/width). */
-export interface TransferOptions {
-  tf: Tf
+type TransferMethod = Extract<MethodSpec, { type: 'transfer' }>
+
+/** Everything a transfer run needs. */
+export interface TransferOptions extends RunOptions {
   baseModelDir: string
   /** built-in id or model id of the base, recorded in the output metadata */
   baseModelId?: string | null
-  train: LoadedDataset
-  validation?: LoadedDataset
-  hyperparameters: TransferHyperparameters
-  seed: number
-  outputDir: string
-  emit: (message: ChildMessage) => void
-  isCancelled: () => boolean
-  backend?: BackendName
+  /** head, unfrozen blocks, fine_tune phase; default: 128-unit head, dropout 0.5, frozen backbone */
+  method?: TransferMethod
   /** samples per backbone forward pass while caching features; default 256 */
   featureBatchSize?: number
-  /** minimum time between two `progress` messages; default 250 ms */
-  progressIntervalMs?: number
-  /** called after each epoch's checkpoint, with the epoch number (tests use it to watch tensor counts) */
-  onEpochEnd?: (epoch: number) => void
 }
 
-/** What `runTransfer` produced; `modelDir` is null when cancelled. */
-export interface TransferResult {
-  modelDir: string | null
-  evaluation: Evaluation | null
-  trainedSamples: number
-  cancelled: boolean
-}
+/** @deprecated the earlier name of RunResult */
+export type TransferResult = RunResult
+
+export const DEFAULT_HEAD: TransferHead = { hidden_units: 128, dropout: 0.5 }
 
 /**
- * Models sharing layers keep per-layer reference counts: each dispose lowers them and the last one frees the
- * weights; a model whose layers were all freed through another one throws "already disposed", harmlessly.
+ * Trains a new classification head on the base model's frozen features (then, with `fine_tune`, the head and
+ * the top `unfreeze_top_blocks` blocks) and saves the whole model to `outputDir/model/`.
  */
-function disposeShared(models: LayersModel[]): void {
-  for (const m of models) {
-    try {
-      m.dispose()
-    } catch {
-      // already freed through a model sharing its layers
-    }
-  }
-}
-
-const yieldToEventLoop = () => new Promise((resolve) => setImmediate(resolve))
-
-function validateHyperparameters(h: TransferHyperparameters): void {
-  const ok =
-    Number.isInteger(h.n_epochs) &&
-    h.n_epochs >= 1 &&
-    Number.isInteger(h.batch_size) &&
-    h.batch_size >= 1 &&
-    h.learning_rate > 0 &&
-    Number.isFinite(h.learning_rate) &&
-    h.validation_split >= 0 &&
-    h.validation_split < 1
-  if (!ok) throw new EngineError('invalid_hyperparameters', `invalid hyperparameters ${JSON.stringify(h)}`, true)
-}
-
-async function writeCheckpoint(tf: Tf, head: Head, dir: string, state: Record<string, unknown>): Promise<void> {
-  await saveModel(tf, head.model, dir)
-  // adam's moments and step: with the head weights, enough to continue the run where it stopped
-  const optimizerWeights = await head.model.optimizer.getWeights()
-  const { data, specs } = await tf.io.encodeWeights(optimizerWeights)
-  await writeFile(path.join(dir, 'optimizer.bin'), Buffer.from(data as ArrayBuffer))
-  await writeFile(path.join(dir, 'optimizer.json'), JSON.stringify({ weightSpecs: specs }))
-  // getWeights hands out the live moment variables plus a fresh `iter` scalar: free only the latter
-  tf.dispose(optimizerWeights.filter((w) => w.name === 'iter').map((w) => w.tensor))
-  await writeFile(path.join(dir, 'state.json'), `${JSON.stringify(state, null, 2)}\n`)
-}
-
-/**
- * Trains a new classification head on the base model's frozen features and saves the whole model to
- * `outputDir/model/`. Emits `event`, `progress`, `epoch` and `checkpoint` messages through `emit`.
- */
-export async function runTransfer(opts: TransferOptions): Promise<TransferResult> {
+export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   const { tf, train, hyperparameters: hp, emit } = opts
+  const method: TransferMethod = opts.method ?? { type: 'transfer' }
+  const head = method.head ?? DEFAULT_HEAD
+  const unfreeze = method.unfreeze_top_blocks ?? 0
+  const fineTune = method.fine_tune ?? null
   validateHyperparameters(hp)
+  if (!(Number.isInteger(head.hidden_units) && head.hidden_units >= 0 && head.dropout >= 0 && head.dropout < 1))
+    throw new EngineError('invalid_method', `invalid head ${JSON.stringify(head)}`, true)
+  if (fineTune && !(Number.isInteger(fineTune.n_epochs) && fineTune.n_epochs >= 1 && fineTune.learning_rate > 0))
+    throw new EngineError('invalid_method', `invalid fine_tune ${JSON.stringify(fineTune)}`, true)
   const meta = await readMetadata(opts.baseModelDir)
   if (!meta.feature_layer) {
     throw new EngineError('base_model_not_transferable', 'base model metadata names no feature_layer', true)
   }
+  checkTrainable(train)
   const classes = train.classes
-  if (classes.length < 2)
-    throw new EngineError('too_few_classes', `need at least 2 classes, got ${classes.length}`, true)
-  if (train.rows < 2)
-    throw new EngineError('too_few_samples', `need at least 2 training samples, got ${train.rows}`, true)
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined
 
-  const base = await loadModel(tf, opts.baseModelDir)
+  const base = await loadModelForTraining(tf, opts.baseModelDir)
+  const blocks = backboneBlocks(base, meta)
+  if (!Number.isInteger(unfreeze) || unfreeze < 0 || unfreeze > blocks.length)
+    throw new EngineError(
+      'invalid_method',
+      `unfreeze_top_blocks must be 0..${blocks.length} for this base model (blocks ${blocks.map((b) => b.name).join(', ')})`,
+      true,
+    )
+  const unfrozenLayers = blocks.slice(blocks.length - unfreeze).flatMap((b) => b.layers)
+  const backend = opts.backend ?? (tf.getBackend() as RunOptions['backend'])
+  if (backend) {
+    const reason = checkCapabilities(backend, base.toJSON(undefined, false), method, unfrozenLayers)
+    if (reason) {
+      disposeShared([base])
+      throw new EngineError('backend_cannot_train', reason, true)
+    }
+  }
+  if (unfreeze > 0 && !fineTune)
+    emit({ type: 'event', level: 'warn', message: 'unfreeze_top_blocks has no effect without a fine_tune phase' })
+
   const { backbone, features } = cutBackbone(tf, base, meta.feature_layer)
-  const featureBatchSize = opts.featureBatchSize ?? 256
+  const featureDim = (backbone.outputs[0].shape.slice(1) as number[]).reduce((a, b) => a * b, 1)
+  const h = buildHead(tf, base, featureDim, classes.length, opts.seed, head)
+  const whole = composeWholeModel(tf, base, features, h)
+  // before features are cached: initFrom and resume may change the backbone's weights
+  await applyInitFrom(tf, whole, opts.initFrom, emit)
+  const resumed = opts.resumeFrom ? await resumeInto(tf, whole, opts.resumeFrom.checkpointDir) : null
 
-  const t0 = performance.now()
-  const trainFeatures = await extractFeatures(
-    tf,
-    backbone,
-    train,
-    meta.preprocessing,
-    meta.input_shape,
-    featureBatchSize,
-    opts.isCancelled,
+  const trainRaw = rawSource(train, meta.preprocessing, meta.input_shape)
+  const valRaw = validationDs ? rawSource(validationDs, meta.preprocessing, meta.input_shape) : undefined
+  const rawParts = splitParts(
+    trainRaw,
+    train.y,
+    train.rows,
+    hp.validation_split,
+    opts.seed,
+    validationDs && valRaw ? { source: valRaw, labels: validationDs.y, rows: validationDs.rows } : undefined,
   )
-  const valFeaturesGiven = validationDs
-    ? await extractFeatures(
-        tf,
-        backbone,
-        validationDs,
-        meta.preprocessing,
-        meta.input_shape,
-        featureBatchSize,
-        opts.isCancelled,
-      )
-    : undefined
-  if (!trainFeatures || valFeaturesGiven === null) return cancelled(base)
-  const featureMs = Math.round(performance.now() - t0)
-  emit({
-    type: 'event',
-    level: 'info',
-    message: `computed backbone features for ${trainFeatures.rows + (valFeaturesGiven?.rows ?? 0)} samples`,
-    data: {
-      samples: trainFeatures.rows + (valFeaturesGiven?.rows ?? 0),
-      ms: featureMs,
-      feature_layer: meta.feature_layer,
-      feature_dim: trainFeatures.dim,
-    },
-  })
 
-  const rng = mulberry32(opts.seed)
-  let trainSet: FeatureSet
-  let valSet: FeatureSet | null
-  if (valFeaturesGiven) {
-    trainSet = trainFeatures
-    valSet = valFeaturesGiven
-  } else {
-    const split = splitRows(trainFeatures.rows, hp.validation_split, rng)
-    trainSet = takeRows(trainFeatures, split.train)
-    valSet = split.validation.length > 0 ? takeRows(trainFeatures, split.validation) : null
-  }
-
-  const head = buildHead(tf, base, trainSet.dim, classes.length, opts.seed, hp.learning_rate)
-  const stepsPerEpoch = Math.ceil(trainSet.rows / hp.batch_size)
-  const totalSteps = stepsPerEpoch * hp.n_epochs
-  const progressInterval = opts.progressIntervalMs ?? 250
-  let step = 0
-  let lastProgress = 0
-  let trainedSamples = 0
-
-  for (let epoch = 1; epoch <= hp.n_epochs; epoch++) {
-    const order = shuffledIndices(trainSet.rows, rng)
-    const epochStart = performance.now()
-    let lossSum = 0
-    let accSum = 0
-    let seen = 0
-    for (let s = 0; s < stepsPerEpoch; s++) {
-      const rows = order.subarray(s * hp.batch_size, Math.min(trainSet.rows, (s + 1) * hp.batch_size))
-      const { xs, ys } = featureBatch(tf, trainSet, rows, classes.length)
-      let result: number | number[]
-      try {
-        result = await head.model.trainOnBatch(xs, ys)
-      } finally {
-        tf.dispose([xs, ys])
-      }
-      const [loss, acc] = result as number[]
-      lossSum += loss * rows.length
-      accSum += acc * rows.length
-      seen += rows.length
-      trainedSamples += rows.length
-      step++
-      const now = performance.now()
-      if (now - lastProgress >= progressInterval) {
-        lastProgress = now
-        emit({
-          type: 'progress',
-          epoch,
-          totalEpochs: hp.n_epochs,
-          step,
-          totalSteps,
-          samplesPerSecond: Math.round((seen / Math.max(now - epochStart, 1)) * 1000),
-        })
-      }
-      await yieldToEventLoop()
-      if (opts.isCancelled()) {
-        emit({
-          type: 'event',
-          level: 'info',
-          message: `cancelled at epoch ${epoch}, step ${step}`,
-          data: { epoch, step },
-        })
-        return cancelled(base, head.model, trainedSamples)
-      }
-    }
-    const metrics: EpochMetrics = { loss: lossSum / seen, accuracy: accSum / seen }
-    if (valSet) {
-      const probs = await predictFeatures(tf, head.model, valSet, 512)
-      const v = lossAndAccuracy(probs, valSet.labels, classes.length)
-      metrics.val_loss = v.loss
-      metrics.val_accuracy = v.accuracy
-    }
-    emit({ type: 'epoch', epoch, step, metrics })
-    const dir = path.join(opts.outputDir, 'checkpoints', `epoch-${epoch}`)
-    await mkdir(dir, { recursive: true })
-    await writeCheckpoint(tf, head, dir, {
-      epoch,
-      step,
-      seed: opts.seed,
-      hyperparameters: hp,
-      classes,
-      feature_layer: meta.feature_layer,
-      feature_dim: trainSet.dim,
-      train_samples: trainSet.rows,
-      validation_samples: valSet?.rows ?? 0,
-      metrics,
+  const featureBatchSize = opts.featureBatchSize ?? 256
+  const headPhase = async (): Promise<Phase> => {
+    const t0 = performance.now()
+    const trainFeatures = await extractFeatures(
+      tf,
+      backbone,
+      train,
+      meta.preprocessing,
+      meta.input_shape,
+      featureBatchSize,
+      opts.isCancelled,
+    )
+    const valFeatures = validationDs
+      ? await extractFeatures(
+          tf,
+          backbone,
+          validationDs,
+          meta.preprocessing,
+          meta.input_shape,
+          featureBatchSize,
+          opts.isCancelled,
+        )
+      : undefined
+    if (!trainFeatures || valFeatures === null) throw new Cancelled()
+    const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
+    emit({
+      type: 'event',
+      level: 'info',
+      message: `computed backbone features for ${samples} samples`,
+      data: {
+        samples,
+        ms: Math.round(performance.now() - t0),
+        feature_layer: meta.feature_layer,
+        feature_dim: featureDim,
+      },
     })
-    emit({ type: 'checkpoint', epoch, step, dir, metrics })
-    opts.onEpochEnd?.(epoch)
+    const trainSrc = featureSource(trainFeatures)
+    const valSrc = valFeatures ? featureSource(valFeatures) : null
+    return {
+      forward: logitsFn(tf, h.model),
+      variables: trainableVariables(h.layers),
+      train: { ...rawParts.train, source: trainSrc },
+      val: rawParts.val ? { ...rawParts.val, source: valFeatures && valSrc ? valSrc : trainSrc } : null,
+      epochs: hp.n_epochs,
+      learningRate: hp.learning_rate,
+    }
   }
-
-  let evaluation: Evaluation | null = null
-  if (valSet)
-    evaluation = evaluateProbabilities(await predictFeatures(tf, head.model, valSet, 512), valSet.labels, classes)
-
-  const whole = composeWholeModel(tf, base, features, head)
-  const modelDir = path.join(opts.outputDir, 'model')
-  const outMeta: ModelMetadata = {
+  const phases: (() => Promise<Phase>)[] = [headPhase]
+  if (fineTune && unfreeze > 0) {
+    phases.push(async () => {
+      emit({
+        type: 'event',
+        level: 'info',
+        message: `fine-tuning the head with the top ${unfreeze} backbone blocks at learning rate ${fineTune.learning_rate}`,
+        data: { blocks: blocks.slice(blocks.length - unfreeze).map((b) => b.name), layers: unfrozenLayers.length },
+      })
+      return {
+        forward: logitsFn(tf, whole),
+        variables: [
+          ...trainableVariables(h.layers),
+          ...trainableVariables(unfrozenLayers.map((n) => base.getLayer(n))),
+        ],
+        train: rawParts.train,
+        val: rawParts.val,
+        epochs: fineTune.n_epochs,
+        learningRate: fineTune.learning_rate,
+      }
+    })
+  }
+  const metadata = (): ModelMetadata => ({
     input_shape: meta.input_shape,
     preprocessing: meta.preprocessing,
     classes: [...classes],
     feature_layer: meta.feature_layer,
-    description: `transfer learning on ${opts.baseModelId ?? 'a base model'}: new ${classes.length}-class head on ${meta.feature_layer}`,
+    blocks,
+    description: `transfer learning on ${opts.baseModelId ?? 'a base model'}: new ${classes.length}-class head on ${meta.feature_layer}${fineTune && unfreeze > 0 ? `, top ${unfreeze} blocks fine-tuned` : ''}`,
     base_model: opts.baseModelId ?? null,
     method: 'transfer',
-    backend: opts.backend ?? tf.getBackend(),
-    trained_samples: trainedSamples,
-    seed: opts.seed,
-    hyperparameters: hp,
-    evaluation,
-  }
-  await saveModel(tf, whole, modelDir, outMeta)
-  disposeShared([whole, head.model, base])
-  return { modelDir, evaluation, trainedSamples, cancelled: false }
-
-  function cancelled(b: LayersModel, h?: LayersModel, n = 0): TransferResult {
-    disposeShared(h ? [h, b] : [b])
-    return { modelDir: null, evaluation: null, trainedSamples: n, cancelled: true }
+    transfer: { head, unfreeze_top_blocks: unfreeze, fine_tune: fineTune },
+  })
+  try {
+    const result = await runPhases({
+      tf,
+      emit,
+      isCancelled: opts.isCancelled,
+      model: whole,
+      phases,
+      hyperparameters: hp,
+      seed: opts.seed,
+      outputDir: opts.outputDir,
+      numClasses: classes.length,
+      classes,
+      method: 'transfer',
+      metadata,
+      resumed,
+      progressIntervalMs: opts.progressIntervalMs,
+      onEpochEnd: opts.onEpochEnd,
+    })
+    return await finishRun(tf, opts, whole, result, classes, metadata)
+  } catch (err) {
+    if (err instanceof Cancelled)
+      return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
+    throw err
+  } finally {
+    disposeShared([whole, h.model, base])
   }
 }
+
+class Cancelled extends Error {}

@@ -14,6 +14,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** the calling project's id on project routes */
     projectId: string
+    /** the id of the API key that authenticated the request, on project routes */
+    apiKeyId: string
   }
 }
 
@@ -28,6 +30,7 @@ function bearer(req: FastifyRequest): string {
 export const authPlugin = fp(
   async (app: FastifyInstance) => {
     app.decorateRequest('projectId', '')
+    app.decorateRequest('apiKeyId', '')
     app.addHook('onRoute', (route) => {
       // Fastify's own HEAD twins and the swagger/static routes are declared by their plugins.
       if (route.config?.auth || route.method === 'HEAD') return
@@ -40,25 +43,53 @@ export const authPlugin = fp(
     app.addHook('onRequest', async (req) => {
       const auth = req.routeOptions.config?.auth ?? 'public'
       if (auth === 'public') return
-      const token = bearer(req)
+      bearer(req) // a missing or malformed header is its own error
+      const caller = await identifyCaller(app, req)
       if (auth === 'admin') {
-        if (tokenEquals(token, app.adminToken)) return
-        if (parseKeyPrefix(token) && (await findProjectKey(app, token)))
+        if (caller?.kind === 'admin') return
+        if (caller?.kind === 'project')
           throw new AppError('admin_required', 'This route needs the admin token, not a project API key.')
         throw new AppError('invalid_api_key', 'The admin token is not valid.')
       }
-      if (tokenEquals(token, app.adminToken))
+      if (caller?.kind === 'admin')
         throw new AppError(
           'project_key_required',
           'The admin token only works on /v1/admin routes; use a project API key.',
         )
-      const key = await findProjectKey(app, token)
-      if (!key) throw new AppError('invalid_api_key', 'The API key is not valid or has been revoked.')
-      req.projectId = key.projectId
+      if (!caller) throw new AppError('invalid_api_key', 'The API key is not valid or has been revoked.')
+      req.projectId = caller.projectId
+      req.apiKeyId = caller.keyId
+      touchLastUsed(app, caller)
     })
   },
   { name: 'auth', dependencies: ['db'] },
 )
+
+/** Who a bearer token belongs to: the admin, a project's live key, or nobody (null). */
+export type Caller = { kind: 'admin' } | { kind: 'project'; keyId: string; projectId: string; lastUsedAt: Date | null }
+
+const callers = new WeakMap<FastifyRequest, Promise<Caller | null>>()
+
+/**
+ * Resolves the request's bearer token once per request (the rate limiter keys on it before the auth
+ * hook checks it). Every call reads the key row, so a revoked key stops working on the next request.
+ */
+export function identifyCaller(app: FastifyInstance, req: FastifyRequest): Promise<Caller | null> {
+  let caller = callers.get(req)
+  if (!caller) {
+    caller = resolveToken(app, req.headers.authorization)
+    callers.set(req, caller)
+  }
+  return caller
+}
+
+async function resolveToken(app: FastifyInstance, header: string | undefined): Promise<Caller | null> {
+  const token = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined
+  if (!token) return null
+  if (tokenEquals(token, app.adminToken)) return { kind: 'admin' }
+  const key = await findProjectKey(app, token)
+  return key ? { kind: 'project', keyId: key.id, projectId: key.projectId, lastUsedAt: key.lastUsedAt } : null
+}
 
 async function findProjectKey(app: FastifyInstance, token: string) {
   const prefix = parseKeyPrefix(token)
@@ -66,4 +97,20 @@ async function findProjectKey(app: FastifyInstance, token: string) {
   const key = await app.db.apiKey.findUnique({ where: { prefix } })
   if (!key || key.revokedAt || !keyMatches(token, key.secretHash)) return null
   return key
+}
+
+/** last_used_at is precise to a minute: at most one write per key per minute, never one per request. */
+export const LAST_USED_RESOLUTION_MS = 60_000
+
+function touchLastUsed(app: FastifyInstance, caller: Extract<Caller, { kind: 'project' }>) {
+  const now = Date.now()
+  if (caller.lastUsedAt && now - caller.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return
+  const stale = new Date(now - LAST_USED_RESOLUTION_MS)
+  // Conditional, so concurrent requests (and other API processes) write once; off the request's path.
+  app.db.apiKey
+    .updateMany({
+      where: { id: caller.keyId, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: stale } }] },
+      data: { lastUsedAt: new Date(now) },
+    })
+    .catch((err: Error) => app.log.debug({ err: err.message }, 'could not record last_used_at'))
 }

@@ -58,6 +58,10 @@ export function toAppError(err: unknown): AppError | null {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('invalid_json', `The body is not valid JSON: ${e.message}`)
+    case 'FST_ERR_HANDLER_TIMEOUT':
+      return new AppError('request_timeout', 'The request took too long; retry later.', {
+        headers: { 'retry-after': '5' },
+      })
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new AppError('body_too_large', 'The request body is larger than 1 MiB.')
     case 'FST_REQ_FILE_TOO_LARGE':

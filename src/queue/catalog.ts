@@ -7,6 +7,8 @@ export const QUEUES = {
   training: 'training',
   /** dataset validation: payload { fileId }, queue job id = file id */
   files: 'files',
+  /** model evaluations: payload { evaluationId }, queue job id = evaluation id */
+  evaluations: 'evaluations',
 } as const
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES]
@@ -62,4 +64,24 @@ export function redisConnection(redisUrl: string): ConnectionOptions {
     // BullMQ workers need this; producers fail fast instead of queueing commands forever
     maxRetriesPerRequest: null,
   }
+}
+
+/** Payload of the `evaluations` queue. */
+export interface EvaluationPayload {
+  evaluationId: string
+}
+
+export function parseEvaluationPayload(data: unknown): EvaluationPayload {
+  const evaluationId = (data as { evaluationId?: unknown })?.evaluationId
+  if (typeof evaluationId !== 'string' || !/^eval-[a-z0-9]{24}$/.test(evaluationId))
+    throw new Error(`bad evaluation payload: ${JSON.stringify(data)}`)
+  return { evaluationId }
+}
+
+/** An evaluation is a pure function of a model and a file: retry infrastructure failures, twice. */
+export const EVALUATION_JOB_OPTIONS: JobsOptions = {
+  attempts: 2,
+  backoff: { type: 'exponential', delay: 2000 },
+  removeOnComplete: { age: 24 * 3600, count: 1000 },
+  removeOnFail: { age: 7 * 24 * 3600 },
 }

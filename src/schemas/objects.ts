@@ -125,6 +125,9 @@ export const JobObject = Type.Object(
     backend: Nullable(Type.String({ description: 'TensorFlow.js backend that ran the job: tensorflow, wasm or cpu.' })),
     attempt: Type.Integer(),
     progress: Nullable(AnyObject),
+    queue_position: Nullable(Type.Integer({ description: '1-based place in the training queue while queued' })),
+    retry_of_job_id: Nullable(Type.String()),
+    init_checkpoint: Nullable(Type.String({ description: 'checkpoint the job started from, when `model` named one' })),
   },
   { $id: 'FineTuningJob' },
 )

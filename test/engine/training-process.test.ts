@@ -86,6 +86,32 @@ test('forked training process: backend, events, epochs, checkpoints, done, in or
   assert.ok(existsSync(path.join(done.modelDir, 'weights.bin')))
   assert.ok(done.evaluation && done.evaluation.samples === 120 && done.evaluation.accuracy > 0.8)
   assert.equal(done.trainedSamples, 2 * 480)
+  assert.equal(done.bestEpoch, null)
+})
+
+test('forked training process: supervised architecture from scratch, with early stopping', async () => {
+  const outputDir = path.join(work, 'supervised')
+  const { messages, code, stderr } = await run(
+    request({
+      outputDir,
+      method: { type: 'supervised' },
+      baseModelDir: undefined,
+      architecture: 'mlp-small',
+      hyperparameters: {
+        n_epochs: 3,
+        batch_size: 32,
+        learning_rate: 1e-3,
+        validation_split: 0.2,
+        optimizer: 'rmsprop',
+        early_stopping: { patience: 5, min_delta: 0, monitor: 'val_loss' },
+      },
+    }),
+  )
+  assert.equal(code, 0, stderr.slice(-2000))
+  const done = messages.at(-1) as Extract<ChildMessage, { type: 'done' }>
+  assert.equal(done.type, 'done')
+  assert.ok(done.bestEpoch !== null && done.bestEpoch >= 1 && done.bestEpoch <= 3)
+  assert.ok(done.evaluation && done.evaluation.accuracy > 0.7)
 })
 
 test('cancel stops within one batch and reports done with cancelled: true', async () => {

@@ -41,6 +41,7 @@ before(async () => {
     storage: app.storage,
     queues: app.queues,
     log: silent,
+    notify: () => {},
   }
   const processor = createFileProcessor(deps)
   processFile = (fileId) => processor({ data: { fileId } } as Job)

@@ -6,6 +6,7 @@ import type { File } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { FILE_JOB_OPTIONS } from '../../queue/catalog.js'
+import { assertStorageQuota } from '../limits/limits-service.js'
 
 const FORMATS: DatasetFormat[] = ['csv', 'jsonl', 'image_zip', 'idx']
 const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling'] as const
@@ -84,6 +85,7 @@ export async function uploadFile(
       if (!['purpose', 'format', 'label_column'].includes(name))
         throw new AppError('invalid_field', `Unknown multipart field "${name}".`, { param: name })
     if (stored.bytes === 0) throw new AppError('invalid_request', 'The file is empty.', { param: 'file' })
+    await assertStorageQuota(app, projectId, stored.bytes)
     const row = await app.db.file.create({
       data: {
         id,

@@ -6,7 +6,7 @@ export type EventLevel = 'info' | 'warn' | 'error'
 
 /** Appends an event to a job's log. `type` is `message` for prose, `metrics` for an epoch's figures. */
 export async function addJobEvent(
-  db: Db,
+  db: Pick<Db, 'jobEvent'>,
   jobId: string,
   level: EventLevel,
   message: string,

@@ -5,9 +5,11 @@ import type { File, FineTuningJob, Model } from '../../generated/prisma/client.j
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
+import { assertJobSlots } from '../limits/limits-service.js'
 import { getModel } from '../models/models-service.js'
 import { checkBounds, resolveHyperparameters, type TransferHyperparametersInput } from './hyperparameters.js'
 import { addJobEvent } from './job-events.js'
+import { notifyJobChanged } from './job-updates.js'
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'] as const
 const METHODS_LATER = ['supervised', 'distillation', 'dpo', 'reinforcement']
@@ -23,7 +25,7 @@ export interface CreateJobBody {
   metadata?: Record<string, string>
 }
 
-export function presentJob(j: FineTuningJob) {
+export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | null } = {}) {
   const hp = j.hyperparameters as Record<string, unknown>
   return {
     id: j.id,
@@ -53,6 +55,9 @@ export function presentJob(j: FineTuningJob) {
     backend: j.backend,
     attempt: j.attempt,
     progress: (j.progress as Record<string, unknown> | null) ?? null,
+    queue_position: extra.queuePosition ?? null,
+    retry_of_job_id: j.retryOfJobId,
+    init_checkpoint: j.initCheckpointId,
   }
 }
 
@@ -90,7 +95,12 @@ export function checkCompatible(model: Model, file: File, param = 'training_file
     )
 }
 
-export async function createJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
+export async function createJob(
+  app: FastifyInstance,
+  projectId: string,
+  body: CreateJobBody,
+  opts: { retryOf?: string } = {},
+) {
   const method = body.method ?? { type: 'transfer' }
   if (method.type !== 'transfer') {
     const later = METHODS_LATER.includes(method.type)
@@ -108,7 +118,10 @@ export async function createJob(app: FastifyInstance, projectId: string, body: C
   }
   checkBounds(hpInput, body.method ? 'method.transfer.hyperparameters' : 'hyperparameters')
 
-  const model = await getModel(app.db, projectId, body.model).catch((err) => {
+  // `model` may name a checkpoint of one of the project's jobs: the new job starts from its weights.
+  const checkpoint = body.model.startsWith('ftckpt-') ? await findCheckpoint(app.db, projectId, body.model) : null
+  const modelId = checkpoint ? checkpoint.job.baseModelId : body.model
+  const model = await getModel(app.db, projectId, modelId).catch((err) => {
     if (err instanceof AppError && err.code === 'not_found') throw notFound('model', body.model, 'model')
     throw err
   })
@@ -129,6 +142,7 @@ export async function createJob(app: FastifyInstance, projectId: string, body: C
   const rows = (training.stats as { rows?: number } | null)?.rows ?? 0
   const id = newId('ftjob')
   const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
+  await assertJobSlots(app, projectId)
   const job = await app.db.fineTuningJob.create({
     data: {
       id,
@@ -142,12 +156,64 @@ export async function createJob(app: FastifyInstance, projectId: string, body: C
       suffix: body.suffix,
       userMetadata: body.metadata,
       status: ready ? 'queued' : 'validating_files',
+      initCheckpointId: checkpoint?.id,
+      retryOfJobId: opts.retryOf ?? null,
     },
   })
-  await addJobEvent(app.db, id, 'info', `Created fine-tuning job ${id}`)
+  await addJobEvent(
+    app.db,
+    id,
+    'info',
+    `Created fine-tuning job ${id}${checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+  )
   if (ready) await enqueueJob(app, job)
   else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')
+  notifyJobChanged(app.redis, app.config.queuePrefix, id)
   return job
+}
+
+async function findCheckpoint(db: Db, projectId: string, id: string) {
+  const ckpt = await db.checkpoint.findFirst({ where: { id, job: { projectId } }, include: { job: true } })
+  if (!ckpt) throw notFound('checkpoint', id, 'model')
+  return ckpt
+}
+
+/**
+ * Retries a failed or cancelled job as a new job with the same model, files, method, seed, suffix and
+ * metadata (the same seed makes it reproducible); `retry_of_job_id` links them.
+ */
+export async function retryJob(app: FastifyInstance, projectId: string, id: string) {
+  const source = await getJob(app.db, projectId, id)
+  if (source.status !== 'failed' && source.status !== 'cancelled')
+    throw new AppError('job_not_retryable', `Job ${id} is ${source.status}; only failed or cancelled jobs can be retried.`)
+  const method = source.method as unknown as CreateJobBody['method']
+  const initCheckpoint = source.initCheckpointId
+  return createJob(
+    app,
+    projectId,
+    {
+      model: initCheckpoint ?? source.baseModelId,
+      training_file: source.trainingFileId,
+      validation_file: source.validationFileId ?? undefined,
+      method,
+      seed: source.seed,
+      suffix: source.suffix ?? undefined,
+      metadata: (source.userMetadata as Record<string, string> | null) ?? undefined,
+    },
+    { retryOf: source.id },
+  )
+}
+
+/** 1-based place in the training queue (all projects share the workers), or null when not queued. */
+export async function queuePosition(db: Db, job: FineTuningJob): Promise<number | null> {
+  if (job.status !== 'queued') return null
+  const ahead = await db.fineTuningJob.count({
+    where: {
+      status: 'queued',
+      OR: [{ createdAt: { lt: job.createdAt } }, { createdAt: job.createdAt, id: { lt: job.id } }],
+    },
+  })
+  return ahead + 1
 }
 
 /** The queue job id is the fine-tuning job id, so a second enqueue of the same job is a no-op. */
@@ -201,6 +267,7 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
   if (waiting.count) {
     await app.queues.training.remove(id).catch(() => 0)
     await addJobEvent(app.db, id, 'info', 'Job cancelled before it started')
+    notifyJobChanged(app.redis, app.config.queuePrefix, id)
   } else {
     const running = await app.db.fineTuningJob.updateMany({
       where: { id, status: 'running' },
@@ -209,6 +276,7 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
     if (running.count)
       await addJobEvent(app.db, id, 'info', 'Cancel requested; stopping at the end of the current batch')
     // Re-broadcast on repeated calls too: harmless, and it covers a publish lost while Redis blinked.
+    notifyJobChanged(app.redis, app.config.queuePrefix, id)
     await app.redis.publish(cancelChannel(app.config.queuePrefix), id).catch((err) => {
       app.log.warn({ err: err.message, jobId: id }, 'cancel broadcast failed; the worker also polls the database')
     })

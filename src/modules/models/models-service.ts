@@ -19,8 +19,59 @@ export async function syncBuiltinModels(db: Db) {
   }
 }
 
-export function presentModel(m: ModelRow) {
+/** A metric row of the model's job: (step, epoch, name, value). */
+export interface MetricRow {
+  step: number
+  epoch: number
+  name: string
+  value: number
+}
+
+/**
+ * The best epoch of a job by validation accuracy (training accuracy when there was no validation set),
+ * the earliest on ties: `{step, epoch, ...metrics}`.
+ */
+export function bestMetrics(rows: MetricRow[]): Record<string, number> | null {
+  const bySteps = new Map<number, Record<string, number>>()
+  for (const r of rows) {
+    const m = bySteps.get(r.step) ?? { step: r.step, epoch: r.epoch }
+    m[r.name] = r.value
+    bySteps.set(r.step, m)
+  }
+  let best: Record<string, number> | null = null
+  for (const step of [...bySteps.keys()].sort((a, b) => a - b)) {
+    const m = bySteps.get(step)!
+    const score = m.val_accuracy ?? m.accuracy
+    if (score === undefined) continue
+    if (!best || score > (best.val_accuracy ?? best.accuracy)) best = m
+  }
+  return best
+}
+
+/** The last epoch's metrics: `{step, epoch, ...metrics}`. */
+function finalMetrics(rows: MetricRow[]): Record<string, number> | null {
+  if (!rows.length) return null
+  const step = Math.max(...rows.map((r) => r.step))
+  const last = rows.filter((r) => r.step === step)
+  return { step, epoch: last[0].epoch, ...Object.fromEntries(last.map((r) => [r.name, r.value])) }
+}
+
+/**
+ * The API's model object. `metrics` is `{final, best, evaluation}`: the last and the best epoch of the job
+ * that made the model (from its metric rows), and the held-out evaluation at the end of training.
+ */
+export function presentModel(m: ModelRow, metricRows?: MetricRow[]) {
   const meta = m.metadata as Record<string, unknown>
+  const stored = (meta.metrics as Record<string, unknown> | undefined) ?? null
+  const rows = metricRows ?? []
+  const metrics =
+    stored || rows.length
+      ? {
+          final: finalMetrics(rows) ?? (stored?.final as Record<string, unknown> | undefined) ?? null,
+          best: bestMetrics(rows) ?? (stored?.best as Record<string, unknown> | undefined) ?? null,
+          evaluation: (stored?.evaluation as Record<string, unknown> | undefined) ?? null,
+        }
+      : null
   return {
     id: m.id,
     object: 'model' as const,
@@ -36,7 +87,7 @@ export function presentModel(m: ModelRow) {
     classes: (meta.classes as string[] | null) ?? null,
     preprocessing: (meta.preprocessing as Record<string, unknown>) ?? null,
     feature_layer: (meta.feature_layer as string | null) ?? null,
-    metrics: (meta.metrics as Record<string, unknown>) ?? null,
+    metrics,
     backend: (meta.backend as string) ?? null,
     seed: (meta.seed as number) ?? null,
     bytes: m.artifact ? Number(m.artifact.bytes) : null,
@@ -44,20 +95,57 @@ export function presentModel(m: ModelRow) {
   }
 }
 
+/** Metric rows of the jobs that made `models`, by job id (one query). */
+export async function metricRowsFor(db: Db, models: ModelRow[]): Promise<Map<string, MetricRow[]>> {
+  const jobIds = models.map((m) => m.jobId).filter((j): j is string => !!j)
+  const out = new Map<string, MetricRow[]>()
+  if (!jobIds.length) return out
+  const rows = await db.metric.findMany({
+    where: { jobId: { in: jobIds } },
+    select: { jobId: true, step: true, epoch: true, name: true, value: true },
+    orderBy: [{ step: 'asc' }],
+  })
+  for (const r of rows) {
+    const list = out.get(r.jobId) ?? []
+    list.push(r)
+    out.set(r.jobId, list)
+  }
+  return out
+}
+
+/** presentModel with the metric rows of its job. */
+export async function presentModelWithMetrics(db: Db, m: ModelRow) {
+  const rows = await metricRowsFor(db, [m])
+  return presentModel(m, m.jobId ? rows.get(m.jobId) : undefined)
+}
+
 const visibleTo = (projectId: string) => ({ deletedAt: null, OR: [{ projectId }, { projectId: null }] })
 
-export async function listModels(app: FastifyInstance, projectId: string, page: Page) {
-  const limit = page.limit ?? 20
-  const cursor = page.after
-    ? await app.db.model.findFirst({ where: { id: page.after, ...visibleTo(projectId) } })
+/** Filters of GET /v1/models. */
+export interface ModelFilters extends Page {
+  kind?: 'builtin' | 'uploaded' | 'fine_tuned' | 'architecture'
+  base_model?: string
+  job?: string
+}
+
+export async function listModels(app: FastifyInstance, projectId: string, query: ModelFilters) {
+  const limit = query.limit ?? 20
+  const filters = {
+    ...(query.kind ? { kind: query.kind } : {}),
+    ...(query.base_model ? { baseModelId: query.base_model } : {}),
+    ...(query.job ? { jobId: query.job } : {}),
+  }
+  const cursor = query.after
+    ? await app.db.model.findFirst({ where: { id: query.after, ...visibleTo(projectId) } })
     : null
   const rows = await app.db.model.findMany({
-    where: { AND: [visibleTo(projectId), olderThan(cursor)] },
+    where: { AND: [visibleTo(projectId), filters, olderThan(cursor)] },
     orderBy: NEWEST_FIRST,
     include: { artifact: true },
     take: limit + 1,
   })
-  return toList(rows, limit, presentModel)
+  const metrics = await metricRowsFor(app.db, rows.slice(0, limit))
+  return toList(rows, limit, (m) => presentModel(m, m.jobId ? metrics.get(m.jobId) : undefined))
 }
 
 export async function getModel(db: Db, projectId: string, id: string): Promise<ModelRow> {
@@ -70,12 +158,25 @@ export async function deleteModel(app: FastifyInstance, projectId: string, id: s
   const row = await getModel(app.db, projectId, id)
   if (row.kind === 'builtin' || row.kind === 'architecture')
     throw new AppError('builtin_model_immutable', `${id} is a built-in model and cannot be deleted.`)
-  const busy = await app.db.fineTuningJob.count({
-    where: { baseModelId: id, status: { in: ['validating_files', 'queued', 'running', 'cancelling'] } },
-  })
-  if (busy) throw new AppError('model_in_use', `Model ${id} is the base of ${busy} unfinished job(s).`)
+  const unfinished = ['validating_files', 'queued', 'running', 'cancelling'] as const
+  const [asBase, asTeacher, evaluations] = await Promise.all([
+    app.db.fineTuningJob.count({ where: { baseModelId: id, status: { in: [...unfinished] } } }),
+    app.db.fineTuningJob.count({
+      where: { status: { in: [...unfinished] }, method: { path: ['distillation', 'teacher_model'], equals: id } },
+    }),
+    app.db.evaluation.count({ where: { modelId: id, status: { in: ['queued', 'running'] } } }),
+  ])
+  if (asBase || asTeacher || evaluations) {
+    const uses = [
+      asBase ? `the base model of ${asBase} unfinished job(s)` : '',
+      asTeacher ? `the distillation teacher of ${asTeacher} unfinished job(s)` : '',
+      evaluations ? `being evaluated by ${evaluations} unfinished evaluation(s)` : '',
+    ].filter(Boolean)
+    throw new AppError('model_in_use', `Model ${id} is ${uses.join(', and ')}.`)
+  }
   await app.db.model.update({ where: { id }, data: { deletedAt: new Date() } })
   if (row.artifact) await app.storage.remove(row.artifact.path)
+  app.inference?.evict(`${id}@`)
   return { id, object: 'model' as const, deleted: true }
 }
 
@@ -93,4 +194,99 @@ export async function modelZip(app: FastifyInstance, m: ModelRow) {
   for (const name of ['model.json', 'weights.bin', 'metadata.json']) zip.addFile(`${dir}/${name}`, name)
   zip.end()
   return zip.outputStream as unknown as Readable
+}
+
+/** The cache key of a model's stored weights in the inference processes: changes when the weights do. */
+export const modelCacheKey = (m: ModelRow) => `${m.id}@${m.artifact?.sha256 ?? m.kind}`
+
+/** What predicting needs of a model: refuses architectures and models without class names. */
+export function predictableSpec(m: ModelRow): { inputShape: number[]; classes: string[] } {
+  const meta = m.metadata as { input_shape?: number[]; classes?: string[] | null }
+  if (m.kind === 'architecture')
+    throw new AppError('model_not_predictable', `${m.id} is an untrained architecture: fine-tune it first.`, {
+      param: 'id',
+    })
+  if (!meta.classes?.length)
+    throw new AppError(
+      'model_not_predictable',
+      `${m.id} has no class names, so its outputs cannot be labelled; upload it with \`classes\` or fine-tune it.`,
+      { param: 'id' },
+    )
+  if (!meta.input_shape?.length)
+    throw new AppError('model_not_predictable', `${m.id} declares no input shape.`, { param: 'id' })
+  return { inputShape: meta.input_shape, classes: meta.classes }
+}
+
+const LINEAGE_DEPTH = 32
+
+/**
+ * Where a model comes from: its chain of base models (itself first, the root last), the job that made it,
+ * the training file, and the job's checkpoints with their metrics.
+ */
+export async function modelLineage(app: FastifyInstance, projectId: string, id: string) {
+  const model = await getModel(app.db, projectId, id)
+  const chain = []
+  let current: Model | null = model
+  const seen = new Set<string>()
+  while (current && chain.length < LINEAGE_DEPTH && !seen.has(current.id)) {
+    seen.add(current.id)
+    chain.push({
+      id: current.id,
+      kind: current.kind,
+      base_model: current.baseModelId,
+      fine_tuning_job: current.jobId,
+      deleted: current.deletedAt !== null,
+    })
+    if (!current.baseModelId) break
+    current = await app.db.model.findFirst({
+      where: { id: current.baseModelId, OR: [{ projectId }, { projectId: null }] },
+    })
+  }
+  const job = model.jobId
+    ? await app.db.fineTuningJob.findFirst({
+        where: { id: model.jobId, projectId },
+        include: { checkpoints: { orderBy: { step: 'asc' } }, trainingFile: true },
+      })
+    : null
+  const file =
+    job?.trainingFile ??
+    (model.trainingFileId ? await app.db.file.findFirst({ where: { id: model.trainingFileId, projectId } }) : null)
+  const stats = (file?.stats ?? null) as { rows?: number; classes?: string[] } | null
+  return {
+    object: 'model.lineage' as const,
+    model: model.id,
+    chain,
+    job: job
+      ? {
+          id: job.id,
+          status: job.status,
+          method: job.method as Record<string, unknown>,
+          hyperparameters: job.hyperparameters as Record<string, unknown>,
+          seed: job.seed,
+          backend: job.backend,
+          validation_file: job.validationFileId,
+          created_at: unixSeconds(job.createdAt)!,
+          finished_at: unixSeconds(job.finishedAt),
+        }
+      : null,
+    training_file: file
+      ? {
+          id: file.id,
+          filename: file.filename,
+          format: file.format,
+          bytes: Number(file.bytes),
+          sha256: file.sha256,
+          rows: stats?.rows ?? null,
+          classes: stats?.classes ?? null,
+          deleted: file.deletedAt !== null,
+        }
+      : null,
+    checkpoints: (job?.checkpoints ?? []).map((c) => ({
+      id: c.id,
+      epoch: c.epoch,
+      step: c.step,
+      metrics: c.metrics as Record<string, unknown>,
+      created_at: unixSeconds(c.createdAt)!,
+    })),
+  }
 }

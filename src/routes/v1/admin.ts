@@ -1,7 +1,46 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
-import { createApiKey, createProject, listProjects } from '../../modules/projects/projects-service.js'
-import { errorResponses, IdParams, listOf } from '../../schemas/common.js'
+import { projectUsage } from '../../modules/limits/limits-service.js'
+import {
+  createApiKey,
+  createProject,
+  listApiKeys,
+  listProjects,
+  revokeApiKey,
+  updateProjectLimits,
+} from '../../modules/projects/projects-service.js'
+import { errorResponses, IdParams, listOf, Nullable } from '../../schemas/common.js'
 import { ApiKeyObject, ProjectObject } from '../../schemas/objects.js'
+
+const Unix = Type.Integer({ description: 'Unix seconds' })
+
+/** A key as listed and revoked: the public prefix, never the secret or its hash. */
+const ApiKeyInfo = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('api_key'),
+    project_id: Type.String(),
+    name: Nullable(Type.String()),
+    prefix: Type.String({ description: 'Public part of the key (`rk-<prefix>.…`), to recognise it.' }),
+    created_at: Unix,
+    last_used_at: Nullable(Type.Integer({ description: 'Unix seconds; updated at most once a minute.' })),
+    revoked_at: Nullable(Unix),
+  },
+  { additionalProperties: false },
+)
+
+const KeyParams = Type.Object(
+  { id: Type.String({ maxLength: 200 }), key_id: Type.String({ maxLength: 200 }) },
+  { additionalProperties: false },
+)
+
+const ProjectUsage = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('project.usage'),
+  storage_quota_bytes: Type.Integer({ description: 'In force: the project override, else STORAGE_QUOTA_BYTES.' }),
+  storage_used_bytes: Type.Integer({ description: 'Bytes of files not deleted and not rejected.' }),
+  max_concurrent_jobs: Type.Integer({ description: 'In force: the project override, else MAX_CONCURRENT_JOBS.' }),
+  unfinished_jobs: Type.Integer(),
+})
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
@@ -52,6 +91,82 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => reply.status(201).send(await createApiKey(app.db, req.params.id, req.body?.name ?? null)),
+  )
+
+  app.get(
+    '/v1/admin/projects/:id/api_keys',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'listApiKeys',
+        summary: "List a project's API keys (newest first, revoked ones included); secrets are never shown again",
+        params: IdParams,
+        response: { 200: listOf(ApiKeyInfo), ...errorResponses(404) },
+      },
+    },
+    async (req) => listApiKeys(app.db, req.params.id),
+  )
+
+  app.delete(
+    '/v1/admin/projects/:id/api_keys/:key_id',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'revokeApiKey',
+        summary: 'Revoke an API key: the next request made with it gets 401 invalid_api_key',
+        params: KeyParams,
+        response: { 200: ApiKeyInfo, ...errorResponses(404) },
+      },
+    },
+    async (req) => revokeApiKey(app.db, req.params.id, req.params.key_id),
+  )
+
+  app.get(
+    '/v1/admin/projects/:id/usage',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'getProjectUsage',
+        summary: "A project's limits in force and what it uses of them",
+        params: IdParams,
+        response: { 200: ProjectUsage, ...errorResponses(404) },
+      },
+    },
+    async (req) => ({
+      id: req.params.id,
+      object: 'project.usage' as const,
+      ...(await projectUsage(app, req.params.id)),
+    }),
+  )
+
+  app.patch(
+    '/v1/admin/projects/:id/limits',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'updateProjectLimits',
+        summary: "Set a project's storage quota and concurrent-job limit (null: back to the server default)",
+        params: IdParams,
+        body: Type.Object(
+          {
+            storage_quota_bytes: Type.Optional(
+              Nullable(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+            ),
+            max_concurrent_jobs: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 10_000 }))),
+          },
+          { additionalProperties: false, examples: [{ storage_quota_bytes: 53687091200, max_concurrent_jobs: 8 }] },
+        ),
+        response: { 200: ProjectUsage, ...errorResponses(400, 404) },
+      },
+    },
+    async (req) => {
+      await updateProjectLimits(app.db, req.params.id, req.body)
+      return { id: req.params.id, object: 'project.usage' as const, ...(await projectUsage(app, req.params.id)) }
+    },
   )
 }
 

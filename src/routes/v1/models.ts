@@ -1,7 +1,16 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import { ModelListQuery, PredictionsJsonBody, PredictionsMultipartBody } from '../../modules/models/model-schemas.js'
 import { uploadModel } from '../../modules/models/model-upload.js'
-import { deleteModel, getModel, listModels, modelZip, presentModel } from '../../modules/models/models-service.js'
-import { errorResponses, IdParams, ListQuery, listOf } from '../../schemas/common.js'
+import {
+  deleteModel,
+  getModel,
+  listModels,
+  modelLineage,
+  modelZip,
+  presentModelWithMetrics,
+} from '../../modules/models/models-service.js'
+import { predict } from '../../modules/models/predictions-service.js'
+import { errorResponses, IdParams, listOf } from '../../schemas/common.js'
 import { DeletedObject, ModelObject } from '../../schemas/objects.js'
 
 // Model ids of fine-tuned models contain colons (`ft:mnist-cnn:refit:abc12345`): clients URL-encode them.
@@ -60,8 +69,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['models'],
         operationId: 'listModels',
-        summary: "List built-in models and the project's own, newest first",
-        querystring: ListQuery,
+        summary: "List built-in models and the project's own, newest first, optionally filtered",
+        description:
+          'Filters combine: `kind` (builtin, uploaded, fine_tuned, architecture), `base_model` (models fine-tuned from that model), `job` (the model that job made).',
+        querystring: ModelListQuery,
         response: { 200: listOf(ModelObject), ...errorResponses(400) },
       },
     },
@@ -80,7 +91,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Ref('Model'), ...errorResponses(404) },
       },
     },
-    async (req) => presentModel(await getModel(app.db, req.projectId, req.params.id)),
+    async (req) => presentModelWithMetrics(app.db, await getModel(app.db, req.projectId, req.params.id)),
   )
 
   app.delete(
@@ -90,7 +101,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['models'],
         operationId: 'deleteModel',
-        summary: 'Delete a fine-tuned or uploaded model (refused while an unfinished job uses it)',
+        summary: 'Delete a fine-tuned or uploaded model (refused while an unfinished job or evaluation uses it)',
+        description:
+          'Answers 409 `model_in_use` while a job that has not finished uses the model as its base or as its distillation teacher (`method.distillation.teacher_model`), or while an evaluation of it is queued or running. Built-in models answer 400 `builtin_model_immutable`.',
         params: IdParams,
         response: { 200: DeletedObject, ...errorResponses(400, 404, 409) },
       },
@@ -126,6 +139,47 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         .header('content-disposition', `attachment; filename="${name}.zip"`)
         .send(stream as never) // a stream; the documented 200 is binary, which the type provider cannot express
     },
+  )
+
+  app.get(
+    '/v1/models/:id/lineage',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['models'],
+        operationId: 'getModelLineage',
+        summary: 'Where a model comes from: base model chain, job, training file, checkpoints',
+        params: IdParams,
+        response: { 200: Type.Ref('ModelLineage'), ...errorResponses(404) },
+      },
+    },
+    async (req) => modelLineage(app, req.projectId, req.params.id),
+  )
+
+  app.post(
+    '/v1/models/:id/predictions',
+    {
+      config: { auth: 'project' },
+      bodyLimit: 32 * 1024 * 1024,
+      // JSON and multipart are both parsed by the handler, which names the input at fault in `details`;
+      // this no-op validator lets the schema document both bodies.
+      validatorCompiler: () => () => true,
+      schema: {
+        tags: ['models'],
+        operationId: 'createPredictions',
+        summary: 'Classify up to 256 inputs: images (base64 JSON or multipart) or tabular rows',
+        description: `Inputs are preprocessed exactly as the model's training data was: images are decoded (PNG or JPEG), resized to the model's input height and width and brought to its channels, then scaled as \`preprocessing\` says; rows are standardized with the statistics stored at training time. Answers the \`top_k\` most probable classes of each input, in input order. A JSON body is at most 32 MiB; multipart takes one \`image\` file part per input. Wrong types, counts or sizes answer 400 \`invalid_input\` with \`details\` such as \`{"field": "inputs[3].features", "message": "expected 4 numbers, got 3"}\`; an architecture or a model without class names answers 400 \`model_not_predictable\`.`,
+        params: IdParams,
+        body: {
+          content: {
+            'application/json': { schema: PredictionsJsonBody },
+            'multipart/form-data': { schema: PredictionsMultipartBody },
+          },
+        } as never,
+        response: { 200: Type.Ref('PredictionList'), ...errorResponses(400, 404, 413, 415) },
+      },
+    },
+    async (req) => predict(app, req, req.projectId, req.params.id),
   )
 }
 

@@ -3,7 +3,16 @@ import { unixSeconds } from '../../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { BOUNDS } from '../../../modules/jobs/hyperparameters.js'
 import { presentEvent } from '../../../modules/jobs/job-events.js'
-import { cancelJob, createJob, getJob, listJobs, presentJob } from '../../../modules/jobs/jobs-service.js'
+import { streamJobEvents } from '../../../modules/jobs/job-stream.js'
+import {
+  cancelJob,
+  createJob,
+  getJob,
+  listJobs,
+  presentJob,
+  queuePosition,
+  retryJob,
+} from '../../../modules/jobs/jobs-service.js'
 import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
 import { CheckpointObject, EventObject, JobObject, MetricObject } from '../../../schemas/objects.js'
 
@@ -115,7 +124,27 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404) },
       },
     },
-    async (req) => presentJob(await getJob(app.db, req.projectId, req.params.id)),
+    async (req) => {
+      const job = await getJob(app.db, req.projectId, req.params.id)
+      return presentJob(job, { queuePosition: await queuePosition(app.db, job) })
+    },
+  )
+
+  app.post(
+    '/v1/fine_tuning/jobs/:id/retry',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'retryFineTuningJob',
+        summary: 'Retry a failed or cancelled job as a new job (same model, files, method and seed)',
+        description:
+          'To continue from a checkpoint instead, create a job whose `model` is the checkpoint id (`ftckpt-…`).',
+        params: IdParams,
+        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404, 409) },
+      },
+    },
+    async (req) => presentJob(await retryJob(app, req.projectId, req.params.id)),
   )
 
   app.post(
@@ -140,14 +169,37 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['fine-tuning'],
         operationId: 'listFineTuningEvents',
-        summary: "A job's events, newest first",
+        summary: "A job's events, newest first; with stream=true, a live Server-Sent Events stream",
+        description:
+          'With `stream=true` the answer is `text/event-stream`: `event: event` for each job event in order (SSE `id` = its sequence number; reconnect with `Last-Event-ID` to resume without gaps or repeats), `event: job` whenever status or progress changes, and `event: done` when the job ends. Any API process can serve it.',
         params: IdParams,
-        querystring: ListQuery,
-        response: { 200: listOf(EventObject), ...errorResponses(400, 404) },
+        querystring: Type.Object(
+          {
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+            after: Type.Optional(Type.String({ maxLength: 200 })),
+            stream: Type.Optional(Type.Boolean({ default: false })),
+          },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,19}$' })) }),
+        response: {
+          200: {
+            description: 'A page of events, or (stream=true) an event stream',
+            content: {
+              'application/json': { schema: listOf(EventObject) },
+              'text/event-stream': { schema: { type: 'string' } },
+            },
+          },
+          ...errorResponses(400, 404),
+        },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const job = await getJob(app.db, req.projectId, req.params.id)
+      if (req.query.stream) {
+        const last = req.headers['last-event-id']
+        return streamJobEvents(app, req, reply, job.id, last ? BigInt(last) : 0n)
+      }
       const limit = req.query.limit ?? 20
       const cursor = req.query.after
         ? await app.db.jobEvent.findFirst({ where: { id: req.query.after, jobId: job.id } })

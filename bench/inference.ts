@@ -1,0 +1,170 @@
+// Inference throughput and latency through the HTTP API of the real service (API + inference processes +
+// worker), for mnist-cnn and mobilenet-v2 at batch 1 and 32, idle and while a training job runs.
+//
+//   npm run build && npx tsx bench/inference.ts [--seconds 8] [--concurrency 2]
+//
+// Writes bench/results/inference.json and prints a table. Figures depend on the machine and on what else
+// runs on it; the JSON records the core count and load average next to them.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import sharp from 'sharp'
+import { makeMnistDataset } from '../scripts/make-mnist-dataset.js'
+import { loadMnist } from '../src/engine/mnist-idx.js'
+import { projectRoot } from '../src/lib/paths.js'
+import { ADMIN_TOKEN, createTestEnv, waitFor } from '../test/helpers/env.js'
+import { httpClient, startService } from '../test/helpers/service.js'
+
+const { values } = parseArgs({
+  options: { seconds: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '2' } },
+})
+const seconds = Number(values.seconds)
+const concurrency = Number(values.concurrency)
+
+interface Row {
+  model: string
+  batch: number
+  condition: 'idle' | 'training'
+  requests: number
+  predictions_per_second: number
+  p50_ms: number
+  p99_ms: number
+  backend: string
+}
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+
+async function main() {
+  const env = await createTestEnv('bench_inference')
+  const service = await startService(env.env)
+  const work = await mkdtemp(join(tmpdir(), 'refit-bench-'))
+  const rows: Row[] = []
+  try {
+    const admin = httpClient(service.url, ADMIN_TOKEN)
+    const project = await admin.post('/v1/admin/projects', { name: 'bench' })
+    const key = (await admin.post(`/v1/admin/projects/${project.body.id}/api_keys`, {})).body.key as string
+    const api = httpClient(service.url, key)
+
+    const digits = loadMnist('test', [0, 1, 2, 3, 4], 32)
+    const mnistPngs = await Promise.all(
+      Array.from({ length: 32 }, (_, i) =>
+        sharp(Buffer.from((digits.x as Uint8Array).subarray(i * 784, (i + 1) * 784)), {
+          raw: { width: 28, height: 28, channels: 1 },
+        })
+          .png()
+          .toBuffer(),
+      ),
+    )
+    // a photo-sized JPEG (random pixels compress like a busy photo)
+    const noise = Buffer.from(Array.from({ length: 224 * 224 * 3 }, () => Math.floor(Math.random() * 256)))
+    const photo = await sharp(noise, { raw: { width: 224, height: 224, channels: 3 } })
+      .jpeg({ quality: 85 })
+      .toBuffer()
+    const inputsFor = (model: string, batch: number) =>
+      Array.from({ length: batch }, (_, i) => ({
+        image: (model === 'mnist-cnn' ? mnistPngs[i % mnistPngs.length] : photo).toString('base64'),
+      }))
+
+    const scenario = async (model: string, batch: number, condition: Row['condition']) => {
+      const body = { inputs: inputsFor(model, batch), top_k: 1 }
+      const call = async () => {
+        const t0 = performance.now()
+        const r = await api.post(`/v1/models/${model}/predictions`, body)
+        if (r.status !== 200) throw new Error(`${model}: ${r.status} ${JSON.stringify(r.body)}`)
+        return { ms: performance.now() - t0, backend: r.body.backend as string }
+      }
+      for (let i = 0; i < concurrency; i++) await Promise.all(Array.from({ length: concurrency }, call)) // warm every process
+      const latencies: number[] = []
+      let backend = ''
+      const start = performance.now()
+      const end = start + seconds * 1000
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (performance.now() < end || latencies.length < 3) {
+            const r = await call()
+            latencies.push(r.ms)
+            backend = r.backend
+          }
+        }),
+      )
+      const elapsed = (performance.now() - start) / 1000
+      latencies.sort((a, b) => a - b)
+      const row: Row = {
+        model,
+        batch,
+        condition,
+        requests: latencies.length,
+        predictions_per_second: Math.round(((latencies.length * batch) / elapsed) * 10) / 10,
+        p50_ms: Math.round(quantile(latencies, 0.5) * 10) / 10,
+        p99_ms: Math.round(quantile(latencies, 0.99) * 10) / 10,
+        backend,
+      }
+      console.log(JSON.stringify(row))
+      rows.push(row)
+    }
+    const all = async (condition: Row['condition']) => {
+      for (const model of ['mnist-cnn', 'mobilenet-v2'])
+        for (const batch of [1, 32]) await scenario(model, batch, condition)
+    }
+
+    await all('idle')
+
+    // A long transfer job on digits 5-9 keeps the worker's training process busy while we measure again.
+    const zip = join(work, 'digits.zip')
+    await makeMnistDataset({ split: 'train', digits: [5, 6, 7, 8, 9], format: 'idx', limit: 6000, out: zip })
+    const up = await api.upload('/v1/files', await readFile(zip), 'digits.zip', { purpose: 'fine-tune' })
+    await waitFor(
+      async () => (await api.get(`/v1/files/${up.body.id}`)).body.status === 'processed',
+      60_000,
+      'file validation',
+    )
+    const job = await api.post('/v1/fine_tuning/jobs', {
+      model: 'mnist-cnn',
+      training_file: up.body.id,
+      method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 200, batch_size: 32 } } },
+    })
+    if (job.status !== 200) throw new Error(`job: ${job.status} ${JSON.stringify(job.body)}`)
+    await waitFor(
+      async () => {
+        const j = (await api.get(`/v1/fine_tuning/jobs/${job.body.id}`)).body
+        return j.status === 'running' && (j.progress?.step ?? 0) > 0
+      },
+      120_000,
+      'the training job to be training',
+    )
+    await all('training')
+    const still = (await api.get(`/v1/fine_tuning/jobs/${job.body.id}`)).body.status
+    await api.post(`/v1/fine_tuning/jobs/${job.body.id}/cancel`)
+    if (still !== 'running') console.warn(`warning: the training job was ${still} by the end of the measurements`)
+  } catch (err) {
+    console.error(service.output().slice(-3000))
+    throw err
+  } finally {
+    await service.stop()
+    await env.cleanup()
+    await rm(work, { recursive: true, force: true })
+  }
+
+  const result = {
+    date: new Date().toISOString(),
+    cores: availableParallelism(),
+    load_average_at_end: loadavg().map((l) => Math.round(l * 100) / 100),
+    seconds_per_scenario: seconds,
+    concurrency,
+    note: 'HTTP round trips through the real service; predictions/s counts inputs (requests x batch)',
+    rows,
+  }
+  await mkdir(join(projectRoot, 'bench', 'results'), { recursive: true })
+  await writeFile(join(projectRoot, 'bench', 'results', 'inference.json'), `${JSON.stringify(result, null, 2)}\n`)
+  console.log('\nmodel          batch  condition  requests  predictions/s   p50 ms   p99 ms  backend')
+  for (const r of rows)
+    console.log(
+      `${r.model.padEnd(14)} ${String(r.batch).padStart(5)}  ${r.condition.padEnd(9)}  ${String(r.requests).padStart(8)}  ${String(r.predictions_per_second).padStart(13)}  ${String(r.p50_ms).padStart(7)}  ${String(r.p99_ms).padStart(7)}  ${r.backend}`,
+    )
+  console.log(
+    `\nwrote bench/results/inference.json (${result.cores} cores, load average ${result.load_average_at_end.join(' ')})`,
+  )
+}
+
+await main()

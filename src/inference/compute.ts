@@ -1,0 +1,149 @@
+// What an inference process computes: raw inputs -> the very preprocessing training used -> probabilities,
+// and a model's scores on a labelled dataset. Images go through decodeImageToShape (the path loadDataset
+// takes for training files) and every sample through the engine's preprocessRows.
+import { decodeImageToShape, type ImageShape } from '../datasets/image.js'
+import { loadDataset } from '../datasets/load.js'
+import { EngineError } from '../engine/errors.js'
+import { evaluateProbabilities } from '../engine/evaluate.js'
+import { loadModel, readMetadata } from '../engine/model-io.js'
+import { checkCompatible, preprocessRows, rowRange } from '../engine/preprocess.js'
+import type { Evaluation, ModelMetadata } from '../engine/protocol.js'
+import type { LayersModel, Tf } from '../engine/tf.js'
+import type { ErrorDetail } from '../errors.js'
+import type { CachedModel } from './model-cache.js'
+import type { EvaluateRequest, RawInputs } from './protocol.js'
+
+/** Inputs the model cannot take; `details` name each input at fault. */
+export class InputError extends Error {
+  constructor(
+    message: string,
+    readonly details: ErrorDetail[],
+  ) {
+    super(message)
+    this.name = 'InputError'
+  }
+}
+
+/** Loads a model directory and measures its weights (float32 in memory, whatever the stored dtype). */
+export async function loadCachedModel(tf: Tf, key: string, dir: string): Promise<CachedModel> {
+  const [model, meta] = await Promise.all([loadModel(tf, dir), readMetadata(dir)])
+  return { key, model, meta, bytes: model.countParams() * 4 }
+}
+
+/** Flat preprocessed model input for `inputs` (`rows * prod(input_shape)` values). */
+export async function preprocessInputs(inputs: RawInputs, meta: ModelMetadata): Promise<Float32Array> {
+  const shape = meta.input_shape
+  if (inputs.kind === 'tabular') {
+    const ds = { kind: 'tabular' as const, x: inputs.features, sampleShape: [shape.reduce((a, b) => a * b, 1)] }
+    return preprocessRows(ds, rowRange(0, inputs.rows), meta.preprocessing, shape)
+  }
+  if (shape.length !== 3) throw new InputError('The model does not take images.', [])
+  const per = shape[0] * shape[1] * shape[2]
+  const n = inputs.images.length
+  const x = new Uint8Array(n * per)
+  const problems: ErrorDetail[] = []
+  // sharp decodes on libuv's thread pool: a few at a time keeps memory flat for large batches.
+  let next = 0
+  const decodeNext = async (): Promise<void> => {
+    for (let i = next++; i < n; i = next++) {
+      const bytes = inputs.images[i]
+      try {
+        const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+        x.set(await decodeImageToShape(buf, shape as ImageShape), i * per)
+      } catch (e) {
+        problems.push({ field: `inputs[${i}].image`, message: (e as Error).message })
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(4, n) }, decodeNext))
+  if (problems.length) {
+    problems.sort((a, b) => a.field!.localeCompare(b.field!, 'en', { numeric: true }))
+    throw new InputError(
+      `${problems.length} image(s) could not be decoded: ${problems[0].field}: ${problems[0].message}`,
+      problems,
+    )
+  }
+  return preprocessRows({ kind: 'image', x, sampleShape: shape }, rowRange(0, n), meta.preprocessing, shape)
+}
+
+/** Runs the model on `rows` preprocessed samples, `batchSize` at a time; returns probabilities and their width. */
+export async function predictProbabilities(
+  tf: Tf,
+  model: LayersModel,
+  x: Float32Array,
+  rows: number,
+  inputShape: number[],
+  batchSize = 64,
+): Promise<{ probs: Float32Array; classes: number }> {
+  const per = inputShape.reduce((a, b) => a * b, 1)
+  const outShape = model.outputs[0].shape
+  const k = outShape[outShape.length - 1] ?? 0
+  const probs = new Float32Array(rows * k)
+  for (let start = 0; start < rows; start += batchSize) {
+    const end = Math.min(rows, start + batchSize)
+    const out = tf.tidy(() => {
+      const input = tf.tensor(x.subarray(start * per, end * per), [end - start, ...inputShape], 'float32')
+      const y = model.predict(input)
+      return (Array.isArray(y) ? y[0] : y).reshape([end - start, k])
+    })
+    try {
+      probs.set((await out.data()) as Float32Array, start * k)
+    } finally {
+      out.dispose()
+    }
+  }
+  return { probs, classes: k }
+}
+
+/** Predicts `inputs` with a cached model. */
+export async function predictInputs(tf: Tf, m: CachedModel, inputs: RawInputs) {
+  const x = await preprocessInputs(inputs, m.meta)
+  const rows = inputs.kind === 'image' ? inputs.images.length : inputs.rows
+  return predictProbabilities(tf, m.model, x, rows, m.meta.input_shape)
+}
+
+/**
+ * Scores the model in `req.modelDir` on a labelled dataset: loss, accuracy, per-class precision/recall and
+ * the confusion matrix over the model's classes. The dataset's classes must all be among the model's.
+ */
+export async function evaluateDataset(tf: Tf, req: EvaluateRequest): Promise<Evaluation> {
+  const meta = await readMetadata(req.modelDir)
+  const classes = meta.classes
+  if (!classes?.length) throw new EngineError('model_not_predictable', 'the model has no class names', true)
+  const shape = meta.input_shape
+  const ds = await loadDataset(req.dataset.path, req.dataset.format, {
+    ...req.dataset.options,
+    ...(shape.length === 3 ? { imageShape: shape as ImageShape } : {}),
+  })
+  checkCompatible(ds, shape)
+  const index = new Map(classes.map((c, i) => [c, i]))
+  const unknown = ds.classes.filter((c) => !index.has(c))
+  if (unknown.length)
+    throw new EngineError(
+      'dataset_incompatible',
+      `the dataset has classes the model does not know: ${unknown.slice(0, 10).join(', ')}`,
+      true,
+    )
+  const remap = ds.classes.map((c) => index.get(c)!)
+  const labels = Int32Array.from(ds.y, (y) => remap[y])
+  const model = await loadModel(tf, req.modelDir)
+  try {
+    const batch = req.batchSize ?? 256
+    const probs = new Float32Array(ds.rows * classes.length)
+    for (let start = 0; start < ds.rows; start += batch) {
+      const end = Math.min(ds.rows, start + batch)
+      const x = preprocessRows(ds, rowRange(start, end), meta.preprocessing, shape)
+      const part = await predictProbabilities(tf, model, x, end - start, shape, batch)
+      if (part.classes !== classes.length)
+        throw new EngineError(
+          'model_not_predictable',
+          `the model has ${part.classes} outputs but ${classes.length} class names`,
+          true,
+        )
+      probs.set(part.probs, start * classes.length)
+    }
+    return evaluateProbabilities(probs, labels, classes)
+  } finally {
+    model.dispose()
+  }
+}

@@ -1,0 +1,94 @@
+// Loaded models of one inference process, least recently used evicted first once their weights exceed
+// the byte budget. A model in use by a request is never evicted under it; the newest model always stays,
+// even when it alone exceeds the budget (otherwise it could never answer).
+import type { ModelMetadata } from '../engine/protocol.js'
+import type { LayersModel } from '../engine/tf.js'
+
+/** A model ready to predict: the LayersModel, its metadata.json, and what its weights cost in memory. */
+export interface CachedModel {
+  key: string
+  model: LayersModel
+  meta: ModelMetadata
+  bytes: number
+}
+
+interface Entry {
+  value: Promise<CachedModel>
+  bytes: number
+  users: number
+}
+
+export class ModelCache {
+  private readonly entries = new Map<string, Entry>()
+
+  constructor(
+    private readonly budgetBytes: number,
+    private readonly load: (key: string, dir: string) => Promise<CachedModel>,
+  ) {}
+
+  /** Runs `fn` with the model, loading it on a miss; concurrent misses on one key share one load. */
+  async use<T>(key: string, dir: string, fn: (m: CachedModel) => Promise<T>): Promise<T> {
+    let entry = this.entries.get(key)
+    if (entry) {
+      this.entries.delete(key)
+      this.entries.set(key, entry) // most recently used last
+    } else {
+      entry = { value: this.load(key, dir), bytes: 0, users: 0 }
+      this.entries.set(key, entry)
+      const e = entry
+      e.value.then(
+        (m) => {
+          e.bytes = m.bytes
+          this.evict()
+        },
+        () => {
+          if (this.entries.get(key) === e) this.entries.delete(key)
+        },
+      )
+    }
+    entry.users++
+    try {
+      return await fn(await entry.value)
+    } finally {
+      entry.users--
+      this.evict()
+    }
+  }
+
+  /** Keys of the models held (loaded or loading), least recently used first. */
+  keys(): string[] {
+    return [...this.entries.keys()]
+  }
+
+  get totalBytes(): number {
+    let sum = 0
+    for (const e of this.entries.values()) sum += e.bytes
+    return sum
+  }
+
+  /** Drops the models whose key starts with `prefix`, as soon as nobody uses them. */
+  drop(prefix: string): void {
+    for (const [key, e] of this.entries) {
+      if (!key.startsWith(prefix)) continue
+      this.entries.delete(key)
+      void disposeWhenIdle(e)
+    }
+  }
+
+  private evict(): void {
+    let total = this.totalBytes
+    for (const [key, e] of this.entries) {
+      if (total <= this.budgetBytes || this.entries.size <= 1) break
+      if (e.users > 0 || e.bytes === 0) continue
+      this.entries.delete(key)
+      total -= e.bytes
+      void disposeWhenIdle(e)
+    }
+  }
+}
+
+async function disposeWhenIdle(e: Entry): Promise<void> {
+  while (e.users > 0) await new Promise((r) => setTimeout(r, 50))
+  const m = await e.value.catch(() => null)
+  m?.model.dispose()
+}

@@ -1,0 +1,213 @@
+// The API's pool of inference processes. The API never runs TensorFlow.js: each request is handed to a
+// child process (forked on first use, one per slot), preferably the one that already holds the model in
+// its cache. A child that dies is replaced and its requests are retried once elsewhere.
+import { type ChildProcess, fork } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { BackendName } from '../engine/protocol.js'
+import { AppError, type ErrorDetail } from '../errors.js'
+import type { InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const compiled = import.meta.url.endsWith('.js')
+
+/** The inference process entry: compiled JS under dist/, the TypeScript source under tsx. */
+export function inferenceProcessCommand(): { path: string; execArgv: string[] } {
+  const js = join(here, '..', '..', 'workers', 'inference-process.js')
+  if (compiled && existsSync(js)) return { path: js, execArgv: [] }
+  return { path: join(here, '..', '..', 'workers', 'inference-process.ts'), execArgv: ['--import', 'tsx'] }
+}
+
+/** Settings of the pool. */
+export interface InferencePoolOptions {
+  processes: number
+  cacheBytes: number
+  backend: BackendName | 'auto'
+  log: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void }
+}
+
+/** What a prediction yields: probabilities for every row and which process and backend computed them. */
+export interface PredictOutcome {
+  probs: Float32Array
+  classes: number
+  backend: string
+  pid: number
+  ms: number
+}
+
+interface Pending {
+  req: PredictRequest
+  retried: boolean
+  resolve: (v: PredictOutcome) => void
+  reject: (e: unknown) => void
+}
+
+interface Slot {
+  index: number
+  child: ChildProcess
+  ready: Promise<void>
+  isReady: boolean
+  backend: string | null
+  held: Set<string>
+  pending: Map<number, Pending>
+}
+
+/** Validation errors found by a child (an image that does not decode): the API's 400 with details. */
+export class ChildInputError extends AppError {
+  constructor(message: string, details: ErrorDetail[]) {
+    super('invalid_input', message, { details, param: details[0]?.field ?? 'inputs' })
+  }
+}
+
+export class InferencePool {
+  private readonly slots: (Slot | null)[]
+  private nextId = 1
+  private closed = false
+
+  constructor(private readonly opts: InferencePoolOptions) {
+    this.slots = new Array(Math.max(1, opts.processes)).fill(null)
+  }
+
+  /** Process ids of the live children, by slot (null where none runs yet). */
+  pids(): (number | null)[] {
+    return this.slots.map((s) => s?.child.pid ?? null)
+  }
+
+  /** Model keys each live child holds, by slot. */
+  holdings(): string[][] {
+    return this.slots.map((s) => (s ? [...s.held] : []))
+  }
+
+  async predict(model: ModelRef, inputs: RawInputs): Promise<PredictOutcome> {
+    if (this.closed) throw new AppError('service_unavailable', 'The inference pool is shutting down.')
+    const req: PredictRequest = { type: 'predict', id: this.nextId++, model, inputs }
+    return new Promise<PredictOutcome>((resolve, reject) => {
+      this.dispatch({ req, retried: false, resolve, reject })
+    })
+  }
+
+  /** Tells every child to drop the models whose key starts with `keyPrefix`. */
+  evict(keyPrefix: string): void {
+    for (const s of this.slots) {
+      if (!s) continue
+      for (const k of s.held) if (k.startsWith(keyPrefix)) s.held.delete(k)
+      if (s.child.connected) s.child.send({ type: 'evict', keyPrefix })
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    const exits: Promise<unknown>[] = []
+    for (const s of this.slots) {
+      if (!s) continue
+      if (s.child.exitCode === null && s.child.signalCode === null) {
+        exits.push(new Promise((r) => s.child.once('exit', r)))
+        s.child.kill('SIGTERM')
+      }
+    }
+    const timer = setTimeout(() => {
+      for (const s of this.slots) s?.child.kill('SIGKILL')
+    }, 5000)
+    await Promise.all(exits)
+    clearTimeout(timer)
+  }
+
+  /**
+   * Routing: an idle child holding the model; else an idle (or not yet started) slot; else the least busy
+   * holder; else the least busy child. Busy holders give way to idle children so a hot model spreads.
+   */
+  private choose(key: string): number {
+    const load = (i: number) => this.slots[i]?.pending.size ?? 0
+    const all = this.slots.map((_, i) => i)
+    const holders = all.filter((i) => this.slots[i]?.held.has(key))
+    const idleHolder = holders.find((i) => load(i) === 0)
+    if (idleHolder !== undefined) return idleHolder
+    const idle = all.find((i) => this.slots[i] !== null && load(i) === 0) ?? all.find((i) => this.slots[i] === null)
+    if (idle !== undefined) return idle
+    const pool = holders.length ? holders : all
+    return pool.reduce((best, i) => (load(i) < load(best) ? i : best), pool[0])
+  }
+
+  private dispatch(p: Pending): void {
+    const i = this.choose(p.req.model.key)
+    const slot = this.slots[i] ?? this.spawn(i)
+    slot.pending.set(p.req.id, p)
+    slot.held.add(p.req.model.key)
+    slot.ready.then(
+      () => {
+        if (slot.child.connected) slot.child.send(p.req)
+      },
+      () => {
+        // the child died before it was ready: its exit handler retries or rejects the request
+      },
+    )
+  }
+
+  private spawn(index: number): Slot {
+    const { path, execArgv } = inferenceProcessCommand()
+    const child = fork(path, [], {
+      execArgv,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+    })
+    let markReady!: () => void
+    let markFailed!: (e: Error) => void
+    const ready = new Promise<void>((res, rej) => {
+      markReady = res
+      markFailed = rej
+    })
+    ready.catch(() => {})
+    const slot: Slot = { index, child, ready, isReady: false, backend: null, held: new Set(), pending: new Map() }
+    this.slots[index] = slot
+    child.on('message', (msg: InferenceChildMessage) => {
+      if (msg.type === 'ready') {
+        slot.isReady = true
+        slot.backend = msg.backend
+        this.opts.log.info({ pid: child.pid, slot: index, backend: msg.backend }, 'inference process ready')
+        markReady()
+      } else if (msg.type === 'result' || msg.type === 'failed') {
+        const p = slot.pending.get(msg.id)
+        if (!p) return
+        slot.pending.delete(msg.id)
+        if (msg.type === 'result') {
+          slot.held = new Set(msg.held)
+          p.resolve({ probs: msg.probs, classes: msg.classes, backend: slot.backend!, pid: child.pid!, ms: msg.ms })
+        } else if (msg.code === 'invalid_input') {
+          p.reject(new ChildInputError(msg.message, msg.details ?? []))
+        } else {
+          p.reject(new Error(`inference failed: ${msg.message}`))
+        }
+      } else if (msg.type === 'fatal') {
+        this.opts.log.warn({ pid: child.pid, code: msg.code, err: msg.message }, 'inference process failed')
+      }
+    })
+    child.on('error', (err) => this.opts.log.warn({ err: err.message, pid: child.pid }, 'inference process error'))
+    child.on('exit', (code, signal) => {
+      markFailed(new Error(`inference process exited (${code ?? signal})`))
+      if (this.slots[index] === slot) this.slots[index] = null
+      if (this.closed) {
+        for (const p of slot.pending.values())
+          p.reject(new AppError('service_unavailable', 'The inference pool is shutting down.'))
+        return
+      }
+      this.opts.log.warn({ pid: child.pid, code, signal, slot: index }, 'inference process exited; replacing it')
+      // Replace a child that had been working; one that never got ready is retried lazily on the next request.
+      if (slot.isReady) this.spawn(index)
+      for (const p of slot.pending.values()) {
+        if (p.retried) {
+          p.reject(
+            new AppError('service_unavailable', 'The inference process crashed twice on this request; retry later.', {
+              headers: { 'retry-after': '5' },
+            }),
+          )
+        } else {
+          p.retried = true
+          this.dispatch(p)
+        }
+      }
+    })
+    child.send({ type: 'init', backend: this.opts.backend, cacheBytes: this.opts.cacheBytes })
+    return slot
+  }
+}

@@ -1,0 +1,66 @@
+// The contract between the API's inference pool (or the worker's evaluation processor) and an inference
+// process. The inference process runs TensorFlow.js and sharp only: it never touches PostgreSQL or Redis,
+// it reads model directories and dataset files, and answers over the IPC channel (advanced serialization,
+// so typed arrays travel as bytes, not JSON).
+import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
+import type { BackendName, Evaluation } from '../engine/protocol.js'
+import type { ErrorDetail } from '../errors.js'
+
+/** Raw samples of one predictions request, already checked for type and size by the API. */
+export type RawInputs =
+  | { kind: 'image' /** PNG or JPEG bytes, one per input */; images: Uint8Array[] }
+  | { kind: 'tabular' /** rows * features values, row-major */; features: Float32Array; rows: number }
+
+/** A model the process may hold in its cache: `key` changes whenever the stored weights change. */
+export interface ModelRef {
+  key: string
+  dir: string
+}
+
+/** First message: choose and self-test the backend, size the cache. */
+export interface InitRequest {
+  type: 'init'
+  backend: BackendName | 'auto'
+  cacheBytes: number
+}
+
+export interface PredictRequest {
+  type: 'predict'
+  id: number
+  model: ModelRef
+  inputs: RawInputs
+}
+
+/** Drop cached models whose key starts with `keyPrefix` (a deleted model). */
+export interface EvictRequest {
+  type: 'evict'
+  keyPrefix: string
+}
+
+/** Score a model on a labelled dataset file, then exit (one evaluation per process). */
+export interface EvaluateRequest {
+  type: 'evaluate'
+  modelDir: string
+  dataset: { path: string; format: DatasetFormat; options?: DatasetOptions }
+  backend: BackendName | 'auto'
+  /** samples per forward pass */
+  batchSize?: number
+}
+
+export type InferenceParentMessage = InitRequest | PredictRequest | EvictRequest | EvaluateRequest
+
+export type InferenceChildMessage =
+  | { type: 'ready'; backend: BackendName; selfTestMs: number }
+  | {
+      type: 'result'
+      id: number
+      /** rows * classes probabilities, row-major */
+      probs: Float32Array
+      classes: number
+      /** model keys held in the cache after this request (the pool routes by it) */
+      held: string[]
+      ms: number
+    }
+  | { type: 'failed'; id: number; code: 'invalid_input' | 'inference_failed'; message: string; details?: ErrorDetail[] }
+  | { type: 'evaluated'; backend: BackendName; evaluation: Evaluation; ms: number }
+  | { type: 'fatal'; code: string; message: string; permanent: boolean }

@@ -1,0 +1,98 @@
+// Server-Sent Events for one job: its events in order (SSE id = the event's seq, so a client that
+// reconnects with Last-Event-ID misses nothing and sees nothing twice), its progress and status as they
+// change, and `done` when it reaches a terminal state. Any API process can serve it: updates are read
+// from PostgreSQL, woken by Redis pings and by a periodic re-read.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { presentEvent } from './job-events.js'
+import { presentJob, TERMINAL } from './jobs-service.js'
+
+const POLL_MS = 2000
+const HEARTBEAT_MS = 15_000
+
+export async function streamJobEvents(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  jobId: string,
+  lastEventId: bigint,
+) {
+  reply.hijack()
+  const res = reply.raw
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    'x-request-id': String(req.id),
+  })
+  res.write('retry: 2000\n\n')
+
+  let lastSeq = lastEventId
+  let lastJobJson = ''
+  let closed = false
+  let running = false
+  let again = false
+
+  const send = (event: string, data: unknown, id?: bigint) => {
+    if (closed) return
+    res.write(`${id !== undefined ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+
+  // Serialized: one read at a time, and a wake-up during a read triggers one more read after it.
+  const pump = async () => {
+    if (running) {
+      again = true
+      return
+    }
+    running = true
+    try {
+      do {
+        again = false
+        const events = await app.db.jobEvent.findMany({
+          where: { jobId, seq: { gt: lastSeq } },
+          orderBy: { seq: 'asc' },
+          take: 500,
+        })
+        for (const e of events) {
+          send('event', presentEvent(e), e.seq)
+          lastSeq = e.seq
+        }
+        if (events.length === 500) again = true
+        const job = await app.db.fineTuningJob.findUnique({ where: { id: jobId } })
+        if (!job) return close()
+        const view = presentJob(job)
+        const json = JSON.stringify({ status: view.status, progress: view.progress, error: view.error })
+        if (json !== lastJobJson) {
+          lastJobJson = json
+          send('job', view)
+        }
+        if ((TERMINAL as readonly string[]).includes(job.status) && !again) {
+          send('done', { status: job.status, fine_tuned_model: job.fineTunedModelId })
+          return close()
+        }
+      } while (again && !closed)
+    } catch (err) {
+      // PostgreSQL blinked: tell the client, keep the stream; the next poll retries.
+      send('error', { message: 'temporarily unable to read the job; retrying' })
+      app.log.warn({ err: (err as Error).message, jobId }, 'event stream read failed')
+    } finally {
+      running = false
+    }
+  }
+
+  const off = app.jobUpdates.on(jobId, () => void pump())
+  const untrack = app.jobUpdates.track(() => close())
+  const poll = setInterval(() => void pump(), POLL_MS)
+  const heartbeat = setInterval(() => !closed && res.write(': ping\n\n'), HEARTBEAT_MS)
+  function close() {
+    if (closed) return
+    closed = true
+    off()
+    untrack()
+    clearInterval(poll)
+    clearInterval(heartbeat)
+    res.end()
+  }
+  req.raw.on('close', close)
+  await pump()
+}

@@ -1,0 +1,43 @@
+// Predictions: the request is parsed and checked here against the model's input shape, then handed to the
+// inference pool (TensorFlow.js runs only in its child processes), and the probabilities become top-k classes.
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { AppError } from '../../errors.js'
+import {
+  MAX_IMAGE_BYTES,
+  MAX_INPUTS,
+  type ParsedInputs,
+  parseJsonInputs,
+  parseMultipartInputs,
+  topClasses,
+} from '../../inference/inputs.js'
+import { getModel, modelCacheKey, modelDir, predictableSpec } from './models-service.js'
+
+export async function predict(app: FastifyInstance, req: FastifyRequest, projectId: string, id: string) {
+  const model = await getModel(app.db, projectId, id)
+  const { inputShape, classes } = predictableSpec(model)
+  const spec = { inputShape, classes: classes.length }
+  let parsed: ParsedInputs
+  if (req.isMultipart()) {
+    const parts = req.parts({
+      limits: { fileSize: MAX_IMAGE_BYTES, files: MAX_INPUTS + 1, fields: 4, parts: MAX_INPUTS + 5 },
+    })
+    parsed = await parseMultipartInputs(parts, spec)
+  } else {
+    parsed = parseJsonInputs(req.body, spec)
+  }
+  const dir = await modelDir(app.storage, model)
+  const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs)
+  if (out.classes !== classes.length)
+    throw new AppError(
+      'model_not_predictable',
+      `${model.id} has ${out.classes} outputs but ${classes.length} class names; they must match.`,
+      { param: 'id' },
+    )
+  const rows = parsed.inputs.kind === 'image' ? parsed.inputs.images.length : parsed.inputs.rows
+  return {
+    object: 'list' as const,
+    data: topClasses(out.probs, rows, classes, parsed.topK),
+    model: model.id,
+    backend: out.backend,
+  }
+}

@@ -1,0 +1,168 @@
+// Per-project webhooks for job terminal states. A delivery row is written once per (webhook, job, event)
+// when a job finishes (the unique index makes recording idempotent); the worker's dispatcher sends it,
+// signed, and retries with backoff. Only webhooks that existed when the job finished are notified, so a
+// new webhook does not replay past jobs.
+import { createHmac, randomBytes } from 'node:crypto'
+import type { Db } from '../../db/client.js'
+import { AppError, notFound } from '../../errors.js'
+import type { Webhook, WebhookDelivery } from '../../generated/prisma/client.js'
+import { newId, unixSeconds } from '../../lib/ids.js'
+import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
+import { presentJob, TERMINAL } from '../jobs/jobs-service.js'
+
+/** The job statuses a webhook can subscribe to. */
+export const WEBHOOK_EVENTS = TERMINAL
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number]
+
+export interface CreateWebhookBody {
+  url: string
+  events?: WebhookEvent[]
+}
+
+/** The wire object of a webhook; the secret is only added by the create route. */
+export function presentWebhook(w: Webhook) {
+  return {
+    id: w.id,
+    object: 'webhook' as const,
+    url: w.url,
+    events: w.events as WebhookEvent[],
+    created_at: unixSeconds(w.createdAt)!,
+  }
+}
+
+export function presentDelivery(d: WebhookDelivery) {
+  return {
+    id: d.id,
+    object: 'webhook.delivery' as const,
+    webhook_id: d.webhookId,
+    job_id: d.jobId,
+    event: d.event as WebhookEvent,
+    status: d.status,
+    attempts: d.attempts,
+    response_status: d.responseStatus,
+    last_error: d.lastError,
+    created_at: unixSeconds(d.createdAt)!,
+    delivered_at: unixSeconds(d.deliveredAt),
+    next_attempt_at: d.status === 'pending' ? unixSeconds(d.nextAttemptAt) : null,
+  }
+}
+
+/** Accepts an absolute http(s) URL without credentials; anything else is `invalid_webhook_url`. */
+export function parseWebhookUrl(raw: string): URL {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new AppError('invalid_webhook_url', 'url must be an absolute http or https URL.', { param: 'url' })
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new AppError('invalid_webhook_url', `url must use http or https, not ${url.protocol.slice(0, -1)}.`, {
+      param: 'url',
+    })
+  if (url.username || url.password)
+    throw new AppError(
+      'invalid_webhook_url',
+      'url must not carry credentials; authenticate deliveries with the signing secret.',
+      { param: 'url' },
+    )
+  if (!url.hostname) throw new AppError('invalid_webhook_url', 'url has no host.', { param: 'url' })
+  return url
+}
+
+export async function createWebhook(db: Db, projectId: string, body: CreateWebhookBody) {
+  const url = parseWebhookUrl(body.url)
+  const events = body.events ?? [...WEBHOOK_EVENTS]
+  const webhook = await db.webhook.create({
+    data: {
+      id: newId('wh'),
+      projectId,
+      url: url.toString(),
+      secret: `whsec_${randomBytes(32).toString('base64url')}`,
+      // Stored in canonical order so lists and comparisons are stable.
+      events: WEBHOOK_EVENTS.filter((e) => events.includes(e)),
+      createdAt: new Date(),
+    },
+  })
+  return { ...presentWebhook(webhook), secret: webhook.secret }
+}
+
+export async function getWebhook(db: Db, projectId: string, id: string) {
+  const webhook = await db.webhook.findFirst({ where: { id, projectId, deletedAt: null } })
+  if (!webhook) throw notFound('webhook', id)
+  return webhook
+}
+
+export async function listWebhooks(db: Db, projectId: string, page: Page) {
+  const limit = page.limit ?? 20
+  const where = { projectId, deletedAt: null }
+  const cursor = page.after ? await db.webhook.findFirst({ where: { ...where, id: page.after } }) : null
+  const rows = await db.webhook.findMany({
+    where: { ...where, ...olderThan(cursor) },
+    orderBy: NEWEST_FIRST,
+    take: limit + 1,
+  })
+  return toList(rows, limit, presentWebhook)
+}
+
+/** Soft delete: the delivery log stays readable in the database; pending deliveries are given up. */
+export async function deleteWebhook(db: Db, projectId: string, id: string) {
+  const deleted = await db.webhook.updateMany({
+    where: { id, projectId, deletedAt: null },
+    data: { deletedAt: new Date() },
+  })
+  if (!deleted.count) throw notFound('webhook', id)
+  await db.webhookDelivery.updateMany({
+    where: { webhookId: id, status: 'pending' },
+    data: { status: 'failed', lastError: 'webhook deleted', nextAttemptAt: null },
+  })
+  return { id, object: 'webhook', deleted: true }
+}
+
+export async function listDeliveries(db: Db, projectId: string, webhookId: string, page: Page) {
+  await getWebhook(db, projectId, webhookId)
+  const limit = page.limit ?? 20
+  const cursor = page.after ? await db.webhookDelivery.findFirst({ where: { id: page.after, webhookId } }) : null
+  const rows = await db.webhookDelivery.findMany({
+    where: { webhookId, ...olderThan(cursor) },
+    orderBy: NEWEST_FIRST,
+    take: limit + 1,
+  })
+  return toList(rows, limit, presentDelivery)
+}
+
+/**
+ * Records one pending delivery per subscribed webhook for a job that has reached a terminal state.
+ * Idempotent (unique on webhook, job, event): call it wherever a job finishes; the dispatcher's sweep
+ * calls it too. Returns how many deliveries were newly recorded.
+ */
+export async function recordJobTerminal(db: Db, jobId: string): Promise<number> {
+  const job = await db.fineTuningJob.findUnique({ where: { id: jobId } })
+  if (!job || !(WEBHOOK_EVENTS as readonly string[]).includes(job.status)) return 0
+  const finishedAt = job.finishedAt ?? job.updatedAt
+  const webhooks = await db.webhook.findMany({
+    where: { projectId: job.projectId, deletedAt: null, events: { has: job.status }, createdAt: { lte: finishedAt } },
+    select: { id: true },
+  })
+  if (!webhooks.length) return 0
+  const data = presentJob(job)
+  const createdAt = new Date()
+  const rows = webhooks.map((w) => {
+    const id = newId('whdel')
+    const payload = {
+      id,
+      object: 'event',
+      type: `fine_tuning.job.${job.status}`,
+      created_at: unixSeconds(createdAt)!,
+      data,
+    }
+    return { id, webhookId: w.id, jobId, event: job.status, payload: payload as object, createdAt }
+  })
+  const { count } = await db.webhookDelivery.createMany({ data: rows, skipDuplicates: true })
+  return count
+}
+
+/** The `refit-signature` header value: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. */
+export function signPayload(secret: string, body: string, timestamp: number): string {
+  const mac = createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')
+  return `t=${timestamp},v1=${mac}`
+}

@@ -1,0 +1,59 @@
+// Turns a job row into the training process's request: where its files and base model are, the
+// resolved hyperparameters, and the checkpoint to resume from.
+import type { Db } from '../src/db/client.js'
+import type { DatasetFormat } from '../src/datasets/types.js'
+import type { TrainRequest } from '../src/engine/protocol.js'
+import type { File, FineTuningJob } from '../src/generated/prisma/client.js'
+import { modelDir } from '../src/modules/models/models-service.js'
+import type { LocalStorage } from '../src/storage/local-storage.js'
+
+export class JobSetupError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+const dataset = (storage: LocalStorage, f: File) => ({
+  path: storage.resolve(f.storagePath!),
+  format: f.format as DatasetFormat,
+  options: { labelColumn: f.labelColumn ?? undefined },
+})
+
+export async function buildTrainRequest(
+  db: Db,
+  storage: LocalStorage,
+  job: FineTuningJob & { trainingFile: File; validationFile: File | null },
+  opts: { outputDir: string; backend: TrainRequest['backend']; resumeCheckpointDir: string | null },
+): Promise<TrainRequest> {
+  const base = await db.model.findUnique({ where: { id: job.baseModelId }, include: { artifact: true } })
+  if (!base || base.deletedAt)
+    throw new JobSetupError('base_model_missing', `Base model ${job.baseModelId} no longer exists.`)
+  if (!job.trainingFile.storagePath || job.trainingFile.deletedAt)
+    throw new JobSetupError('training_file_missing', `Training file ${job.trainingFileId} was deleted.`)
+  if (job.validationFile && (!job.validationFile.storagePath || job.validationFile.deletedAt))
+    throw new JobSetupError('validation_file_missing', `Validation file ${job.validationFileId} was deleted.`)
+  let initDir: string | null = null
+  if (job.initCheckpointId) {
+    const ckpt = await db.checkpoint.findUnique({ where: { id: job.initCheckpointId }, include: { artifact: true } })
+    if (!ckpt) throw new JobSetupError('checkpoint_missing', `Checkpoint ${job.initCheckpointId} no longer exists.`)
+    initDir = storage.resolve(ckpt.artifact.path)
+  }
+  return {
+    type: 'train',
+    jobId: job.id,
+    method: { type: 'transfer' },
+    baseModelDir: await modelDir(storage, base),
+    baseModelId: base.id,
+    training: dataset(storage, job.trainingFile),
+    validation: job.validationFile ? dataset(storage, job.validationFile) : undefined,
+    hyperparameters: job.hyperparameters as unknown as TrainRequest['hyperparameters'],
+    seed: job.seed,
+    outputDir: opts.outputDir,
+    backend: opts.backend,
+    ...(opts.resumeCheckpointDir ? { resumeFrom: { checkpointDir: opts.resumeCheckpointDir } } : {}),
+    ...(initDir ? { initFrom: { checkpointDir: initDir } } : {}),
+  } as TrainRequest
+}
