@@ -36,7 +36,8 @@ interface Row {
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
 
 async function main() {
-  const env = await createTestEnv('bench_inference')
+  // the bench measures inference, not the per-key rate limit
+  const env = await createTestEnv('bench_inference', { RATE_LIMIT_PER_MINUTE: '10000000' })
   const service = await startService(env.env)
   const work = await mkdtemp(join(tmpdir(), 'refit-bench-'))
   const rows: Row[] = []

@@ -26,6 +26,8 @@ export interface Config {
   workerStalledIntervalMs: number
   /** temporary uploads older than this were abandoned by a crashed API and are swept */
   tmpMaxAgeMs: number
+  /** how often the worker re-enqueues files and jobs whose enqueue was lost, and sweeps old temp files */
+  reconcileIntervalMs: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   /** inference child processes the API keeps (forked on first prediction) */
   inferenceProcesses: number
@@ -117,6 +119,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerLockMs: int(env, 'WORKER_LOCK_MS', 30_000, 500, 600_000),
     workerStalledIntervalMs: int(env, 'WORKER_STALLED_INTERVAL_MS', 30_000, 200, 600_000),
     tmpMaxAgeMs: int(env, 'TMP_MAX_AGE_MS', 6 * 3600_000, 0, 30 * 24 * 3600_000),
+    reconcileIntervalMs: int(env, 'RECONCILE_INTERVAL_MS', 15_000, 100, 3600_000),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     inferenceProcesses: int(env, 'INFERENCE_PROCESSES', availableParallelism(), 1, 64),
     inferenceCacheMb: int(env, 'INFERENCE_CACHE_MB', 512, 16, 1024 * 1024),

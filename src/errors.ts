@@ -84,9 +84,21 @@ export const ERROR_CATALOGUE = {
     type: 'conflict_error',
     description: 'The model is used by a job that has not finished.',
   },
-  job_not_retryable: { status: 409, type: 'conflict_error', description: 'Only failed or cancelled jobs can be retried.' },
-  idempotency_key_reused: { status: 422, type: 'invalid_request_error', description: 'The Idempotency-Key was used for a different request.' },
-  idempotency_key_in_progress: { status: 409, type: 'conflict_error', description: 'A request with this Idempotency-Key is still running; retry shortly.' },
+  job_not_retryable: {
+    status: 409,
+    type: 'conflict_error',
+    description: 'Only failed or cancelled jobs can be retried.',
+  },
+  idempotency_key_reused: {
+    status: 422,
+    type: 'invalid_request_error',
+    description: 'The Idempotency-Key was used for a different request.',
+  },
+  idempotency_key_in_progress: {
+    status: 409,
+    type: 'conflict_error',
+    description: 'A request with this Idempotency-Key is still running; retry shortly.',
+  },
   job_not_cancellable: { status: 409, type: 'conflict_error', description: 'The job has already finished.' },
   missing_authorization: {
     status: 401,

@@ -15,6 +15,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
+import { retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
@@ -80,6 +81,13 @@ export function createTrainingProcessor(deps: WorkerDeps) {
   const event = async (fence: Fence, level: EventLevel, message: string, data?: object, type?: 'message' | 'metrics') => {
     await fenced(db, fence, (tx) => addJobEvent(tx, fence.jobId, level, message, data as Record<string, unknown>, type))
     deps.notify(fence.jobId)
+  }
+
+  let lastDbWarning = 0
+  const waitingForDb = (jobId: string) => {
+    if (Date.now() - lastDbWarning < 5000) return
+    lastDbWarning = Date.now()
+    log.warn({ jobId }, 'database unreachable; holding training messages until it returns')
   }
 
   return async (bullJob: Job, token?: string) => {
@@ -258,7 +266,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     let chain: Promise<unknown> = Promise.resolve()
     child.on('message', (msg: ChildMessage) => {
       chain = chain
-        .then(() => (stale ? undefined : handle(msg)))
+        // PostgreSQL restarting must not lose a metric row: wait for it and write in order.
+        .then(() => (stale ? undefined : retryTransient(() => handle(msg), { onRetry: () => waitingForDb(jobId) })))
         .catch((err) => {
           if (err instanceof StaleAttemptError) {
             // Another worker owns the job now: stop computing at once, write nothing more.
@@ -299,7 +308,9 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (result?.kind !== 'done')
       return failJob(deps, fence, 'training_process_crashed', `The training process exited (code ${exitCode}) before finishing.`)
 
-    const modelId = await registerModel(deps, fence, job, result.msg, backend)
+    const modelId = await retryTransient(() => registerModel(deps, fence, job, result.msg, backend), {
+      onRetry: () => waitingForDb(jobId),
+    })
     const acc = result.msg.evaluation?.accuracy
     await event(fence, 'info', `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`, {
       fine_tuned_model: modelId,

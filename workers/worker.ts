@@ -91,7 +91,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   }
   const reconciler = setInterval(
     () => reconcile().catch((err) => log.warn({ err: err.message }, 'reconcile failed')),
-    opts.reconcileEveryMs ?? 15_000,
+    opts.reconcileEveryMs ?? config.reconcileIntervalMs,
   )
 
   const webhookDispatcher = startWebhookDispatcher(deps)

@@ -3,6 +3,7 @@
 // 500 whose details stay in the log under the request id.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { isTransientError } from '../db/transient.js'
 import { AppError, type ErrorDetail } from '../errors.js'
 
 export interface ErrorBody {
@@ -39,16 +40,6 @@ function fromValidation(err: FastifyError): AppError {
   })
 }
 
-const UNAVAILABLE = [
-  /ECONNREFUSED/,
-  /Connection is closed/,
-  /enableOfflineQueue/,
-  /Can't reach database server/,
-  /Connection terminated/,
-  /ETIMEDOUT/,
-  /the database system is (starting up|shutting down)/,
-  /DatabaseNotReachable/,
-]
 
 export function toAppError(err: unknown): AppError | null {
   if (err instanceof AppError) return err
@@ -75,8 +66,7 @@ export function toAppError(err: unknown): AppError | null {
     case 'FST_FIELDS_LIMIT':
       return new AppError('invalid_request', 'Too many parts in the multipart body: send one `file` part.')
   }
-  const text = `${e?.message ?? ''} ${e?.code ?? ''} ${(e as { cause?: { message?: string } })?.cause?.message ?? ''}`
-  if (UNAVAILABLE.some((re) => re.test(text)))
+  if (isTransientError(e))
     return new AppError('service_unavailable', 'A backing service is unavailable; retry in a few seconds.', {
       headers: { 'retry-after': '5' },
     })

@@ -26,11 +26,11 @@ export interface TestEnv {
 /** A fresh database (migrated, built-in models registered), queue prefix and storage directory. */
 export async function createTestEnv(name: string, overrides: Record<string, string> = {}): Promise<TestEnv> {
   const suffix = `${name.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`
-  const dbUrl = new URL(PG_URL)
+  // A test may bring its own PostgreSQL server (DATABASE_URL override naming its `postgres` database).
+  const dbUrl = new URL(overrides.DATABASE_URL ?? PG_URL)
   dbUrl.pathname = `/refit_test_${suffix}`
   const storageDir = await mkdtemp(join(tmpdir(), `refit-${name}-`))
   const env: Record<string, string> = {
-    DATABASE_URL: dbUrl.toString(),
     REDIS_URL,
     STORAGE_DIR: storageDir,
     QUEUE_PREFIX: `refit-test-${suffix}`,
@@ -38,6 +38,7 @@ export async function createTestEnv(name: string, overrides: Record<string, stri
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
     TF_BACKEND: process.env.TF_BACKEND ?? 'auto',
     ...overrides,
+    DATABASE_URL: dbUrl.toString(),
   }
   const config = loadConfig(env)
   await prepareDatabase(config.databaseUrl)
@@ -53,8 +54,10 @@ export async function createTestEnv(name: string, overrides: Record<string, stri
 }
 
 export async function dropDatabase(databaseUrl: string) {
-  const name = new URL(databaseUrl).pathname.slice(1)
-  const admin = new pg.Client({ connectionString: PG_URL })
+  const url = new URL(databaseUrl)
+  const name = url.pathname.slice(1)
+  url.pathname = '/postgres'
+  const admin = new pg.Client({ connectionString: url.toString() })
   await admin.connect()
   try {
     await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)
