@@ -78,7 +78,13 @@ export const activeTrainings = new Map<string, ActiveTraining>()
 export function createTrainingProcessor(deps: WorkerDeps) {
   const { db, storage, log, config } = deps
 
-  const event = async (fence: Fence, level: EventLevel, message: string, data?: object, type?: 'message' | 'metrics') => {
+  const event = async (
+    fence: Fence,
+    level: EventLevel,
+    message: string,
+    data?: object,
+    type?: 'message' | 'metrics',
+  ) => {
     await fenced(db, fence, (tx) => addJobEvent(tx, fence.jobId, level, message, data as Record<string, unknown>, type))
     deps.notify(fence.jobId)
   }
@@ -176,7 +182,9 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       switch (msg.type) {
         case 'backend':
           backend = msg.backend
-          await fenced(db, fence, (tx) => tx.fineTuningJob.update({ where: { id: jobId }, data: { backend: msg.backend } }))
+          await fenced(db, fence, (tx) =>
+            tx.fineTuningJob.update({ where: { id: jobId }, data: { backend: msg.backend } }),
+          )
           await event(fence, 'info', `Backend ${msg.backend} passed its self-test`, {
             backend: msg.backend,
             self_test: msg.selfTest,
@@ -216,7 +224,10 @@ export function createTrainingProcessor(deps: WorkerDeps) {
               })
           })
           const m = msg.metrics
-          const val = m.val_accuracy !== undefined ? `, val_loss ${m.val_loss?.toFixed(4)}, val_accuracy ${m.val_accuracy.toFixed(4)}` : ''
+          const val =
+            m.val_accuracy !== undefined
+              ? `, val_loss ${m.val_loss?.toFixed(4)}, val_accuracy ${m.val_accuracy.toFixed(4)}`
+              : ''
           await event(
             fence,
             'info',
@@ -306,17 +317,17 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       return { failed: result.msg.code }
     }
     if (result?.kind !== 'done')
-      return failJob(deps, fence, 'training_process_crashed', `The training process exited (code ${exitCode}) before finishing.`)
+      return failJob(
+        deps,
+        fence,
+        'training_process_crashed',
+        `The training process exited (code ${exitCode}) before finishing.`,
+      )
 
-    const modelId = await retryTransient(() => registerModel(deps, fence, job, result.msg, backend), {
-      onRetry: () => waitingForDb(jobId),
-    })
-    const acc = result.msg.evaluation?.accuracy
-    await event(fence, 'info', `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`, {
-      fine_tuned_model: modelId,
-      evaluation: result.msg.evaluation,
-      seconds: Math.round((Date.now() - startedAt) / 100) / 10,
-    })
+    const modelId = await retryTransient(
+      () => registerModel(deps, fence, job, result.msg, backend, (Date.now() - startedAt) / 1000),
+      { onRetry: () => waitingForDb(jobId) },
+    )
     return { fineTunedModel: modelId }
   }
 }
@@ -325,9 +336,17 @@ export function createTrainingProcessor(deps: WorkerDeps) {
 async function registerModel(
   deps: WorkerDeps,
   fence: Fence,
-  job: { id: string; projectId: string; baseModelId: string; suffix: string | null; trainingFileId: string; seed: number },
+  job: {
+    id: string
+    projectId: string
+    baseModelId: string
+    suffix: string | null
+    trainingFileId: string
+    seed: number
+  },
   done: Extract<ChildMessage, { type: 'done' }>,
   backend: string | null,
+  seconds: number,
 ) {
   const { db, storage } = deps
   const modelKey = storage.key(done.modelDir)
@@ -348,7 +367,14 @@ async function registerModel(
   await fenced(db, fence, async (tx) => {
     const current = await tx.fineTuningJob.findUniqueOrThrow({ where: { id: job.id }, select: { progress: true } })
     const artifact = await tx.artifact.create({
-      data: { id: newId('art'), projectId: job.projectId, kind: 'model', path: modelKey, sha256: digest.sha256, bytes: BigInt(digest.bytes) },
+      data: {
+        id: newId('art'),
+        projectId: job.projectId,
+        kind: 'model',
+        path: modelKey,
+        sha256: digest.sha256,
+        bytes: BigInt(digest.bytes),
+      },
     })
     await tx.model.upsert({
       where: { id: modelId },
@@ -376,32 +402,62 @@ async function registerModel(
         statusReason: null,
       },
     })
+    // In the same transaction: a stream that sees `succeeded` has already seen this event.
+    const acc = done.evaluation?.accuracy
+    await addJobEvent(
+      tx,
+      job.id,
+      'info',
+      `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`,
+      { fine_tuned_model: modelId, evaluation: done.evaluation, seconds: Math.round(seconds * 10) / 10 },
+    )
   })
   deps.notify(job.id)
   return modelId
 }
 
+/** Moves a job to a terminal state and logs why, in one transaction (streams see both or neither). */
+async function endJob(
+  deps: WorkerDeps,
+  fence: Fence,
+  data: { status: 'failed' | 'cancelled' } & Record<string, unknown>,
+  level: EventLevel,
+  message: string,
+  eventData?: Record<string, unknown>,
+) {
+  const changed = await retryTransient(() =>
+    deps.db.$transaction(async (tx) => {
+      const r = await tx.fineTuningJob.updateMany({
+        where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
+        data: { ...data, finishedAt: new Date(), trainerPid: null },
+      })
+      if (r.count) await addJobEvent(tx, fence.jobId, level, message, eventData)
+      return r.count > 0
+    }),
+  )
+  if (changed) deps.notify(fence.jobId)
+}
+
 async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string) {
-  const r = await deps.db.fineTuningJob.updateMany({
-    where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
-    data: { status: 'failed', errorCode: code, errorMessage: message, finishedAt: new Date(), statusReason: code },
-  })
-  if (r.count) {
-    await addJobEvent(deps.db, fence.jobId, 'error', `Job failed: ${message}`, { code })
-    deps.notify(fence.jobId)
-  }
+  await endJob(
+    deps,
+    fence,
+    { status: 'failed', errorCode: code, errorMessage: message, statusReason: code },
+    'error',
+    `Job failed: ${message}`,
+    { code },
+  )
   return { failed: code }
 }
 
 async function finishCancelled(deps: WorkerDeps, fence: Fence, how: string) {
-  const r = await deps.db.fineTuningJob.updateMany({
-    where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
-    data: { status: 'cancelled', finishedAt: new Date(), statusReason: `cancelled by user; ${how}`, trainerPid: null },
-  })
-  if (r.count) {
-    await addJobEvent(deps.db, fence.jobId, 'info', `Job cancelled: ${how}`)
-    deps.notify(fence.jobId)
-  }
+  await endJob(
+    deps,
+    fence,
+    { status: 'cancelled', statusReason: `cancelled by user; ${how}` },
+    'info',
+    `Job cancelled: ${how}`,
+  )
   return { cancelled: true }
 }
 

@@ -2,8 +2,9 @@
 // resolved hyperparameters, and the checkpoint to resume from.
 import type { Db } from '../src/db/client.js'
 import type { DatasetFormat } from '../src/datasets/types.js'
-import type { TrainRequest } from '../src/engine/protocol.js'
+import type { ArchitectureId, MethodSpec, TrainRequest } from '../src/engine/protocol.js'
 import type { File, FineTuningJob } from '../src/generated/prisma/client.js'
+import type { StoredMethod } from '../src/modules/jobs/methods.js'
 import { modelDir } from '../src/modules/models/models-service.js'
 import type { LocalStorage } from '../src/storage/local-storage.js'
 
@@ -41,11 +42,28 @@ export async function buildTrainRequest(
     if (!ckpt) throw new JobSetupError('checkpoint_missing', `Checkpoint ${job.initCheckpointId} no longer exists.`)
     initDir = storage.resolve(ckpt.artifact.path)
   }
+  const stored = job.method as unknown as StoredMethod
+  let method: MethodSpec
+  if (stored.type === 'transfer') method = { type: 'transfer', ...stored.transfer }
+  else if (stored.type === 'supervised') method = { type: 'supervised' }
+  else {
+    const teacher = await db.model.findUnique({ where: { id: stored.distillation.teacher_model }, include: { artifact: true } })
+    if (!teacher || teacher.deletedAt)
+      throw new JobSetupError('teacher_model_missing', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
+    method = {
+      type: 'distillation',
+      teacherModelDir: await modelDir(storage, teacher),
+      temperature: stored.distillation.temperature,
+      alpha: stored.distillation.alpha,
+    }
+  }
   return {
     type: 'train',
     jobId: job.id,
-    method: { type: 'transfer' },
-    baseModelDir: await modelDir(storage, base),
+    method,
+    ...(base.kind === 'architecture'
+      ? { architecture: base.id as ArchitectureId }
+      : { baseModelDir: await modelDir(storage, base) }),
     baseModelId: base.id,
     training: dataset(storage, job.trainingFile),
     validation: job.validationFile ? dataset(storage, job.validationFile) : undefined,
@@ -55,5 +73,5 @@ export async function buildTrainRequest(
     backend: opts.backend,
     ...(opts.resumeCheckpointDir ? { resumeFrom: { checkpointDir: opts.resumeCheckpointDir } } : {}),
     ...(initDir ? { initFrom: { checkpointDir: initDir } } : {}),
-  } as TrainRequest
+  }
 }

@@ -84,6 +84,8 @@ test('a transfer job from mnist-cnn trains, reports metrics while running and yi
     batch_size: 128,
     learning_rate: 0.001,
     validation_split: 0.1,
+    optimizer: 'adam',
+    early_stopping: null,
   })
 
   // Metric rows must be visible while the job is still running, not only at the end.

@@ -133,12 +133,12 @@ test('missing required fields: 400 invalid_request naming them', async () => {
   expectError(res, 400, 'invalid_request', 'training_file')
 })
 
-test('method.type "distillation": 400 unsupported_method', async () => {
-  const res = await createJob({ model: 'mnist-cnn', training_file: idxFile, method: { type: 'distillation' } })
-  const error = expectError(res, 400, 'unsupported_method', 'method.type')
-  assert.match(error.message, /not available yet/)
+test('an unknown method.type: 400 unsupported_method; distillation without a teacher: 400 naming it', async () => {
   const odd = await createJob({ model: 'mnist-cnn', training_file: idxFile, method: { type: 'magic' } })
-  expectError(odd, 400, 'unsupported_method', 'method.type')
+  const error = expectError(odd, 400, 'unsupported_method', 'method.type')
+  assert.match(error.message, /transfer, supervised or distillation/)
+  const res = await createJob({ model: 'mnist-cnn', training_file: idxFile, method: { type: 'distillation' } })
+  expectError(res, 400, 'invalid_request', 'method.distillation.teacher_model')
 })
 
 test('n_epochs 0: 400 invalid_request naming n_epochs, in both places it can be given', async () => {
@@ -237,8 +237,16 @@ test('a job on a processed file is queued at once with hyperparameters resolved;
   assert.equal(job.fine_tuned_model, null)
   assert.equal(job.error, null)
   // 200 rows: n_epochs 20, batch_size 16 (the documented "auto" rules)
-  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.001, validation_split: 0.1 })
-  assert.deepEqual(job.method, { type: 'transfer', transfer: { hyperparameters: {} } })
+  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.001, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
+  assert.deepEqual(job.method, {
+    type: 'transfer',
+    transfer: {
+      head: { hidden_units: 128, dropout: 0.5 },
+      unfreeze_top_blocks: 0,
+      fine_tune: null,
+      hyperparameters: job.hyperparameters,
+    },
+  })
   const queued = await trainingQueue.getJob(job.id)
   assert.ok(queued, 'the job is in the training queue')
   assert.deepEqual(queued.data, { jobId: job.id })
@@ -256,7 +264,7 @@ test('explicit hyperparameters are kept; "auto" ones are resolved; without seed 
   })
   assert.equal(res.statusCode, 200, res.body)
   const job = res.json()
-  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 16, learning_rate: 0.01, validation_split: 0.1 })
+  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 16, learning_rate: 0.01, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
   assert.ok(Number.isInteger(job.seed) && job.seed >= 0 && job.seed < 2 ** 31, `seed ${job.seed}`)
   assert.equal((await getJob(job.id)).seed, job.seed)
   await cancel(job.id)
@@ -282,8 +290,9 @@ test('a job on a file still `uploaded` waits in validating_files, then is queued
   await processFile(fileId)
   const job = await getJob(waiting.id)
   assert.equal(job.status, 'queued')
-  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.005, validation_split: 0.1 })
-  for (const v of Object.values(job.hyperparameters)) assert.equal(typeof v, 'number')
+  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.005, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
+  for (const k of ['n_epochs', 'batch_size', 'learning_rate', 'validation_split'])
+    assert.equal(typeof job.hyperparameters[k], 'number', k)
   assert.ok(await trainingQueue.getJob(waiting.id), 'queued after validation')
 
   const events = await app.inject({ url: `/v1/fine_tuning/jobs/${waiting.id}/events`, headers: auth })
@@ -292,7 +301,7 @@ test('a job on a file still `uploaded` waits in validating_files, then is queued
     [
       'Files validated; job queued',
       'Waiting for the training file to be validated',
-      `Created fine-tuning job ${waiting.id}`,
+      `Created transfer job ${waiting.id}`,
     ],
   )
   await cancel(waiting.id)

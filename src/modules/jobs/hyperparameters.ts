@@ -1,21 +1,34 @@
-// "auto" rules for transfer hyperparameters, resolved from the training set size and echoed back on
-// the job. Documented in the README and in the OpenAPI document.
+// Hyperparameters shared by every method, with "auto" resolved by documented rules from the training
+// set's size and echoed back on the job. The rules are in the README and the OpenAPI document.
 import { AppError } from '../../errors.js'
 
 export type Auto<T> = T | 'auto'
+export type OptimizerName = 'adam' | 'sgd' | 'rmsprop'
 
-export interface TransferHyperparametersInput {
+export interface EarlyStoppingInput {
+  patience?: number
+  min_delta?: number
+  monitor?: 'val_loss' | 'val_accuracy'
+}
+
+export interface HyperparametersInput {
   n_epochs?: Auto<number>
   batch_size?: Auto<number>
   learning_rate?: Auto<number>
   validation_split?: Auto<number>
+  optimizer?: Auto<OptimizerName>
+  early_stopping?: EarlyStoppingInput | null
 }
+/** @deprecated the name from before supervised and distillation; same shape */
+export type TransferHyperparametersInput = HyperparametersInput
 
-export interface TransferHyperparameters {
+export interface Hyperparameters {
   n_epochs: number
   batch_size: number
   learning_rate: number
   validation_split: number
+  optimizer: OptimizerName
+  early_stopping: { patience: number; min_delta: number; monitor: 'val_loss' | 'val_accuracy' } | null
 }
 
 export const BOUNDS = {
@@ -25,41 +38,46 @@ export const BOUNDS = {
   validation_split: { min: 0, max: 0.5 },
 } as const
 
-/** Bounds are checked at creation, before the training set is known. */
-export function checkBounds(hp: TransferHyperparametersInput, param: string) {
+/** Bounds are checked at creation, before the training set is known (the schema checks them too). */
+export function checkBounds(hp: HyperparametersInput, param: string) {
   for (const [name, b] of Object.entries(BOUNDS)) {
-    const v = hp[name as keyof TransferHyperparametersInput]
+    const v = hp[name as keyof typeof BOUNDS]
     if (v === undefined || v === 'auto') continue
     if (typeof v !== 'number' || !Number.isFinite(v) || v < b.min || v > b.max)
       throw new AppError(
         'invalid_hyperparameter',
         `${name} must be "auto" or a number in [${b.min}, ${b.max}], got ${v}.`,
-        {
-          param: `${param}.${name}`,
-        },
+        { param: `${param}.${name}` },
       )
     if ((name === 'n_epochs' || name === 'batch_size') && !Number.isInteger(v))
       throw new AppError('invalid_hyperparameter', `${name} must be a whole number, got ${v}.`, {
         param: `${param}.${name}`,
       })
   }
+  const es = hp.early_stopping
+  if (es && hp.validation_split === 0 && (es.monitor ?? 'val_loss').startsWith('val_'))
+    throw new AppError(
+      'invalid_hyperparameter',
+      'early_stopping monitors a validation metric, so validation_split cannot be 0 (or give a validation_file).',
+      { param: `${param}.early_stopping` },
+    )
 }
 
 /**
  * n_epochs: 5 from 20k rows (the Keras mnist_transfer_cnn schedule), 10 from 2k, else 20;
- * batch_size: 128 from 10k rows, 64 from 1k, else 16; learning_rate: 0.001 (Adam);
- * validation_split: 0.1, or 0 when a validation file is given.
+ * batch_size: 128 from 10k rows, 64 from 1k, else 16; learning_rate: 0.001; optimizer: adam;
+ * validation_split: 0.1, or 0 when a validation file is given; early_stopping: off unless given
+ * (patience 3, min_delta 0, monitor val_loss when given partially).
  */
-export function resolveHyperparameters(
-  hp: TransferHyperparametersInput,
-  rows: number,
-  hasValidationFile: boolean,
-): TransferHyperparameters {
+export function resolveHyperparameters(hp: HyperparametersInput, rows: number, hasValidationFile: boolean): Hyperparameters {
   const pick = <T>(v: Auto<T> | undefined, auto: T): T => (v === undefined || v === 'auto' ? auto : v)
+  const es = hp.early_stopping
   return {
     n_epochs: pick(hp.n_epochs, rows >= 20_000 ? 5 : rows >= 2_000 ? 10 : 20),
     batch_size: pick(hp.batch_size, rows >= 10_000 ? 128 : rows >= 1_000 ? 64 : 16),
     learning_rate: pick(hp.learning_rate, 0.001),
     validation_split: pick(hp.validation_split, hasValidationFile ? 0 : 0.1),
+    optimizer: pick(hp.optimizer, 'adam'),
+    early_stopping: es ? { patience: es.patience ?? 3, min_delta: es.min_delta ?? 0, monitor: es.monitor ?? 'val_loss' } : null,
   }
 }

@@ -7,22 +7,29 @@ import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination
 import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
 import { assertJobSlots } from '../limits/limits-service.js'
 import { getModel } from '../models/models-service.js'
-import { checkBounds, resolveHyperparameters, type TransferHyperparametersInput } from './hyperparameters.js'
+import { checkBounds, type HyperparametersInput, resolveHyperparameters } from './hyperparameters.js'
 import { addJobEvent } from './job-events.js'
 import { notifyJobChanged } from './job-updates.js'
+import { checkTeacher, type MethodInput, methodHyperparameters, normalizeMethod, type StoredMethod } from './methods.js'
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'] as const
-const METHODS_LATER = ['supervised', 'distillation', 'dpo', 'reinforcement']
 
 export interface CreateJobBody {
   model: string
   training_file: string
   validation_file?: string
-  method?: { type: string; transfer?: { hyperparameters?: TransferHyperparametersInput } }
-  hyperparameters?: TransferHyperparametersInput
+  method?: MethodInput
+  /** OpenAI's legacy top-level hyperparameters; `method.<type>.hyperparameters` wins */
+  hyperparameters?: HyperparametersInput
   seed?: number
   suffix?: string
   metadata?: Record<string, string>
+}
+
+/** OpenAI's shape: `{type, <type>: {hyperparameters, ...}}`, with the hyperparameters as resolved. */
+function presentMethod(m: StoredMethod, hyperparameters: Record<string, unknown>) {
+  const config = (m as Record<string, unknown>)[m.type] as Record<string, unknown> | undefined
+  return { type: m.type, [m.type]: { ...(config ?? {}), hyperparameters } }
 }
 
 export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | null } = {}) {
@@ -42,7 +49,7 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     validation_file: j.validationFileId,
     training_file: j.trainingFileId,
     hyperparameters: hp,
-    method: j.method as Record<string, unknown>,
+    method: presentMethod(j.method as unknown as StoredMethod, hp),
     trained_tokens: null,
     trained_samples: j.trainedSamples === null ? null : Number(j.trainedSamples),
     error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '', param: j.errorParam } : null,
@@ -77,9 +84,22 @@ async function findFile(db: Db, projectId: string, id: string, param: string): P
 
 /** Refuses a base model that cannot take the file's samples, with the reason. */
 export function checkCompatible(model: Model, file: File, param = 'training_file') {
-  const meta = model.metadata as { input_shape?: number[] }
+  const meta = model.metadata as { input_shape?: number[] | null; inputs?: 'image' | 'tabular' | 'any' }
   const stats = file.stats as { image_shape?: number[]; feature_count?: number } | null
-  if (!stats || !meta.input_shape) return
+  if (!stats) return
+  // Presets are sized from the data; some only take images.
+  if (model.kind === 'architecture') {
+    if (meta.inputs === 'image' && !stats.image_shape)
+      throw new AppError(
+        'incompatible_dataset',
+        `${model.id} is a convolutional preset and needs images; ${file.id} is tabular.`,
+        {
+          param,
+        },
+      )
+    return
+  }
+  if (!meta.input_shape) return
   const imageModel = meta.input_shape.length === 3
   if (imageModel && !stats.image_shape)
     throw new AppError(
@@ -101,22 +121,10 @@ export async function createJob(
   body: CreateJobBody,
   opts: { retryOf?: string } = {},
 ) {
-  const method = body.method ?? { type: 'transfer' }
-  if (method.type !== 'transfer') {
-    const later = METHODS_LATER.includes(method.type)
-    throw new AppError(
-      'unsupported_method',
-      later
-        ? `method.type "${method.type}" is not available yet; use "transfer".`
-        : `method.type must be "transfer", got "${method.type}".`,
-      { param: 'method.type' },
-    )
-  }
-  const hpInput: TransferHyperparametersInput = {
-    ...(body.hyperparameters ?? {}),
-    ...(method.transfer?.hyperparameters ?? {}),
-  }
-  checkBounds(hpInput, body.method ? 'method.transfer.hyperparameters' : 'hyperparameters')
+  const method: MethodInput = body.method ?? { type: 'transfer' }
+  const hpParam = body.method ? `method.${method.type}.hyperparameters` : 'hyperparameters'
+  const hpInput: HyperparametersInput = { ...(body.hyperparameters ?? {}), ...methodHyperparameters(method) }
+  checkBounds(hpInput, hpParam)
 
   // `model` may name a checkpoint of one of the project's jobs: the new job starts from its weights.
   const checkpoint = body.model.startsWith('ftckpt-') ? await findCheckpoint(app.db, projectId, body.model) : null
@@ -125,18 +133,21 @@ export async function createJob(
     if (err instanceof AppError && err.code === 'not_found') throw notFound('model', body.model, 'model')
     throw err
   })
-  const meta = model.metadata as { feature_layer?: string | null }
-  if (!meta.feature_layer)
-    throw new AppError('model_not_trainable', `${model.id} has no feature layer to train a new head on.`, {
-      param: 'model',
-    })
+  const learningRate = typeof hpInput.learning_rate === 'number' ? hpInput.learning_rate : 0.001
+  const { stored, teacher } = await normalizeMethod(app.db, projectId, method, model, learningRate)
 
   const training = await findFile(app.db, projectId, body.training_file, 'training_file')
   const validation = body.validation_file
     ? await findFile(app.db, projectId, body.validation_file, 'validation_file')
     : null
   const ready = training.status === 'processed' && (!validation || validation.status === 'processed')
-  if (training.status === 'processed') checkCompatible(model, training)
+  if (training.status === 'processed') {
+    checkCompatible(model, training)
+    if (teacher) {
+      checkCompatible(teacher, training)
+      checkTeacher(teacher, training)
+    }
+  }
   if (validation?.status === 'processed') checkCompatible(model, validation, 'validation_file')
 
   const rows = (training.stats as { rows?: number } | null)?.rows ?? 0
@@ -150,7 +161,7 @@ export async function createJob(
       baseModelId: model.id,
       trainingFileId: training.id,
       validationFileId: validation?.id,
-      method: { type: 'transfer', transfer: { hyperparameters: hpInput } } as object,
+      method: stored as object,
       hyperparameters: (ready ? resolveHyperparameters(hpInput, rows, !!validation) : hpInput) as object,
       seed,
       suffix: body.suffix,
@@ -160,11 +171,12 @@ export async function createJob(
       retryOfJobId: opts.retryOf ?? null,
     },
   })
+  const from = checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''
   await addJobEvent(
     app.db,
     id,
     'info',
-    `Created fine-tuning job ${id}${checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+    `Created ${stored.type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
   )
   if (ready) await enqueueJob(app, job)
   else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')
@@ -185,17 +197,23 @@ async function findCheckpoint(db: Db, projectId: string, id: string) {
 export async function retryJob(app: FastifyInstance, projectId: string, id: string) {
   const source = await getJob(app.db, projectId, id)
   if (source.status !== 'failed' && source.status !== 'cancelled')
-    throw new AppError('job_not_retryable', `Job ${id} is ${source.status}; only failed or cancelled jobs can be retried.`)
-  const method = source.method as unknown as CreateJobBody['method']
-  const initCheckpoint = source.initCheckpointId
+    throw new AppError(
+      'job_not_retryable',
+      `Job ${id} is ${source.status}; only failed or cancelled jobs can be retried.`,
+    )
+  const stored = source.method as unknown as StoredMethod
+  const config = (stored as Record<string, unknown>)[stored.type] as Record<string, unknown>
   return createJob(
     app,
     projectId,
     {
-      model: initCheckpoint ?? source.baseModelId,
+      model: source.initCheckpointId ?? source.baseModelId,
       training_file: source.trainingFileId,
       validation_file: source.validationFileId ?? undefined,
-      method,
+      method: {
+        type: stored.type,
+        [stored.type]: { ...config, hyperparameters: source.hyperparameters },
+      } as MethodInput,
       seed: source.seed,
       suffix: source.suffix ?? undefined,
       metadata: (source.userMetadata as Record<string, string> | null) ?? undefined,
@@ -255,18 +273,22 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
   if ((TERMINAL as readonly string[]).includes(job.status))
     throw new AppError('job_not_cancellable', `Job ${id} has already ${job.status}.`)
   const now = new Date()
-  const waiting = await app.db.fineTuningJob.updateMany({
-    where: { id, status: { in: ['validating_files', 'queued'] } },
-    data: {
-      status: 'cancelled',
-      statusReason: 'cancelled by user before it started',
-      finishedAt: now,
-      cancelRequestedAt: now,
-    },
+  // Status and its event in one transaction: a live stream that sees `cancelled` has seen why.
+  const waiting = await app.db.$transaction(async (tx) => {
+    const r = await tx.fineTuningJob.updateMany({
+      where: { id, status: { in: ['validating_files', 'queued'] } },
+      data: {
+        status: 'cancelled',
+        statusReason: 'cancelled by user before it started',
+        finishedAt: now,
+        cancelRequestedAt: now,
+      },
+    })
+    if (r.count) await addJobEvent(tx, id, 'info', 'Job cancelled before it started')
+    return r
   })
   if (waiting.count) {
     await app.queues.training.remove(id).catch(() => 0)
-    await addJobEvent(app.db, id, 'info', 'Job cancelled before it started')
     notifyJobChanged(app.redis, app.config.queuePrefix, id)
   } else {
     const running = await app.db.fineTuningJob.updateMany({
@@ -323,28 +345,39 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
         if (!model) throw new AppError('not_found', `Model ${job.baseModelId} no longer exists.`, { param: 'model' })
         checkCompatible(model, training)
         if (validation) checkCompatible(model, validation, 'validation_file')
+        const stored = job.method as unknown as StoredMethod
+        if (stored.type === 'distillation') {
+          const teacher = await deps.db.model.findUnique({ where: { id: stored.distillation.teacher_model } })
+          if (!teacher)
+            throw new AppError('not_found', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
+          checkCompatible(teacher, training)
+          checkTeacher(teacher, training)
+        }
       } catch (err) {
         if (!(err instanceof AppError)) throw err
         error = err
       }
     }
     if (error) {
-      const done = await deps.db.fineTuningJob.updateMany({
-        where: { id: job.id, status: 'validating_files' },
-        data: {
-          status: 'failed',
-          statusReason: 'file validation failed',
-          errorCode: error.code,
-          errorMessage: error.message,
-          errorParam: error.param,
-          finishedAt: new Date(),
-        },
+      const failure = error
+      await deps.db.$transaction(async (tx) => {
+        const done = await tx.fineTuningJob.updateMany({
+          where: { id: job.id, status: 'validating_files' },
+          data: {
+            status: 'failed',
+            statusReason: 'file validation failed',
+            errorCode: failure.code,
+            errorMessage: failure.message,
+            errorParam: failure.param,
+            finishedAt: new Date(),
+          },
+        })
+        if (done.count) await addJobEvent(tx, job.id, 'error', failure.message)
       })
-      if (done.count) await addJobEvent(deps.db, job.id, 'error', error.message)
       continue
     }
     const hp = resolveHyperparameters(
-      job.hyperparameters as TransferHyperparametersInput,
+      job.hyperparameters as HyperparametersInput,
       (training.stats as { rows: number }).rows,
       !!validation,
     )

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import yazl from 'yazl'
 import type { Db } from '../../db/client.js'
+import { ARCHITECTURES } from '../../engine/architectures.js'
 import { BUILTIN_MODELS, type BuiltinModelId, ensureBuiltinModelDir } from '../../engine/builtin-models.js'
 import { AppError, notFound } from '../../errors.js'
 import type { Artifact, Model } from '../../generated/prisma/client.js'
@@ -16,6 +17,12 @@ export async function syncBuiltinModels(db: Db) {
   for (const m of BUILTIN_MODELS) {
     const data = { kind: 'builtin' as const, description: m.description, metadata: m.metadata as object }
     await db.model.upsert({ where: { id: m.id }, create: { id: m.id, ...data }, update: data })
+  }
+  // Untrained presets: sized from the training file when a job trains them (supervised or as a student).
+  for (const a of ARCHITECTURES) {
+    const metadata = { input_shape: null, inputs: a.inputs, classes: null, feature_layer: null, preprocessing: null }
+    const data = { kind: 'architecture' as const, description: a.description, metadata }
+    await db.model.upsert({ where: { id: a.id }, create: { id: a.id, ...data }, update: data })
   }
 }
 

@@ -13,12 +13,12 @@ import {
   queuePosition,
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
-import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
+import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../../schemas/common.js'
 import { CheckpointObject, EventObject, JobObject, MetricObject } from '../../../schemas/objects.js'
 
 const auto = <T extends TSchema>(schema: T) => Type.Union([Type.Literal('auto'), schema])
 
-const TransferHyperparameters = Type.Object(
+const Hyperparameters = Type.Object(
   {
     n_epochs: Type.Optional(auto(Type.Integer({ minimum: BOUNDS.n_epochs.min, maximum: BOUNDS.n_epochs.max }))),
     batch_size: Type.Optional(auto(Type.Integer({ minimum: BOUNDS.batch_size.min, maximum: BOUNDS.batch_size.max }))),
@@ -28,12 +28,88 @@ const TransferHyperparameters = Type.Object(
     validation_split: Type.Optional(
       auto(Type.Number({ minimum: BOUNDS.validation_split.min, maximum: BOUNDS.validation_split.max })),
     ),
+    optimizer: Type.Optional(auto(StringEnum(['adam', 'sgd', 'rmsprop']))),
+    early_stopping: Type.Optional(
+      Type.Union([
+        Type.Null(),
+        Type.Object(
+          {
+            patience: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+            min_delta: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+            monitor: Type.Optional(StringEnum(['val_loss', 'val_accuracy'])),
+          },
+          { additionalProperties: false },
+        ),
+      ]),
+    ),
   },
   {
     additionalProperties: false,
     description:
-      '"auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; validation_split 0.1 (0 with a validation file).',
+      '"auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch\'s weights.',
   },
+)
+
+const Method = Type.Object(
+  {
+    type: Type.String({
+      description: '"transfer" (default), "supervised" or "distillation"',
+      examples: ['transfer'],
+    }),
+    transfer: Type.Optional(
+      Type.Object(
+        {
+          hyperparameters: Type.Optional(Hyperparameters),
+          head: Type.Optional(
+            Type.Object(
+              {
+                hidden_units: Type.Optional(auto(Type.Integer({ minimum: 0, maximum: 4096 }))),
+                dropout: Type.Optional(auto(Type.Number({ minimum: 0, maximum: 0.9 }))),
+              },
+              { additionalProperties: false, description: 'The new head: hidden units (0 = none; auto 128), dropout (auto 0.5)' },
+            ),
+          ),
+          unfreeze_top_blocks: Type.Optional(
+            Type.Integer({ minimum: 0, maximum: 64, description: 'Top backbone blocks to fine-tune in a second phase' }),
+          ),
+          fine_tune: Type.Optional(
+            Type.Union([
+              Type.Null(),
+              Type.Object(
+                {
+                  n_epochs: Type.Optional(auto(Type.Integer({ minimum: 1, maximum: 200 }))),
+                  learning_rate: Type.Optional(auto(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+                },
+                {
+                  additionalProperties: false,
+                  description: 'Second phase on the unfrozen blocks (auto: 3 epochs at learning_rate / 10); BatchNorm stays in inference mode',
+                },
+              ),
+            ]),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    supervised: Type.Optional(
+      Type.Object({ hyperparameters: Type.Optional(Hyperparameters) }, { additionalProperties: false }),
+    ),
+    distillation: Type.Optional(
+      Type.Object(
+        {
+          hyperparameters: Type.Optional(Hyperparameters),
+          teacher_model: Type.String({ minLength: 1, maxLength: 200, description: 'Built-in, uploaded or fine-tuned model' }),
+          temperature: Type.Optional(auto(Type.Number({ minimum: 1, maximum: 50, description: 'auto: 4' }))),
+          alpha: Type.Optional(auto(Type.Number({ minimum: 0, maximum: 1, description: 'weight of the soft loss; auto: 0.7' }))),
+        },
+        {
+          additionalProperties: false,
+          description: 'loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels)',
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
 )
 
 const CreateJobBody = Type.Object(
@@ -41,22 +117,13 @@ const CreateJobBody = Type.Object(
     model: Type.String({
       minLength: 1,
       maxLength: 200,
-      description: 'Base model: built-in slug, uploaded or fine-tuned model id',
+      description:
+        'What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights',
     }),
     training_file: Type.String({ minLength: 1, maxLength: 100 }),
     validation_file: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-    method: Type.Optional(
-      Type.Object(
-        {
-          type: Type.String({ description: '"transfer" (supervised and distillation come later)' }),
-          transfer: Type.Optional(
-            Type.Object({ hyperparameters: Type.Optional(TransferHyperparameters) }, { additionalProperties: false }),
-          ),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-    hyperparameters: Type.Optional(TransferHyperparameters),
+    method: Type.Optional(Method),
+    hyperparameters: Type.Optional(Hyperparameters),
     seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
     suffix: Type.Optional(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' })),
     metadata: Type.Optional(
@@ -77,6 +144,15 @@ const CreateJobBody = Type.Object(
         seed: 42,
         suffix: 'digits-5-9',
       },
+      {
+        model: 'mlp-small',
+        training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l',
+        method: {
+          type: 'distillation',
+          distillation: { teacher_model: 'ft:mnist-cnn:refit:abc12345', temperature: 4, alpha: 0.7, hyperparameters: { n_epochs: 10 } },
+        },
+      },
+      { model: 'cnn-small', training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l', method: { type: 'supervised' } },
     ],
   },
 )
