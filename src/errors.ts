@@ -64,7 +64,11 @@ export const ERROR_CATALOGUE = {
     type: 'invalid_request_error',
     description: "The base model cannot take the training file's data.",
   },
-  teacher_classes_mismatch: { status: 400, type: 'invalid_request_error', description: "The distillation teacher's classes differ from the training file's." },
+  teacher_classes_mismatch: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: "The distillation teacher's classes differ from the training file's.",
+  },
   unsupported_method: {
     status: 400,
     type: 'invalid_request_error',

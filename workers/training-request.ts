@@ -1,7 +1,8 @@
 // Turns a job row into the training process's request: where its files and base model are, the
 // resolved hyperparameters, and the checkpoint to resume from.
-import type { Db } from '../src/db/client.js'
+
 import type { DatasetFormat } from '../src/datasets/types.js'
+import type { Db } from '../src/db/client.js'
 import type { ArchitectureId, MethodSpec, TrainRequest } from '../src/engine/protocol.js'
 import type { File, FineTuningJob } from '../src/generated/prisma/client.js'
 import type { StoredMethod } from '../src/modules/jobs/methods.js'
@@ -47,7 +48,10 @@ export async function buildTrainRequest(
   if (stored.type === 'transfer') method = { type: 'transfer', ...stored.transfer }
   else if (stored.type === 'supervised') method = { type: 'supervised' }
   else {
-    const teacher = await db.model.findUnique({ where: { id: stored.distillation.teacher_model }, include: { artifact: true } })
+    const teacher = await db.model.findUnique({
+      where: { id: stored.distillation.teacher_model },
+      include: { artifact: true },
+    })
     if (!teacher || teacher.deletedAt)
       throw new JobSetupError('teacher_model_missing', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
     method = {

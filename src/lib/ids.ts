@@ -3,7 +3,18 @@ import { randomBytes } from 'node:crypto'
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789'
 
 /** Id prefixes of the wire format (OpenAI-style: `file-…`, `ftjob-…`). */
-export type IdPrefix = 'proj' | 'key' | 'file' | 'ftjob' | 'ftevent' | 'ftckpt' | 'art' | 'model' | 'eval' | 'wh' | 'whdel'
+export type IdPrefix =
+  | 'proj'
+  | 'key'
+  | 'file'
+  | 'ftjob'
+  | 'ftevent'
+  | 'ftckpt'
+  | 'art'
+  | 'model'
+  | 'eval'
+  | 'wh'
+  | 'whdel'
 
 /** A random id with ~124 bits of entropy: `<prefix>-<24 base36 chars>`. */
 export function newId(prefix: IdPrefix): string {

@@ -40,7 +40,6 @@ function fromValidation(err: FastifyError): AppError {
   })
 }
 
-
 export function toAppError(err: unknown): AppError | null {
   if (err instanceof AppError) return err
   const e = err as FastifyError & { code?: string }

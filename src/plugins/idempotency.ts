@@ -53,7 +53,8 @@ export const idempotencyPlugin = fp(
         if (!(err instanceof Prisma.PrismaClientKnownRequestError) || err.code !== 'P2002') throw err
       }
       const prev = await app.db.idempotencyKey.findUnique({ where: { scope_key: { scope, key } } })
-      if (!prev) throw new AppError('idempotency_key_in_progress', 'Retry the request.', { headers: { 'retry-after': '1' } })
+      if (!prev)
+        throw new AppError('idempotency_key_in_progress', 'Retry the request.', { headers: { 'retry-after': '1' } })
       if (prev.route !== route || prev.requestHash !== requestHash)
         throw new AppError(
           'idempotency_key_reused',

@@ -32,8 +32,8 @@ export const jobUpdatesPlugin = fp(
       .catch((err) => app.log.warn({ err: err.message }, 'job-updates: Redis not reachable yet; streams poll'))
     app.decorate('jobUpdates', {
       on(jobId, listener) {
-        let set = listeners.get(jobId)
-        if (!set) listeners.set(jobId, (set = new Set()))
+        const set = listeners.get(jobId) ?? new Set<() => void>()
+        listeners.set(jobId, set)
         set.add(listener)
         return () => {
           set.delete(listener)

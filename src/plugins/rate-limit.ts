@@ -40,9 +40,13 @@ export const rateLimitPlugin = fp(
       addHeadersOnExceeding: { 'x-ratelimit-limit': true, 'x-ratelimit-remaining': true, 'x-ratelimit-reset': true },
       errorResponseBuilder: (_req, ctx) => {
         const seconds = Math.max(1, Math.ceil(ctx.ttl / 1000))
-        return new AppError('rate_limited', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${seconds} s.`, {
-          headers: { 'retry-after': String(seconds) },
-        })
+        return new AppError(
+          'rate_limited',
+          `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${seconds} s.`,
+          {
+            headers: { 'retry-after': String(seconds) },
+          },
+        )
       },
     })
     // A root-level hook rather than per-route: it must run before the auth hook, registered after this.

@@ -11,7 +11,10 @@ const buildValidator: ValidatorFactory = (externalSchemas, ajvServerOption) => {
   const server = (ajvServerOption ?? {}) as { customOptions?: object; plugins?: unknown[] }
   const customOptions = { removeAdditional: false, allErrors: true, ...server.customOptions }
   const loose = factory(externalSchemas, { ...server, customOptions } as Opts)
-  const strict = factory(externalSchemas, { ...server, customOptions: { ...customOptions, coerceTypes: false } } as Opts)
+  const strict = factory(externalSchemas, {
+    ...server,
+    customOptions: { ...customOptions, coerceTypes: false },
+  } as Opts)
   return (route) => (route.httpPart === 'body' ? strict : loose)(route)
 }
 

@@ -8,7 +8,15 @@ import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
 import { startWorker, type WorkerHandle } from '../../workers/worker.js'
-import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv, waitFor } from '../helpers/env.js'
+import {
+  bearer,
+  buildTestApp,
+  createProjectKey,
+  createTestEnv,
+  multipart,
+  type TestEnv,
+  waitFor,
+} from '../helpers/env.js'
 import { waitForTerminal } from '../helpers/jobs.js'
 
 let env: TestEnv
@@ -23,10 +31,19 @@ async function upload(digitList: number[], limit: number) {
   const out = join(work, `d-${digitList.join('')}.zip`)
   await makeMnistDataset({ split: 'train', digits: digitList, format: 'idx', limit, out })
   const body = multipart({ purpose: 'fine-tune' }, { name: 'd.zip', content: await readFile(out) })
-  const res = await app.inject({ method: 'POST', url: '/v1/files', headers: { ...bearer(key), ...body.headers }, payload: body.payload })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
   assert.equal(res.statusCode, 201)
   const id = res.json().id as string
-  await waitFor(async () => (await app.db.file.findUnique({ where: { id } }))?.status === 'processed', 60_000, 'validation')
+  await waitFor(
+    async () => (await app.db.file.findUnique({ where: { id } }))?.status === 'processed',
+    60_000,
+    'validation',
+  )
   return id
 }
 
@@ -53,7 +70,10 @@ after(async () => {
 test('architecture presets are listed as models of kind architecture', async () => {
   const res = await app.inject({ url: '/v1/models?kind=architecture&limit=100', headers: bearer(key) })
   assert.equal(res.statusCode, 200)
-  const ids = res.json().data.map((m: { id: string }) => m.id).sort()
+  const ids = res
+    .json()
+    .data.map((m: { id: string }) => m.id)
+    .sort()
   assert.deepEqual(ids, ['cnn-large', 'cnn-small', 'mlp-large', 'mlp-small'])
 })
 
@@ -69,7 +89,11 @@ test('refusals at creation: transfer from a preset, a teacher with other classes
   assert.equal(res.statusCode, 400)
   assert.equal(res.json().error.code, 'teacher_classes_mismatch')
   assert.equal(res.json().error.param, 'method.distillation.teacher_model')
-  res = await post({ model: 'mlp-small', training_file: digits, method: { type: 'distillation', distillation: { teacher_model: 'nope' } } })
+  res = await post({
+    model: 'mlp-small',
+    training_file: digits,
+    method: { type: 'distillation', distillation: { teacher_model: 'nope' } },
+  })
   assert.equal(res.statusCode, 404)
   assert.equal(res.json().error.param, 'method.distillation.teacher_model')
   res = await post({ model: 'mlp-small', training_file: digits, method: { type: 'dpo' } })
@@ -98,7 +122,10 @@ test('supervised preset, then distillation of it into a smaller student', async 
   assert.equal(teacherJob.status, 'succeeded', `${teacherJob.errorCode}: ${teacherJob.errorMessage}`)
   const teacher = await app.inject({ url: `/v1/models/${teacherJob.fineTunedModelId}`, headers: bearer(key) })
   assert.equal(teacher.json().base_model, 'cnn-small')
-  assert.ok(teacher.json().metrics.evaluation.accuracy > 0.6, `teacher accuracy ${teacher.json().metrics.evaluation.accuracy}`)
+  assert.ok(
+    teacher.json().metrics.evaluation.accuracy > 0.6,
+    `teacher accuracy ${teacher.json().metrics.evaluation.accuracy}`,
+  )
 
   const dist = await post({
     model: 'mlp-small',
@@ -106,7 +133,12 @@ test('supervised preset, then distillation of it into a smaller student', async 
     seed: 1,
     method: {
       type: 'distillation',
-      distillation: { teacher_model: teacherJob.fineTunedModelId, temperature: 4, alpha: 0.7, hyperparameters: { n_epochs: 3 } },
+      distillation: {
+        teacher_model: teacherJob.fineTunedModelId,
+        temperature: 4,
+        alpha: 0.7,
+        hyperparameters: { n_epochs: 3 },
+      },
     },
   })
   assert.equal(dist.statusCode, 200, dist.body)
@@ -121,7 +153,11 @@ test('supervised preset, then distillation of it into a smaller student', async 
   assert.equal(meta.distillation?.temperature, 4)
   assert.equal(meta.distillation?.alpha, 0.7)
   // the teacher cannot be deleted while a job uses it... and can once none does
-  const del = await app.inject({ method: 'DELETE', url: `/v1/models/${teacherJob.fineTunedModelId}`, headers: bearer(key) })
+  const del = await app.inject({
+    method: 'DELETE',
+    url: `/v1/models/${teacherJob.fineTunedModelId}`,
+    headers: bearer(key),
+  })
   assert.equal(del.statusCode, 200)
 })
 
@@ -144,5 +180,9 @@ test('transfer with an unfrozen top block and a fine-tuning phase', async () => 
   assert.deepEqual(res.json().method.transfer.fine_tune, { n_epochs: 1, learning_rate: 0.0001 })
   const job = await waitForTerminal(app, res.json().id)
   assert.equal(job.status, 'succeeded', `${job.errorCode}: ${job.errorMessage}`)
-  assert.equal(await app.db.metric.count({ where: { jobId: job.id, name: 'loss' } }), 3, '2 head epochs + 1 fine-tune epoch')
+  assert.equal(
+    await app.db.metric.count({ where: { jobId: job.id, name: 'loss' } }),
+    3,
+    '2 head epochs + 1 fine-tune epoch',
+  )
 })

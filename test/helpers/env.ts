@@ -37,6 +37,8 @@ export async function createTestEnv(name: string, overrides: Record<string, stri
     REFIT_ADMIN_TOKEN: ADMIN_TOKEN,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
     TF_BACKEND: process.env.TF_BACKEND ?? 'auto',
+    // Tests poll fast from one key; the limiter has its own tests with their own small limit.
+    RATE_LIMIT_PER_MINUTE: '1000000',
     ...overrides,
     DATABASE_URL: dbUrl.toString(),
   }

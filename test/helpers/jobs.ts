@@ -13,7 +13,12 @@ export async function uploadDigits(app: FastifyInstance, key: string, dir: strin
   const out = join(dir, `digits-${limit}.zip`)
   await makeMnistDataset({ split: 'train', digits: [5, 6, 7, 8, 9], format: 'idx', limit, out })
   const body = multipart({ purpose: 'fine-tune' }, { name: 'digits.zip', content: await readFile(out) })
-  const up = await app.inject({ method: 'POST', url: '/v1/files', headers: { ...bearer(key), ...body.headers }, payload: body.payload })
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
   assert.equal(up.statusCode, 201, up.body)
   const id = up.json().id as string
   await waitFor(
@@ -35,7 +40,12 @@ export async function createTransferJob(
     method: 'POST',
     url: '/v1/fine_tuning/jobs',
     headers: { ...bearer(key), ...headers },
-    payload: { model: 'mnist-cnn', training_file: fileId, seed: 5, method: { type: 'transfer', transfer: { hyperparameters } } },
+    payload: {
+      model: 'mnist-cnn',
+      training_file: fileId,
+      seed: 5,
+      method: { type: 'transfer', transfer: { hyperparameters } },
+    },
   })
   assert.equal(res.statusCode, 200, res.body)
   return res.json()

@@ -35,8 +35,7 @@ async function readStream(url: string, headers: Record<string, string>, onMessag
   let buffer = ''
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
     buffer += decoder.decode(chunk, { stream: true })
-    let idx: number
-    while ((idx = buffer.indexOf('\n\n')) >= 0) {
+    for (let idx = buffer.indexOf('\n\n'); idx >= 0; idx = buffer.indexOf('\n\n')) {
       const block = buffer.slice(0, idx)
       buffer = buffer.slice(idx + 2)
       const m: SseMessage = { event: 'message', data: null }
@@ -122,19 +121,36 @@ test('Idempotency-Key: a repeated create returns the same job; another body with
     method: 'POST',
     url: '/v1/fine_tuning/jobs',
     headers: { ...bearer(key), ...headers },
-    payload: { model: 'mnist-cnn', training_file: fileId, method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 1 } } } },
+    payload: {
+      model: 'mnist-cnn',
+      training_file: fileId,
+      method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 1 } } },
+    },
   })
   assert.equal(first.statusCode, 200)
   const again = await apiB.inject({
     method: 'POST',
     url: '/v1/fine_tuning/jobs',
     headers: { ...bearer(key), ...headers },
-    payload: { model: 'mnist-cnn', training_file: fileId, method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 1 } } } },
+    payload: {
+      model: 'mnist-cnn',
+      training_file: fileId,
+      method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 1 } } },
+    },
   })
   assert.equal(again.statusCode, 200)
   assert.equal(again.headers['idempotent-replayed'], 'true')
   assert.equal(again.json().id, first.json().id)
-  assert.equal(await apiA.db.fineTuningJob.count({ where: { trainingFileId: fileId, createdAt: { gte: new Date(Date.now() - 60_000) }, hyperparameters: { path: ['n_epochs'], equals: 1 } } }), 1)
+  assert.equal(
+    await apiA.db.fineTuningJob.count({
+      where: {
+        trainingFileId: fileId,
+        createdAt: { gte: new Date(Date.now() - 60_000) },
+        hyperparameters: { path: ['n_epochs'], equals: 1 },
+      },
+    }),
+    1,
+  )
   const other = await apiA.inject({
     method: 'POST',
     url: '/v1/fine_tuning/jobs',

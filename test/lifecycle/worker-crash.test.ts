@@ -8,7 +8,15 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
-import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv, waitFor } from '../helpers/env.js'
+import {
+  bearer,
+  buildTestApp,
+  createProjectKey,
+  createTestEnv,
+  multipart,
+  type TestEnv,
+  waitFor,
+} from '../helpers/env.js'
 import { isAlive, startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js'
 
 let env: TestEnv
@@ -27,7 +35,12 @@ before(async () => {
   const out = join(work, 'digits.zip')
   await makeMnistDataset({ split: 'train', digits: [5, 6, 7, 8, 9], format: 'idx', limit: 8000, out })
   const body = multipart({ purpose: 'fine-tune' }, { name: 'digits.zip', content: await readFile(out) })
-  const up = await app.inject({ method: 'POST', url: '/v1/files', headers: { ...bearer(key), ...body.headers }, payload: body.payload })
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
   assert.equal(up.statusCode, 201)
   fileId = up.json().id
   await waitFor(async () => (await getJson(`/v1/files/${fileId}`)).status === 'processed', 60_000, 'file validation')
@@ -104,15 +117,21 @@ test('SIGKILL of the worker mid-training: the other worker resumes from the last
   assert.notEqual(resumed.workerPid, owner.pid)
   assert.ok(resumed.resumeCheckpointId, 'resumes from a checkpoint')
 
-  const done = await waitFor(async () => {
-    const j = await row(jobId)
-    return ['succeeded', 'failed', 'cancelled'].includes(j.status) && j
-  }, 180_000, 'the job to finish')
+  const done = await waitFor(
+    async () => {
+      const j = await row(jobId)
+      return ['succeeded', 'failed', 'cancelled'].includes(j.status) && j
+    },
+    180_000,
+    'the job to finish',
+  )
   assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
   assert.equal(done.attempt, 2)
   await assertCleanMetrics(jobId, nEpochs)
   const events = (await getJson(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)).data as { message: string }[]
-  assert.ok(events.some((e) => /stopped responding; attempt 2 .* resumes from the checkpoint of epoch \d/.test(e.message)))
+  assert.ok(
+    events.some((e) => /stopped responding; attempt 2 .* resumes from the checkpoint of epoch \d/.test(e.message)),
+  )
   console.log(`# resume after SIGKILL: job running again on another worker ${resumeMs} ms after the kill`)
   workers.splice(workers.indexOf(owner), 1)
 })
@@ -131,12 +150,19 @@ test('SIGTERM of the worker mid-training: the job goes back to the queue without
   assert.equal(exit.code, 0, `the worker exits cleanly:\n${owner.output().slice(-2000)}`)
   assert.ok(Date.now() - t0 < 15_000, 'it stops within seconds')
   const events = (await getJson(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)).data as { message: string }[]
-  assert.ok(events.some((e) => /shutting down: job handed back to the queue/.test(e.message)), 'hand-back recorded')
+  assert.ok(
+    events.some((e) => /shutting down: job handed back to the queue/.test(e.message)),
+    'hand-back recorded',
+  )
 
-  const done = await waitFor(async () => {
-    const j = await row(jobId)
-    return ['succeeded', 'failed', 'cancelled'].includes(j.status) && j
-  }, 180_000, 'the job to finish on the other worker')
+  const done = await waitFor(
+    async () => {
+      const j = await row(jobId)
+      return ['succeeded', 'failed', 'cancelled'].includes(j.status) && j
+    },
+    180_000,
+    'the job to finish on the other worker',
+  )
   assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
   assert.equal(done.attempt, 1, 'the hand-back did not spend an attempt')
   assert.notEqual(done.workerPid, owner.pid)

@@ -237,7 +237,14 @@ test('a job on a processed file is queued at once with hyperparameters resolved;
   assert.equal(job.fine_tuned_model, null)
   assert.equal(job.error, null)
   // 200 rows: n_epochs 20, batch_size 16 (the documented "auto" rules)
-  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.001, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
+  assert.deepEqual(job.hyperparameters, {
+    n_epochs: 20,
+    batch_size: 16,
+    learning_rate: 0.001,
+    validation_split: 0.1,
+    optimizer: 'adam',
+    early_stopping: null,
+  })
   assert.deepEqual(job.method, {
     type: 'transfer',
     transfer: {
@@ -264,7 +271,14 @@ test('explicit hyperparameters are kept; "auto" ones are resolved; without seed 
   })
   assert.equal(res.statusCode, 200, res.body)
   const job = res.json()
-  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 16, learning_rate: 0.01, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
+  assert.deepEqual(job.hyperparameters, {
+    n_epochs: 3,
+    batch_size: 16,
+    learning_rate: 0.01,
+    validation_split: 0.1,
+    optimizer: 'adam',
+    early_stopping: null,
+  })
   assert.ok(Number.isInteger(job.seed) && job.seed >= 0 && job.seed < 2 ** 31, `seed ${job.seed}`)
   assert.equal((await getJob(job.id)).seed, job.seed)
   await cancel(job.id)
@@ -290,7 +304,14 @@ test('a job on a file still `uploaded` waits in validating_files, then is queued
   await processFile(fileId)
   const job = await getJob(waiting.id)
   assert.equal(job.status, 'queued')
-  assert.deepEqual(job.hyperparameters, { n_epochs: 20, batch_size: 16, learning_rate: 0.005, validation_split: 0.1, optimizer: 'adam', early_stopping: null })
+  assert.deepEqual(job.hyperparameters, {
+    n_epochs: 20,
+    batch_size: 16,
+    learning_rate: 0.005,
+    validation_split: 0.1,
+    optimizer: 'adam',
+    early_stopping: null,
+  })
   for (const k of ['n_epochs', 'batch_size', 'learning_rate', 'validation_split'])
     assert.equal(typeof job.hyperparameters[k], 'number', k)
   assert.ok(await trainingQueue.getJob(waiting.id), 'queued after validation')

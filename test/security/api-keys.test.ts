@@ -105,9 +105,7 @@ test('DELETE revokes at once: the next request with the key is 401 invalid_api_k
   })
   assert.equal(again.statusCode, 200)
   assert.equal(again.json().revoked_at, del.json().revoked_at)
-  const listed = (
-    await app.inject({ url: `/v1/admin/projects/${projectId}/api_keys`, headers: adminAuth })
-  ).json().data
+  const listed = (await app.inject({ url: `/v1/admin/projects/${projectId}/api_keys`, headers: adminAuth })).json().data
   assert.equal(listed.find((k: { id: string }) => k.id === keyId).revoked_at, del.json().revoked_at)
 })
 
@@ -160,9 +158,8 @@ test('last_used_at is set on use and written at most once a minute per key', asy
     5000,
     'last_used_at renewed',
   )
-  const listed = (
-    await app.inject({ url: `/v1/admin/projects/${projectId}/api_keys`, headers: adminAuth })
-  ).json().data[0]
+  const listed = (await app.inject({ url: `/v1/admin/projects/${projectId}/api_keys`, headers: adminAuth })).json()
+    .data[0]
   assert.equal(listed.last_used_at, Math.floor(renewed.getTime() / 1000))
 })
 

@@ -53,7 +53,10 @@ test('JSON bodies are not coerced: a string "5" for n_epochs is a 400 naming the
 
 test('no coercion anywhere in a JSON body: strings for numbers, numbers for strings, booleans, arrays', async () => {
   const cases: [unknown, string][] = [
-    [{ ...base, method: { type: 'transfer', transfer: { hyperparameters: { batch_size: '64' } } } }, 'method.transfer.hyperparameters.batch_size'],
+    [
+      { ...base, method: { type: 'transfer', transfer: { hyperparameters: { batch_size: '64' } } } },
+      'method.transfer.hyperparameters.batch_size',
+    ],
     [{ ...base, hyperparameters: { learning_rate: '0.01' } }, 'hyperparameters.learning_rate'],
     [{ ...base, seed: '42' }, 'seed'],
     [{ ...base, seed: true }, 'seed'],
@@ -64,7 +67,12 @@ test('no coercion anywhere in a JSON body: strings for numbers, numbers for stri
     [{ ...base, training_file: 7 }, 'training_file'],
   ]
   for (const [payload, field] of cases) expect400(await createJob(payload), field, JSON.stringify(payload))
-  const name = await app.inject({ method: 'POST', url: '/v1/admin/projects', headers: adminAuth, payload: { name: 123 } })
+  const name = await app.inject({
+    method: 'POST',
+    url: '/v1/admin/projects',
+    headers: adminAuth,
+    payload: { name: 123 },
+  })
   assert.equal(name.statusCode, 400)
   assert.equal(name.json().error.param, 'name')
   assert.equal(await db.fineTuningJob.count({ where: { projectId } }), 0)
@@ -139,7 +147,8 @@ test('hyperparameters are bounded', async () => {
     [{ validation_split: 0.9 }, 'hyperparameters.validation_split'],
     [{ n_epochs: 'many' }, 'hyperparameters.n_epochs'],
   ]
-  for (const [hp, field] of cases) expect400(await createJob({ ...base, hyperparameters: hp }), field, JSON.stringify(hp))
+  for (const [hp, field] of cases)
+    expect400(await createJob({ ...base, hyperparameters: hp }), field, JSON.stringify(hp))
 })
 
 test('every JSON request body in the API refuses unknown fields (additionalProperties: false, nested too)', async () => {

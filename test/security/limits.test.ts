@@ -55,7 +55,12 @@ const csv = (bytes: number) => {
 
 async function upload(a: FastifyInstance, key: string, content: Buffer) {
   const body = multipart({ purpose: 'fine-tune' }, { name: 'd.csv', content })
-  return a.inject({ method: 'POST', url: '/v1/files', headers: { ...bearer(key), ...body.headers }, payload: body.payload })
+  return a.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
 }
 
 test('storage quota: an upload past it is 403 storage_quota_exceeded and leaves nothing stored', async () => {
@@ -163,7 +168,12 @@ test('rate limit: per key, counted in Redis across API processes, 429 rate_limit
   const a2 = await appWith({ rateLimitPerMinute: 5, queuePrefix: prefix })
   const { key, projectId } = await createProjectKey(app, 'rate')
   const second = (
-    await app.inject({ method: 'POST', url: `/v1/admin/projects/${projectId}/api_keys`, headers: adminAuth, payload: {} })
+    await app.inject({
+      method: 'POST',
+      url: `/v1/admin/projects/${projectId}/api_keys`,
+      headers: adminAuth,
+      payload: {},
+    })
   ).json().key as string
   const get = (a: FastifyInstance, k: string) => a.inject({ url: '/v1/files', headers: bearer(k) })
 
@@ -202,7 +212,11 @@ test('handler timeout: a slow JSON route answers 503 request_timeout; streaming 
     })
     inst.post(
       '/v1/test-slow-upload',
-      { config: { auth: 'public' }, schema: { consumes: ['multipart/form-data'] }, validatorCompiler: () => () => true },
+      {
+        config: { auth: 'public' },
+        schema: { consumes: ['multipart/form-data'] },
+        validatorCompiler: () => () => true,
+      },
       async () => {
         await sleep(400)
         return { ok: true }

@@ -168,7 +168,12 @@ test('too many multipart parts or files: 400 at once, nothing stored, no row', a
   const fields: Record<string, string> = {}
   for (let i = 0; i < 12; i++) fields[`f${i}`] = 'x'
   const many = multipart(fields, { name: 'd.csv', content: Buffer.from('x,label\n1,a\n2,b\n') })
-  const res = await app.inject({ method: 'POST', url: '/v1/files', headers: { ...auth, ...many.headers }, payload: many.payload })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...auth, ...many.headers },
+    payload: many.payload,
+  })
   assert.equal(res.statusCode, 400, res.body)
   assert.equal(res.json().error.code, 'invalid_request')
 

@@ -69,7 +69,11 @@ export function checkBounds(hp: HyperparametersInput, param: string) {
  * validation_split: 0.1, or 0 when a validation file is given; early_stopping: off unless given
  * (patience 3, min_delta 0, monitor val_loss when given partially).
  */
-export function resolveHyperparameters(hp: HyperparametersInput, rows: number, hasValidationFile: boolean): Hyperparameters {
+export function resolveHyperparameters(
+  hp: HyperparametersInput,
+  rows: number,
+  hasValidationFile: boolean,
+): Hyperparameters {
   const pick = <T>(v: Auto<T> | undefined, auto: T): T => (v === undefined || v === 'auto' ? auto : v)
   const es = hp.early_stopping
   return {
@@ -78,6 +82,8 @@ export function resolveHyperparameters(hp: HyperparametersInput, rows: number, h
     learning_rate: pick(hp.learning_rate, 0.001),
     validation_split: pick(hp.validation_split, hasValidationFile ? 0 : 0.1),
     optimizer: pick(hp.optimizer, 'adam'),
-    early_stopping: es ? { patience: es.patience ?? 3, min_delta: es.min_delta ?? 0, monitor: es.monitor ?? 'val_loss' } : null,
+    early_stopping: es
+      ? { patience: es.patience ?? 3, min_delta: es.min_delta ?? 0, monitor: es.monitor ?? 'val_loss' }
+      : null,
   }
 }

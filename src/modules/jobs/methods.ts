@@ -78,14 +78,22 @@ export async function normalizeMethod(
     const blocks = meta.blocks?.length ?? 0
     const unfreeze = cfg.unfreeze_top_blocks ?? 0
     if (unfreeze > blocks)
-      throw new AppError('invalid_hyperparameter', `${model.id} has ${blocks} blocks; unfreeze_top_blocks is ${unfreeze}.`, {
-        param: 'method.transfer.unfreeze_top_blocks',
-      })
+      throw new AppError(
+        'invalid_hyperparameter',
+        `${model.id} has ${blocks} blocks; unfreeze_top_blocks is ${unfreeze}.`,
+        {
+          param: 'method.transfer.unfreeze_top_blocks',
+        },
+      )
     const fine = cfg.fine_tune
     if (fine && unfreeze === 0)
-      throw new AppError('invalid_hyperparameter', 'fine_tune needs unfreeze_top_blocks >= 1: nothing would be fine-tuned.', {
-        param: 'method.transfer.fine_tune',
-      })
+      throw new AppError(
+        'invalid_hyperparameter',
+        'fine_tune needs unfreeze_top_blocks >= 1: nothing would be fine-tuned.',
+        {
+          param: 'method.transfer.fine_tune',
+        },
+      )
     return {
       teacher: null,
       stored: {
@@ -124,9 +132,13 @@ export async function normalizeMethod(
       },
     }
   }
-  throw new AppError('unsupported_method', `method.type must be transfer, supervised or distillation, got "${method.type}".`, {
-    param: 'method.type',
-  })
+  throw new AppError(
+    'unsupported_method',
+    `method.type must be transfer, supervised or distillation, got "${method.type}".`,
+    {
+      param: 'method.type',
+    },
+  )
 }
 
 /** A teacher must predict exactly the training file's classes, in any order the engine can align. */

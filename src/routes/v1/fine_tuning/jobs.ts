@@ -66,11 +66,18 @@ const Method = Type.Object(
                 hidden_units: Type.Optional(auto(Type.Integer({ minimum: 0, maximum: 4096 }))),
                 dropout: Type.Optional(auto(Type.Number({ minimum: 0, maximum: 0.9 }))),
               },
-              { additionalProperties: false, description: 'The new head: hidden units (0 = none; auto 128), dropout (auto 0.5)' },
+              {
+                additionalProperties: false,
+                description: 'The new head: hidden units (0 = none; auto 128), dropout (auto 0.5)',
+              },
             ),
           ),
           unfreeze_top_blocks: Type.Optional(
-            Type.Integer({ minimum: 0, maximum: 64, description: 'Top backbone blocks to fine-tune in a second phase' }),
+            Type.Integer({
+              minimum: 0,
+              maximum: 64,
+              description: 'Top backbone blocks to fine-tune in a second phase',
+            }),
           ),
           fine_tune: Type.Optional(
             Type.Union([
@@ -82,7 +89,8 @@ const Method = Type.Object(
                 },
                 {
                   additionalProperties: false,
-                  description: 'Second phase on the unfrozen blocks (auto: 3 epochs at learning_rate / 10); BatchNorm stays in inference mode',
+                  description:
+                    'Second phase on the unfrozen blocks (auto: 3 epochs at learning_rate / 10); BatchNorm stays in inference mode',
                 },
               ),
             ]),
@@ -98,9 +106,15 @@ const Method = Type.Object(
       Type.Object(
         {
           hyperparameters: Type.Optional(Hyperparameters),
-          teacher_model: Type.String({ minLength: 1, maxLength: 200, description: 'Built-in, uploaded or fine-tuned model' }),
+          teacher_model: Type.String({
+            minLength: 1,
+            maxLength: 200,
+            description: 'Built-in, uploaded or fine-tuned model',
+          }),
           temperature: Type.Optional(auto(Type.Number({ minimum: 1, maximum: 50, description: 'auto: 4' }))),
-          alpha: Type.Optional(auto(Type.Number({ minimum: 0, maximum: 1, description: 'weight of the soft loss; auto: 0.7' }))),
+          alpha: Type.Optional(
+            auto(Type.Number({ minimum: 0, maximum: 1, description: 'weight of the soft loss; auto: 0.7' })),
+          ),
         },
         {
           additionalProperties: false,
@@ -149,7 +163,12 @@ const CreateJobBody = Type.Object(
         training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l',
         method: {
           type: 'distillation',
-          distillation: { teacher_model: 'ft:mnist-cnn:refit:abc12345', temperature: 4, alpha: 0.7, hyperparameters: { n_epochs: 10 } },
+          distillation: {
+            teacher_model: 'ft:mnist-cnn:refit:abc12345',
+            temperature: 4,
+            alpha: 0.7,
+            hyperparameters: { n_epochs: 10 },
+          },
         },
       },
       { model: 'cnn-small', training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l', method: { type: 'supervised' } },
