@@ -8,9 +8,12 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
+import dashboardRoutes from './dashboard/routes.js'
 import { ERROR_CATALOGUE } from './errors.js'
 import { inferencePlugin } from './inference/plugin.js'
 import { EvaluationObject, LineageObject, PredictionList } from './modules/models/model-schemas.js'
+import { metricsPlugin } from './observability/metrics.js'
+import { adminSessionPlugin } from './plugins/admin-session.js'
 import { authPlugin } from './plugins/auth.js'
 import { errorHandlerPlugin } from './plugins/error-handler.js'
 import { idempotencyPlugin } from './plugins/idempotency.js'
@@ -20,7 +23,10 @@ import { rateLimitPlugin } from './plugins/rate-limit.js'
 import { loggerOptions, securityPlugin } from './plugins/security.js'
 import { strictBodySchemaController } from './plugins/validation.js'
 import healthRoutes from './routes/health.js'
+import metricsRoutes from './routes/metrics.js'
+import adminApiRoutes from './routes/v1/admin/index.js'
 import adminRoutes from './routes/v1/admin.js'
+import adminWorkerRoutes from './routes/v1/admin-workers.js'
 import checkpointRoutes from './routes/v1/checkpoints.js'
 import evaluationRoutes from './routes/v1/evaluations.js'
 import fileRoutes from './routes/v1/files.js'
@@ -75,13 +81,17 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
         securitySchemes: {
           projectKey: { type: 'http', scheme: 'bearer', description: 'Project API key (rk-…)' },
           adminToken: { type: 'http', scheme: 'bearer', description: 'Admin token, only on /v1/admin' },
+          metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, only on /metrics' },
         },
       },
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string) || `def-${i}` },
     transform: ({ schema, url, route }) => {
       const auth = route.config?.auth
-      const security = auth === 'admin' ? [{ adminToken: [] }] : auth === 'project' ? [{ projectKey: [] }] : []
+      // a route checking its own tokens (GET /metrics) declares its security itself
+      const declared = (schema as { security?: unknown[] } | undefined)?.security
+      const security =
+        declared ?? (auth === 'admin' ? [{ adminToken: [] }] : auth === 'project' ? [{ projectKey: [] }] : [])
       return { schema: { ...schema, security } as typeof schema, url }
     },
   })
@@ -94,12 +104,18 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
   await app.register(storagePlugin)
   await app.register(rateLimitPlugin)
   await app.register(jobUpdatesPlugin)
+  await app.register(metricsPlugin)
   await app.register(inferencePlugin)
+  await app.register(adminSessionPlugin)
   await app.register(authPlugin)
   await app.register(idempotencyPlugin)
 
   await app.register(healthRoutes)
+  await app.register(metricsRoutes)
   await app.register(adminRoutes)
+  await app.register(adminWorkerRoutes)
+  await app.register(adminApiRoutes)
+  await app.register(dashboardRoutes)
   await app.register(fileRoutes)
   await app.register(modelRoutes)
   await app.register(evaluationRoutes)

@@ -6,6 +6,22 @@ import { join, resolve } from 'node:path'
 
 export type TfBackendSetting = 'auto' | 'tensorflow' | 'wasm' | 'cpu'
 
+/** The hardware a worker offers and a training job needs; each class has its own training queue. */
+export type ResourceClass = 'cpu' | 'gpu'
+
+/** Where an S3-compatible bucket is and how to sign for it (STORAGE_DRIVER=s3). */
+export interface S3Settings {
+  bucket: string
+  /** null = AWS itself; else e.g. http://minio:9000 */
+  endpoint: string | null
+  region: string
+  /** null = the SDK's default credential chain (instance role, ~/.aws, AWS_* variables) */
+  accessKeyId: string | null
+  secretAccessKey: string | null
+  /** path-style URLs (http://host/bucket/key), which MinIO and most self-hosted servers need */
+  forcePathStyle: boolean
+}
+
 /** Validated settings; see .env.example for the defaults and meaning of each. */
 export interface Config {
   databaseUrl: string
@@ -51,6 +67,18 @@ export interface Config {
   maxHeapUsedBytes: number
   /** load shedding: event-loop utilization (percent of time busy) above which requests get 503; 0 = off */
   maxEventLoopUtilizationPercent: number
+  /** `fs` (STORAGE_DIR) or `s3` (a bucket; STORAGE_DIR is then the local cache and temporary space) */
+  storageDriver: 'fs' | 's3'
+  /** set when storageDriver is `s3` */
+  s3: S3Settings | null
+  /** which training queue this worker consumes and which jobs it can run */
+  workerResourceClass: ResourceClass
+  /** how often a worker refreshes its registry entry; the entry expires after 3 missed heartbeats */
+  workerHeartbeatMs: number
+  /** a second bearer token accepted by GET /metrics besides the admin token (for a Prometheus scraper) */
+  metricsToken: string | null
+  /** what `node dist/src/main.js` runs: `all` (the API and a worker process beside it) or `api` (the API only) */
+  role: 'all' | 'api'
 }
 
 export class ConfigError extends Error {
@@ -102,6 +130,10 @@ export function loadConfig(env: Env = process.env): Config {
   const adminToken = env.REFIT_ADMIN_TOKEN || null
   if (adminToken !== null && adminToken.length < 16)
     throw new ConfigError('REFIT_ADMIN_TOKEN', 'must be at least 16 characters long')
+  const metricsToken = env.METRICS_TOKEN || null
+  if (metricsToken !== null && metricsToken.length < 16)
+    throw new ConfigError('METRICS_TOKEN', 'must be at least 16 characters long')
+  const storageDriver = oneOf(env, 'STORAGE_DRIVER', 'fs', ['fs', 's3'] as const)
   const queuePrefix = str(env, 'QUEUE_PREFIX', 'refit')
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(queuePrefix))
     throw new ConfigError('QUEUE_PREFIX', 'must be 1-64 letters, digits, "_" or "-"')
@@ -132,6 +164,34 @@ export function loadConfig(env: Env = process.env): Config {
     maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0, 60_000),
     maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0, 2 ** 53 - 1),
     maxEventLoopUtilizationPercent: int(env, 'MAX_EVENT_LOOP_UTILIZATION_PERCENT', 0, 0, 100),
+    storageDriver,
+    s3: storageDriver === 's3' ? s3Settings(env) : null,
+    workerResourceClass: oneOf(env, 'WORKER_RESOURCE_CLASS', 'cpu', ['cpu', 'gpu'] as const),
+    workerHeartbeatMs: int(env, 'WORKER_HEARTBEAT_MS', 5_000, 100, 300_000),
+    metricsToken,
+    role: oneOf(env, 'REFIT_ROLE', 'all', ['all', 'api'] as const),
+  }
+}
+
+function s3Settings(env: Env): S3Settings {
+  const bucket = str(env, 'S3_BUCKET', '')
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket))
+    throw new ConfigError(
+      'S3_BUCKET',
+      `must name a bucket (3-63 lowercase letters, digits, "." or "-"), got "${bucket}"`,
+    )
+  const keyId = env.S3_ACCESS_KEY_ID || null
+  const secret = env.S3_SECRET_ACCESS_KEY || null
+  if (!keyId !== !secret)
+    throw new ConfigError(keyId ? 'S3_SECRET_ACCESS_KEY' : 'S3_ACCESS_KEY_ID', 'must be set together with the other')
+  const forcePathStyle = oneOf(env, 'S3_FORCE_PATH_STYLE', 'false', ['true', 'false'] as const) === 'true'
+  return {
+    bucket,
+    endpoint: env.S3_ENDPOINT ? url(env, 'S3_ENDPOINT', '', ['http:', 'https:']) : null,
+    region: str(env, 'S3_REGION', 'us-east-1'),
+    accessKeyId: keyId,
+    secretAccessKey: secret,
+    forcePathStyle,
   }
 }
 

@@ -189,6 +189,17 @@ export const ERROR_CATALOGUE = {
     type: 'invalid_request_error',
     description: 'A webhook url must be an absolute http or https URL without credentials.',
   },
+  admin_session_invalid: {
+    status: 401,
+    type: 'authentication_error',
+    description: 'The admin session cookie is forged, expired or signed out; sign in again at /admin.',
+  },
+  csrf_failed: {
+    status: 403,
+    type: 'permission_error',
+    description:
+      'A state-changing admin call made with the session cookie lacks the `x-refit-csrf` header from GET /admin/session (or, on Bull Board, a same-origin Origin).',
+  },
 } as const satisfies Record<string, CatalogueEntry>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE

@@ -3,12 +3,14 @@ import type { Redis } from 'ioredis'
 import type { Config } from '../src/config.js'
 import type { Db } from '../src/db/client.js'
 import type { FilePayload, TrainingPayload } from '../src/queue/catalog.js'
-import type { LocalStorage } from '../src/storage/local-storage.js'
+import type { Storage } from '../src/storage/storage.js'
 
 export interface Logger {
   info(obj: object, msg?: string): void
   warn(obj: object, msg?: string): void
   error(obj: object, msg?: string): void
+  /** a logger whose lines all carry `bindings` (pino's child loggers), e.g. `{ jobId }` */
+  child?(bindings: Record<string, unknown>): Logger
 }
 
 /** What the worker's processors share: built once in worker.ts from the Config. */
@@ -16,8 +18,9 @@ export interface WorkerDeps {
   config: Config
   db: Db
   redis: Redis
-  storage: LocalStorage
-  queues: { training: Queue<TrainingPayload>; files: Queue<FilePayload> }
+  storage: Storage
+  /** `training` is the cpu resource class's queue, `trainingGpu` the gpu one's */
+  queues: { training: Queue<TrainingPayload>; trainingGpu: Queue<TrainingPayload>; files: Queue<FilePayload> }
   log: Logger
   /** pings live event streams that `jobId` changed (after the write, never instead of it) */
   notify(jobId: string): void

@@ -15,7 +15,8 @@ import type { WorkerDeps } from './deps.js'
 export type EvaluationDeps = Pick<WorkerDeps, 'config' | 'db' | 'storage' | 'log'>
 
 /** Evaluation children of this process, so closing the worker stops them. */
-const activeEvaluations = new Set<ChildProcess>()
+/** Evaluation processes of this worker, killed on shutdown (an evaluation is cheap to rerun). */
+export const activeEvaluations = new Set<ChildProcess>()
 
 type Outcome =
   | Extract<InferenceChildMessage, { type: 'evaluated' }>
@@ -67,7 +68,7 @@ export function createEvaluationProcessor(deps: EvaluationDeps) {
     const outcome = await runChild({
       modelDir: await modelDir(storage, row.model),
       dataset: {
-        path: storage.resolve(row.file.storagePath),
+        path: await storage.localPath(row.file.storagePath),
         format: row.file.format as DatasetFormat,
         options: { labelColumn: row.file.labelColumn ?? undefined },
       },
@@ -106,7 +107,7 @@ export function createEvaluationProcessor(deps: EvaluationDeps) {
  * Consumes the `evaluations` queue in the worker process. Stops (and kills its children) when the worker
  * closes its Redis connection, so worker.ts needs one line to register it.
  */
-export function startEvaluationWorker(deps: EvaluationDeps & Partial<Pick<WorkerDeps, 'redis'>>): Worker {
+export function startEvaluationWorker(deps: EvaluationDeps): Worker {
   const worker = new Worker(QUEUES.evaluations, createEvaluationProcessor(deps), {
     connection: redisConnection(deps.config.redisUrl),
     prefix: deps.config.queuePrefix,
@@ -116,9 +117,5 @@ export function startEvaluationWorker(deps: EvaluationDeps & Partial<Pick<Worker
   })
   worker.on('failed', (job, err) => deps.log.warn({ queueJob: job?.id, err: err.message }, 'evaluation failed'))
   worker.on('error', (err) => deps.log.warn({ err: err.message }, 'evaluation worker error'))
-  deps.redis?.once('end', () => {
-    for (const child of activeEvaluations) child.kill('SIGKILL')
-    void worker.close(true)
-  })
   return worker
 }

@@ -15,7 +15,7 @@ export function createFileProcessor(deps: WorkerDeps) {
     if (!file || file.deletedAt || file.status !== 'uploaded' || !file.storagePath) return { skipped: true }
     const started = Date.now()
     try {
-      const { format, stats } = await validateDataset(deps.storage.resolve(file.storagePath), {
+      const { format, stats } = await validateDataset(await deps.storage.localPath(file.storagePath), {
         format: (file.format as DatasetFormat | null) ?? undefined,
         labelColumn: file.labelColumn ?? undefined,
       })

@@ -19,6 +19,8 @@ import { retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
+import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
+import { jobDurationSeconds } from '../src/observability/job-metrics.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import type { WorkerDeps } from './deps.js'
 import { type Fence, fenced, StaleAttemptError } from './job-fence.js'
@@ -98,6 +100,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
 
   return async (bullJob: Job, token?: string) => {
     const { jobId } = parseTrainingPayload(bullJob.data)
+    // every line about this job carries its id
+    const jobLog = log.child?.({ jobId }) ?? log
     const current = await db.fineTuningJob.findUnique({ where: { id: jobId } })
     if (!current) return { skipped: 'no such job' }
     if (current.status === 'cancelling') {
@@ -128,6 +132,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     deps.notify(jobId)
     const fence: Fence = { jobId, attempt }
     const startedAt = Date.now()
+    jobLog.info({ attempt, takeover }, 'training job claimed')
     if (takeover)
       await event(
         fence,
@@ -151,9 +156,9 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     let request: TrainRequest
     try {
       request = await buildTrainRequest(db, storage, job, {
-        outputDir: storage.resolve(`jobs/${jobId}/attempt-${attempt}`),
+        outputDir: storage.workPath(`jobs/${jobId}/attempt-${attempt}`),
         backend: config.tfBackend,
-        resumeCheckpointDir: resumeFrom ? storage.resolve(resumeFrom.artifact.path) : null,
+        resumeCheckpointDir: resumeFrom ? await storage.localPath(resumeFrom.artifact.path) : null,
       })
     } catch (err) {
       if (!(err instanceof JobSetupError)) throw err
@@ -209,6 +214,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             samples_per_second: Math.round(msg.samplesPerSecond),
             estimated_finish: eta,
           }
+          recordThroughput(jobId, msg.samplesPerSecond)
           await fenced(db, fence, (tx) => tx.fineTuningJob.update({ where: { id: jobId }, data: { progress } }))
           deps.notify(jobId)
           break
@@ -238,7 +244,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           break
         }
         case 'checkpoint': {
-          const digest = await storage.digest(storage.key(msg.dir))
+          // fs: already in place; s3: uploaded now, before the row that points at it
+          const digest = await storage.putDir(storage.keyOf(msg.dir), msg.dir)
           await fenced(db, fence, async (tx) => {
             const artifact = await tx.artifact.create({
               data: {
@@ -284,17 +291,18 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             // Another worker owns the job now: stop computing at once, write nothing more.
             stale = true
             child.kill('SIGKILL')
-            log.warn({ jobId, attempt }, 'lost the job to another worker; training process killed')
-          } else log.error({ err, jobId }, 'handling a training message failed')
+            jobLog.warn({ jobId, attempt }, 'lost the job to another worker; training process killed')
+          } else jobLog.error({ err, jobId }, 'handling a training message failed')
         })
     })
     const exitCode = await new Promise<number | null>((resolve) => {
       child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)))
-      child.on('error', (err) => log.error({ err, jobId }, 'training process error'))
+      child.on('error', (err) => jobLog.error({ err, jobId }, 'training process error'))
       child.send(request)
     })
     await chain
     activeTrainings.delete(jobId)
+    forgetJob(jobId)
     if (stale) return { stale: true }
     const result = outcome
 
@@ -349,8 +357,8 @@ async function registerModel(
   seconds: number,
 ) {
   const { db, storage } = deps
-  const modelKey = storage.key(done.modelDir)
-  const digest = await storage.digest(modelKey)
+  const modelKey = storage.keyOf(done.modelDir)
+  const digest = await storage.putDir(modelKey, done.modelDir)
   const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
   const modelId = fineTunedModelId(job.baseModelId, job.suffix, job.id)
   const rows = await db.metric.findMany({ where: { jobId: job.id }, orderBy: { step: 'asc' } })
@@ -413,6 +421,7 @@ async function registerModel(
     )
   })
   deps.notify(job.id)
+  await jobDurationSeconds(db, deps.redis, deps.config.queuePrefix, job.id)
   return modelId
 }
 
@@ -435,7 +444,10 @@ async function endJob(
       return r.count > 0
     }),
   )
-  if (changed) deps.notify(fence.jobId)
+  if (changed) {
+    deps.notify(fence.jobId)
+    await jobDurationSeconds(deps.db, deps.redis, deps.config.queuePrefix, fence.jobId)
+  }
 }
 
 async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string) {

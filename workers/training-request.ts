@@ -7,7 +7,7 @@ import type { ArchitectureId, MethodSpec, TrainRequest } from '../src/engine/pro
 import type { File, FineTuningJob } from '../src/generated/prisma/client.js'
 import type { StoredMethod } from '../src/modules/jobs/methods.js'
 import { modelDir } from '../src/modules/models/models-service.js'
-import type { LocalStorage } from '../src/storage/local-storage.js'
+import type { Storage } from '../src/storage/storage.js'
 
 export class JobSetupError extends Error {
   constructor(
@@ -18,15 +18,15 @@ export class JobSetupError extends Error {
   }
 }
 
-const dataset = (storage: LocalStorage, f: File) => ({
-  path: storage.resolve(f.storagePath!),
+const dataset = async (storage: Storage, f: File) => ({
+  path: await storage.localPath(f.storagePath!),
   format: f.format as DatasetFormat,
   options: { labelColumn: f.labelColumn ?? undefined },
 })
 
 export async function buildTrainRequest(
   db: Db,
-  storage: LocalStorage,
+  storage: Storage,
   job: FineTuningJob & { trainingFile: File; validationFile: File | null },
   opts: { outputDir: string; backend: TrainRequest['backend']; resumeCheckpointDir: string | null },
 ): Promise<TrainRequest> {
@@ -41,7 +41,7 @@ export async function buildTrainRequest(
   if (job.initCheckpointId) {
     const ckpt = await db.checkpoint.findUnique({ where: { id: job.initCheckpointId }, include: { artifact: true } })
     if (!ckpt) throw new JobSetupError('checkpoint_missing', `Checkpoint ${job.initCheckpointId} no longer exists.`)
-    initDir = storage.resolve(ckpt.artifact.path)
+    initDir = await storage.localPath(ckpt.artifact.path)
   }
   const stored = job.method as unknown as StoredMethod
   let method: MethodSpec
@@ -69,8 +69,8 @@ export async function buildTrainRequest(
       ? { architecture: base.id as ArchitectureId }
       : { baseModelDir: await modelDir(storage, base) }),
     baseModelId: base.id,
-    training: dataset(storage, job.trainingFile),
-    validation: job.validationFile ? dataset(storage, job.validationFile) : undefined,
+    training: await dataset(storage, job.trainingFile),
+    validation: job.validationFile ? await dataset(storage, job.validationFile) : undefined,
     hyperparameters: job.hyperparameters as unknown as TrainRequest['hyperparameters'],
     seed: job.seed,
     outputDir: opts.outputDir,

@@ -1,4 +1,5 @@
-// The worker process: consumes the `files` and `training` queues, forks one training process per job,
+// The worker process: consumes the `files` queue and its resource class's training queue (`training` for
+// cpu, `training-gpu`), registers itself in the worker registry (heartbeat), forks one training process per job,
 // relays cancel broadcasts to the child that owns the job, and reconciles PostgreSQL with Redis (a
 // job or file whose enqueue was lost while Redis was down is enqueued again; the queue job id is the
 // row id, so a duplicate enqueue is a no-op).
@@ -7,11 +8,16 @@ import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { type Config, loadConfig } from '../src/config.js'
 import { createDb } from '../src/db/client.js'
+import { backendCapabilities } from '../src/engine/backend.js'
 import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
+import { detectDevice, jobResourceClass, trainingQueueName } from '../src/modules/workers/resource-class.js'
+import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
+import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
 import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
 import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection, TRAINING_JOB_OPTIONS } from '../src/queue/catalog.js'
-import { LocalStorage } from '../src/storage/local-storage.js'
+import { createStorage } from '../src/storage/storage.js'
 import type { WorkerDeps } from './deps.js'
+import { activeEvaluations, startEvaluationWorker } from './evaluation-processor.js'
 import { createFileProcessor } from './file-processor.js'
 import { activeTrainings, createTrainingProcessor, probeBackend } from './training-processor.js'
 import { startWebhookDispatcher } from './webhook-dispatcher.js'
@@ -29,7 +35,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   const db = createDb(config.databaseUrl, 5)
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null })
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
-  const storage = new LocalStorage(config.storageDir)
+  const storage = await createStorage(config)
   await storage.init()
   const backend = await probeBackend(config.tfBackend)
   for (const w of backend.warnings) log.warn({}, w)
@@ -38,13 +44,18 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     `TF.js backend ${backend.backend} passed its self-test`,
   )
   const queueOpts = { connection, prefix: config.queuePrefix }
-  const queues = { training: new Queue(QUEUES.training, queueOpts), files: new Queue(QUEUES.files, queueOpts) }
+  const queues = {
+    training: new Queue(QUEUES.training, queueOpts),
+    trainingGpu: new Queue(QUEUES.trainingGpu, queueOpts),
+    files: new Queue(QUEUES.files, queueOpts),
+  }
   for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
   const notify = (jobId: string) => notifyJobChanged(redis, config.queuePrefix, jobId)
   const deps: WorkerDeps = { config, db, redis, storage, queues, log, notify }
 
   const fileWorker = new Worker(QUEUES.files, createFileProcessor(deps), { ...queueOpts, concurrency: 2 })
-  const trainingWorker = new Worker(QUEUES.training, createTrainingProcessor(deps), {
+  // This worker trains the jobs of its own resource class only (WORKER_RESOURCE_CLASS).
+  const trainingWorker = new Worker(trainingQueueName(config.workerResourceClass), createTrainingProcessor(deps), {
     ...queueOpts,
     concurrency: config.workerConcurrency,
     // The processor only relays messages (training runs in its own process), so lock renewal never starves;
@@ -83,7 +94,12 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     for (const f of files)
       await queues.files.add('validate-file', { fileId: f.id }, { ...FILE_JOB_OPTIONS, jobId: f.id })
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
-    for (const j of jobs) await queues.training.add('train', { jobId: j.id }, { ...TRAINING_JOB_OPTIONS, jobId: j.id })
+    for (const j of jobs)
+      await (jobResourceClass(j) === 'gpu' ? queues.trainingGpu : queues.training).add(
+        'train',
+        { jobId: j.id },
+        { ...TRAINING_JOB_OPTIONS, jobId: j.id },
+      )
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
     // Uploads cut off by an API crash leave temporary files; no row points at them.
     const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
@@ -95,20 +111,48 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   )
 
   const webhookDispatcher = startWebhookDispatcher(deps)
-  await import('./evaluation-processor.js').then((m) => m.startEvaluationWorker(deps)) // evaluations queue; stops with deps.redis
-  log.info({ queuePrefix: config.queuePrefix, concurrency: config.workerConcurrency }, 'worker started')
+  const evaluationWorker = startEvaluationWorker(deps)
+  // Registered last: a worker listed as live is one that consumes its queues.
+  const registry: RegistryHandle = await registerWorker(
+    redis,
+    config.queuePrefix,
+    {
+      backend: backend.backend,
+      device: detectDevice(backend.backend),
+      resource_class: config.workerResourceClass,
+      capabilities: { ...backendCapabilities(backend.backend as Parameters<typeof backendCapabilities>[0]) },
+    },
+    config.workerHeartbeatMs,
+    () => ({
+      currentJobs: [...activeTrainings.keys()],
+      jobThroughput: Object.fromEntries(jobThroughput),
+      lastThroughput: lastThroughput(),
+    }),
+    (err) => log.warn({ err: err.message }, 'worker heartbeat failed'),
+  )
+  log.info(
+    {
+      queuePrefix: config.queuePrefix,
+      concurrency: config.workerConcurrency,
+      workerId: registry.id,
+      resourceClass: config.workerResourceClass,
+    },
+    'worker started',
+  )
   return {
     deps,
     backend,
     async close() {
+      await registry.close()
       clearInterval(pollCancels)
       clearInterval(reconciler)
       await webhookDispatcher.close()
       // Graceful: running trainings stop at the end of their batch and go back to the queue, to resume
       // from their last checkpoint on the next worker, without spending an attempt.
       for (const t of activeTrainings.values()) t.handBack()
-      await Promise.allSettled([fileWorker.close(), trainingWorker.close()])
-      await Promise.allSettled([queues.training.close(), queues.files.close()])
+      for (const child of activeEvaluations) child.kill('SIGKILL') // an evaluation is cheap to rerun
+      await Promise.allSettled([fileWorker.close(), trainingWorker.close(), evaluationWorker.close(true)])
+      await Promise.allSettled([queues.training.close(), queues.trainingGpu.close(), queues.files.close()])
       subscriber.disconnect()
       redis.disconnect()
       await db.$disconnect()

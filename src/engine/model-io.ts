@@ -1,5 +1,6 @@
 // Model directories: model.json + weights.bin (+ metadata.json), the layout tfjs-node's file:// handler writes,
 // saved through withSaveHandler and loaded through fromMemory so that every backend (wasm, cpu) can do it.
+import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { io } from '@tensorflow/tfjs'
@@ -76,7 +77,8 @@ export async function loadModel(tf: Tf, dir: string): Promise<LayersModel> {
 
 /** Writes into `dir` by filling a sibling temp directory and renaming it; an existing `dir` is replaced. */
 export async function writeDirAtomically(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`
+  // Random, not pid+time: two requests of one process may materialize the same directory at once.
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`
   await rm(tmp, { recursive: true, force: true })
   await mkdir(tmp, { recursive: true })
   try {

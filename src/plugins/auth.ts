@@ -4,6 +4,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../errors.js'
 import { keyMatches, parseKeyPrefix, tokenEquals } from '../modules/auth/api-keys.js'
+import { adminSessionOf, checkCsrf } from './admin-session.js'
+import { sendError } from './error-handler.js'
 
 export type RouteAuth = 'public' | 'project' | 'admin'
 
@@ -38,19 +40,29 @@ export const authPlugin = fp(
         route.config = { ...(route.config ?? {}), auth: 'public' }
         return
       }
+      // Bull Board (mounted by src/dashboard) declares no config: all of it is admin-only.
+      if (route.url.startsWith('/admin/queues')) {
+        route.config = { ...(route.config ?? {}), auth: 'admin' }
+        return
+      }
       throw new Error(`route ${route.method} ${route.url} does not declare config.auth`)
     })
-    app.addHook('onRequest', async (req) => {
+    app.addHook('onRequest', async (req, reply) => {
       const auth = req.routeOptions.config?.auth ?? 'public'
       if (auth === 'public') return
+      if (auth === 'admin' && req.url.startsWith('/admin/queues')) {
+        // Bull Board's routes have their own error handler: answer here, in our envelope. A browser that
+        // opens the board without a session is sent to the sign-in page.
+        try {
+          return await authenticateAdmin(app, req)
+        } catch (err) {
+          if (req.method === 'GET' && req.headers.accept?.includes('text/html')) return reply.redirect('/admin')
+          return sendError(req, reply, err)
+        }
+      }
+      if (auth === 'admin') return authenticateAdmin(app, req)
       bearer(req) // a missing or malformed header is its own error
       const caller = await identifyCaller(app, req)
-      if (auth === 'admin') {
-        if (caller?.kind === 'admin') return
-        if (caller?.kind === 'project')
-          throw new AppError('admin_required', 'This route needs the admin token, not a project API key.')
-        throw new AppError('invalid_api_key', 'The admin token is not valid.')
-      }
       if (caller?.kind === 'admin')
         throw new AppError(
           'project_key_required',
@@ -64,6 +76,27 @@ export const authPlugin = fp(
   },
   { name: 'auth', dependencies: ['db'] },
 )
+
+/**
+ * Admin routes take the admin token (`Authorization: Bearer`) or, without that header, the dashboard's
+ * session cookie; a cookie call that changes state must also pass the CSRF check.
+ */
+async function authenticateAdmin(app: FastifyInstance, req: FastifyRequest) {
+  if (!req.headers.authorization) {
+    const session = await adminSessionOf(app, req)
+    if (session) {
+      checkCsrf(req, session)
+      req.adminSession = session
+      return
+    }
+  }
+  bearer(req)
+  const caller = await identifyCaller(app, req)
+  if (caller?.kind === 'admin') return
+  if (caller?.kind === 'project')
+    throw new AppError('admin_required', 'This route needs the admin token, not a project API key.')
+  throw new AppError('invalid_api_key', 'The admin token is not valid.')
+}
 
 /** Who a bearer token belongs to: the admin, a project's live key, or nobody (null). */
 export type Caller = { kind: 'admin' } | { kind: 'project'; keyId: string; projectId: string; lastUsedAt: Date | null }

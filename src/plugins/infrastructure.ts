@@ -7,7 +7,7 @@ import { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { createDb, type Db } from '../db/client.js'
 import { type FilePayload, QUEUES, redisConnection, type TrainingPayload } from '../queue/catalog.js'
-import { LocalStorage } from '../storage/local-storage.js'
+import { createStorage, type Storage } from '../storage/storage.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,8 +15,9 @@ declare module 'fastify' {
     adminToken: string
     db: Db
     redis: Redis
-    queues: { training: Queue<TrainingPayload>; files: Queue<FilePayload> }
-    storage: LocalStorage
+    /** `training` is the cpu resource class's queue, `trainingGpu` the gpu one's */
+    queues: { training: Queue<TrainingPayload>; trainingGpu: Queue<TrainingPayload>; files: Queue<FilePayload> }
+    storage: Storage
   }
 }
 
@@ -55,11 +56,13 @@ export const queuePlugin = fp(
       prefix: app.config.queuePrefix,
     }
     const training = new Queue<TrainingPayload>(QUEUES.training, opts)
+    const trainingGpu = new Queue<TrainingPayload>(QUEUES.trainingGpu, opts)
     const files = new Queue<FilePayload>(QUEUES.files, opts)
-    for (const q of [training, files]) q.on('error', (err) => app.log.debug({ err: err.message }, 'queue error'))
-    app.decorate('queues', { training, files })
+    for (const q of [training, trainingGpu, files])
+      q.on('error', (err) => app.log.debug({ err: err.message }, 'queue error'))
+    app.decorate('queues', { training, trainingGpu, files })
     app.addHook('onClose', async () => {
-      await Promise.allSettled([training.close(), files.close()])
+      await Promise.allSettled([training.close(), trainingGpu.close(), files.close()])
     })
   },
   { name: 'queues' },
@@ -67,7 +70,7 @@ export const queuePlugin = fp(
 
 export const storagePlugin = fp(
   async (app: FastifyInstance) => {
-    const storage = new LocalStorage(app.config.storageDir)
+    const storage = await createStorage(app.config)
     await storage.init()
     app.decorate('storage', storage)
   },

@@ -5,6 +5,8 @@ import type { ConnectionOptions, JobsOptions } from 'bullmq'
 export const QUEUES = {
   /** fine-tuning jobs: payload { jobId }, queue job id = fine-tuning job id (enqueueing twice is harmless) */
   training: 'training',
+  /** fine-tuning jobs that need a gpu worker (WORKER_RESOURCE_CLASS=gpu); `training` is the cpu class's queue */
+  trainingGpu: 'training-gpu',
   /** dataset validation: payload { fileId }, queue job id = file id */
   files: 'files',
   /** model evaluations: payload { evaluationId }, queue job id = evaluation id */

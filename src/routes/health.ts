@@ -1,4 +1,5 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import { redisPolicyProblem } from '../observability/startup-checks.js'
 
 const Check = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('down')]),
@@ -27,7 +28,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['health'],
         operationId: 'getReadiness',
-        summary: 'Readiness: PostgreSQL and Redis answer',
+        summary: 'Readiness: PostgreSQL and Redis answer, and Redis never evicts keys (maxmemory-policy noeviction)',
         response: {
           200: Type.Object({ status: Type.Literal('ok'), checks: Type.Object({ database: Check, redis: Check }) }),
           503: Type.Object({
@@ -51,7 +52,12 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       }
       const [database, redis] = await Promise.all([
         probe(() => app.db.$queryRaw`SELECT 1`),
-        probe(() => app.redis.ping()),
+        probe(async () => {
+          await app.redis.ping()
+          // A Redis that may evict keys would silently lose jobs: not ready, and say how to fix it.
+          const problem = await redisPolicyProblem(app.redis)
+          if (problem) throw new Error(problem)
+        }),
       ])
       const ok = database.status === 'ok' && redis.status === 'ok'
       if (!ok) return reply.status(503).send({ status: 'unavailable' as const, checks: { database, redis } })

@@ -1,25 +1,27 @@
-// Artifact and upload storage on the local filesystem. Every write goes to a temporary path first and
-// is renamed into place, so a crash never leaves a half-written file under a final name; the sweeper
-// removes leftovers in tmp/.
+// The `fs` storage driver: artifacts and uploads on the local filesystem. Every write goes to a temporary
+// path first and is renamed into place, so a crash never leaves a half-written file under a final name;
+// the sweeper removes leftovers in tmp/. Local paths are the stored files themselves.
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
+import { cp, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { checkKey, comparePaths, type Storage, type StorageEntry, type StoredObject } from './storage.js'
 
-export interface StoredObject {
-  path: string
-  bytes: number
-  sha256: string
-}
+export type { StoredObject } from './storage.js'
 
-export class LocalStorage {
+export class LocalStorage implements Storage {
+  readonly driver = 'fs' as const
   readonly root: string
 
   constructor(root: string) {
     this.root = resolve(root)
+  }
+
+  get localRoot(): string {
+    return this.root
   }
 
   async init(): Promise<void> {
@@ -72,6 +74,74 @@ export class LocalStorage {
     return createReadStream(this.resolve(key))
   }
 
+  async put(key: string, body: Buffer | string): Promise<StoredObject> {
+    const tmp = this.tmpPath()
+    try {
+      await writeFile(tmp, body, { flag: 'wx' })
+      const dest = this.resolve(checkKey(key))
+      await mkdir(dirname(dest), { recursive: true })
+      await rename(tmp, dest)
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw err
+    }
+    const buf = typeof body === 'string' ? Buffer.from(body) : body
+    return { path: key, bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') }
+  }
+
+  async read(key: string): Promise<Readable> {
+    const abs = this.resolve(key)
+    const s = await stat(abs)
+    if (!s.isFile()) throw Object.assign(new Error(`not a stored object: ${key}`), { code: 'ENOENT' })
+    return createReadStream(abs)
+  }
+
+  async list(prefix: string): Promise<StorageEntry[]> {
+    const base = prefix ? this.resolve(checkKey(prefix)) : this.root
+    const out: StorageEntry[] = []
+    const visit = async (p: string): Promise<void> => {
+      const s = await stat(p).catch(() => null)
+      if (!s) return
+      if (s.isDirectory()) {
+        for (const name of await readdir(p)) {
+          if (p === this.root && name === 'tmp') continue
+          await visit(join(p, name))
+        }
+      } else out.push({ key: relative(this.root, p).split(sep).join('/'), bytes: s.size })
+    }
+    await visit(base)
+    return out.sort((a, b) => comparePaths(a.key, b.key))
+  }
+
+  async localPath(key: string): Promise<string> {
+    return this.resolve(key)
+  }
+
+  workPath(key: string): string {
+    return this.resolve(checkKey(key))
+  }
+
+  keyOf(localPath: string): string {
+    return relative(this.root, localPath).split(sep).join('/')
+  }
+
+  /** Moves `dir` into place (a no-op when a process wrote it at `workPath(key)` already). */
+  async putDir(key: string, dir: string): Promise<StoredObject> {
+    const dest = this.workPath(key)
+    if (resolve(dir) !== dest) {
+      await mkdir(dirname(dest), { recursive: true })
+      await rm(dest, { recursive: true, force: true })
+      try {
+        await rename(dir, dest)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+        await cp(dir, dest, { recursive: true })
+        await rm(dir, { recursive: true, force: true })
+      }
+    }
+    return this.digest(key)
+  }
+
   async remove(key: string): Promise<void> {
     await rm(this.resolve(key), { recursive: true, force: true })
   }
@@ -96,7 +166,7 @@ export class LocalStorage {
         for (const name of (await readdir(p)).sort()) await visit(join(p, name))
         return
       }
-      if (p !== abs) hash.update(`${relative(abs, p)}\0`)
+      if (p !== abs) hash.update(`${relative(abs, p).split(sep).join('/')}\0`)
       bytes += s.size
       for await (const chunk of createReadStream(p)) hash.update(chunk as Buffer)
     }

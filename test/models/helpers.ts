@@ -81,10 +81,10 @@ export async function fineTuneMnist(app: FastifyInstance, projectId: string, tra
     method: { type: 'transfer' },
     baseModelDir: builtinModelSourceDir('mnist-cnn'),
     baseModelId: 'mnist-cnn',
-    training: { path: app.storage.resolve(file.storagePath!), format: 'idx' },
+    training: { path: app.storage.workPath(file.storagePath!), format: 'idx' },
     hyperparameters,
     seed: 11,
-    outputDir: app.storage.resolve(outputKey),
+    outputDir: app.storage.workPath(outputKey),
     backend: 'auto',
   } as TrainRequest)
   const done = messages.find((m) => m.type === 'done') as Extract<ChildMessage, { type: 'done' }>
@@ -111,7 +111,7 @@ export async function fineTuneMnist(app: FastifyInstance, projectId: string, tra
         await app.db.metric.create({ data: { jobId, step: m.step, epoch: m.epoch, name, value: value as number } })
     if (m.type === 'checkpoint') await registerCheckpoint(app, projectId, jobId, m.dir, m.epoch, m.step, m.metrics)
   }
-  const modelKey = app.storage.key(done.modelDir)
+  const modelKey = app.storage.keyOf(done.modelDir)
   const digest = await app.storage.digest(modelKey)
   const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
   const modelId = fineTunedModelId('mnist-cnn', 'digits', jobId)
@@ -152,7 +152,7 @@ export async function registerCheckpoint(
   step: number,
   metrics: object,
 ) {
-  const digest = await app.storage.digest(app.storage.key(dir))
+  const digest = await app.storage.digest(app.storage.keyOf(dir))
   const artifactId = newId('art')
   await app.db.artifact.create({
     data: {
@@ -177,7 +177,7 @@ export async function registerWholeModelCheckpoint(
   modelDir: string,
   step: number,
 ) {
-  const dir = app.storage.resolve(`jobs/${jobId}/attempt-1/checkpoints/whole-${step}`)
+  const dir = app.storage.workPath(`jobs/${jobId}/attempt-1/checkpoints/whole-${step}`)
   await cp(modelDir, dir, { recursive: true })
   return registerCheckpoint(app, projectId, jobId, dir, 99, step, { loss: 0.1, accuracy: 0.9 })
 }

@@ -99,7 +99,7 @@ async function uploadTabularModel(withClasses: boolean): Promise<string> {
   const meta = row.metadata as { preprocessing: object }
   const metadata = { ...meta, preprocessing: { ...meta.preprocessing, standardize: STANDARDIZE } }
   await app.db.model.update({ where: { id }, data: { metadata } })
-  await writeFile(join(app.storage.resolve(row.artifact!.path), 'metadata.json'), JSON.stringify(metadata))
+  await writeFile(join(app.storage.workPath(row.artifact!.path), 'metadata.json'), JSON.stringify(metadata))
   return id
 }
 
@@ -200,7 +200,7 @@ test('tabular rows: standardized with the stored statistics, then scaled, exactl
   const res = await predict(tabularId, { inputs: rows.map((features) => ({ features })), top_k: 3 })
   assert.equal(res.statusCode, 200, res.body)
   const row = await app.db.model.findUniqueOrThrow({ where: { id: tabularId }, include: { artifact: true } })
-  const model = await localModel(app.storage.resolve(row.artifact!.path))
+  const model = await localModel(app.storage.workPath(row.artifact!.path))
   const x = rows.flatMap((r) => r.map((v, j) => ((v - STANDARDIZE.mean[j]) / STANDARDIZE.std[j]) * 2 + 0.5))
   const local = tf.tidy(
     () => (model.predict(tf.tensor(x, [3, 4])) as import('@tensorflow/tfjs-node').Tensor).arraySync() as number[][],

@@ -192,7 +192,7 @@ test('checkpoint download: a whole-model checkpoint zips, loads and predicts lik
   const list = (await get(`/v1/fine_tuning/jobs/${ft.jobId}/checkpoints`)).json().data as { id: string }[]
   assert.ok(list.length >= 1)
   const row = await app.db.checkpoint.findUniqueOrThrow({ where: { id: list[0].id }, include: { artifact: true } })
-  const engineDir = app.storage.resolve(row.artifact.path)
+  const engineDir = app.storage.workPath(row.artifact.path)
   const whole = ['model.json', 'weights.bin', 'metadata.json'].every((f) => existsSync(join(engineDir, f)))
   const engineCkpt = await app.inject({
     method: 'GET',

@@ -7,6 +7,7 @@ import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination
 import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
 import { assertJobSlots } from '../limits/limits-service.js'
 import { getModel } from '../models/models-service.js'
+import { jobResourceClass } from '../workers/resource-class.js'
 import { checkBounds, type HyperparametersInput, resolveHyperparameters } from './hyperparameters.js'
 import { addJobEvent } from './job-events.js'
 import { notifyJobChanged } from './job-updates.js'
@@ -234,13 +235,20 @@ export async function queuePosition(db: Db, job: FineTuningJob): Promise<number 
   return ahead + 1
 }
 
-/** The queue job id is the fine-tuning job id, so a second enqueue of the same job is a no-op. */
+/**
+ * The queue job id is the fine-tuning job id, so a second enqueue of the same job is a no-op. The queue is
+ * the one of the job's resource class (`training` for cpu, `training-gpu`).
+ */
 export async function enqueueJob(
-  app: { queues: Pick<FastifyInstance['queues'], 'training'>; log: { warn(obj: object, msg?: string): void } },
+  app: {
+    queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
+    log: { warn(obj: object, msg?: string): void }
+  },
   job: FineTuningJob,
 ) {
   try {
-    await app.queues.training.add('train', { jobId: job.id }, { ...TRAINING_JOB_OPTIONS, jobId: job.id })
+    const queue = jobResourceClass(job) === 'gpu' ? app.queues.trainingGpu : app.queues.training
+    await queue.add('train', { jobId: job.id }, { ...TRAINING_JOB_OPTIONS, jobId: job.id })
   } catch (err) {
     // The job row is the source of truth: the worker's reconciler enqueues `queued` jobs missing from Redis.
     app.log.warn({ err: (err as Error).message, jobId: job.id }, 'could not enqueue job; the reconciler will')
@@ -288,7 +296,7 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
     return r
   })
   if (waiting.count) {
-    await app.queues.training.remove(id).catch(() => 0)
+    await Promise.all([app.queues.training.remove(id).catch(() => 0), app.queues.trainingGpu.remove(id).catch(() => 0)])
     notifyJobChanged(app.redis, app.config.queuePrefix, id)
   } else {
     const running = await app.db.fineTuningJob.updateMany({
@@ -308,7 +316,7 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
 
 interface PromoteDeps {
   db: Db
-  queues: Pick<FastifyInstance['queues'], 'training'>
+  queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
   log: { warn(obj: object, msg?: string): void }
 }
 

@@ -17,7 +17,7 @@ export async function checkpointZip(app: FastifyInstance, projectId: string, job
     include: { artifact: true },
   })
   if (!ckpt) throw notFound('checkpoint', checkpointId, 'checkpoint_id')
-  const dir = app.storage.resolve(ckpt.artifact.path)
+  const dir = await app.storage.localPath(ckpt.artifact.path)
   const missing = [MODEL_JSON, WEIGHTS_BIN, METADATA_JSON].filter((f) => !existsSync(path.join(dir, f)))
   if (missing.length)
     throw new AppError(

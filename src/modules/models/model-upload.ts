@@ -4,7 +4,7 @@
 // topology. Only then are model.json, one weights.bin and metadata.json written to models/<id>/, the
 // directory layout every other model has, and the rows recorded. On any fault nothing stays behind.
 import { createWriteStream } from 'node:fs'
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import type { MultipartFile, MultipartValue } from '@fastify/multipart'
@@ -541,7 +541,7 @@ export async function uploadModel(
     if (!stored) throw new AppError('missing_file', 'The multipart body has no `file` part.', { param: 'file' })
     const parsed = parseUploadFields(fields)
 
-    const opened = await openModelZip(storage.resolve(zipKey))
+    const opened = await openModelZip(await storage.localPath(zipKey))
     zip = opened.zip
     const modelJsonEntry = findModelJson(opened.files.keys())
     const entry = opened.files.get(modelJsonEntry)!
@@ -582,9 +582,8 @@ export async function uploadModel(
     zip.close()
     zip = null
     // Files first, then the rows that point at them.
-    await rename(workDir, storage.resolve(modelKey))
     placed = true
-    const digest = await storage.digest(modelKey)
+    const digest = await storage.putDir(modelKey, workDir)
     const row = await app.db.$transaction(async (tx) => {
       const artifactId = newId('art')
       await tx.artifact.create({

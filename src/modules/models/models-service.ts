@@ -8,7 +8,7 @@ import { AppError, notFound } from '../../errors.js'
 import type { Artifact, Model } from '../../generated/prisma/client.js'
 import { unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
-import type { LocalStorage } from '../../storage/local-storage.js'
+import type { Storage } from '../../storage/storage.js'
 
 type ModelRow = Model & { artifact?: Artifact | null }
 
@@ -188,10 +188,11 @@ export async function deleteModel(app: FastifyInstance, projectId: string, id: s
 }
 
 /** Directory holding model.json, weights.bin and metadata.json of any model. */
-export async function modelDir(storage: LocalStorage, m: ModelRow): Promise<string> {
-  if (m.kind === 'builtin') return ensureBuiltinModelDir(m.id as BuiltinModelId, storage.resolve('models'))
+export async function modelDir(storage: Storage, m: ModelRow): Promise<string> {
+  // Built-in models ship with the code: each process keeps its own local copy, never the bucket.
+  if (m.kind === 'builtin') return ensureBuiltinModelDir(m.id as BuiltinModelId, storage.workPath('models'))
   if (!m.artifact) throw new AppError('not_found', `Model ${m.id} has no stored weights.`)
-  return storage.resolve(m.artifact.path)
+  return storage.localPath(m.artifact.path)
 }
 
 /** A zip of the model directory, streamed: stock TF.js loads model.json + weights.bin from it. */

@@ -15,7 +15,6 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'The zip loads with stock TF.js (`tf.loadLayersModel`) and takes raw input preprocessed as metadata.json says, like a model download. A checkpoint that holds only part of a model (no model.json or metadata.json) answers 409 `checkpoint_not_downloadable`.',
         params: CheckpointParams,
-        produces: ['application/zip'],
         response: {
           200: {
             description: 'zip archive',

@@ -1,6 +1,15 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
 import { deleteFile, getFile, listFiles, presentFile, uploadFile } from '../../modules/files/files-service.js'
 import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../schemas/common.js'
+import {
+  deletedExample,
+  FILE_ID,
+  fileExample,
+  fileUploadExample,
+  jsonResponse,
+  listExample,
+  uploadedFileExample,
+} from '../../schemas/examples.js'
 import { DeletedObject, FileObject } from '../../schemas/objects.js'
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
@@ -15,13 +24,26 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'uploadFile',
         summary: 'Upload a dataset (streamed to storage, validated asynchronously by a worker)',
         consumes: ['multipart/form-data'],
-        body: Type.Object({
-          file: Type.String({ format: 'binary', description: 'CSV, JSONL, zip of image folders, or zip of IDX files' }),
-          purpose: Type.Literal('fine-tune'),
-          format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
-          label_column: Type.Optional(Type.String({ description: 'CSV label column (default `label`)' })),
-        }),
-        response: { 201: Type.Ref('File'), ...errorResponses(400, 413, 415) },
+        body: Type.Object(
+          {
+            file: Type.String({
+              format: 'binary',
+              description: 'CSV, JSONL, zip of image folders, or zip of IDX files',
+            }),
+            purpose: Type.Literal('fine-tune'),
+            format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
+            label_column: Type.Optional(Type.String({ description: 'CSV label column (default `label`)' })),
+          },
+          { examples: [fileUploadExample] },
+        ),
+        response: {
+          201: jsonResponse(
+            Type.Ref('File'),
+            uploadedFileExample,
+            'The stored file, `uploaded`: poll it until `processed` or `error`',
+          ),
+          ...errorResponses(400, 413, 415),
+        },
       },
     },
     async (req, reply) => {
@@ -39,7 +61,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'listFiles',
         summary: "List the project's files, newest first",
         querystring: ListQuery,
-        response: { 200: listOf(FileObject), ...errorResponses(400) },
+        response: { 200: jsonResponse(listOf(FileObject), listExample(fileExample)), ...errorResponses(400) },
       },
     },
     async (req) => listFiles(app, req.projectId, req.query),
@@ -54,7 +76,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getFile',
         summary: 'Get a file: status, validation error with line or entry, dataset stats',
         params: IdParams,
-        response: { 200: Type.Ref('File'), ...errorResponses(404) },
+        response: { 200: jsonResponse(Type.Ref('File'), fileExample), ...errorResponses(404) },
       },
     },
     async (req) => presentFile(await getFile(app, req.projectId, req.params.id)),
@@ -69,7 +91,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'deleteFile',
         summary: 'Delete a file and its bytes (refused while an unfinished job uses it)',
         params: IdParams,
-        response: { 200: DeletedObject, ...errorResponses(404, 409) },
+        response: { 200: jsonResponse(DeletedObject, deletedExample(FILE_ID, 'file')), ...errorResponses(404, 409) },
       },
     },
     async (req) => deleteFile(app, req.projectId, req.params.id),

@@ -11,6 +11,17 @@ import {
 } from '../../modules/models/models-service.js'
 import { predict } from '../../modules/models/predictions-service.js'
 import { errorResponses, IdParams, listOf } from '../../schemas/common.js'
+import {
+  deletedExample,
+  jsonResponse,
+  lineageExample,
+  listExample,
+  MODEL_ID,
+  modelExample,
+  modelUploadExample,
+  predictionsMultipartExample,
+  uploadedModelExample,
+} from '../../schemas/examples.js'
 import { DeletedObject, ModelObject } from '../../schemas/objects.js'
 
 // Model ids of fine-tuned models contain colons (`ft:mnist-cnn:refit:abc12345`): clients URL-encode them.
@@ -28,32 +39,39 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'The zip holds `model.json` (format `layers-model`) and the weight shards its `weightsManifest` lists, at the root or under one folder. It is checked without running the model: safe entry names, at most 1000 entries and 1 GiB uncompressed, shard sizes equal to the manifest, `input_shape` equal to the input layer, one class name per output unit, `feature_layer` an existing layer. The stored model is `model.json` + one `weights.bin` + `metadata.json`, like every other model. Faults in the archive answer `invalid_model`, faults in the fields `invalid_field`, both with `details`.',
         consumes: ['multipart/form-data'],
-        body: Type.Object({
-          file: Type.String({ format: 'binary', description: 'zip of model.json and its weight shard files' }),
-          input_shape: Type.String({
-            description: 'JSON array of positive integers, the input shape without the batch dimension',
-            examples: ['[28,28,1]', '[4]'],
-          }),
-          preprocessing: Type.Optional(
-            Type.String({
-              description: 'JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)',
-              examples: ['{"scale":0.00392156862745098,"offset":0}'],
+        body: Type.Object(
+          {
+            file: Type.String({ format: 'binary', description: 'zip of model.json and its weight shard files' }),
+            input_shape: Type.String({
+              description: 'JSON array of positive integers, the input shape without the batch dimension',
+              examples: ['[28,28,1]', '[4]'],
             }),
-          ),
-          classes: Type.Optional(
-            Type.String({
-              description: "JSON array of class names in output order; its length must equal the model's output units",
-              examples: ['["setosa","versicolor","virginica"]'],
-            }),
-          ),
-          feature_layer: Type.Optional(
-            Type.String({
-              description: 'Name of the layer whose output feeds a new head; required to fine-tune by transfer',
-            }),
-          ),
-          description: Type.Optional(Type.String({ maxLength: 2000 })),
-        }),
-        response: { 201: Type.Ref('Model'), ...errorResponses(400, 413, 415) },
+            preprocessing: Type.Optional(
+              Type.String({
+                description: 'JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)',
+                examples: ['{"scale":0.00392156862745098,"offset":0}'],
+              }),
+            ),
+            classes: Type.Optional(
+              Type.String({
+                description:
+                  "JSON array of class names in output order; its length must equal the model's output units",
+                examples: ['["setosa","versicolor","virginica"]'],
+              }),
+            ),
+            feature_layer: Type.Optional(
+              Type.String({
+                description: 'Name of the layer whose output feeds a new head; required to fine-tune by transfer',
+              }),
+            ),
+            description: Type.Optional(Type.String({ maxLength: 2000 })),
+          },
+          { examples: [modelUploadExample] },
+        ),
+        response: {
+          201: jsonResponse(Type.Ref('Model'), uploadedModelExample),
+          ...errorResponses(400, 413, 415),
+        },
       },
     },
     async (req, reply) => {
@@ -73,7 +91,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Filters combine: `kind` (builtin, uploaded, fine_tuned, architecture), `base_model` (models fine-tuned from that model), `job` (the model that job made).',
         querystring: ModelListQuery,
-        response: { 200: listOf(ModelObject), ...errorResponses(400) },
+        response: { 200: jsonResponse(listOf(ModelObject), listExample(modelExample)), ...errorResponses(400) },
       },
     },
     async (req) => listModels(app, req.projectId, req.query),
@@ -88,7 +106,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getModel',
         summary: 'Get a model: input shape, classes, preprocessing, lineage, metrics',
         params: IdParams,
-        response: { 200: Type.Ref('Model'), ...errorResponses(404) },
+        response: { 200: jsonResponse(Type.Ref('Model'), modelExample), ...errorResponses(404) },
       },
     },
     async (req) => presentModelWithMetrics(app.db, await getModel(app.db, req.projectId, req.params.id)),
@@ -105,7 +123,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Answers 409 `model_in_use` while a job that has not finished uses the model as its base or as its distillation teacher (`method.distillation.teacher_model`), or while an evaluation of it is queued or running. Built-in models answer 400 `builtin_model_immutable`.',
         params: IdParams,
-        response: { 200: DeletedObject, ...errorResponses(400, 404, 409) },
+        response: {
+          200: jsonResponse(DeletedObject, deletedExample(MODEL_ID, 'model')),
+          ...errorResponses(400, 404, 409),
+        },
       },
     },
     async (req) => deleteModel(app, req.projectId, req.params.id),
@@ -120,7 +141,6 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'downloadModel',
         summary: 'Download the whole model (raw input to classes) as a zip of model.json, weights.bin, metadata.json',
         params: IdParams,
-        produces: ['application/zip'],
         response: {
           200: {
             description: 'zip archive',
@@ -150,7 +170,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getModelLineage',
         summary: 'Where a model comes from: base model chain, job, training file, checkpoints',
         params: IdParams,
-        response: { 200: Type.Ref('ModelLineage'), ...errorResponses(404) },
+        response: { 200: jsonResponse(Type.Ref('ModelLineage'), lineageExample), ...errorResponses(404) },
       },
     },
     async (req) => modelLineage(app, req.projectId, req.params.id),
@@ -173,7 +193,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         body: {
           content: {
             'application/json': { schema: PredictionsJsonBody },
-            'multipart/form-data': { schema: PredictionsMultipartBody },
+            'multipart/form-data': { schema: { ...PredictionsMultipartBody, examples: [predictionsMultipartExample] } },
           },
         } as never,
         response: { 200: Type.Ref('PredictionList'), ...errorResponses(400, 404, 413, 415) },

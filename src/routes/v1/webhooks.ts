@@ -7,6 +7,7 @@ import {
   WEBHOOK_EVENTS,
 } from '../../modules/webhooks/webhooks-service.js'
 import { errorResponses, IdParams, ListQuery, listOf, Nullable, StringEnum } from '../../schemas/common.js'
+import { deletedExample, exampleOf, jsonResponse, listExample } from '../../schemas/examples.js'
 import { DeletedObject } from '../../schemas/objects.js'
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
@@ -138,7 +139,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'listWebhooks',
         summary: "List the project's webhooks, newest first (without secrets)",
         querystring: ListQuery,
-        response: { 200: listOf(WebhookObject), ...errorResponses(400) },
+        response: {
+          200: jsonResponse(listOf(WebhookObject), listExample(exampleOf(WebhookObject))),
+          ...errorResponses(400),
+        },
       },
     },
     async (req) => listWebhooks(app.db, req.projectId, req.query),
@@ -153,7 +157,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'deleteWebhook',
         summary: 'Delete a webhook; its pending deliveries are given up',
         params: IdParams,
-        response: { 200: DeletedObject, ...errorResponses(404) },
+        response: {
+          200: jsonResponse(DeletedObject, deletedExample('wh-7c1m4x0q2w9e8r5t3y6u1i0o', 'webhook')),
+          ...errorResponses(404),
+        },
       },
     },
     async (req) => deleteWebhook(app.db, req.projectId, req.params.id),
@@ -169,7 +176,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "A webhook's delivery log, newest first: status, attempts, last response status and error",
         params: IdParams,
         querystring: ListQuery,
-        response: { 200: listOf(DeliveryObject), ...errorResponses(400, 404) },
+        response: {
+          200: jsonResponse(listOf(DeliveryObject), listExample(exampleOf(DeliveryObject))),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (req) => listDeliveries(app.db, req.projectId, req.params.id, req.query),

@@ -14,6 +14,17 @@ import {
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
 import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../../schemas/common.js'
+import {
+  cancellingJobExample,
+  checkpointExample,
+  eventExample,
+  eventStreamExample,
+  jobExample,
+  jsonResponse,
+  listExample,
+  metricsExample,
+  queuedJobExample,
+} from '../../../schemas/examples.js'
 import { CheckpointObject, EventObject, JobObject, MetricObject } from '../../../schemas/objects.js'
 
 const auto = <T extends TSchema>(schema: T) => Type.Union([Type.Literal('auto'), schema])
@@ -186,7 +197,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'createFineTuningJob',
         summary: 'Create a fine-tuning job',
         body: CreateJobBody,
-        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(400, 404) },
+        response: {
+          200: jsonResponse(Type.Ref('FineTuningJob'), queuedJobExample, 'The job, `queued` (or `validating_files`)'),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (req) => presentJob(await createJob(app, req.projectId, req.body)),
@@ -201,7 +215,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'listFineTuningJobs',
         summary: "List the project's jobs, newest first",
         querystring: ListQuery,
-        response: { 200: listOf(JobObject), ...errorResponses(400) },
+        response: { 200: jsonResponse(listOf(JobObject), listExample(jobExample)), ...errorResponses(400) },
       },
     },
     async (req) => listJobs(app, req.projectId, req.query),
@@ -216,7 +230,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getFineTuningJob',
         summary: 'Get a job: status, progress, backend, resolved hyperparameters',
         params: IdParams,
-        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404) },
+        response: { 200: jsonResponse(Type.Ref('FineTuningJob'), jobExample), ...errorResponses(404) },
       },
     },
     async (req) => {
@@ -236,7 +250,13 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'To continue from a checkpoint instead, create a job whose `model` is the checkpoint id (`ftckpt-…`).',
         params: IdParams,
-        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404, 409) },
+        response: {
+          200: jsonResponse(Type.Ref('FineTuningJob'), {
+            ...queuedJobExample,
+            retry_of_job_id: 'ftjob-1q2w3e4r5t6y7u8i9o0p1a2s',
+          }),
+          ...errorResponses(404, 409),
+        },
       },
     },
     async (req) => presentJob(await retryJob(app, req.projectId, req.params.id)),
@@ -251,7 +271,14 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'cancelFineTuningJob',
         summary: 'Cancel a job: a queued job leaves the queue, a running one stops at the end of its current batch',
         params: IdParams,
-        response: { 200: Type.Ref('FineTuningJob'), ...errorResponses(404, 409) },
+        response: {
+          200: jsonResponse(
+            Type.Ref('FineTuningJob'),
+            cancellingJobExample,
+            'The job: `cancelled` if it was queued, else `cancelling`',
+          ),
+          ...errorResponses(404, 409),
+        },
       },
     },
     async (req) => presentJob(await cancelJob(app, req.projectId, req.params.id)),
@@ -281,8 +308,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           200: {
             description: 'A page of events, or (stream=true) an event stream',
             content: {
-              'application/json': { schema: listOf(EventObject) },
-              'text/event-stream': { schema: { type: 'string' } },
+              'application/json': { schema: listOf(EventObject), example: listExample(eventExample) },
+              'text/event-stream': { schema: { type: 'string' }, example: eventStreamExample },
             },
           },
           ...errorResponses(400, 404),
@@ -318,7 +345,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "A job's checkpoints (one per epoch), newest first",
         params: IdParams,
         querystring: ListQuery,
-        response: { 200: listOf(CheckpointObject), ...errorResponses(400, 404) },
+        response: {
+          200: jsonResponse(listOf(CheckpointObject), listExample(checkpointExample)),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (req) => {
@@ -359,7 +389,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
+          200: jsonResponse(
+            Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
+            metricsExample,
+          ),
           ...errorResponses(400, 404),
         },
       },

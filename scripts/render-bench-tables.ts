@@ -1,0 +1,271 @@
+// Renders bench/results/*.json as Markdown tables into README.md, between `<!-- bench:start -->` and
+// `<!-- bench:end -->` (under "## Figures"). One table per benchmark, headed by the commit and date it
+// measured. Results of `--quick` smoke runs are skipped unless --include-quick is given.
+//
+//   npm run bench:tables            (rewrites README.md)
+//   npx tsx scripts/render-bench-tables.ts --stdout [--include-quick]   (prints the section instead)
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { projectRoot } from '../src/lib/paths.js'
+
+const START = '<!-- bench:start -->'
+const END = '<!-- bench:end -->'
+const resultsDir = path.join(projectRoot, 'bench', 'results')
+const readme = path.join(projectRoot, 'README.md')
+const includeQuick = process.argv.includes('--include-quick')
+
+type Json = Record<string, any>
+type Cell = string | number | boolean | null | undefined
+
+const fmt = (v: Cell): string => {
+  if (v === null || v === undefined || (typeof v === 'number' && Number.isNaN(v))) return '–'
+  if (typeof v === 'boolean') return v ? 'yes' : 'no'
+  if (typeof v === 'number') return Number.isInteger(v) ? v.toLocaleString('en-US') : String(Math.round(v * 1e4) / 1e4)
+  return String(v).replace(/\|/g, '\\|')
+}
+
+function mdTable(headers: string[], rows: Cell[][]): string {
+  return [
+    `| ${headers.join(' | ')} |`,
+    `| ${headers.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.map(fmt).join(' | ')} |`),
+  ].join('\n')
+}
+
+const pct = (x: number | null | undefined) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '–')
+const goal = (met: unknown) => (met === true ? 'met' : met === false ? '**not met**' : '–')
+
+function provenance(r: Json): string {
+  const c =
+    typeof r.commit === 'string'
+      ? `\`${r.commit.slice(0, 12)}${r.commit.endsWith('-dirty') ? '-dirty' : ''}\``
+      : 'not recorded'
+  const m = r.machine
+    ? `${r.machine.cpus} × ${r.machine.model}`
+    : r.cpus || r.cores
+      ? `${r.cpus ?? r.cores} cores${r.cpu_model ? ` × ${r.cpu_model}` : ''}`
+      : null
+  return [
+    `commit ${c}`,
+    `date ${typeof r.date === 'string' ? r.date.slice(0, 10) : 'not recorded'}`,
+    r.backend ? `backend ${r.backend}` : null,
+    m ? `machine ${m}` : null,
+    r.quick ? '**quick smoke run: not representative**' : null,
+  ]
+    .filter(Boolean)
+    .join(' · ')
+}
+
+/** Each known benchmark: its title and body. Unknown files fall back to their scalar fields. */
+const renderers: Record<string, { title: string; body: (r: Json) => string }> = {
+  'mnist-transfer': {
+    title: 'Transfer, Keras mnist_transfer_cnn protocol (`bench/mnist-transfer.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['seed', 'test accuracy (5-9)', 'wall s', 'head samples/s', 'backend'],
+        (r.runs ?? []).map((x: Json) => [x.seed, pct(x.test_accuracy), x.wall_s, x.head_samples_per_second, x.backend]),
+      )}\n\n${r.protocol?.train_samples ?? '?'} training images of digits 5-9, ${r.protocol?.n_epochs} epochs, batch ${r.protocol?.batch_size}; scored with stock tfjs-node on the official test split. Published (Keras): ${pct(r.published_accuracy)}; goal ≥ 99% on every seed: ${goal(r.goal_met)}.`,
+  },
+  'distillation-mnist': {
+    title: 'Knowledge distillation on MNIST, Hinton et al. 2015 scaled down (`bench/distillation-mnist.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['setting', 'seed', 'T', 'alpha', 'val accuracy', 'test errors'],
+        [
+          [`teacher ${r.teacher?.architecture ?? ''}`, 1, null, null, r.teacher?.val_accuracy, r.teacher?.test_errors],
+          ...(r.results ?? []).map((x: Json) => [
+            x.setting,
+            x.seed,
+            x.temperature,
+            x.alpha,
+            x.val_accuracy,
+            x.test_errors,
+          ]),
+        ],
+      )}\n\nStudent \`${r.student?.architecture}\`, ${r.student?.epochs} epochs on ${fmt(r.train_samples)} training images (10% held out for validation); test errors on ${fmt(r.test_samples)} test images via the evaluations API. Alpha chosen per T on the validation split with seed 1 only and reused for seed 2. Published: 146 errors supervised vs 74 distilled. Goal (a distilled student beats the supervised one on every seed): ${goal(r.goal_met)}. Total ${fmt(r.seconds)} s.`,
+  },
+  'distillation-mnist-engine': {
+    title: 'Knowledge distillation on MNIST, engine direct (`bench/distillation-mnist-engine.ts`)',
+    body: (r) =>
+      mdTable(
+        ['student', 'seed', 'T', 'alpha', 'test error'],
+        (r.results ?? []).map((x: Json) => [x.student, x.seed, x.temperature, x.alpha, pct(x.test_error)]),
+      ),
+  },
+  'mobilenet-transfer': {
+    title: 'MobileNetV2 transfer on PNG folders (`bench/mobilenet-transfer.ts`)',
+    body: (r) =>
+      mdTable(
+        ['train / test images', 'epochs', 'test accuracy', 'wall s', 'features: images, ms', 'ms / image', 'backend'],
+        [
+          [
+            `${fmt(r.train_images)} / ${fmt(r.test_images)}`,
+            r.epochs,
+            pct(r.test_accuracy),
+            r.wall_s,
+            `${fmt(r.feature_samples)}, ${fmt(r.feature_ms)}`,
+            r.feature_ms_per_image,
+            r.backend,
+          ],
+        ],
+      ),
+  },
+  'service-overhead': {
+    title: 'Service overhead vs bare TF.js, head training (`bench/service-overhead.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['side', 'samples/s', 'backend'],
+        [
+          ['service (job progress)', r.service?.samples_per_second, r.service?.backend],
+          [
+            'service (epoch-event intervals, incl. validation and checkpoints)',
+            r.service?.epoch_interval_samples_per_second,
+            r.service?.backend,
+          ],
+          ['bare tfjs-node `model.fit`', r.bare?.samples_per_second, r.bare?.backend],
+        ],
+      )}\n\nmnist-cnn, digits 5-9 (${fmt(r.train_samples)} images), ${r.n_epochs} epochs, batch ${r.batch_size}. Ratio service/bare ${fmt(r.ratio)} (with validation and checkpoints: ${fmt(r.ratio_with_validation_and_checkpoints)}); goal ≥ 0.95: ${goal(r.goal_met)}.`,
+  },
+  'feature-caching': {
+    title: 'Feature caching vs fitting through the frozen backbone (`bench/feature-caching.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['side', 'epochs', 'seconds'],
+        [
+          ['service, cached features (job running time)', r.epochs, r.service?.running_s],
+          [
+            `bare \`model.fit\`, frozen MobileNetV2${r.bare?.extrapolated ? ` (${r.bare.epochs_run} epochs run, extrapolated)` : ''}`,
+            r.epochs,
+            r.bare?.fit_s_20_epochs,
+          ],
+        ],
+      )}\n\n${fmt(r.images)} images. Speed-up ${fmt(r.speedup)}x; goal ≥ 10x: ${goal(r.goal_met)}.`,
+  },
+  lifecycle: {
+    title: 'Job lifecycle (`bench/lifecycle.ts`)',
+    body: (r) =>
+      mdTable(
+        ['figure', 'value'],
+        [
+          [
+            `cancel, request → training process exited (N=${r.cancel?.n}), median / worst`,
+            `${fmt(r.cancel?.median_ms)} / ${fmt(r.cancel?.worst_ms)} ms`,
+          ],
+          ['cancel, request → status `cancelled`, median', `${fmt(r.cancel?.median_to_status_ms)} ms`],
+          ['SIGKILL of the owning worker → running again (attempt 2)', `${fmt(r.resume?.to_running_attempt_2_ms)} ms`],
+          ['SIGKILL of the owning worker → succeeded', `${fmt(r.resume?.to_succeeded_ms)} ms`],
+          ['duplicate metric rows, whole database', r.duplicate_metric_rows],
+        ],
+      ),
+  },
+  'engine-speed': {
+    title: 'Engine training throughput, no API (`bench/engine-speed.ts`)',
+    body: (r) =>
+      mdTable(
+        ['backend', 'method', 'samples/s (steady)', 'end to end s', 'val accuracy'],
+        (r.figures ?? []).map((x: Json) => [
+          x.backend,
+          x.method,
+          x.steady_samples_per_second,
+          x.end_to_end_seconds,
+          x.validation_accuracy,
+        ]),
+      ),
+  },
+  inference: {
+    title: 'Inference through the API (`bench/inference.ts`)',
+    body: (r) =>
+      mdTable(
+        ['model', 'batch', 'condition', 'predictions/s', 'p50 ms', 'p99 ms', 'backend'],
+        (r.rows ?? []).map((x: Json) => [
+          x.model,
+          x.batch,
+          x.condition,
+          x.predictions_per_second,
+          x.p50_ms,
+          x.p99_ms,
+          x.backend,
+        ]),
+      ),
+  },
+  load: {
+    title: 'API load (`bench/load.ts`)',
+    body: (r) =>
+      mdTable(
+        ['scenario', 'mode', 'target/s', 'req/s', '2xx/s', 'p50 ms', 'p99 ms', 'statuses', 'recovery ms'],
+        (r.results ?? []).map((x: Json) => [
+          x.scenario,
+          x.mode,
+          x.target_rps,
+          x.rps,
+          x.ok_rps,
+          x.p50_ms,
+          x.p99_ms,
+          Object.entries(x.status ?? {})
+            .map(([c, n]) => `${c}: ${n}`)
+            .join(', '),
+          x.recovery_ms,
+        ]),
+      ),
+  },
+}
+
+const ORDER = Object.keys(renderers)
+
+function fallback(r: Json): string {
+  const scalars = Object.entries(r).filter(
+    ([k, v]) =>
+      !['name', 'commit', 'date', 'machine', 'job_ids', 'quick'].includes(k) && (v === null || typeof v !== 'object'),
+  )
+  return mdTable(
+    ['figure', 'value'],
+    scalars.map(([k, v]) => [k, v as Cell]),
+  )
+}
+
+export function renderSection(): string {
+  const files = readdirSync(resultsDir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => ({
+      name: f.replace(/\.json$/, ''),
+      data: JSON.parse(readFileSync(path.join(resultsDir, f), 'utf8')) as Json,
+    }))
+    .filter((f) => {
+      if (f.data.quick && !includeQuick) {
+        console.error(`skipping ${f.name}.json: a --quick smoke run`)
+        return false
+      }
+      return true
+    })
+    .sort((a, b) => {
+      const ia = ORDER.indexOf(a.name)
+      const ib = ORDER.indexOf(b.name)
+      return (ia < 0 ? ORDER.length : ia) - (ib < 0 ? ORDER.length : ib) || a.name.localeCompare(b.name)
+    })
+  const parts = [
+    START,
+    '<!-- generated by `npm run bench:tables` from bench/results/*.json: edit those (or the script), not this -->',
+  ]
+  for (const f of files) {
+    const r = renderers[f.name]
+    parts.push(`\n#### ${r?.title ?? f.name}\n\n${provenance(f.data)}\n\n${r ? r.body(f.data) : fallback(f.data)}`)
+  }
+  parts.push(`\n${END}`)
+  return parts.join('\n')
+}
+
+function main() {
+  const section = renderSection()
+  if (process.argv.includes('--stdout')) {
+    console.log(section)
+    return
+  }
+  const text = readFileSync(readme, 'utf8')
+  const a = text.indexOf(START)
+  const b = text.indexOf(END)
+  if (a < 0 || b < a) throw new Error(`README.md has no ${START} ... ${END} section (it goes under "## Figures")`)
+  writeFileSync(readme, text.slice(0, a) + section + text.slice(b + END.length))
+  console.log('README.md: benchmark tables updated')
+}
+
+main()

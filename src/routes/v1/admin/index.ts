@@ -1,0 +1,15 @@
+// The cross-project admin API the dashboard reads (admin token or dashboard session cookie).
+import type { FastifyPluginAsync } from 'fastify'
+import datasets from './datasets.js'
+import jobs from './jobs.js'
+import models from './models.js'
+import queues from './queues.js'
+
+const adminApi: FastifyPluginAsync = async (app) => {
+  await app.register(jobs)
+  await app.register(datasets)
+  await app.register(models)
+  await app.register(queues)
+}
+
+export default adminApi

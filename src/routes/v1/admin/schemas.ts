@@ -1,0 +1,103 @@
+// Response schemas and examples of the cross-project admin routes (the dashboard's API).
+import { type TObject, Type } from '@fastify/type-provider-typebox'
+import { Nullable, StringEnum } from '../../../schemas/common.js'
+import { fileExample, jobExample, modelExample } from '../../../schemas/examples.js'
+import { FileObject, JobObject, JobStatus, ModelObject } from '../../../schemas/objects.js'
+
+/** The project an object belongs to, named, so an operator sees whose it is. */
+export const ProjectRef = Type.Object(
+  { id: Type.String(), name: Type.String() },
+  { additionalProperties: false, description: 'The owning project.' },
+)
+
+const withProject = <T extends TObject>(schema: T, nullable = false) =>
+  Type.Object({ ...schema.properties, project: nullable ? Nullable(ProjectRef) : ProjectRef })
+
+/** A job as the project routes show it, plus its project. */
+export const AdminJob = withProject(JobObject)
+export const AdminFile = withProject(FileObject)
+/** Built-in models and presets belong to no project (`project: null`). */
+export const AdminModel = withProject(ModelObject, true)
+
+export const AdminListQuery = {
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+  after: Type.Optional(Type.String({ maxLength: 200, description: 'Id of the last object of the previous page.' })),
+  project: Type.Optional(Type.String({ maxLength: 200, description: 'Only this project (proj-…).' })),
+}
+
+export const AdminJobQuery = Type.Object(
+  {
+    ...AdminListQuery,
+    status: Type.Optional(JobStatus),
+    method: Type.Optional(StringEnum(['transfer', 'supervised', 'distillation'])),
+    model: Type.Optional(Type.String({ maxLength: 200, description: 'Only jobs that train this base model.' })),
+  },
+  { additionalProperties: false },
+)
+
+export const AdminFileQuery = Type.Object(
+  {
+    ...AdminListQuery,
+    status: Type.Optional(StringEnum(['uploaded', 'processed', 'error'])),
+    format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
+  },
+  { additionalProperties: false },
+)
+
+export const AdminModelQuery = Type.Object(
+  { ...AdminListQuery, kind: Type.Optional(StringEnum(['builtin', 'uploaded', 'fine_tuned', 'architecture'])) },
+  { additionalProperties: false },
+)
+
+export const SampleImage = Type.Object({
+  index: Type.Integer({ description: 'Position of the sample in the dataset (archive or IDX order).' }),
+  label: Type.String(),
+  width: Type.Integer(),
+  height: Type.Integer(),
+  channels: Type.Integer(),
+  png_base64: Type.String({ description: 'The decoded sample re-encoded as PNG (at most 128 px on a side).' }),
+})
+
+export const SampleList = Type.Object({
+  object: Type.Literal('list'),
+  data: Type.Array(SampleImage),
+  has_more: Type.Boolean(),
+})
+
+const Counts = Type.Object({
+  waiting: Type.Integer(),
+  active: Type.Integer(),
+  delayed: Type.Integer(),
+  failed: Type.Integer(),
+  completed: Type.Integer(),
+  prioritized: Type.Integer(),
+})
+
+export const QueueHealth = Type.Object({
+  name: StringEnum(['training', 'files', 'evaluations']),
+  prefix: Type.String({ description: 'BullMQ key prefix (QUEUE_PREFIX).' }),
+  paused: Type.Boolean(),
+  counts: Counts,
+})
+
+const project = { id: 'proj-3k9x0c1v7b2n5m8q4w6e1r0t', name: 'digits' }
+export const adminJobExample = { ...jobExample, project }
+export const adminFileExample = { ...fileExample, project }
+export const adminModelExample = { ...modelExample, project }
+export const sampleListExample = {
+  object: 'list',
+  data: [{ index: 0, label: '5', width: 28, height: 28, channels: 1, png_base64: 'iVBORw0KGgoAAAANSUhEUgAA…' }],
+  has_more: true,
+}
+export const queuesExample = {
+  object: 'list',
+  data: [
+    {
+      name: 'training',
+      prefix: 'refit',
+      paused: false,
+      counts: { waiting: 2, active: 1, delayed: 0, failed: 0, completed: 14, prioritized: 0 },
+    },
+  ],
+  has_more: false,
+}
