@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
-# One image, two roles: `api` (default: API + its worker, like npm start) or `worker` (a worker only):
-#   docker run refit            # npm start
-#   docker run refit worker     # node dist/workers/worker.js
+# One image, three roles (docker/entrypoint.sh):
+#   docker run refit            # all: the API and a worker beside it, like npm start
+#   docker run refit api        # the API only (REFIT_ROLE=api); scale workers separately
+#   docker run refit worker     # a worker only (WORKER_RESOURCE_CLASS=cpu consumes `training`)
+# Multi-stage: the build stage has compilers and dev dependencies; the runtime stage has neither and runs
+# as the unprivileged `refit` user. The GPU worker image is docker/Dockerfile.gpu.
 FROM node:20-bookworm AS build
 WORKDIR /app
 # The addon links libtensorflow by absolute path: build it where the runtime stage will have it.
@@ -27,9 +30,11 @@ COPY --from=build --chown=refit:refit /app/src/builtin-models ./src/builtin-mode
 COPY --from=build --chown=refit:refit /app/prisma ./prisma
 # tfjs-node's addon links libtensorflow from this path (REFIT_ENGINE_CACHE in the build stage)
 COPY --from=build --chown=refit:refit /app/.cache ./.cache
+COPY --chown=refit:refit docker/entrypoint.sh docker/healthcheck.mjs ./docker/
 USER refit
 EXPOSE 8080
 VOLUME ["/data"]
-HEALTHCHECK --interval=15s --timeout=3s --start-period=30s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"
-ENTRYPOINT ["/bin/sh", "-c", "if [ \"$1\" = worker ]; then exec node dist/workers/worker.js; else exec node dist/src/main.js; fi", "--"]
-CMD ["api"]
+# api/all: GET /healthz answers; worker: its registry heartbeat reached Redis (docker/healthcheck.mjs)
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["node", "docker/healthcheck.mjs"]
+ENTRYPOINT ["/bin/sh", "docker/entrypoint.sh"]
+CMD ["all"]

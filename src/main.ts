@@ -1,10 +1,16 @@
 // `npm start`: prepares the database, starts the API in this process and one worker process beside it,
-// and prints where everything is. Ctrl-C stops both.
-import { fork } from 'node:child_process'
+// and prints where everything is. Ctrl-C stops both. With REFIT_ROLE=api it starts the API alone (workers
+// run elsewhere: `node dist/workers/worker.js`). A missing PostgreSQL or Redis stops it with a message
+// saying how to fix it; a Redis that may evict keys is warned about (and fails /readyz).
+import { type ChildProcess, fork } from 'node:child_process'
 import { join } from 'node:path'
 import { ConfigError, ensureAdminToken, loadConfig } from './config.js'
 import { prepareDatabase } from './db/prepare.js'
 import { projectRoot } from './lib/paths.js'
+import { notifyJobChanged } from './modules/jobs/job-updates.js'
+import { startUnservedJobsCheck } from './modules/workers/unserved-jobs.js'
+import { MISSED_HEARTBEATS } from './modules/workers/worker-registry.js'
+import { postgresUnreachableMessage, probeRedis } from './observability/startup-checks.js'
 import { startServer } from './server.js'
 
 async function main() {
@@ -21,33 +27,49 @@ async function main() {
   try {
     await prepareDatabase(config.databaseUrl, (m) => console.log(`[refit] ${m}`))
   } catch (err) {
-    console.error(
-      `[refit] cannot prepare PostgreSQL at ${config.databaseUrl}: ${(err as Error).message}\n` +
-        '        Is PostgreSQL running? Start it, or set DATABASE_URL.',
-    )
+    console.error(`[refit] ${postgresUnreachableMessage(config.databaseUrl, err as Error)}`)
     process.exit(1)
   }
+  const redis = await probeRedis(config.redisUrl)
+  if (redis.error) {
+    console.error(`[refit] ${redis.error}`)
+    process.exit(1)
+  }
+  if (redis.warning) console.warn(`[refit] WARNING: ${redis.warning}`)
   const adminToken = ensureAdminToken(config)
   const app = await startServer(config, adminToken)
+  if (redis.warning) app.log.warn({ check: 'redis maxmemory-policy' }, redis.warning)
+  // Queued jobs that no live worker can run get a status_reason and an event (unserved-jobs.ts).
+  const unserved = startUnservedJobsCheck(app.db, app.redis, config.queuePrefix, {
+    intervalMs: Math.max(1000, config.workerHeartbeatMs),
+    graceMs: config.workerHeartbeatMs * MISSED_HEARTBEATS,
+    notify: (jobId) => notifyJobChanged(app.redis, config.queuePrefix, jobId),
+    log: app.log,
+  })
 
-  const worker = fork(join(projectRoot, 'dist/workers/worker.js'), [], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  worker.on('message', (msg: { type?: string; backend?: string }) => {
-    if (msg?.type === 'worker-ready') console.log(`[refit] worker ready: training runs on the ${msg.backend} backend`)
-  })
-  worker.on('exit', (code, signal) => {
-    if (!stopping) {
-      console.error(`[refit] worker exited (${code ?? signal}); stopping`)
-      void stop(1)
-    }
-  })
+  let worker: ChildProcess | null = null
+  if (config.role === 'all') {
+    worker = fork(join(projectRoot, 'dist/workers/worker.js'), [], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
+    worker.on('message', (msg: { type?: string; backend?: string }) => {
+      if (msg?.type === 'worker-ready') console.log(`[refit] worker ready: training runs on the ${msg.backend} backend`)
+    })
+    worker.on('exit', (code, signal) => {
+      if (!stopping) {
+        console.error(`[refit] worker exited (${code ?? signal}); stopping`)
+        void stop(1)
+      }
+    })
+  }
 
   const address = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`
   console.log(
     [
       '',
-      `Refit is running (worker pid ${worker.pid}).`,
+      worker
+        ? `Refit is running (worker pid ${worker.pid}).`
+        : 'Refit API is running (REFIT_ROLE=api: no worker here).',
       `  API          ${address}/v1`,
       `  Docs         ${address}/docs   (OpenAPI: ${address}/docs/json)`,
       `  Health       ${address}/readyz`,
@@ -60,7 +82,8 @@ async function main() {
   const stop = async (code = 0) => {
     if (stopping) return
     stopping = true
-    worker.kill('SIGTERM')
+    unserved.stop()
+    worker?.kill('SIGTERM')
     await app.close()
     process.exit(code)
   }

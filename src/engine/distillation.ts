@@ -13,6 +13,7 @@ import type { LayersModel, Tensor, Tf } from './tf.js'
 import {
   applyInitFrom,
   finishRun,
+  forwardBatchSize,
   logitsFn,
   type RunOptions,
   type RunResult,
@@ -31,7 +32,7 @@ export interface DistillationOptions extends RunOptions, ModelSource {
   alpha: number
   /** the training file loaded at the teacher's image size when it differs from the student's; default `train` */
   teacherTrain?: LoadedDataset
-  /** samples per teacher forward pass; default 256 */
+  /** samples per teacher forward pass; default by input size (forwardBatchSize) */
   teacherBatchSize?: number
 }
 
@@ -111,7 +112,7 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
       trainee.train.rows,
       classes,
       T,
-      opts.teacherBatchSize ?? 256,
+      opts.teacherBatchSize ?? forwardBatchSize(teacherMeta.input_shape),
       opts.isCancelled,
     )
     teacher.dispose()

@@ -11,6 +11,7 @@ import {
   disposeShared,
   featureSource,
   finishRun,
+  forwardBatchSize,
   logitsFn,
   type Phase,
   type RunOptions,
@@ -34,7 +35,7 @@ export interface TransferOptions extends RunOptions {
   baseModelId?: string | null
   /** head, unfrozen blocks, fine_tune phase; default: 128-unit head, dropout 0.5, frozen backbone */
   method?: TransferMethod
-  /** samples per backbone forward pass while caching features; default 256 */
+  /** samples per backbone forward pass while caching features; default by input size (forwardBatchSize) */
   featureBatchSize?: number
 }
 
@@ -105,7 +106,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
     validationDs && valRaw ? { source: valRaw, labels: validationDs.y, rows: validationDs.rows } : undefined,
   )
 
-  const featureBatchSize = opts.featureBatchSize ?? 256
+  const featureBatchSize = opts.featureBatchSize ?? forwardBatchSize(meta.input_shape)
   const headPhase = async (): Promise<Phase> => {
     const t0 = performance.now()
     const trainFeatures = await extractFeatures(

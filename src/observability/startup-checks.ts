@@ -57,7 +57,10 @@ export async function redisPolicyProblem(redis: Pick<Redis, 'config'>): Promise<
 }
 
 /** Start-up probe of Redis: null when it answers (with any policy problem in `warning`), else why not. */
-export async function probeRedis(redisUrl: string, timeoutMs = 5000): Promise<{ error: string | null; warning: string | null }> {
+export async function probeRedis(
+  redisUrl: string,
+  timeoutMs = 5000,
+): Promise<{ error: string | null; warning: string | null }> {
   const redis = new Redis(redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 0,

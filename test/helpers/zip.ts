@@ -4,28 +4,35 @@ import yauzl from 'yauzl'
 
 /** Extracts a zip held in memory (test helper; refuses entries that leave `dir`). */
 export async function unzipToDir(buf: Buffer, dir: string): Promise<string[]> {
+  const entries = await unzipToMemory(buf)
+  for (const [name, content] of entries) {
+    if (name.includes('..') || name.startsWith('/')) throw new Error(`unsafe ${name}`)
+    const out = join(dir, name)
+    await mkdir(dirname(out), { recursive: true })
+    await writeFile(out, content)
+  }
+  return [...entries.keys()]
+}
+
+/** The entries of a zip held in memory, by name. */
+export async function unzipToMemory(buf: Buffer): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>()
   const zip = await new Promise<yauzl.ZipFile>((res, rej) =>
     yauzl.fromBuffer(buf, { lazyEntries: true }, (err, z) => (err ? rej(err) : res(z!))),
   )
-  const names: string[] = []
   await new Promise<void>((resolve, reject) => {
     zip.on('error', reject)
     zip.on('end', () => resolve())
     zip.on('entry', (entry: yauzl.Entry) => {
-      if (entry.fileName.includes('..') || entry.fileName.startsWith('/'))
-        return reject(new Error(`unsafe ${entry.fileName}`))
       zip.openReadStream(entry, async (err, stream) => {
         if (err) return reject(err)
         const chunks: Buffer[] = []
         for await (const c of stream!) chunks.push(c as Buffer)
-        const out = join(dir, entry.fileName)
-        await mkdir(dirname(out), { recursive: true })
-        await writeFile(out, Buffer.concat(chunks))
-        names.push(entry.fileName)
+        out.set(entry.fileName, Buffer.concat(chunks))
         zip.readEntry()
       })
     })
     zip.readEntry()
   })
-  return names
+  return out
 }

@@ -1,0 +1,354 @@
+#!/usr/bin/env node
+// `refit`: the command-line client, built on the generated typed client (openapi/client.ts).
+// Settings: REFIT_URL (default http://127.0.0.1:8080), REFIT_API_KEY, REFIT_ADMIN_TOKEN, or the flags below.
+import { createWriteStream } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { parseArgs } from 'node:util'
+import { createRefitClient, multipartBody, type RefitClient, type Schemas } from '../openapi/client.js'
+
+const USAGE = `Usage: refit <command> [options]
+
+  projects create NAME                        create a project (admin token)
+  keys create PROJECT_ID [--name N]           create an API key for a project (admin token); shown once
+  files upload PATH [--format F] [--label-column C] [--wait]
+                                              upload a dataset; --wait waits for its validation
+  files get FILE_ID                           show a file
+  jobs create --model M --training-file F [--validation-file V] [--method transfer|supervised|distillation]
+              [--teacher T] [--epochs N] [--batch-size B] [--seed S] [--suffix X]
+  jobs get JOB_ID                             show a job
+  jobs follow JOB_ID                          print the job's events and progress live until it ends
+  jobs cancel JOB_ID                          cancel a job
+  models download MODEL_ID [-o FILE]          download a model as a zip (default ./<model id>.zip)
+
+Options: --url URL (REFIT_URL, default http://127.0.0.1:8080), --api-key KEY (REFIT_API_KEY),
+         --admin-token TOKEN (REFIT_ADMIN_TOKEN), -h/--help.
+Exit status: 0 on success; 1 when the API answers an error (its code and message are printed) or a followed
+job does not succeed; 2 on a usage error.`
+
+/** A failure to report: the API's error code (or a local one) and its message. */
+class CliError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message)
+  }
+}
+
+type Options = Record<string, string | boolean | undefined>
+
+const { values: opts, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        url: { type: 'string' },
+        'api-key': { type: 'string' },
+        'admin-token': { type: 'string' },
+        name: { type: 'string' },
+        format: { type: 'string' },
+        'label-column': { type: 'string' },
+        wait: { type: 'boolean' },
+        model: { type: 'string' },
+        'training-file': { type: 'string' },
+        'validation-file': { type: 'string' },
+        method: { type: 'string' },
+        teacher: { type: 'string' },
+        epochs: { type: 'string' },
+        'batch-size': { type: 'string' },
+        seed: { type: 'string' },
+        suffix: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    })
+  } catch (err) {
+    fail(new CliError('usage', (err as Error).message, 2))
+  }
+})() as { values: Options; positionals: string[] }
+
+const baseUrl = (opts.url as string | undefined) ?? process.env.REFIT_URL ?? 'http://127.0.0.1:8080'
+
+function client(as: 'project' | 'admin'): RefitClient {
+  const apiKey =
+    as === 'admin'
+      ? ((opts['admin-token'] as string | undefined) ?? process.env.REFIT_ADMIN_TOKEN)
+      : ((opts['api-key'] as string | undefined) ?? process.env.REFIT_API_KEY)
+  if (!apiKey)
+    throw new CliError(
+      'usage',
+      as === 'admin'
+        ? 'an admin token is needed: REFIT_ADMIN_TOKEN or --admin-token'
+        : 'an API key is needed: REFIT_API_KEY or --api-key',
+      2,
+    )
+  return createRefitClient({ baseUrl, apiKey })
+}
+
+/** The data of a call, or a CliError carrying the API's error envelope. */
+function ok<T>(result: { data?: T; error?: unknown; response: Response }): T {
+  if (result.error !== undefined || result.data === undefined) throw apiError(result.response, result.error)
+  return result.data
+}
+
+function apiError(response: Response, body: unknown): CliError {
+  const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error
+  return new CliError(
+    e?.code ?? `http_${response.status}`,
+    e?.message ?? `HTTP ${response.status} ${response.statusText}`,
+  )
+}
+
+function arg(index: number, what: string): string {
+  const v = positionals[index]
+  if (!v) throw new CliError('usage', `missing ${what}\n\n${USAGE}`, 2)
+  return v
+}
+
+function integer(name: string): number | undefined {
+  const v = opts[name] as string | undefined
+  if (v === undefined) return undefined
+  if (!/^\d+$/.test(v)) throw new CliError('usage', `--${name} must be a whole number, got "${v}"`, 2)
+  return Number(v)
+}
+
+const print = (value: unknown) => console.log(JSON.stringify(value, null, 2))
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function main() {
+  const [group, command] = positionals
+  if (opts.help || !group) {
+    console.log(USAGE)
+    return 0
+  }
+  switch (`${group} ${command ?? ''}`.trim()) {
+    case 'projects create':
+      print(ok(await client('admin').POST('/v1/admin/projects', { body: { name: arg(2, 'NAME') } })))
+      return 0
+    case 'keys create': {
+      const body = opts.name ? { name: opts.name as string } : {}
+      print(
+        ok(
+          await client('admin').POST('/v1/admin/projects/{id}/api_keys', {
+            params: { path: { id: arg(2, 'PROJECT_ID') } },
+            body,
+          }),
+        ),
+      )
+      return 0
+    }
+    case 'files upload':
+      return uploadFile(arg(2, 'PATH'))
+    case 'files get':
+      print(ok(await client('project').GET('/v1/files/{id}', { params: { path: { id: arg(2, 'FILE_ID') } } })))
+      return 0
+    case 'jobs create':
+      print(ok(await client('project').POST('/v1/fine_tuning/jobs', { body: jobBody() })))
+      return 0
+    case 'jobs get':
+      print(
+        ok(await client('project').GET('/v1/fine_tuning/jobs/{id}', { params: { path: { id: arg(2, 'JOB_ID') } } })),
+      )
+      return 0
+    case 'jobs follow':
+      return followJob(arg(2, 'JOB_ID'))
+    case 'jobs cancel':
+      print(
+        ok(
+          await client('project').POST('/v1/fine_tuning/jobs/{id}/cancel', {
+            params: { path: { id: arg(2, 'JOB_ID') } },
+          }),
+        ),
+      )
+      return 0
+    case 'models download':
+      return downloadModel(arg(2, 'MODEL_ID'))
+    default:
+      throw new CliError('usage', `unknown command "${positionals.join(' ')}"\n\n${USAGE}`, 2)
+  }
+}
+
+async function uploadFile(path: string) {
+  const api = client('project')
+  const bytes = await readFile(path).catch((err) => {
+    throw new CliError('file_unreadable', `cannot read ${path}: ${(err as Error).message}`)
+  })
+  const format = opts.format as Schemas['File']['format'] | undefined
+  let file = ok(
+    await api.POST('/v1/files', {
+      body: {
+        purpose: 'fine-tune',
+        file: new File([bytes], basename(path)),
+        ...(format ? { format } : {}),
+        ...(opts['label-column'] ? { label_column: opts['label-column'] as string } : {}),
+      },
+      bodySerializer: multipartBody,
+    }),
+  )
+  if (opts.wait) {
+    console.error(`uploaded ${file.id} (${file.bytes} bytes); waiting for validation…`)
+    while (file.status === 'uploaded') {
+      await sleep(1000)
+      file = ok(await api.GET('/v1/files/{id}', { params: { path: { id: file.id } } }))
+    }
+  }
+  print(file)
+  if (file.status === 'error') throw new CliError(file.error?.code ?? 'invalid_file', file.error?.message ?? 'rejected')
+  return 0
+}
+
+function jobBody() {
+  const model = opts.model as string | undefined
+  const trainingFile = opts['training-file'] as string | undefined
+  if (!model || !trainingFile)
+    throw new CliError('usage', `jobs create needs --model and --training-file\n\n${USAGE}`, 2)
+  const type = (opts.method as string | undefined) ?? 'transfer'
+  if (!['transfer', 'supervised', 'distillation'].includes(type))
+    throw new CliError('usage', `--method must be transfer, supervised or distillation, got "${type}"`, 2)
+  if (type === 'distillation' && !opts.teacher) throw new CliError('usage', '--method distillation needs --teacher', 2)
+  const hyperparameters: Record<string, number> = {}
+  const epochs = integer('epochs')
+  const batchSize = integer('batch-size')
+  if (epochs !== undefined) hyperparameters.n_epochs = epochs
+  if (batchSize !== undefined) hyperparameters.batch_size = batchSize
+  const settings: Record<string, unknown> = Object.keys(hyperparameters).length ? { hyperparameters } : {}
+  if (type === 'distillation') settings.teacher_model = opts.teacher
+  const seed = integer('seed')
+  return {
+    model,
+    training_file: trainingFile,
+    ...(opts['validation-file'] ? { validation_file: opts['validation-file'] as string } : {}),
+    method: { type, ...(Object.keys(settings).length ? { [type]: settings } : {}) },
+    ...(seed !== undefined ? { seed } : {}),
+    ...(opts.suffix ? { suffix: opts.suffix as string } : {}),
+  }
+}
+
+/**
+ * Follows `GET /v1/fine_tuning/jobs/{id}/events?stream=true` until `event: done`. A dropped connection is
+ * resumed with `Last-Event-ID`, so no event is printed twice or missed.
+ */
+async function followJob(id: string) {
+  const api = client('project')
+  let lastEventId: string | undefined
+  let lastProgress = ''
+  let lastStatus = ''
+  let failures = 0
+  for (;;) {
+    let done: { status: string; fine_tuned_model: string | null } | null = null
+    try {
+      const res = await api.GET('/v1/fine_tuning/jobs/{id}/events', {
+        params: {
+          path: { id },
+          query: { stream: true },
+          header: lastEventId ? { 'last-event-id': lastEventId } : {},
+        },
+        headers: { accept: 'text/event-stream' },
+        parseAs: 'stream',
+      })
+      if (!res.response.ok) {
+        const body = await res.response.json().catch(() => undefined)
+        throw apiError(res.response, body)
+      }
+      for await (const msg of sseMessages(res.response.body!)) {
+        if (msg.id) lastEventId = msg.id
+        failures = 0
+        const data = JSON.parse(msg.data || 'null')
+        if (msg.event === 'event') {
+          const e = data as Schemas['FineTuningJobEvent']
+          console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
+        } else if (msg.event === 'job') {
+          const job = data as Schemas['FineTuningJob']
+          if (job.status !== lastStatus) {
+            lastStatus = job.status
+            console.log(`status: ${job.status}`)
+          }
+          const line = progressLine(job.progress)
+          if (line && line !== lastProgress) {
+            lastProgress = line
+            console.log(line)
+          }
+        } else if (msg.event === 'done') {
+          done = data
+          break
+        }
+      }
+    } catch (err) {
+      if (err instanceof CliError) throw err
+      if (++failures > 10)
+        throw new CliError('stream_failed', `the event stream keeps failing: ${(err as Error).message}`)
+    }
+    if (done) {
+      console.log(`Job ${done.status}${done.fine_tuned_model ? `: ${done.fine_tuned_model}` : ''}`)
+      return done.status === 'succeeded' ? 0 : 1
+    }
+    // The connection ended without `done`: resume where it stopped.
+    console.error(`connection lost; resuming${lastEventId ? ` after event ${lastEventId}` : ''}…`)
+    await sleep(Math.min(10_000, 500 * 2 ** Math.min(failures, 5)))
+  }
+}
+
+function progressLine(progress: Record<string, unknown> | null | undefined) {
+  if (!progress || typeof progress.epoch !== 'number') return ''
+  const p = progress as { epoch: number; total_epochs?: number; step?: number; total_steps?: number; fraction?: number }
+  const pct = typeof p.fraction === 'number' ? ` ${Math.round(p.fraction * 100)}%` : ''
+  const step = p.step !== undefined ? `, step ${p.step}/${p.total_steps ?? '?'}` : ''
+  const rate = typeof progress.samples_per_second === 'number' ? `, ${progress.samples_per_second} samples/s` : ''
+  return `progress: epoch ${p.epoch}/${p.total_epochs ?? '?'}${step}${pct}${rate}`
+}
+
+/** Server-Sent Events messages of a response body (comments and `retry:` lines skipped). */
+async function* sseMessages(body: ReadableStream<Uint8Array>) {
+  const decoder = new TextDecoder()
+  let buffer = ''
+  let msg: { event: string; data: string; id?: string } = { event: 'message', data: '' }
+  for await (const chunk of Readable.fromWeb(body as never)) {
+    buffer += decoder.decode(chunk as Uint8Array, { stream: true })
+    let nl = buffer.indexOf('\n')
+    while (nl >= 0) {
+      const line = buffer.slice(0, nl).replace(/\r$/, '')
+      buffer = buffer.slice(nl + 1)
+      nl = buffer.indexOf('\n')
+      if (line === '') {
+        if (msg.data !== '' || msg.id) yield msg
+        msg = { event: 'message', data: '' }
+        continue
+      }
+      if (line.startsWith(':')) continue
+      const colon = line.indexOf(':')
+      const field = colon < 0 ? line : line.slice(0, colon)
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
+      if (field === 'event') msg.event = value
+      else if (field === 'data') msg.data = msg.data ? `${msg.data}\n${value}` : value
+      else if (field === 'id') msg.id = value
+    }
+  }
+}
+
+async function downloadModel(id: string) {
+  const res = await client('project').GET('/v1/models/{id}/content', {
+    params: { path: { id } },
+    parseAs: 'stream',
+  })
+  if (!res.response.ok) throw apiError(res.response, await res.response.json().catch(() => undefined))
+  const out = (opts.output as string | undefined) ?? `${id.replace(/[^a-zA-Z0-9._-]+/g, '_')}.zip`
+  await pipeline(Readable.fromWeb(res.response.body as never), createWriteStream(out))
+  console.log(out)
+  return 0
+}
+
+function fail(err: unknown): never {
+  if (err instanceof CliError) {
+    console.error(`refit: ${err.code}: ${err.message}`)
+    process.exit(err.exitCode)
+  }
+  const cause = (err as { cause?: { code?: string } }).cause
+  console.error(`refit: ${cause?.code ?? 'error'}: ${(err as Error).message} (${baseUrl})`)
+  process.exit(1)
+}
+
+main().then((code) => process.exit(code), fail)

@@ -1,0 +1,144 @@
+// The compiled `refit` CLI (dist/cli/refit.js; `npm test` builds it) against the real service: a project and
+// a key, an upload, a job followed live to the end, the model downloaded; errors print code and message.
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, test } from 'node:test'
+import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
+import { projectRoot } from '../../src/lib/paths.js'
+import { ADMIN_TOKEN, createTestEnv, type TestEnv } from '../helpers/env.js'
+import { type RunningService, startService } from '../helpers/service.js'
+import { unzipToDir } from '../helpers/zip.js'
+
+const CLI = join(projectRoot, 'dist/cli/refit.js')
+
+let env: TestEnv
+let service: RunningService
+let work: string
+
+before(async () => {
+  if (!existsSync(CLI)) throw new Error('dist/cli/refit.js is missing: run `npm run build` (npm test does it)')
+  env = await createTestEnv('cli')
+  service = await startService(env.env)
+  work = await mkdtemp(join(tmpdir(), 'refit-cli-'))
+})
+
+after(async () => {
+  await service?.stop()
+  await env?.cleanup()
+  if (work) await rm(work, { recursive: true, force: true })
+})
+
+interface Run {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** Runs the CLI with only the given settings in its environment (no REFIT_* leaking from the test's). */
+function refit(args: string[], vars: Record<string, string> = {}): Promise<Run> {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REFIT_')))
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd: work, env: { ...clean, REFIT_URL: service.url, ...vars }, timeout: 180_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    )
+  })
+}
+
+test('refit: project, key, upload, job followed to the end, model download; API errors exit non-zero', async () => {
+  const project = await refit(['projects', 'create', 'cli-digits'], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  assert.equal(project.code, 0, project.stderr)
+  const projectId = JSON.parse(project.stdout).id as string
+  assert.match(projectId, /^proj-/)
+  // The admin token may come as a flag too.
+  const key = await refit(['keys', 'create', projectId, '--name', 'cli', '--admin-token', ADMIN_TOKEN])
+  assert.equal(key.code, 0, key.stderr)
+  const apiKey = JSON.parse(key.stdout).key as string
+  const as = { REFIT_API_KEY: apiKey }
+
+  await makeMnistDataset({
+    split: 'train',
+    digits: [5, 6, 7, 8, 9],
+    format: 'idx',
+    limit: 600,
+    out: join(work, 'd.zip'),
+  })
+  const upload = await refit(['files', 'upload', 'd.zip', '--format', 'idx', '--wait'], as)
+  assert.equal(upload.code, 0, upload.stderr)
+  const file = JSON.parse(upload.stdout)
+  assert.equal(file.status, 'processed')
+  assert.equal(file.stats.rows, 600)
+
+  const created = await refit(
+    ['jobs', 'create', '--model', 'mnist-cnn', '--training-file', file.id, '--epochs', '2', '--seed', '5'],
+    as,
+  )
+  assert.equal(created.code, 0, created.stderr)
+  const job = JSON.parse(created.stdout)
+  assert.match(job.id, /^ftjob-/)
+  assert.equal(job.hyperparameters.n_epochs, 2)
+  assert.deepEqual(job.method.type, 'transfer')
+
+  const follow = await refit(['jobs', 'follow', job.id], as)
+  assert.equal(follow.code, 0, `${follow.stdout}\n${follow.stderr}`)
+  assert.match(follow.stdout, /status: (queued|running)/)
+  assert.match(follow.stdout, /progress: epoch 1\/2/)
+  assert.match(follow.stdout, /progress: epoch 2\/2/)
+  assert.match(follow.stdout, /\[info\] .*[Ee]poch/)
+  const model = /^Job succeeded: (ft:mnist-cnn:\S+)$/m.exec(follow.stdout)?.[1]
+  assert.ok(model, `the follow output ends with the model:\n${follow.stdout}`)
+
+  // Following a finished job replays its events and ends at once.
+  const replay = await refit(['jobs', 'follow', job.id], as)
+  assert.equal(replay.code, 0)
+  assert.equal(
+    replay.stdout.split('\n').filter((l) => l.includes('[info]')).length,
+    follow.stdout.split('\n').filter((l) => l.includes('[info]')).length,
+    'the same events, each once',
+  )
+
+  const download = await refit(['models', 'download', model, '-o', 'model.zip'], as)
+  assert.equal(download.code, 0, download.stderr)
+  assert.equal(download.stdout.trim(), 'model.zip')
+  await unzipToDir(await readFile(join(work, 'model.zip')), join(work, 'model'))
+  const entries = await readdir(join(work, 'model'))
+  assert.ok(entries.includes('model.json'), `model.json in ${entries}`)
+  assert.equal(JSON.parse(await readFile(join(work, 'model/model.json'), 'utf8')).format, 'layers-model')
+
+  // Errors: the API's code and message on stderr, a non-zero exit.
+  const again = await refit(['jobs', 'cancel', job.id], as)
+  assert.equal(again.code, 1)
+  assert.match(again.stderr, /^refit: job_not_cancellable: /)
+  const missing = await refit(['jobs', 'get', 'ftjob-doesnotexist000000000000'], as)
+  assert.equal(missing.code, 1)
+  assert.match(missing.stderr, /^refit: not_found: /)
+  const noKey = await refit(['jobs', 'get', job.id])
+  assert.equal(noKey.code, 2)
+  assert.match(noKey.stderr, /REFIT_API_KEY/)
+  const badKey = await refit(['jobs', 'get', job.id], { REFIT_API_KEY: 'rk-wrong.key' })
+  assert.equal(badKey.code, 1)
+  assert.match(badKey.stderr, /^refit: \w+: /)
+})
+
+test('refit jobs cancel stops a queued or running job', async () => {
+  const project = await refit(['projects', 'create', 'cli-cancel'], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const key = await refit(['keys', 'create', JSON.parse(project.stdout).id], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const as = { REFIT_API_KEY: JSON.parse(key.stdout).key }
+  const upload = await refit(['files', 'upload', 'd.zip', '--wait'], as)
+  const created = await refit(
+    ['jobs', 'create', '--model', 'mnist-cnn', '--training-file', JSON.parse(upload.stdout).id, '--epochs', '100'],
+    as,
+  )
+  const cancel = await refit(['jobs', 'cancel', JSON.parse(created.stdout).id], as)
+  assert.equal(cancel.code, 0, cancel.stderr)
+  assert.ok(['cancelling', 'cancelled'].includes(JSON.parse(cancel.stdout).status))
+  const follow = await refit(['jobs', 'follow', JSON.parse(created.stdout).id], as)
+  assert.equal(follow.code, 1, 'a job that did not succeed exits 1')
+  assert.match(follow.stdout, /^Job cancelled$/m)
+})
