@@ -27,6 +27,8 @@ COPY --from=build --chown=refit:refit /app/package.json ./
 COPY --from=build --chown=refit:refit /app/node_modules ./node_modules
 COPY --from=build --chown=refit:refit /app/dist ./dist
 COPY --from=build --chown=refit:refit /app/src/builtin-models ./src/builtin-models
+# the admin dashboard's static files are served from the source tree (tsc does not copy them)
+COPY --from=build --chown=refit:refit /app/src/dashboard/static ./src/dashboard/static
 COPY --from=build --chown=refit:refit /app/prisma ./prisma
 # tfjs-node's addon links libtensorflow from this path (REFIT_ENGINE_CACHE in the build stage)
 COPY --from=build --chown=refit:refit /app/.cache ./.cache

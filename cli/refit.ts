@@ -267,7 +267,8 @@ async function followJob(id: string) {
             lastStatus = job.status
             console.log(`status: ${job.status}`)
           }
-          const line = progressLine(job.progress)
+          // A finished job's last progress write may be older than its end: its events tell the rest.
+          const line = ['running', 'cancelling'].includes(job.status) ? progressLine(job.progress) : ''
           if (line && line !== lastProgress) {
             lastProgress = line
             console.log(line)

@@ -28,7 +28,9 @@ if (role === 'worker') {
     await redis.connect()
     const ids = await redis.zrange(`${prefix}:registry:workers`, 0, -1)
     const mine = ids.filter((id) => id.startsWith(`${hostname()}-`))
-    const alive = mine.length ? (await redis.mget(mine.map((id) => `${prefix}:registry:worker:${id}`))).some(Boolean) : false
+    const alive = mine.length
+      ? (await redis.mget(mine.map((id) => `${prefix}:registry:worker:${id}`))).some(Boolean)
+      : false
     redis.disconnect()
     if (!alive) fail(`no live registry entry for host ${hostname()}`)
     process.exit(0)

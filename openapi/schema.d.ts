@@ -25,8 +25,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: PostgreSQL and Redis answer */
+        /** Readiness: PostgreSQL and Redis answer, and Redis never evicts keys (maxmemory-policy noeviction) */
         get: operations["getReadiness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics (admin token or METRICS_TOKEN)
+         * @description Text exposition format: HTTP latency by route and status, BullMQ queue depth per queue and state, fine-tuning job durations by method and status, training samples per second per running job and worker, live workers. Authorization: `Bearer <admin token>` or `Bearer <METRICS_TOKEN>`.
+         */
+        get: operations["getMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -120,6 +140,307 @@ export interface paths {
         head?: never;
         /** Set a project's storage quota and concurrent-job limit (null: back to the server default) */
         patch: operations["updateProjectLimits"];
+        trace?: never;
+    };
+    "/v1/admin/workers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the registered worker processes (oldest first): backend, resource class, running jobs, throughput
+         * @description Each worker process registers itself in Redis and refreshes its entry every WORKER_HEARTBEAT_MS; an entry expires after 3 missed heartbeats (a killed worker drops out on its own) and a graceful stop removes it at once.
+         */
+        get: operations["listWorkers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List jobs of every project, newest first, with their project
+         * @description Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id). Pages with `limit` and `after`.
+         */
+        get: operations["adminListJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get any job, with its project and place in the queue */
+        get: operations["adminGetJob"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel any project's job (as the project's own cancel does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCancelJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry a failed or cancelled job of any project as a new job in that project
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminRetryJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Any job's events, newest first; with stream=true, a live Server-Sent Events stream
+         * @description The same stream as `GET /v1/fine_tuning/jobs/{id}/events?stream=true`: `event: event` per job event (SSE id = its sequence number; `type: metrics` events carry `data.epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`), `event: job` on status or progress changes, `event: done` at the end.
+         */
+        get: operations["adminListJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Any job's metric rows (loss, accuracy, val_loss, val_accuracy per epoch), in step order */
+        get: operations["adminListJobMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List datasets of every project, newest first, with their project
+         * @description Filters combine: `project`, `status` (uploaded, processed, error), `format`.
+         */
+        get: operations["adminListFiles"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/files/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get any dataset: status, validation error, stats (rows, shape, classes and counts) */
+        get: operations["adminGetFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/files/{id}/samples": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A few sample images of an image dataset (image_zip or idx), as PNG, spread over the classes */
+        get: operations["adminListFileSamples"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List models of every project and the built-in ones, newest first, with metrics
+         * @description Filters combine: `project`, `kind` (builtin, uploaded, fine_tuned, architecture).
+         */
+        get: operations["adminListModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get any model: shape, classes, metrics (final, best, evaluation), project */
+        get: operations["adminGetModel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{id}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Where any model comes from: base model chain, job, training file, checkpoints */
+        get: operations["adminGetModelLineage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download any model as a zip of model.json, weights.bin, metadata.json */
+        get: operations["adminDownloadModel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Queue health: BullMQ job counts per queue (waiting, active, delayed, failed, completed) */
+        get: operations["adminListQueues"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the browser is signed in to the dashboard; the session's CSRF token and expiry
+         * @description Public, and always 200, so the page can ask before signing in: `signed_in` is false without a valid session cookie.
+         */
+        get: operations["getAdminSession"];
+        put?: never;
+        /**
+         * Sign in to the dashboard: exchanges the admin token for a session cookie
+         * @description Sets `refit_admin_session` (HttpOnly, SameSite=Strict, signed, expires after 12 hours). /v1/admin routes accept it instead of the bearer token; state-changing calls made with it must send `x-refit-csrf: <csrf_token>`.
+         */
+        post: operations["createAdminSession"];
+        /** Sign out: clears the cookie and invalidates the session, even for copies of the cookie */
+        delete: operations["deleteAdminSession"];
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/files": {
@@ -792,6 +1113,11 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "ok";
@@ -815,6 +1141,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok",
+                     *       "checks": {
+                     *         "database": {
+                     *           "status": "ok"
+                     *         },
+                     *         "redis": {
+                     *           "status": "ok"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "ok";
@@ -831,12 +1170,26 @@ export interface operations {
                     };
                 };
             };
-            /** @description Default Response */
+            /** @description PostgreSQL or Redis is down, or Redis may evict keys */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "unavailable",
+                     *       "checks": {
+                     *         "database": {
+                     *           "status": "ok"
+                     *         },
+                     *         "redis": {
+                     *           "status": "down",
+                     *           "error": "connect ECONNREFUSED 127.0.0.1:6379: is Redis running?"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "unavailable";
@@ -851,6 +1204,67 @@ export interface operations {
                             };
                         };
                     };
+                };
+            };
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text format 0.0.4 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example # HELP refit_queue_jobs Jobs per queue and state
+                     *     # TYPE refit_queue_jobs gauge
+                     *     refit_queue_jobs{queue="training",state="waiting"} 0
+                     */
+                    "text/plain": string;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": components["schemas"]["Error"];
                 };
             };
         };
@@ -870,6 +1284,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *           "object": "project",
+                     *           "name": "digits",
+                     *           "created_at": 1764370000
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         object: "list";
@@ -950,7 +1378,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Project"];
+                    /**
+                     * @example {
+                     *       "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "object": "project",
+                     *       "name": "digits",
+                     *       "created_at": 1764370000
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example proj-3k9x0c1v7b2n5m8q4w6e1r0t */
+                        id: string;
+                        /** @enum {string} */
+                        object: "project";
+                        name: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                    };
                 };
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
@@ -1017,6 +1461,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "key-8h2j4k6l8z0x2c4v6b8n0m2q",
+                     *           "object": "api_key",
+                     *           "project_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *           "name": "laptop",
+                     *           "prefix": "a1b2c3d4e5f6",
+                     *           "created_at": 1764370000,
+                     *           "last_used_at": 1764370120,
+                     *           "revoked_at": null
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         object: "list";
@@ -1095,6 +1557,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "laptop"
+                 *     }
+                 */
                 "application/json": {
                     name?: string;
                 };
@@ -1107,6 +1574,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "key-8h2j4k6l8z0x2c4v6b8n0m2q",
+                     *       "object": "api_key",
+                     *       "project_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "name": "laptop",
+                     *       "key": "rk-a1b2c3d4e5f6.Zm9yIGV4YW1wbGUgb25seSwgbm90IGEgcmVhbCBrZXkAAAA",
+                     *       "prefix": "a1b2c3d4e5f6",
+                     *       "created_at": 1764370000
+                     *     }
+                     */
                     "application/json": {
                         id: string;
                         /** @enum {string} */
@@ -1195,6 +1673,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "key-8h2j4k6l8z0x2c4v6b8n0m2q",
+                     *       "object": "api_key",
+                     *       "project_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "name": "laptop",
+                     *       "prefix": "a1b2c3d4e5f6",
+                     *       "created_at": 1764370000,
+                     *       "last_used_at": 1764370120,
+                     *       "revoked_at": 1764370600
+                     *     }
+                     */
                     "application/json": {
                         id: string;
                         /** @enum {string} */
@@ -1274,6 +1764,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "object": "project.usage",
+                     *       "storage_quota_bytes": 10737418240,
+                     *       "storage_used_bytes": 8862346,
+                     *       "max_concurrent_jobs": 4,
+                     *       "unfinished_jobs": 1
+                     *     }
+                     */
                     "application/json": {
                         id: string;
                         /** @enum {string} */
@@ -1365,6 +1865,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "object": "project.usage",
+                     *       "storage_quota_bytes": 10737418240,
+                     *       "storage_used_bytes": 8862346,
+                     *       "max_concurrent_jobs": 4,
+                     *       "unfinished_jobs": 1
+                     *     }
+                     */
                     "application/json": {
                         id: string;
                         /** @enum {string} */
@@ -1408,6 +1918,2411 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listWorkers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "node-a-41873-9f2c1e",
+                     *           "object": "worker",
+                     *           "pid": 41873,
+                     *           "hostname": "node-a",
+                     *           "role": "worker",
+                     *           "backend": "tensorflow",
+                     *           "device": "cpu",
+                     *           "resource_class": "cpu",
+                     *           "capabilities": {
+                     *             "depthwiseConvGradients": true
+                     *           },
+                     *           "throughput_samples_per_second": 912.4,
+                     *           "current_jobs": [
+                     *             "ftjob-6k2m0q8x1v3c5b7n9p0r2t4w"
+                     *           ],
+                     *           "started_at": 1767225600,
+                     *           "last_heartbeat_at": 1767229200,
+                     *           "alive": true
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @description Registry id: `<hostname>-<pid>-<random>`. */
+                            id: string;
+                            /** @enum {string} */
+                            object: "worker";
+                            pid: number;
+                            hostname: string;
+                            /** @enum {string} */
+                            role: "worker";
+                            /** @description TF.js backend its training processes run on: tensorflow, wasm or cpu. */
+                            backend: string;
+                            /** @enum {string} */
+                            device: "cpu" | "gpu";
+                            /**
+                             * @description WORKER_RESOURCE_CLASS: which training queue it consumes (`training` or `training-gpu`).
+                             * @enum {string}
+                             */
+                            resource_class: "cpu" | "gpu";
+                            /** @description What its backend can do, e.g. `depthwiseConvGradients`. */
+                            capabilities: {
+                                [key: string]: boolean;
+                            };
+                            throughput_samples_per_second: number | null;
+                            /** @description Ids of the fine-tuning jobs it trains now. */
+                            current_jobs: string[];
+                            /** @description Unix seconds */
+                            started_at: number;
+                            /** @description Unix seconds */
+                            last_heartbeat_at: number;
+                            /** @description Its last heartbeat is less than 3 heartbeats (WORKER_HEARTBEAT_MS) old; entries expire after that. */
+                            alive: boolean;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListJobs: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+                /** @description Only this project (proj-…). */
+                project?: string;
+                status?: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                method?: "transfer" | "supervised" | "distillation";
+                /** @description Only jobs that train this base model. */
+                model?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *           "object": "fine_tuning.job",
+                     *           "model": "mnist-cnn",
+                     *           "created_at": 1764370000,
+                     *           "started_at": 1764370002,
+                     *           "finished_at": 1764370024,
+                     *           "fine_tuned_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *           "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *           "result_files": [],
+                     *           "status": "succeeded",
+                     *           "status_reason": null,
+                     *           "validation_file": null,
+                     *           "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
+                     *           },
+                     *           "method": {
+                     *             "type": "transfer",
+                     *             "transfer": {
+                     *               "hyperparameters": {
+                     *                 "n_epochs": 5,
+                     *                 "batch_size": 128
+                     *               }
+                     *             }
+                     *           },
+                     *           "trained_tokens": null,
+                     *           "trained_samples": 132318,
+                     *           "error": null,
+                     *           "seed": 42,
+                     *           "suffix": "digits",
+                     *           "user_provided_suffix": "digits",
+                     *           "metadata": null,
+                     *           "integrations": [],
+                     *           "estimated_finish": null,
+                     *           "backend": "tensorflow",
+                     *           "attempt": 1,
+                     *           "progress": {
+                     *             "epoch": 5,
+                     *             "total_epochs": 5,
+                     *             "step": 207,
+                     *             "total_steps": 207,
+                     *             "fraction": 1,
+                     *             "samples_per_second": 9400,
+                     *             "estimated_finish": null
+                     *           },
+                     *           "queue_position": null,
+                     *           "retry_of_job_id": null,
+                     *           "init_checkpoint": null,
+                     *           "project": {
+                     *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "name": "digits"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.job";
+                            model: string;
+                            /** @description Unix seconds */
+                            created_at: number;
+                            started_at: number | null;
+                            finished_at: number | null;
+                            fine_tuned_model: string | null;
+                            /** @description The project id. */
+                            organization_id: string;
+                            result_files: string[];
+                            /** @enum {string} */
+                            status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                            status_reason: string | null;
+                            validation_file: string | null;
+                            training_file: string;
+                            hyperparameters: {
+                                [key: string]: unknown;
+                            };
+                            method: {
+                                [key: string]: unknown;
+                            };
+                            trained_tokens: null;
+                            trained_samples: number | null;
+                            error: {
+                                code: string;
+                                message: string;
+                                param: string | null;
+                            } | null;
+                            seed: number;
+                            suffix: string | null;
+                            user_provided_suffix: string | null;
+                            metadata: {
+                                [key: string]: string;
+                            } | null;
+                            integrations: {
+                                [key: string]: unknown;
+                            }[];
+                            estimated_finish: number | null;
+                            backend: string | null;
+                            attempt: number;
+                            progress: {
+                                [key: string]: unknown;
+                            } | null;
+                            queue_position: number | null;
+                            retry_of_job_id: string | null;
+                            init_checkpoint: string | null;
+                            /** @description The owning project. */
+                            project: {
+                                id: string;
+                                name: string;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminGetJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": 1764370002,
+                     *       "finished_at": 1764370024,
+                     *       "fine_tuned_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "succeeded",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": 132318,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": "tensorflow",
+                     *       "attempt": 1,
+                     *       "progress": {
+                     *         "epoch": 5,
+                     *         "total_epochs": 5,
+                     *         "step": 207,
+                     *         "total_steps": 207,
+                     *         "fraction": 1,
+                     *         "samples_per_second": 9400,
+                     *         "estimated_finish": null
+                     *       },
+                     *       "queue_position": null,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        method: {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCancelJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": 1764370002,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "cancelling",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": 1764370020,
+                     *       "backend": "tensorflow",
+                     *       "attempt": 1,
+                     *       "progress": {
+                     *         "epoch": 2,
+                     *         "total_epochs": 5,
+                     *         "step": 88,
+                     *         "total_steps": 207,
+                     *         "fraction": 0.285,
+                     *         "samples_per_second": 9400,
+                     *         "estimated_finish": 1764370020
+                     *       },
+                     *       "queue_position": null,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        method: {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminRetryJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": null,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "queued",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": null,
+                     *       "attempt": 1,
+                     *       "progress": null,
+                     *       "queue_position": 1,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        method: {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListJobEvents: {
+        parameters: {
+            query?: {
+                limit?: number;
+                after?: string;
+                stream?: boolean;
+            };
+            header?: {
+                "last-event-id"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events, or (stream=true) an event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "ftevent-8h3j5k7l9z1x2c4v6b8n0m2q",
+                     *           "object": "fine_tuning.job.event",
+                     *           "created_at": 1764370009,
+                     *           "level": "info",
+                     *           "type": "metrics",
+                     *           "message": "Epoch 2/5: loss 0.0412, accuracy 0.9871, val_loss 0.0305, val_accuracy 0.9905",
+                     *           "data": {
+                     *             "epoch": 2,
+                     *             "loss": 0.0412,
+                     *             "accuracy": 0.9871,
+                     *             "val_loss": 0.0305,
+                     *             "val_accuracy": 0.9905
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.job.event";
+                            /** @description Unix seconds */
+                            created_at: number;
+                            level: string;
+                            type: string;
+                            message: string;
+                            data: {
+                                [key: string]: unknown;
+                            } | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                    /**
+                     * @example retry: 2000
+                     *
+                     *     id: 7
+                     *     event: event
+                     *     data: {"id":"ftevent-8h3j5k7l9z1x2c4v6b8n0m2q","object":"fine_tuning.job.event","created_at":1764370009,"level":"info","type":"metrics","message":"Epoch 2/5: loss 0.0412, accuracy 0.9871, val_loss 0.0305, val_accuracy 0.9905","data":null}
+                     *
+                     *     event: job
+                     *     data: {"id":"ftjob-4f2k8d0s9a7q1w3e5r6t8y0u","object":"fine_tuning.job","status":"running","progress":{"epoch":3,"total_epochs":5,"step":12,"total_steps":207,"fraction":0.412,"samples_per_second":9400,"estimated_finish":1764370020}}
+                     *
+                     *     event: done
+                     *     data: {"status":"succeeded","fine_tuned_model":"ft:mnist-cnn:digits:4f2k8d0s"}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListJobMetrics: {
+        parameters: {
+            query?: {
+                name?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "object": "fine_tuning.job.metric",
+                     *           "step": 207,
+                     *           "epoch": 1,
+                     *           "name": "accuracy",
+                     *           "value": 0.9612,
+                     *           "created_at": 1764370006
+                     *         },
+                     *         {
+                     *           "object": "fine_tuning.job.metric",
+                     *           "step": 207,
+                     *           "epoch": 1,
+                     *           "name": "loss",
+                     *           "value": 0.1287,
+                     *           "created_at": 1764370006
+                     *         },
+                     *         {
+                     *           "object": "fine_tuning.job.metric",
+                     *           "step": 207,
+                     *           "epoch": 1,
+                     *           "name": "val_accuracy",
+                     *           "value": 0.9823,
+                     *           "created_at": 1764370006
+                     *         },
+                     *         {
+                     *           "object": "fine_tuning.job.metric",
+                     *           "step": 207,
+                     *           "epoch": 1,
+                     *           "name": "val_loss",
+                     *           "value": 0.0561,
+                     *           "created_at": 1764370006
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @enum {string} */
+                            object: "fine_tuning.job.metric";
+                            step: number;
+                            epoch: number;
+                            name: string;
+                            value: number;
+                            /** @description Unix seconds */
+                            created_at: number;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListFiles: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+                /** @description Only this project (proj-…). */
+                project?: string;
+                status?: "uploaded" | "processed" | "error";
+                format?: "csv" | "jsonl" | "image_zip" | "idx";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "object": "file",
+                     *           "bytes": 8862346,
+                     *           "created_at": 1764370000,
+                     *           "filename": "digits-5-9.zip",
+                     *           "purpose": "fine-tune",
+                     *           "format": "idx",
+                     *           "status": "processed",
+                     *           "status_details": null,
+                     *           "error": null,
+                     *           "stats": {
+                     *             "rows": 29404,
+                     *             "image_shape": [
+                     *               28,
+                     *               28,
+                     *               1
+                     *             ],
+                     *             "classes": [
+                     *               "5",
+                     *               "6",
+                     *               "7",
+                     *               "8",
+                     *               "9"
+                     *             ],
+                     *             "class_counts": {
+                     *               "5": 5421,
+                     *               "6": 5918,
+                     *               "7": 6265,
+                     *               "8": 5851,
+                     *               "9": 5949
+                     *             }
+                     *           },
+                     *           "project": {
+                     *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "name": "digits"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @example file-0a1b2c3d4e5f6g7h8i9j0k1l */
+                            id: string;
+                            /** @enum {string} */
+                            object: "file";
+                            bytes: number;
+                            /** @description Unix seconds */
+                            created_at: number;
+                            filename: string;
+                            purpose: string;
+                            format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
+                            /** @enum {string} */
+                            status: "uploaded" | "processed" | "error";
+                            status_details: string | null;
+                            error: {
+                                code: string;
+                                message: string;
+                                details?: {
+                                    line?: number;
+                                    entry?: string;
+                                    field?: string;
+                                    message: string;
+                                }[];
+                            } | null;
+                            stats: {
+                                [key: string]: unknown;
+                            } | null;
+                            /** @description The owning project. */
+                            project: {
+                                id: string;
+                                name: string;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminGetFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "object": "file",
+                     *       "bytes": 8862346,
+                     *       "created_at": 1764370000,
+                     *       "filename": "digits-5-9.zip",
+                     *       "purpose": "fine-tune",
+                     *       "format": "idx",
+                     *       "status": "processed",
+                     *       "status_details": null,
+                     *       "error": null,
+                     *       "stats": {
+                     *         "rows": 29404,
+                     *         "image_shape": [
+                     *           28,
+                     *           28,
+                     *           1
+                     *         ],
+                     *         "classes": [
+                     *           "5",
+                     *           "6",
+                     *           "7",
+                     *           "8",
+                     *           "9"
+                     *         ],
+                     *         "class_counts": {
+                     *           "5": 5421,
+                     *           "6": 5918,
+                     *           "7": 6265,
+                     *           "8": 5851,
+                     *           "9": 5949
+                     *         }
+                     *       },
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example file-0a1b2c3d4e5f6g7h8i9j0k1l */
+                        id: string;
+                        /** @enum {string} */
+                        object: "file";
+                        bytes: number;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        filename: string;
+                        purpose: string;
+                        format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
+                        /** @enum {string} */
+                        status: "uploaded" | "processed" | "error";
+                        status_details: string | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            details?: {
+                                line?: number;
+                                entry?: string;
+                                field?: string;
+                                message: string;
+                            }[];
+                        } | null;
+                        stats: {
+                            [key: string]: unknown;
+                        } | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListFileSamples: {
+        parameters: {
+            query?: {
+                n?: number;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "index": 0,
+                     *           "label": "5",
+                     *           "width": 28,
+                     *           "height": 28,
+                     *           "channels": 1,
+                     *           "png_base64": "iVBORw0KGgoAAAANSUhEUgAA…"
+                     *         }
+                     *       ],
+                     *       "has_more": true
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @description Position of the sample in the dataset (archive or IDX order). */
+                            index: number;
+                            label: string;
+                            width: number;
+                            height: number;
+                            channels: number;
+                            /** @description The decoded sample re-encoded as PNG (at most 128 px on a side). */
+                            png_base64: string;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListModels: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+                /** @description Only this project (proj-…). */
+                project?: string;
+                kind?: "builtin" | "uploaded" | "fine_tuned" | "architecture";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *           "object": "model",
+                     *           "created": 1764370060,
+                     *           "created_at": 1764370060,
+                     *           "owned_by": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *           "kind": "fine_tuned",
+                     *           "description": null,
+                     *           "base_model": "mnist-cnn",
+                     *           "fine_tuning_job": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *           "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "input_shape": [
+                     *             28,
+                     *             28,
+                     *             1
+                     *           ],
+                     *           "classes": [
+                     *             "5",
+                     *             "6",
+                     *             "7",
+                     *             "8",
+                     *             "9"
+                     *           ],
+                     *           "preprocessing": {
+                     *             "scale": 0.00392156862745098,
+                     *             "offset": 0
+                     *           },
+                     *           "feature_layer": "flatten",
+                     *           "metrics": {
+                     *             "accuracy": 0.9921,
+                     *             "val_accuracy": 0.9935,
+                     *             "loss": 0.0254,
+                     *             "val_loss": 0.0212
+                     *           },
+                     *           "backend": "tensorflow",
+                     *           "seed": 42,
+                     *           "bytes": 1203884,
+                     *           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *           "project": {
+                     *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "name": "digits"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /**
+                             * @example mnist-cnn
+                             * @example ft:mnist-cnn:refit:abc12345
+                             */
+                            id: string;
+                            /** @enum {string} */
+                            object: "model";
+                            /** @description Unix seconds */
+                            created: number;
+                            /** @description Unix seconds */
+                            created_at: number;
+                            owned_by: string;
+                            /** @enum {string} */
+                            kind: "builtin" | "uploaded" | "fine_tuned" | "architecture";
+                            description: string | null;
+                            base_model: string | null;
+                            fine_tuning_job: string | null;
+                            training_file: string | null;
+                            input_shape: number[] | null;
+                            classes: string[] | null;
+                            preprocessing: {
+                                [key: string]: unknown;
+                            } | null;
+                            feature_layer: string | null;
+                            metrics: {
+                                [key: string]: unknown;
+                            } | null;
+                            backend: string | null;
+                            seed: number | null;
+                            bytes: number | null;
+                            sha256: string | null;
+                            project: {
+                                id: string;
+                                name: string;
+                            } | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminGetModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "object": "model",
+                     *       "created": 1764370060,
+                     *       "created_at": 1764370060,
+                     *       "owned_by": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "kind": "fine_tuned",
+                     *       "description": null,
+                     *       "base_model": "mnist-cnn",
+                     *       "fine_tuning_job": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "input_shape": [
+                     *         28,
+                     *         28,
+                     *         1
+                     *       ],
+                     *       "classes": [
+                     *         "5",
+                     *         "6",
+                     *         "7",
+                     *         "8",
+                     *         "9"
+                     *       ],
+                     *       "preprocessing": {
+                     *         "scale": 0.00392156862745098,
+                     *         "offset": 0
+                     *       },
+                     *       "feature_layer": "flatten",
+                     *       "metrics": {
+                     *         "accuracy": 0.9921,
+                     *         "val_accuracy": 0.9935,
+                     *         "loss": 0.0254,
+                     *         "val_loss": 0.0212
+                     *       },
+                     *       "backend": "tensorflow",
+                     *       "seed": 42,
+                     *       "bytes": 1203884,
+                     *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /**
+                         * @example mnist-cnn
+                         * @example ft:mnist-cnn:refit:abc12345
+                         */
+                        id: string;
+                        /** @enum {string} */
+                        object: "model";
+                        /** @description Unix seconds */
+                        created: number;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        owned_by: string;
+                        /** @enum {string} */
+                        kind: "builtin" | "uploaded" | "fine_tuned" | "architecture";
+                        description: string | null;
+                        base_model: string | null;
+                        fine_tuning_job: string | null;
+                        training_file: string | null;
+                        input_shape: number[] | null;
+                        classes: string[] | null;
+                        preprocessing: {
+                            [key: string]: unknown;
+                        } | null;
+                        feature_layer: string | null;
+                        metrics: {
+                            [key: string]: unknown;
+                        } | null;
+                        backend: string | null;
+                        seed: number | null;
+                        bytes: number | null;
+                        sha256: string | null;
+                        project: {
+                            id: string;
+                            name: string;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminGetModelLineage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "model.lineage",
+                     *       "model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "chain": [
+                     *         {
+                     *           "id": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *           "kind": "fine_tuned",
+                     *           "base_model": "mnist-cnn",
+                     *           "fine_tuning_job": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *           "deleted": false
+                     *         },
+                     *         {
+                     *           "id": "mnist-cnn",
+                     *           "kind": "builtin",
+                     *           "base_model": null,
+                     *           "fine_tuning_job": null,
+                     *           "deleted": false
+                     *         }
+                     *       ],
+                     *       "job": {
+                     *         "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "status": "succeeded",
+                     *         "method": {
+                     *           "type": "transfer",
+                     *           "transfer": {
+                     *             "hyperparameters": {
+                     *               "n_epochs": 5,
+                     *               "batch_size": 128
+                     *             }
+                     *           }
+                     *         },
+                     *         "hyperparameters": {
+                     *           "n_epochs": 5,
+                     *           "batch_size": 128,
+                     *           "learning_rate": 0.001,
+                     *           "validation_split": 0.1,
+                     *           "optimizer": "adam",
+                     *           "early_stopping": null
+                     *         },
+                     *         "seed": 42,
+                     *         "backend": "tensorflow",
+                     *         "validation_file": null,
+                     *         "created_at": 1764370000,
+                     *         "finished_at": 1764370024
+                     *       },
+                     *       "training_file": {
+                     *         "id": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *         "filename": "digits-5-9.zip",
+                     *         "format": "idx",
+                     *         "bytes": 8862346,
+                     *         "sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+                     *         "rows": 29404,
+                     *         "classes": [
+                     *           "5",
+                     *           "6",
+                     *           "7",
+                     *           "8",
+                     *           "9"
+                     *         ],
+                     *         "deleted": false
+                     *       },
+                     *       "checkpoints": [
+                     *         {
+                     *           "id": "ftckpt-2w4e6r8t0y1u3i5o7p9a1s3d",
+                     *           "epoch": 5,
+                     *           "step": 1035,
+                     *           "metrics": {
+                     *             "loss": 0.0254,
+                     *             "accuracy": 0.9921,
+                     *             "val_loss": 0.0212,
+                     *             "val_accuracy": 0.9935
+                     *           },
+                     *           "created_at": 1764370020
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ModelLineage"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminDownloadModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description zip archive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListQueues: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "name": "training",
+                     *           "prefix": "refit",
+                     *           "paused": false,
+                     *           "counts": {
+                     *             "waiting": 2,
+                     *             "active": 1,
+                     *             "delayed": 0,
+                     *             "failed": 0,
+                     *             "completed": 14,
+                     *             "prioritized": 0
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @enum {string} */
+                            name: "training" | "files" | "evaluations";
+                            /** @description BullMQ key prefix (QUEUE_PREFIX). */
+                            prefix: string;
+                            paused: boolean;
+                            counts: {
+                                waiting: number;
+                                active: number;
+                                delayed: number;
+                                failed: number;
+                                completed: number;
+                                prioritized: number;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getAdminSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "admin.session",
+                     *       "csrf_token": "q3N2b0VfZ2hB…",
+                     *       "expires_at": 1764413200,
+                     *       "signed_in": true
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "admin.session";
+                        csrf_token: string | null;
+                        expires_at: number | null;
+                        signed_in: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    createAdminSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "token": "refit-admin-…"
+                 *     }
+                 */
+                "application/json": {
+                    token: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "admin.session",
+                     *       "csrf_token": "q3N2b0VfZ2hB…",
+                     *       "expires_at": 1764413200
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "admin.session";
+                        csrf_token: string | null;
+                        expires_at: number | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteAdminSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "admin.session",
+                     *       "deleted": true
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "admin.session";
+                        deleted: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

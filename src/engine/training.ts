@@ -47,14 +47,16 @@ export function rawSource(ds: LoadedDataset, prep: Preprocessing, inputShape: nu
 }
 
 /** Cached backbone features. */
-export function featureSource(set: FeatureSet): InputSource {
+/**
+ * Cached features held once in the backend (one tensor for the whole run) and gathered natively per
+ * batch: copying a batch out of a JS array and back into the backend cost ~8% of head-training time.
+ * The caller disposes the source when the run ends.
+ */
+export function featureSource(tf: Tf, set: FeatureSet): InputSource & { dispose(): void } {
+  const all = tf.tensor2d(set.features, [set.rows, set.dim])
   return {
-    input: (tf, rows) => {
-      const out = new Float32Array(rows.length * set.dim)
-      for (let i = 0; i < rows.length; i++)
-        out.set(set.features.subarray(rows[i] * set.dim, (rows[i] + 1) * set.dim), i * set.dim)
-      return tf.tensor2d(out, [rows.length, set.dim])
-    },
+    input: (tf, rows) => tf.tidy(() => tf.gather(all, tf.tensor1d(Int32Array.from(rows), 'int32'))),
+    dispose: () => all.dispose(),
   }
 }
 
@@ -378,8 +380,10 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
           true,
           p.variables,
         )
-        const loss = (await cost!.data())[0]
-        const c = (await (correct as unknown as Tensor).data())[0]
+        // One read per batch (loss and correct count together): each read is a sync with the backend.
+        const both = tf.stack([cost!, correct as unknown as Tensor])
+        const [loss, c] = await both.data()
+        both.dispose()
         if (!Number.isFinite(loss))
           throw new EngineError(
             'training_diverged',

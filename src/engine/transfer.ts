@@ -107,6 +107,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   )
 
   const featureBatchSize = opts.featureBatchSize ?? forwardBatchSize(meta.input_shape)
+  const featureTensors: { dispose(): void }[] = []
   const headPhase = async (): Promise<Phase> => {
     const t0 = performance.now()
     const trainFeatures = await extractFeatures(
@@ -142,8 +143,9 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
         feature_dim: featureDim,
       },
     })
-    const trainSrc = featureSource(trainFeatures)
-    const valSrc = valFeatures ? featureSource(valFeatures) : null
+    const trainSrc = featureSource(tf, trainFeatures)
+    const valSrc = valFeatures ? featureSource(tf, valFeatures) : null
+    featureTensors.push(trainSrc, ...(valSrc ? [valSrc] : []))
     return {
       forward: logitsFn(tf, h.model),
       variables: trainableVariables(h.layers),
@@ -210,6 +212,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
       return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
     throw err
   } finally {
+    for (const f of featureTensors) f.dispose()
     disposeShared([whole, h.model, base])
   }
 }

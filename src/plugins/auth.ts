@@ -34,15 +34,15 @@ export const authPlugin = fp(
     app.decorateRequest('projectId', '')
     app.decorateRequest('apiKeyId', '')
     app.addHook('onRoute', (route) => {
+      // Bull Board (mounted by src/dashboard) declares no config: all of it, HEAD twins included, is admin-only.
+      if (route.url.startsWith('/admin/queues')) {
+        route.config = { ...(route.config ?? {}), auth: 'admin' }
+        return
+      }
       // Fastify's own HEAD twins and the swagger/static routes are declared by their plugins.
       if (route.config?.auth || route.method === 'HEAD') return
       if (route.url.startsWith('/docs')) {
         route.config = { ...(route.config ?? {}), auth: 'public' }
-        return
-      }
-      // Bull Board (mounted by src/dashboard) declares no config: all of it is admin-only.
-      if (route.url.startsWith('/admin/queues')) {
-        route.config = { ...(route.config ?? {}), auth: 'admin' }
         return
       }
       throw new Error(`route ${route.method} ${route.url} does not declare config.auth`)

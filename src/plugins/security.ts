@@ -11,9 +11,10 @@ import { AppError } from '../errors.js'
 
 /**
  * Routes that answer even when the server sheds load: the probes (cheap, and a shed liveness probe would
- * get a busy but healthy process restarted; /readyz has its own 503 body, not our error envelope).
+ * get a busy but healthy process restarted; /readyz has its own 503 body, not our error envelope) and
+ * the Prometheus scrape (an overloaded API is exactly when its metrics matter).
  */
-const NEVER_SHED = new Set(['/healthz', '/readyz'])
+const NEVER_SHED = new Set(['/healthz', '/readyz', '/metrics'])
 
 const SAMPLE_INTERVAL_MS = 200
 /** Consecutive pressured samples before requests are refused (~0.6 s of sustained pressure). */

@@ -1,5 +1,6 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
 import { redisPolicyProblem } from '../observability/startup-checks.js'
+import { jsonResponse, readinessExample } from '../schemas/examples.js'
 
 const Check = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('down')]),
@@ -15,7 +16,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['health'],
         operationId: 'getHealth',
         summary: 'Liveness: the process answers',
-        response: { 200: Type.Object({ status: Type.Literal('ok') }) },
+        response: { 200: jsonResponse(Type.Object({ status: Type.Literal('ok') }), { status: 'ok' }) },
       },
     },
     async () => ({ status: 'ok' as const }),
@@ -30,11 +31,24 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getReadiness',
         summary: 'Readiness: PostgreSQL and Redis answer, and Redis never evicts keys (maxmemory-policy noeviction)',
         response: {
-          200: Type.Object({ status: Type.Literal('ok'), checks: Type.Object({ database: Check, redis: Check }) }),
-          503: Type.Object({
-            status: Type.Literal('unavailable'),
-            checks: Type.Object({ database: Check, redis: Check }),
-          }),
+          200: jsonResponse(
+            Type.Object({ status: Type.Literal('ok'), checks: Type.Object({ database: Check, redis: Check }) }),
+            readinessExample,
+          ),
+          503: jsonResponse(
+            Type.Object({
+              status: Type.Literal('unavailable'),
+              checks: Type.Object({ database: Check, redis: Check }),
+            }),
+            {
+              status: 'unavailable',
+              checks: {
+                database: { status: 'ok' },
+                redis: { status: 'down', error: 'connect ECONNREFUSED 127.0.0.1:6379: is Redis running?' },
+              },
+            },
+            'PostgreSQL or Redis is down, or Redis may evict keys',
+          ),
         },
       },
     },

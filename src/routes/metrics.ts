@@ -5,6 +5,7 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import { AppError } from '../errors.js'
 import { tokenEquals } from '../modules/auth/api-keys.js'
 import { errorResponses } from '../schemas/common.js'
+import { prometheusExample } from '../schemas/examples.js'
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
@@ -22,7 +23,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           200: {
             description: 'Prometheus text format 0.0.4',
-            content: { 'text/plain': { schema: Type.String() } },
+            content: { 'text/plain': { schema: Type.String(), example: prometheusExample } },
           },
           ...errorResponses(),
         },

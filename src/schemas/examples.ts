@@ -280,3 +280,44 @@ export const predictionsMultipartExample = { image: ['(binary: seven.png)'], top
 
 /** The first of a schema's own `examples`. */
 export const exampleOf = (schema: TSchema): unknown => (schema as { examples?: unknown[] }).examples?.[0]
+
+export const PROJECT_ID = 'proj-3k9x0c1v7b2n5m8q4w6e1r0t'
+
+export const projectExample = { id: PROJECT_ID, object: 'project', name: 'digits', created_at: T }
+
+export const apiKeyInfoExample = {
+  id: 'key-8h2j4k6l8z0x2c4v6b8n0m2q',
+  object: 'api_key',
+  project_id: PROJECT_ID,
+  name: 'laptop',
+  prefix: 'a1b2c3d4e5f6',
+  created_at: T,
+  last_used_at: T + 120,
+  revoked_at: null,
+}
+
+export const apiKeyCreatedExample = {
+  id: apiKeyInfoExample.id,
+  object: 'api_key',
+  project_id: PROJECT_ID,
+  name: 'laptop',
+  key: 'rk-a1b2c3d4e5f6.Zm9yIGV4YW1wbGUgb25seSwgbm90IGEgcmVhbCBrZXkAAAA',
+  prefix: 'a1b2c3d4e5f6',
+  created_at: T,
+}
+
+export const projectUsageExample = {
+  id: PROJECT_ID,
+  object: 'project.usage',
+  storage_quota_bytes: 10_737_418_240,
+  storage_used_bytes: 8_862_346,
+  max_concurrent_jobs: 4,
+  unfinished_jobs: 1,
+}
+
+export const readinessExample = { status: 'ok', checks: { database: { status: 'ok' }, redis: { status: 'ok' } } }
+
+export const prometheusExample = `# HELP refit_queue_jobs Jobs per queue and state
+# TYPE refit_queue_jobs gauge
+refit_queue_jobs{queue="training",state="waiting"} 0
+`

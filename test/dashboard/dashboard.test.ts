@@ -101,7 +101,11 @@ after(async () => {
 })
 
 const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true })
-const statusText = () => page.locator('#job-status').innerText()
+const statusText = () =>
+  page
+    .locator('#job-status')
+    .textContent()
+    .then((t) => t?.trim() ?? '')
 const points = (chart: string) =>
   page.locator(`#${chart}`).evaluate((el) => Number((el as HTMLElement).dataset.points ?? '0'))
 

@@ -69,8 +69,7 @@ test('docker-compose.yml: PostgreSQL, durable noeviction Redis, API, CPU workers
   // compose applies YAML merge keys (`<<: *refit-env`)
   const doc = parse(await read('docker-compose.yml'), { merge: true }) as any
   const s = doc.services
-  for (const name of ['postgres', 'redis', 'api', 'worker', 'worker-gpu'])
-    assert.ok(s[name], `service ${name}`)
+  for (const name of ['postgres', 'redis', 'api', 'worker', 'worker-gpu']) assert.ok(s[name], `service ${name}`)
   for (const name of Object.keys(s)) assert.ok(s[name].healthcheck?.test, `${name} has a healthcheck`)
 
   const redisCmd = [s.redis.command].flat().join(' ')

@@ -227,11 +227,16 @@ test('forged, expired and signed-out cookies are refused', async () => {
   assert.match(String(out.headers['set-cookie']), /Max-Age=0/)
   const r4 = await app.inject({ method: 'GET', url: '/v1/admin/jobs', headers: { cookie } })
   assert.equal(r4.statusCode, 401, 'a copy of a signed-out cookie stops working')
-  assert.equal((await app.inject({ method: 'GET', url: '/admin/session', headers: { cookie } })).json().signed_in, false)
+  assert.equal(
+    (await app.inject({ method: 'GET', url: '/admin/session', headers: { cookie } })).json().signed_in,
+    false,
+  )
 })
 
 test('datasets: list and detail with stats; sample images decoded from the IDX zip as PNG', async () => {
-  const list = (await app.inject({ method: 'GET', url: `/v1/admin/files?project=${a.projectId}`, headers: adminAuth })).json()
+  const list = (
+    await app.inject({ method: 'GET', url: `/v1/admin/files?project=${a.projectId}`, headers: adminAuth })
+  ).json()
   assert.equal(list.data.length, 1)
   assert.equal(list.data[0].project.name, 'alpha')
   const file = (await app.inject({ method: 'GET', url: `/v1/admin/files/${fileId}`, headers: adminAuth })).json()

@@ -184,7 +184,14 @@ function registeredRoutes(instance: FastifyInstance): RouteEntry[] {
 
 const isPublic = (url: string) => url === '/healthz' || url === '/readyz' || url === '/docs' || url.startsWith('/docs/')
 
-const concrete = (url: string) => url.replace(/:id/g, 'x-doesnotexist').replace(/\*$/, 'json')
+/** The admin dashboard's page, assets and session routes (src/dashboard/routes.ts). */
+const isDashboardPublic = (url: string) =>
+  url === '/admin' || url.startsWith('/admin/assets/') || url === '/admin/session'
+
+const concrete = (url: string) =>
+  url === '/admin/queues/*' // Bull Board's static files, as the route walk reads them
+    ? '/admin/queues/static/x.js'
+    : url.replace(/:id/g, 'x-doesnotexist').replace(/\*$/, 'json')
 
 test('every registered route (HEAD twins included) enforces the auth it declares', async () => {
   const routes = registeredRoutes(app)
@@ -212,9 +219,16 @@ test('every registered route (HEAD twins included) enforces the auth it declares
       checked.public++
       continue
     }
+    if (isDashboardPublic(url)) {
+      // the page, its assets and sign-in/out: open to anyone (sign-in without a body is a 400, not a 401)
+      const res = await app.inject(call)
+      assert.ok(![401, 403].includes(res.statusCode), `${what} should be public, got ${res.statusCode}`)
+      checked.public++
+      continue
+    }
     expectError(await app.inject(call), 401, 'missing_authorization', `${what} without a token`)
     expectError(await app.inject({ ...call, headers: bearer(GARBAGE) }), 401, 'invalid_api_key', `${what} garbage`)
-    if (url.startsWith('/v1/admin/')) {
+    if (url.startsWith('/v1/admin/') || url.startsWith('/admin/queues')) {
       expectError(await app.inject({ ...call, headers: bearer(projectKey) }), 403, 'admin_required', what)
       const res = await app.inject({ ...call, headers: adminAuth })
       assert.ok(![401, 403].includes(res.statusCode), `${what} refused the admin token: ${res.statusCode}`)

@@ -61,6 +61,8 @@ async function api(path, opts = {}) {
   return body
 }
 
+/** Replaces the page's content; null and false children are left out (replaceChildren would print them). */
+const show = (...nodes) => main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false))
 const enc = encodeURIComponent
 const fmtTime = (s) => (s ? new Date(s * 1000).toLocaleString() : '—')
 const fmtNum = (v, d = 4) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(d)) : '—')
@@ -123,7 +125,7 @@ function lineChart(container, title, names, colors) {
     width: Math.max(360, container.clientWidth || 480),
     height: 240,
     scales: { x: { time: false } },
-    axes: [{ label: 'epoch' }, {}],
+    axes: [{ label: 'epoch', incrs: [1, 2, 5, 10, 20, 50, 100] }, {}],
     series: [
       { label: 'epoch' },
       ...names.map((name, i) => ({ label: name, stroke: colors[i], width: 2, dash: i % 2 ? [6, 4] : undefined })),
@@ -215,7 +217,7 @@ function showSignIn(message) {
     h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in'),
     error,
   )
-  main.replaceChildren(
+  show(
     h(
       'div',
       { class: 'panel signin' },
@@ -300,7 +302,7 @@ async function jobsPage() {
   }
   for (const el of [status, project, method]) el.addEventListener('change', restart)
   model.addEventListener('change', restart)
-  main.replaceChildren(
+  show(
     h('h1', {}, 'Jobs'),
     h(
       'div',
@@ -410,7 +412,7 @@ async function jobPage(id) {
     }
   })
 
-  main.replaceChildren(
+  show(
     h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')),
     h('h1', {}, 'Job ', title, status, h('span', { class: 'actions' }, download, cancelBtn, retryBtn)),
     actionError,
@@ -459,7 +461,7 @@ async function jobPage(id) {
 async function datasetsPage() {
   const tbody = h('tbody')
   const note = h('p', { class: 'muted' })
-  main.replaceChildren(
+  show(
     h('h1', {}, 'Datasets'),
     h(
       'table',
@@ -520,7 +522,7 @@ async function datasetPage(id) {
   const s = f.stats
   const histEl = h('div', { class: 'chart', id: 'class-histogram' })
   const samples = h('div', { class: 'samples', id: 'samples' })
-  main.replaceChildren(
+  show(
     h('p', {}, h('a', { href: '#/datasets' }, '← Datasets')),
     h('h1', {}, 'Dataset ', h('span', { class: 'mono' }, f.id), badge(f.status)),
     h(
@@ -609,7 +611,7 @@ async function modelsPage() {
     )
   }
   kind.addEventListener('change', () => refresh().catch(() => {}))
-  main.replaceChildren(
+  show(
     h('h1', {}, 'Models'),
     h('div', { class: 'filters' }, h('label', {}, 'Kind', kind)),
     h(
@@ -664,7 +666,7 @@ async function modelPage(id) {
     api(`/v1/admin/models/${enc(id)}/lineage`),
   ])
   const downloadable = m.kind !== 'architecture'
-  main.replaceChildren(
+  show(
     h('p', {}, h('a', { href: '#/models' }, '← Models')),
     h(
       'h1',
@@ -768,7 +770,7 @@ async function modelPage(id) {
 
 async function workersPage() {
   const body = h('div', { id: 'workers' })
-  main.replaceChildren(h('h1', {}, 'Workers'), body)
+  show(h('h1', {}, 'Workers'), body)
   return poll(
     async () => {
       let list
@@ -854,7 +856,7 @@ async function workersPage() {
 
 async function queuesPage() {
   const tbody = h('tbody')
-  main.replaceChildren(
+  show(
     h(
       'h1',
       {},
@@ -916,12 +918,12 @@ async function route() {
     const m = re.exec(hash)
     if (!m) continue
     for (const a of nav.querySelectorAll('a[data-page]')) a.classList.toggle('active', a.dataset.page === name)
-    main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'))
+    show(h('p', { class: 'muted' }, 'Loading…'))
     try {
       const stop = await page(m)
       cleanup = stop ?? (() => {})
     } catch (err) {
-      if (err?.status !== 401) main.replaceChildren(errorBox(err))
+      if (err?.status !== 401) show(errorBox(err))
     }
     return
   }

@@ -9,6 +9,14 @@ import {
   updateProjectLimits,
 } from '../../modules/projects/projects-service.js'
 import { errorResponses, IdParams, listOf, Nullable } from '../../schemas/common.js'
+import {
+  apiKeyCreatedExample,
+  apiKeyInfoExample,
+  jsonResponse,
+  listExample,
+  projectExample,
+  projectUsageExample,
+} from '../../schemas/examples.js'
 import { ApiKeyObject, ProjectObject } from '../../schemas/objects.js'
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
@@ -55,7 +63,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           { name: Type.String({ minLength: 1, maxLength: 100 }) },
           { additionalProperties: false, examples: [{ name: 'digits' }] },
         ),
-        response: { 201: Type.Ref('Project'), ...errorResponses(400) },
+        response: { 201: jsonResponse(ProjectObject, projectExample), ...errorResponses(400) },
       },
     },
     async (req, reply) => reply.status(201).send(await createProject(app.db, req.body.name)),
@@ -69,7 +77,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         operationId: 'listProjects',
         summary: 'List projects (newest first, at most 100)',
-        response: { 200: listOf(ProjectObject), ...errorResponses() },
+        response: { 200: jsonResponse(listOf(ProjectObject), listExample(projectExample)), ...errorResponses() },
       },
     },
     async () => listProjects(app.db),
@@ -85,9 +93,12 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Create an API key for a project; the key is shown only in this answer',
         params: IdParams,
         body: Type.Optional(
-          Type.Object({ name: Type.Optional(Type.String({ maxLength: 100 })) }, { additionalProperties: false }),
+          Type.Object(
+            { name: Type.Optional(Type.String({ maxLength: 100 })) },
+            { additionalProperties: false, examples: [{ name: 'laptop' }] },
+          ),
         ),
-        response: { 201: ApiKeyObject, ...errorResponses(400, 404) },
+        response: { 201: jsonResponse(ApiKeyObject, apiKeyCreatedExample), ...errorResponses(400, 404) },
       },
     },
     async (req, reply) => reply.status(201).send(await createApiKey(app.db, req.params.id, req.body?.name ?? null)),
@@ -102,7 +113,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'listApiKeys',
         summary: "List a project's API keys (newest first, revoked ones included); secrets are never shown again",
         params: IdParams,
-        response: { 200: listOf(ApiKeyInfo), ...errorResponses(404) },
+        response: { 200: jsonResponse(listOf(ApiKeyInfo), listExample(apiKeyInfoExample)), ...errorResponses(404) },
       },
     },
     async (req) => listApiKeys(app.db, req.params.id),
@@ -117,7 +128,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'revokeApiKey',
         summary: 'Revoke an API key: the next request made with it gets 401 invalid_api_key',
         params: KeyParams,
-        response: { 200: ApiKeyInfo, ...errorResponses(404) },
+        response: {
+          200: jsonResponse(ApiKeyInfo, { ...apiKeyInfoExample, revoked_at: apiKeyInfoExample.created_at + 600 }),
+          ...errorResponses(404),
+        },
       },
     },
     async (req) => revokeApiKey(app.db, req.params.id, req.params.key_id),
@@ -132,7 +146,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'getProjectUsage',
         summary: "A project's limits in force and what it uses of them",
         params: IdParams,
-        response: { 200: ProjectUsage, ...errorResponses(404) },
+        response: { 200: jsonResponse(ProjectUsage, projectUsageExample), ...errorResponses(404) },
       },
     },
     async (req) => ({
@@ -160,7 +174,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           },
           { additionalProperties: false, examples: [{ storage_quota_bytes: 53687091200, max_concurrent_jobs: 8 }] },
         ),
-        response: { 200: ProjectUsage, ...errorResponses(400, 404) },
+        response: { 200: jsonResponse(ProjectUsage, projectUsageExample), ...errorResponses(400, 404) },
       },
     },
     async (req) => {

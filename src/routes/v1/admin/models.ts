@@ -109,7 +109,6 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'adminDownloadModel',
         summary: 'Download any model as a zip of model.json, weights.bin, metadata.json',
         params: IdParams,
-        produces: ['application/zip'],
         response: {
           200: {
             description: 'zip archive',
