@@ -72,6 +72,7 @@ async function main() {
         : 'Refit API is running (REFIT_ROLE=api: no worker here).',
       `  API          ${address}/v1`,
       `  Docs         ${address}/docs   (OpenAPI: ${address}/docs/json)`,
+      `  Dashboard    ${address}/admin  (sign in with the admin token; queues at ${address}/admin/queues)`,
       `  Health       ${address}/readyz`,
       `  Admin token  ${adminToken}`,
       '',

@@ -57,9 +57,6 @@ export interface TrainHyperparameters {
   early_stopping?: EarlyStopping | null
 }
 
-/** @deprecated the earlier name of TrainHyperparameters */
-export type TransferHyperparameters = TrainHyperparameters
-
 /** Identifier of a model preset trained from scratch (see architectures.ts). */
 export type ArchitectureId = 'mlp-small' | 'mlp-large' | 'cnn-small' | 'cnn-large'
 

@@ -39,9 +39,6 @@ export interface TransferOptions extends RunOptions {
   featureBatchSize?: number
 }
 
-/** @deprecated the earlier name of RunResult */
-export type TransferResult = RunResult
-
 export const DEFAULT_HEAD: TransferHead = { hidden_units: 128, dropout: 0.5 }
 
 /**

@@ -802,6 +802,8 @@ async function workersPage() {
                 'Host',
                 'PID',
                 'Backend',
+                'Class',
+                'Samples/s',
                 'Capabilities',
                 'Current jobs',
                 'Last heartbeat',
@@ -821,6 +823,8 @@ async function workersPage() {
                 h('td', {}, w.hostname ?? '—'),
                 h('td', {}, w.pid ?? '—'),
                 h('td', {}, w.backend ?? '—'),
+                h('td', {}, w.resource_class ?? '—'),
+                h('td', {}, w.throughput_samples_per_second ?? '—'),
                 h(
                   'td',
                   {},
@@ -846,7 +850,8 @@ async function workersPage() {
             ),
           ),
         ),
-        list.data.length ? null : h('p', { class: 'muted' }, 'No workers registered.'),
+        // replaceChildren() would print a null argument as the text "null"
+        ...(list.data.length ? [] : [h('p', { class: 'muted' }, 'No workers registered.')]),
       )
     },
     5000,

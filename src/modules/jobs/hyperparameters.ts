@@ -19,8 +19,6 @@ export interface HyperparametersInput {
   optimizer?: Auto<OptimizerName>
   early_stopping?: EarlyStoppingInput | null
 }
-/** @deprecated the name from before supervised and distillation; same shape */
-export type TransferHyperparametersInput = HyperparametersInput
 
 export interface Hyperparameters {
   n_epochs: number
