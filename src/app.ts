@@ -88,10 +88,14 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string) || `def-${i}` },
     transform: ({ schema, url, route }) => {
       const auth = route.config?.auth
-      // a route checking its own tokens (GET /metrics) declares its security itself
-      const declared = (schema as { security?: unknown[] } | undefined)?.security
       const security =
-        declared ?? (auth === 'admin' ? [{ adminToken: [] }] : auth === 'project' ? [{ projectKey: [] }] : [])
+        auth === 'admin'
+          ? [{ adminToken: [] }]
+          : auth === 'project'
+            ? [{ projectKey: [] }]
+            : auth === 'metrics'
+              ? [{ adminToken: [] }, { metricsToken: [] }]
+              : []
       return { schema: { ...schema, security } as typeof schema, url }
     },
   })

@@ -1,5 +1,6 @@
-// Every route declares who may call it in `config.auth`: public, project (an API key) or admin (the
-// admin token). A route without the declaration refuses to start the app, so none is open by mistake.
+// Every route declares who may call it in `config.auth`: public, project (an API key), admin (the
+// admin token) or metrics (the admin token or METRICS_TOKEN, for a Prometheus scraper). A route without
+// the declaration refuses to start the app, so none is open by mistake.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../errors.js'
@@ -7,7 +8,7 @@ import { keyMatches, parseKeyPrefix, tokenEquals } from '../modules/auth/api-key
 import { adminSessionOf, checkCsrf } from './admin-session.js'
 import { sendError } from './error-handler.js'
 
-export type RouteAuth = 'public' | 'project' | 'admin'
+export type RouteAuth = 'public' | 'project' | 'admin' | 'metrics'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -61,6 +62,7 @@ export const authPlugin = fp(
         }
       }
       if (auth === 'admin') return authenticateAdmin(app, req)
+      if (auth === 'metrics') return authenticateMetrics(app, req)
       bearer(req) // a missing or malformed header is its own error
       const caller = await identifyCaller(app, req)
       if (caller?.kind === 'admin')
@@ -96,6 +98,17 @@ async function authenticateAdmin(app: FastifyInstance, req: FastifyRequest) {
   if (caller?.kind === 'project')
     throw new AppError('admin_required', 'This route needs the admin token, not a project API key.')
   throw new AppError('invalid_api_key', 'The admin token is not valid.')
+}
+
+/** The Prometheus scrape: the admin token, or METRICS_TOKEN so that a scraper need not hold the admin token. */
+async function authenticateMetrics(app: FastifyInstance, req: FastifyRequest) {
+  const token = bearer(req)
+  if (app.config.metricsToken && tokenEquals(token, app.config.metricsToken)) return
+  const caller = await identifyCaller(app, req)
+  if (caller?.kind === 'admin') return
+  if (caller?.kind === 'project')
+    throw new AppError('admin_required', 'Metrics need the admin token or METRICS_TOKEN, not a project API key.')
+  throw new AppError('invalid_api_key', 'The token is neither the admin token nor METRICS_TOKEN.')
 }
 
 /** Who a bearer token belongs to: the admin, a project's live key, or nobody (null). */
