@@ -11,14 +11,10 @@
 //
 //   npm run build && npm run bench:lifecycle               (full: N=5, ~1.5 min)
 //   npx tsx bench/lifecycle.ts --quick                     (N=2)
-import { type ChildProcess, spawn } from 'node:child_process'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { makeMnistDataset } from '../scripts/make-mnist-dataset.js'
-import { ensureAdminToken, loadConfig } from '../src/config.js'
 import { createDb } from '../src/db/client.js'
 import { createTestEnv, waitFor } from '../test/helpers/env.js'
-import { freePort } from '../test/helpers/service.js'
 import { isAlive, startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process.js'
 import {
   createJob,
@@ -27,6 +23,7 @@ import {
   QUICK,
   round,
   sleep,
+  startApiProcess,
   TERMINAL,
   table,
   uploadFile,
@@ -38,23 +35,14 @@ const SAMPLES = QUICK ? 2000 : 4000
 const KILL_EPOCHS = QUICK ? 6 : 10
 const BATCH = 16
 
-// Child mode: `bench/lifecycle.ts --serve` is the API process, configured by its environment.
-if (process.argv.includes('--serve')) {
-  const { startServer } = await import('../src/server.js')
-  const config = loadConfig()
-  const app = await startServer(config, ensureAdminToken(config))
-  process.on('SIGTERM', () => void app.close().then(() => process.exit(0)))
-  console.log('bench api ready')
-} else {
-  const t0 = performance.now()
-  await main().then(
-    () => console.log(`done in ${Math.round((performance.now() - t0) / 1000)} s`),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+const t0 = performance.now()
+await main().then(
+  () => console.log(`done in ${Math.round((performance.now() - t0) / 1000)} s`),
+  (err) => {
+    console.error(err)
+    process.exit(1)
+  },
+)
 
 async function main() {
   const env = await createTestEnv('bench_lifecycle', {
@@ -64,30 +52,10 @@ async function main() {
     MAX_CONCURRENT_JOBS: '1000',
   })
   const db = createDb(env.config.databaseUrl, 2)
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  let out = ''
-  const apiProcess: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'],
-    { env: { ...process.env, ...env.env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  apiProcess.stdout?.on('data', (d) => {
-    out += d
-  })
-  apiProcess.stderr?.on('data', (d) => {
-    out += d
-  })
+  const api = await startApiProcess(env.env)
+  const url = api.url
   const workers: WorkerProcess[] = []
   try {
-    await waitFor(
-      async () => {
-        if (apiProcess.exitCode !== null) throw new Error(`api exited:\n${out}`)
-        return (await fetch(`${url}/readyz`)).ok
-      },
-      60_000,
-      'the API',
-    )
     workers.push(await startWorkerProcess(env.env), await startWorkerProcess(env.env))
     const api = await projectApi(url)
     const zip = path.join(env.config.storageDir, 'bench-digits.zip')
@@ -238,13 +206,11 @@ async function main() {
     console.log(`wrote ${file}`)
   } catch (err) {
     for (const w of workers) console.error(w.output().slice(-2000))
-    console.error(out.slice(-2000))
+    console.error(api.output().slice(-2000))
     throw err
   } finally {
     for (const w of workers) await w.kill('SIGTERM')
-    apiProcess.kill('SIGTERM')
-    await sleep(500)
-    if (apiProcess.exitCode === null) apiProcess.kill('SIGKILL')
+    await api.stop()
     await db.$disconnect()
     await env.cleanup()
   }

@@ -4,32 +4,21 @@
 // 2xx/429/503 is acceptable) and how fast the server answered normally again. Prints a table and writes
 // bench/results/load.json. Figures, not assertions: run it on a quiet machine.
 //
-//   npx tsx bench/load.ts            (about 2 minutes)
-import { type ChildProcess, spawn } from 'node:child_process'
+//   npm run bench:load               (builds dist/, then about 2 minutes)
 import { randomUUID } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { ensureAdminToken, loadConfig } from '../src/config.js'
-import { ADMIN_TOKEN, createTestEnv, waitFor } from '../test/helpers/env.js'
-import { freePort } from '../test/helpers/service.js'
+import { ADMIN_TOKEN, createTestEnv } from '../test/helpers/env.js'
+import { startApiProcess } from './service-bench.js'
 
 const DURATION_S = 10
 const CONNECTIONS = 20
 const OVERLOAD_CONNECTIONS = 200
 
-// Child mode: `bench/load.ts --serve` is the API process, configured by its environment.
-if (process.argv.includes('--serve')) {
-  const { startServer } = await import('../src/server.js')
-  const config = loadConfig()
-  const app = await startServer(config, ensureAdminToken(config))
-  process.on('SIGTERM', () => void app.close().then(() => process.exit(0)))
-  console.log('bench api ready')
-} else {
-  await main()
-}
+await main()
 
 interface Phase {
   scenario: string
@@ -60,29 +49,10 @@ async function main() {
     // so utilization would shed exactly when it serves most.
     MAX_EVENT_LOOP_DELAY_MS: '200',
   })
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  let out = ''
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
-    env: { ...process.env, ...env.env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdout?.on('data', (d) => {
-    out += d
-  })
-  child.stderr?.on('data', (d) => {
-    out += d
-  })
+  const api = await startApiProcess(env.env)
+  const url = api.url
   const results: Phase[] = []
   try {
-    await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`api exited:\n${out}`)
-        return (await fetch(`${url}/readyz`)).ok
-      },
-      60_000,
-      'the API',
-    )
     const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }
     const project = await (
       await fetch(`${url}/v1/admin/projects`, {
@@ -142,9 +112,7 @@ async function main() {
       await settle(url)
     }
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => setTimeout(r, 500))
-    if (child.exitCode === null) child.kill('SIGKILL')
+    await api.stop()
     await env.cleanup()
   }
 

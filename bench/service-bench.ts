@@ -1,6 +1,7 @@
 // Shared bits of the service benchmarks: a real service on a fresh test database (createTestEnv +
 // startService), a small API client with upload/poll/evaluate helpers, the result file in the common shape
 // ({ name, commit, date, backend, machine, quick, ...figures, job_ids }) and a plain-text table printer.
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createWriteStream } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -8,8 +9,9 @@ import { cpus, tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import yauzl from 'yauzl'
+import { projectRoot } from '../src/lib/paths.js'
 import { ADMIN_TOKEN, createTestEnv, type TestEnv, waitFor } from '../test/helpers/env.js'
-import { httpClient, type RunningService, startService } from '../test/helpers/service.js'
+import { freePort, httpClient, type RunningService, startService } from '../test/helpers/service.js'
 import { commit } from './common.js'
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled']
@@ -340,4 +342,48 @@ export function run(main: () => Promise<void>): void {
       process.exit(1)
     },
   )
+}
+
+export interface ApiProcess {
+  url: string
+  output(): string
+  stop(): Promise<void>
+}
+
+/**
+ * The API alone (`REFIT_ROLE=api`: `npm start` without its worker) in its own process on a free port, for
+ * benchmarks that bring their own workers or none. `npm run bench:*` builds dist/ first.
+ */
+export async function startApiProcess(env: Record<string, string>): Promise<ApiProcess> {
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  let out = ''
+  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], {
+    env: { ...process.env, ...env, REFIT_ROLE: 'api', PORT: String(port), HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  child.stdout?.on('data', (d) => {
+    out += d
+  })
+  child.stderr?.on('data', (d) => {
+    out += d
+  })
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    child.kill('SIGTERM')
+    await sleep(500)
+    if (child.exitCode === null) child.kill('SIGKILL')
+  }
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`api exited:\n${out}`)
+      return (await fetch(`${url}/readyz`)).ok
+    },
+    60_000,
+    'the API',
+  ).catch(async (err) => {
+    await stop()
+    throw err
+  })
+  return { url, output: () => out, stop }
 }

@@ -113,9 +113,21 @@ function nsfwModelFiles(name: string): { modelJson: any; weights: Buffer } {
  * Returns `modelsDir/<id>` holding model.json, weights.bin and metadata.json, creating it on first use
  * (atomically: a temp directory renamed into place, so concurrent callers never see half a model).
  */
+// Concurrent first uses in one process (two prediction requests, say) share one materialization.
+const materializing = new Map<string, Promise<string>>()
+
 export async function ensureBuiltinModelDir(id: BuiltinModelId, modelsDir: string): Promise<string> {
   const target = path.join(modelsDir, id)
   if (isComplete(target)) return target
+  let pending = materializing.get(target)
+  if (!pending) {
+    pending = materialize(id, modelsDir, target).finally(() => materializing.delete(target))
+    materializing.set(target, pending)
+  }
+  return pending
+}
+
+async function materialize(id: BuiltinModelId, modelsDir: string, target: string): Promise<string> {
   await mkdir(modelsDir, { recursive: true })
   await writeDirAtomically(target, async (tmp) => {
     if (id === 'mnist-cnn') {

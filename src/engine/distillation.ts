@@ -8,18 +8,14 @@ import { EngineError } from './errors.js'
 import { loadModel, readMetadata } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type { MethodSpec, ModelMetadata } from './protocol.js'
-import { type ModelSource, prepareTrainee } from './supervised.js'
+import { type ModelSource, prepareTrainee, trainAllLayers } from './supervised.js'
 import type { LayersModel, Tensor, Tf } from './tf.js'
 import {
   applyInitFrom,
-  finishRun,
   forwardBatchSize,
-  logitsFn,
   type RunOptions,
   type RunResult,
   resumeInto,
-  runPhases,
-  trainableVariables,
   yieldToEventLoop,
 } from './training.js'
 
@@ -83,7 +79,7 @@ export async function teacherSoftTargets(
 
 /** Trains the student with the distillation loss and saves it to `outputDir/model/`. */
 export async function runDistillation(opts: DistillationOptions): Promise<RunResult> {
-  const { tf, emit, hyperparameters: hp, temperature: T, alpha } = opts
+  const { tf, emit, temperature: T, alpha } = opts
   if (!(T > 0 && Number.isFinite(T) && alpha >= 0 && alpha <= 1))
     throw new EngineError('invalid_method', `invalid temperature ${T} or alpha ${alpha}`, true)
   const teacherMeta = await readMetadata(opts.teacherModelDir)
@@ -134,34 +130,12 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
       distillation: { teacher: opts.teacherModelId ?? null, temperature: T, alpha },
       ...trainee.origin,
     })
-    const result = await runPhases({
-      tf,
-      emit,
-      isCancelled: opts.isCancelled,
-      model,
-      phases: [
-        () => ({
-          forward: logitsFn(tf, model),
-          variables: trainableVariables(model.layers),
-          train: trainee.train,
-          val: trainee.val,
-          epochs: hp.n_epochs,
-          learningRate: hp.learning_rate,
-        }),
-      ],
-      hyperparameters: hp,
-      seed: opts.seed,
-      outputDir: opts.outputDir,
-      numClasses: classes.length,
-      classes,
+    return await trainAllLayers(opts, trainee, {
       method: 'distillation',
       metadata,
       resumed,
       soft: { probs: soft, temperature: T, alpha },
-      progressIntervalMs: opts.progressIntervalMs,
-      onEpochEnd: opts.onEpochEnd,
     })
-    return await finishRun(tf, opts, model, result, classes, metadata)
   } finally {
     teacher?.dispose()
     dispose()

@@ -17,6 +17,7 @@ import {
   finishRun,
   logitsFn,
   type Part,
+  type PhasesOptions,
   type RunOptions,
   type RunResult,
   rawSource,
@@ -163,7 +164,7 @@ export async function prepareTrainee(
 
 /** Trains every layer of the model on the labels and saves it to `outputDir/model/`. */
 export async function runSupervised(opts: SupervisedOptions): Promise<RunResult> {
-  const { tf, emit, hyperparameters: hp } = opts
+  const { tf, emit } = opts
   const method: MethodSpec = { type: 'supervised' }
   const { trainee, dispose } = await prepareTrainee(opts, method)
   try {
@@ -179,34 +180,54 @@ export async function runSupervised(opts: SupervisedOptions): Promise<RunResult>
       method: 'supervised',
       ...trainee.origin,
     })
-    const result = await runPhases({
-      tf,
-      emit,
-      isCancelled: opts.isCancelled,
-      model,
-      phases: [
-        () => ({
-          forward: logitsFn(tf, model),
-          variables: trainableVariables(model.layers),
-          train: trainee.train,
-          val: trainee.val,
-          epochs: hp.n_epochs,
-          learningRate: hp.learning_rate,
-        }),
-      ],
-      hyperparameters: hp,
-      seed: opts.seed,
-      outputDir: opts.outputDir,
-      numClasses: classes.length,
-      classes,
-      method: 'supervised',
-      metadata,
-      resumed,
-      progressIntervalMs: opts.progressIntervalMs,
-      onEpochEnd: opts.onEpochEnd,
-    })
-    return await finishRun(tf, opts, model, result, classes, metadata)
+    return await trainAllLayers(opts, trainee, { method: 'supervised', metadata, resumed })
   } finally {
     dispose()
   }
+}
+
+/**
+ * One phase over every trainable layer of the trainee, then the final evaluation and save: supervised
+ * training, and (with the teacher's cached soft targets) distillation.
+ */
+export async function trainAllLayers(
+  opts: RunOptions,
+  trainee: Trainee,
+  run: {
+    method: 'supervised' | 'distillation'
+    metadata: () => ModelMetadata
+    resumed: Awaited<ReturnType<typeof resumeInto>> | null
+    soft?: PhasesOptions['soft']
+  },
+): Promise<RunResult> {
+  const { tf, hyperparameters: hp } = opts
+  const { model, classes } = trainee
+  const result = await runPhases({
+    tf,
+    emit: opts.emit,
+    isCancelled: opts.isCancelled,
+    model,
+    phases: [
+      () => ({
+        forward: logitsFn(tf, model),
+        variables: trainableVariables(model.layers),
+        train: trainee.train,
+        val: trainee.val,
+        epochs: hp.n_epochs,
+        learningRate: hp.learning_rate,
+      }),
+    ],
+    hyperparameters: hp,
+    seed: opts.seed,
+    outputDir: opts.outputDir,
+    numClasses: classes.length,
+    classes,
+    method: run.method,
+    metadata: run.metadata,
+    resumed: run.resumed,
+    soft: run.soft,
+    progressIntervalMs: opts.progressIntervalMs,
+    onEpochEnd: opts.onEpochEnd,
+  })
+  return finishRun(tf, opts, model, result, classes, run.metadata)
 }

@@ -12,20 +12,6 @@ import {
 } from '../../inference/inputs.js'
 import { getModel, modelCacheKey, modelDir, predictableSpec } from './models-service.js'
 
-// Concurrent first requests for a built-in model would materialize its directory twice at once, and the
-// engine's writeDirAtomically names its temp directory by pid and millisecond: share one resolution.
-const resolving = new Map<string, Promise<string>>()
-
-function resolveDir(app: FastifyInstance, model: Parameters<typeof modelDir>[1]): Promise<string> {
-  const key = modelCacheKey(model)
-  let p = resolving.get(key)
-  if (!p) {
-    p = modelDir(app.storage, model).finally(() => resolving.delete(key))
-    resolving.set(key, p)
-  }
-  return p
-}
-
 export async function predict(app: FastifyInstance, req: FastifyRequest, projectId: string, id: string) {
   const model = await getModel(app.db, projectId, id)
   const { inputShape, classes } = predictableSpec(model)
@@ -39,7 +25,7 @@ export async function predict(app: FastifyInstance, req: FastifyRequest, project
   } else {
     parsed = parseJsonInputs(req.body, spec)
   }
-  const dir = await resolveDir(app, model)
+  const dir = await modelDir(app.storage, model)
   const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs)
   if (out.classes !== classes.length)
     throw new AppError(

@@ -1,24 +1,20 @@
 // Jobs across every project, for operators and the dashboard. Actions reuse the project routes' services
 // with the job's own project, so the rules (what can be cancelled or retried, limits) are the same.
-import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { notFound } from '../../../errors.js'
-import { unixSeconds } from '../../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
-import { presentEvent } from '../../../modules/jobs/job-events.js'
-import { streamJobEvents } from '../../../modules/jobs/job-stream.js'
+import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
 import { cancelJob, presentJob, queuePosition, retryJob } from '../../../modules/jobs/jobs-service.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
+import { cancellingJobExample, jsonResponse, listExample, queuedJobExample } from '../../../schemas/examples.js'
 import {
-  cancellingJobExample,
-  eventExample,
-  eventStreamExample,
-  jsonResponse,
-  listExample,
-  metricsExample,
-  queuedJobExample,
-} from '../../../schemas/examples.js'
-import { EventObject, MetricObject } from '../../../schemas/objects.js'
+  JobEventsHeaders,
+  JobEventsQuery,
+  JobMetricsQuery,
+  jobEventsResponse,
+  jobMetricsResponse,
+} from '../../../schemas/job-reads.js'
 import { AdminJob, AdminJobQuery, adminJobExample } from './schemas.js'
 
 const project = adminJobExample.project
@@ -146,44 +142,13 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'The same stream as `GET /v1/fine_tuning/jobs/{id}/events?stream=true`: `event: event` per job event (SSE id = its sequence number; `type: metrics` events carry `data.epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`), `event: job` on status or progress changes, `event: done` at the end.',
         params: IdParams,
-        querystring: Type.Object(
-          {
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
-            after: Type.Optional(Type.String({ maxLength: 200 })),
-            stream: Type.Optional(Type.Boolean({ default: false })),
-          },
-          { additionalProperties: false },
-        ),
-        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,19}$' })) }),
-        response: {
-          200: {
-            description: 'A page of events, or (stream=true) an event stream',
-            content: {
-              'application/json': { schema: listOf(EventObject), example: listExample(eventExample) },
-              'text/event-stream': { schema: { type: 'string' }, example: eventStreamExample },
-            },
-          },
-          ...errorResponses(400, 404),
-        },
+        querystring: JobEventsQuery,
+        headers: JobEventsHeaders,
+        response: { 200: jobEventsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req, reply) => {
-      const job = await findJob(app, req.params.id)
-      if (req.query.stream) {
-        const last = req.headers['last-event-id']
-        return streamJobEvents(app, req, reply, job.id, last ? BigInt(last) : 0n)
-      }
-      const limit = req.query.limit ?? 20
-      const cursor = req.query.after
-        ? await app.db.jobEvent.findFirst({ where: { id: req.query.after, jobId: job.id } })
-        : null
-      const rows = await app.db.jobEvent.findMany({
-        where: { jobId: job.id, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
-        orderBy: { seq: 'desc' },
-        take: limit + 1,
-      })
-      return toList(rows, limit, presentEvent)
-    },
+    async (req, reply) =>
+      serveJobEvents(app, req, reply, (await findJob(app, req.params.id)).id, req.query, req.headers['last-event-id']),
   )
 
   app.get(
@@ -195,39 +160,11 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'adminListJobMetrics',
         summary: "Any job's metric rows (loss, accuracy, val_loss, val_accuracy per epoch), in step order",
         params: IdParams,
-        querystring: Type.Object(
-          { name: Type.Optional(Type.String({ maxLength: 64 })) },
-          { additionalProperties: false },
-        ),
-        response: {
-          200: jsonResponse(
-            Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
-            metricsExample,
-          ),
-          ...errorResponses(400, 404),
-        },
+        querystring: JobMetricsQuery,
+        response: { 200: jobMetricsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req) => {
-      const job = await findJob(app, req.params.id)
-      const rows = await app.db.metric.findMany({
-        where: { jobId: job.id, ...(req.query.name ? { name: req.query.name } : {}) },
-        orderBy: [{ step: 'asc' }, { name: 'asc' }],
-        take: 10_000,
-      })
-      return {
-        object: 'list' as const,
-        data: rows.map((m) => ({
-          object: 'fine_tuning.job.metric' as const,
-          step: m.step,
-          epoch: m.epoch,
-          name: m.name,
-          value: m.value,
-          created_at: unixSeconds(m.createdAt)!,
-        })),
-        has_more: rows.length === 10_000,
-      }
-    },
+    async (req) => listJobMetrics(app.db, (await findJob(app, req.params.id)).id, req.query.name),
   )
 }
 

@@ -2,8 +2,7 @@ import { type FastifyPluginAsyncTypebox, type TSchema, Type } from '@fastify/typ
 import { unixSeconds } from '../../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { BOUNDS } from '../../../modules/jobs/hyperparameters.js'
-import { presentEvent } from '../../../modules/jobs/job-events.js'
-import { streamJobEvents } from '../../../modules/jobs/job-stream.js'
+import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
 import {
   cancelJob,
   createJob,
@@ -17,15 +16,19 @@ import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../.
 import {
   cancellingJobExample,
   checkpointExample,
-  eventExample,
-  eventStreamExample,
   jobExample,
   jsonResponse,
   listExample,
-  metricsExample,
   queuedJobExample,
 } from '../../../schemas/examples.js'
-import { CheckpointObject, EventObject, JobObject, MetricObject } from '../../../schemas/objects.js'
+import {
+  JobEventsHeaders,
+  JobEventsQuery,
+  JobMetricsQuery,
+  jobEventsResponse,
+  jobMetricsResponse,
+} from '../../../schemas/job-reads.js'
+import { CheckpointObject, JobObject } from '../../../schemas/objects.js'
 
 const auto = <T extends TSchema>(schema: T) => Type.Union([Type.Literal('auto'), schema])
 
@@ -295,44 +298,20 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'With `stream=true` the answer is `text/event-stream`: `event: event` for each job event in order (SSE `id` = its sequence number; reconnect with `Last-Event-ID` to resume without gaps or repeats), `event: job` whenever status or progress changes, and `event: done` when the job ends. Any API process can serve it.',
         params: IdParams,
-        querystring: Type.Object(
-          {
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
-            after: Type.Optional(Type.String({ maxLength: 200 })),
-            stream: Type.Optional(Type.Boolean({ default: false })),
-          },
-          { additionalProperties: false },
-        ),
-        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,19}$' })) }),
-        response: {
-          200: {
-            description: 'A page of events, or (stream=true) an event stream',
-            content: {
-              'application/json': { schema: listOf(EventObject), example: listExample(eventExample) },
-              'text/event-stream': { schema: { type: 'string' }, example: eventStreamExample },
-            },
-          },
-          ...errorResponses(400, 404),
-        },
+        querystring: JobEventsQuery,
+        headers: JobEventsHeaders,
+        response: { 200: jobEventsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req, reply) => {
-      const job = await getJob(app.db, req.projectId, req.params.id)
-      if (req.query.stream) {
-        const last = req.headers['last-event-id']
-        return streamJobEvents(app, req, reply, job.id, last ? BigInt(last) : 0n)
-      }
-      const limit = req.query.limit ?? 20
-      const cursor = req.query.after
-        ? await app.db.jobEvent.findFirst({ where: { id: req.query.after, jobId: job.id } })
-        : null
-      const rows = await app.db.jobEvent.findMany({
-        where: { jobId: job.id, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
-        orderBy: { seq: 'desc' },
-        take: limit + 1,
-      })
-      return toList(rows, limit, presentEvent)
-    },
+    async (req, reply) =>
+      serveJobEvents(
+        app,
+        req,
+        reply,
+        (await getJob(app.db, req.projectId, req.params.id)).id,
+        req.query,
+        req.headers['last-event-id'],
+      ),
   )
 
   app.get(
@@ -384,39 +363,11 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'listFineTuningMetrics',
         summary: "A job's metric rows (loss, accuracy, val_loss, val_accuracy per epoch), in step order",
         params: IdParams,
-        querystring: Type.Object(
-          { name: Type.Optional(Type.String({ maxLength: 64 })) },
-          { additionalProperties: false },
-        ),
-        response: {
-          200: jsonResponse(
-            Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
-            metricsExample,
-          ),
-          ...errorResponses(400, 404),
-        },
+        querystring: JobMetricsQuery,
+        response: { 200: jobMetricsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req) => {
-      const job = await getJob(app.db, req.projectId, req.params.id)
-      const rows = await app.db.metric.findMany({
-        where: { jobId: job.id, ...(req.query.name ? { name: req.query.name } : {}) },
-        orderBy: [{ step: 'asc' }, { name: 'asc' }],
-        take: 10_000,
-      })
-      return {
-        object: 'list' as const,
-        data: rows.map((m) => ({
-          object: 'fine_tuning.job.metric' as const,
-          step: m.step,
-          epoch: m.epoch,
-          name: m.name,
-          value: m.value,
-          created_at: unixSeconds(m.createdAt)!,
-        })),
-        has_more: rows.length === 10_000,
-      }
-    },
+    async (req) => listJobMetrics(app.db, (await getJob(app.db, req.projectId, req.params.id)).id, req.query.name),
   )
 }
 
