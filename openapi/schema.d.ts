@@ -171,7 +171,7 @@ export interface paths {
         };
         /**
          * List jobs of every project, newest first, with their project
-         * @description Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id). Pages with `limit` and `after`.
+         * @description Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).
          */
         get: operations["adminListJobs"];
         put?: never;
@@ -320,7 +320,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A few sample images of an image dataset (image_zip or idx), as PNG, spread over the classes */
+        /** Sample images of an image dataset (image_zip or idx), as PNG: spread over the classes, or by index */
         get: operations["adminListFileSamples"];
         put?: never;
         post?: never;
@@ -410,6 +410,202 @@ export interface paths {
         };
         /** Queue health: BullMQ job counts per queue (waiting, active, delayed, failed, completed) */
         get: operations["adminListQueues"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload a dataset into a project (as the project's POST /v1/files does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminUploadFile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/fine_tuning/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a fine-tuning job in a project, or with dry_run=true resolve it without creating it
+         * @description The body and rules are those of POST /v1/fine_tuning/jobs. With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCreateJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload a TF.js layers model into a project (as the project's POST /v1/models does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminUploadModel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A project's webhooks, newest first (without secrets) */
+        get: operations["adminListWebhooks"];
+        put?: never;
+        /**
+         * Create a webhook for a project; the signing secret is shown only in this answer
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCreateWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a project's webhook; its pending deliveries are given up
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        delete: operations["adminDeleteWebhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/projects/{id}/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A project's webhook delivery log, newest first */
+        get: operations["adminListWebhookDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{id}/predictions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Classify inputs with any model (as the project's POST /v1/models/{id}/predictions does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCreatePredictions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{id}/evaluations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Any model's evaluations (of every project, for built-in models), newest first */
+        get: operations["adminListModelEvaluations"];
+        put?: never;
+        /**
+         * Score any model on a labelled file (as the project's POST /v1/models/{id}/evaluations does)
+         * @description The evaluation belongs to the model's project (for a built-in model, to the file's). With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCreateModelEvaluation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Any job's checkpoints (one per epoch), newest first
+         * @description Start a job from one by creating a job whose `model` is the checkpoint id (`ftckpt-…`).
+         */
+        get: operations["adminListJobCheckpoints"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/checkpoints/{checkpoint_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download any job's checkpoint as a whole model (zip of model.json, weights.bin, metadata.json) */
+        get: operations["adminDownloadJobCheckpoint"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1083,6 +1279,15 @@ export interface components {
                 }[];
                 /** @description confusion_matrix[i][j]: samples of class i predicted as class j */
                 confusion_matrix: number[][];
+                /** @description Up to 50 misclassified samples, most confidently wrong first. */
+                misclassified?: {
+                    /** @description the sample's index in the file (see the admin samples route) */
+                    index: number;
+                    true: string;
+                    predicted: string;
+                    /** @description probability of the predicted class */
+                    probability: number;
+                }[];
             } | null;
             error: {
                 code: string;
@@ -2077,6 +2282,8 @@ export interface operations {
                 method?: "transfer" | "supervised" | "distillation";
                 /** @description Only jobs that train this base model. */
                 model?: string;
+                /** @description Search: jobs whose id, suffix, base model or fine-tuned model contains this (any case). */
+                q?: string;
             };
             header?: never;
             path?: never;
@@ -2215,6 +2422,14 @@ export interface operations {
                                 id: string;
                                 name: string;
                             };
+                            metrics?: {
+                                final: {
+                                    [key: string]: number;
+                                } | null;
+                                best: {
+                                    [key: string]: number;
+                                } | null;
+                            } | null;
                         }[];
                         has_more: boolean;
                     };
@@ -2400,6 +2615,14 @@ export interface operations {
                             id: string;
                             name: string;
                         };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
                     };
                 };
             };
@@ -2583,6 +2806,14 @@ export interface operations {
                             id: string;
                             name: string;
                         };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
                     };
                 };
             };
@@ -2767,6 +2998,14 @@ export interface operations {
                             id: string;
                             name: string;
                         };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
                     };
                 };
             };
@@ -3402,6 +3641,8 @@ export interface operations {
         parameters: {
             query?: {
                 n?: number;
+                /** @description Comma-separated dataset indices (at most 50), e.g. the `misclassified` samples of an evaluation; replaces `n`. */
+                indices?: string;
             };
             header?: never;
             path: {
@@ -4099,6 +4340,1786 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminUploadFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "purpose": "fine-tune",
+                 *       "file": "(binary: digits-5-9.zip)",
+                 *       "format": "idx"
+                 *     }
+                 */
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description CSV, JSONL, zip of image folders, or zip of IDX files
+                     */
+                    file: Blob;
+                    /** @enum {string} */
+                    purpose: "fine-tune";
+                    /** @enum {string} */
+                    format?: "csv" | "jsonl" | "image_zip" | "idx";
+                    /** @description CSV label column (default `label`) */
+                    label_column?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "object": "file",
+                     *       "bytes": 8862346,
+                     *       "created_at": 1764370000,
+                     *       "filename": "digits-5-9.zip",
+                     *       "purpose": "fine-tune",
+                     *       "format": null,
+                     *       "status": "uploaded",
+                     *       "status_details": null,
+                     *       "error": null,
+                     *       "stats": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["File"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCreateJob: {
+        parameters: {
+            query?: {
+                /** @description Check and resolve the job without creating it: the answer is the job as it would start ("auto" hyperparameters and method fields resolved when the files are processed), with `id` empty. Errors are the ones creating it would give. */
+                dry_run?: boolean;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights */
+                    model: string;
+                    training_file: string;
+                    validation_file?: string;
+                    method?: {
+                        /**
+                         * @description "transfer" (default), "supervised" or "distillation"
+                         * @example transfer
+                         */
+                        type: string;
+                        transfer?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                            /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                            head?: {
+                                hidden_units?: "auto" | number;
+                                dropout?: "auto" | number;
+                            };
+                            /** @description Top backbone blocks to fine-tune in a second phase */
+                            unfreeze_top_blocks?: number;
+                            fine_tune?: null | {
+                                n_epochs?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                            };
+                        };
+                        supervised?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                        };
+                        /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                        distillation?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                            /** @description Built-in, uploaded or fine-tuned model */
+                            teacher_model: string;
+                            temperature?: "auto" | number;
+                            alpha?: "auto" | number;
+                        };
+                    };
+                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                    hyperparameters?: {
+                        n_epochs?: "auto" | number;
+                        batch_size?: "auto" | number;
+                        learning_rate?: "auto" | number;
+                        validation_split?: "auto" | number;
+                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                        early_stopping?: null | {
+                            patience?: number;
+                            min_delta?: number;
+                            /** @enum {string} */
+                            monitor?: "val_loss" | "val_accuracy";
+                        };
+                    };
+                    seed?: number;
+                    suffix?: string;
+                    /** @description At most 16 pairs; keys up to 64 characters, values up to 512. */
+                    metadata?: {
+                        [key: string]: string;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": null,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "queued",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": null,
+                     *       "attempt": 1,
+                     *       "progress": null,
+                     *       "queue_position": 1,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        method: {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminUploadModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "file": "(binary: iris-model.zip)",
+                 *       "input_shape": "[4]",
+                 *       "classes": "[\"setosa\",\"versicolor\",\"virginica\"]",
+                 *       "feature_layer": "dense_1",
+                 *       "description": "Iris classifier trained in Keras and converted with tensorflowjs_converter"
+                 *     }
+                 */
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description zip of model.json and its weight shard files
+                     */
+                    file: Blob;
+                    /**
+                     * @description JSON array of positive integers, the input shape without the batch dimension
+                     * @example [28,28,1]
+                     * @example [4]
+                     */
+                    input_shape: string;
+                    /**
+                     * @description JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)
+                     * @example {"scale":0.00392156862745098,"offset":0}
+                     */
+                    preprocessing?: string;
+                    /**
+                     * @description JSON array of class names in output order; its length must equal the model's output units
+                     * @example ["setosa","versicolor","virginica"]
+                     */
+                    classes?: string;
+                    /** @description Name of the layer whose output feeds a new head; required to fine-tune by transfer */
+                    feature_layer?: string;
+                    description?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "model-5t7y9u1i3o5p7a9s1d3f5g7h",
+                     *       "object": "model",
+                     *       "created": 1764370060,
+                     *       "created_at": 1764370060,
+                     *       "owned_by": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "kind": "uploaded",
+                     *       "description": "Iris classifier trained in Keras and converted with tensorflowjs_converter",
+                     *       "base_model": null,
+                     *       "fine_tuning_job": null,
+                     *       "training_file": null,
+                     *       "input_shape": [
+                     *         4
+                     *       ],
+                     *       "classes": [
+                     *         "setosa",
+                     *         "versicolor",
+                     *         "virginica"
+                     *       ],
+                     *       "preprocessing": {
+                     *         "scale": 1,
+                     *         "offset": 0
+                     *       },
+                     *       "feature_layer": "dense_1",
+                     *       "metrics": null,
+                     *       "backend": null,
+                     *       "seed": null,
+                     *       "bytes": 6412,
+                     *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Model"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListWebhooks: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "wh-7c1m4x0q2w9e8r5t3y6u1i0o",
+                     *           "object": "webhook",
+                     *           "url": "https://example.com/refit-hook",
+                     *           "events": [
+                     *             "succeeded",
+                     *             "failed",
+                     *             "cancelled"
+                     *           ],
+                     *           "created_at": 1764370000
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @example wh-7c1m4x0q2w9e8r5t3y6u1i0o */
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook";
+                            url: string;
+                            /** @description Job statuses that trigger a delivery (default: all three). */
+                            events: ("succeeded" | "failed" | "cancelled")[];
+                            /** @description Unix seconds */
+                            created_at: number;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCreateWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "url": "https://example.com/refit-hook",
+                 *       "events": [
+                 *         "succeeded",
+                 *         "failed"
+                 *       ]
+                 *     }
+                 */
+                "application/json": {
+                    /** @description Where deliveries are POSTed: http or https, no credentials in the URL. */
+                    url: string;
+                    /** @description Job statuses that trigger a delivery (default: all three). */
+                    events?: ("succeeded" | "failed" | "cancelled")[];
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "wh-7c1m4x0q2w9e8r5t3y6u1i0o",
+                     *       "object": "webhook",
+                     *       "url": "https://example.com/refit-hook",
+                     *       "events": [
+                     *         "succeeded",
+                     *         "failed"
+                     *       ],
+                     *       "secret": "whsec_2bVt0Qx9mK4sLr7nYp1cWd8eHf3gJa6uZo5iTk0yE2w",
+                     *       "created_at": 1764370000
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example wh-7c1m4x0q2w9e8r5t3y6u1i0o */
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook";
+                        url: string;
+                        /** @description Job statuses that trigger a delivery (default: all three). */
+                        events: ("succeeded" | "failed" | "cancelled")[];
+                        /** @description Unix seconds */
+                        created_at: number;
+                        /**
+                         * @description Signing secret for `refit-signature`; shown only in this response.
+                         * @example whsec_Xq3…
+                         */
+                        secret: string;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminDeleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "wh-7c1m4x0q2w9e8r5t3y6u1i0o",
+                     *       "object": "webhook",
+                     *       "deleted": true
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        object: string;
+                        deleted: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListWebhookDeliveries: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "whdel-0p9o8i7u6y5t4r3e2w1q0a1s",
+                     *           "object": "webhook.delivery",
+                     *           "webhook_id": "wh-7c1m4x0q2w9e8r5t3y6u1i0o",
+                     *           "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *           "event": "succeeded",
+                     *           "status": "delivered",
+                     *           "attempts": 3,
+                     *           "response_status": 200,
+                     *           "last_error": null,
+                     *           "created_at": 1764370100,
+                     *           "delivered_at": 1764370104,
+                     *           "next_attempt_at": null
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @description Also the event id (`id` of the payload, `refit-webhook-id` header). */
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook.delivery";
+                            webhook_id: string;
+                            job_id: string;
+                            /** @enum {string} */
+                            event: "succeeded" | "failed" | "cancelled";
+                            /**
+                             * @description pending (being sent or waiting for a retry), delivered (a 2xx answer), failed (gave up)
+                             * @enum {string}
+                             */
+                            status: "pending" | "delivered" | "failed";
+                            attempts: number;
+                            response_status: number | null;
+                            last_error: string | null;
+                            /** @description Unix seconds */
+                            created_at: number;
+                            delivered_at: number | null;
+                            next_attempt_at: number | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCreatePredictions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    inputs: ({
+                        /** @description base64 PNG or JPEG (a `data:image/...;base64,` prefix is accepted) */
+                        image: string;
+                    } | {
+                        /** @description one row: as many numbers as the model input has */
+                        features: number[];
+                    })[];
+                    /** @description classes returned per input, most probable first (1 to the model's class count; default 5 or fewer) */
+                    top_k?: number;
+                };
+                /**
+                 * @example {
+                 *       "image": [
+                 *         "(binary: seven.png)"
+                 *       ],
+                 *       "top_k": "2"
+                 *     }
+                 */
+                "multipart/form-data": {
+                    /** @description one file part per image (PNG or JPEG), repeated */
+                    image: Blob[];
+                    /** @description integer, as in the JSON body */
+                    top_k?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PredictionList"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListModelEvaluations: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "eval-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "object": "model.evaluation",
+                     *           "model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *           "file": "file-9z8y7x6w5v4u3t2s1r0q9p8o",
+                     *           "status": "succeeded",
+                     *           "created_at": 1764370100,
+                     *           "finished_at": 1764370104,
+                     *           "backend": "tensorflow",
+                     *           "result": {
+                     *             "loss": 0.0231,
+                     *             "accuracy": 0.9932,
+                     *             "samples": 4861,
+                     *             "classes": [
+                     *               "5",
+                     *               "6",
+                     *               "7",
+                     *               "8",
+                     *               "9"
+                     *             ],
+                     *             "per_class": [
+                     *               {
+                     *                 "class": "5",
+                     *                 "precision": 0.9944,
+                     *                 "recall": 0.9933,
+                     *                 "support": 892
+                     *               },
+                     *               {
+                     *                 "class": "6",
+                     *                 "precision": 0.9958,
+                     *                 "recall": 0.9927,
+                     *                 "support": 958
+                     *               },
+                     *               {
+                     *                 "class": "7",
+                     *                 "precision": 0.9932,
+                     *                 "recall": 0.9951,
+                     *                 "support": 1028
+                     *               },
+                     *               {
+                     *                 "class": "8",
+                     *                 "precision": 0.9887,
+                     *                 "recall": 0.9908,
+                     *                 "support": 974
+                     *               },
+                     *               {
+                     *                 "class": "9",
+                     *                 "precision": 0.994,
+                     *                 "recall": 0.9941,
+                     *                 "support": 1009
+                     *               }
+                     *             ],
+                     *             "confusion_matrix": [
+                     *               [
+                     *                 886,
+                     *                 1,
+                     *                 0,
+                     *                 4,
+                     *                 1
+                     *               ],
+                     *               [
+                     *                 3,
+                     *                 951,
+                     *                 0,
+                     *                 4,
+                     *                 0
+                     *               ],
+                     *               [
+                     *                 0,
+                     *                 0,
+                     *                 1023,
+                     *                 1,
+                     *                 4
+                     *               ],
+                     *               [
+                     *                 2,
+                     *                 3,
+                     *                 1,
+                     *                 965,
+                     *                 3
+                     *               ],
+                     *               [
+                     *                 0,
+                     *                 0,
+                     *                 6,
+                     *                 0,
+                     *                 1003
+                     *               ]
+                     *             ]
+                     *           },
+                     *           "error": null,
+                     *           "project": {
+                     *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "name": "digits"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @example eval-0a1b2c3d4e5f6g7h8i9j0k1l */
+                            id: string;
+                            /** @enum {string} */
+                            object: "model.evaluation";
+                            model: string;
+                            file: string;
+                            /** @enum {string} */
+                            status: "queued" | "running" | "succeeded" | "failed";
+                            /** @description Unix seconds */
+                            created_at: number;
+                            finished_at: number | null;
+                            backend: string | null;
+                            result: {
+                                loss: number;
+                                accuracy: number;
+                                samples: number;
+                                classes: string[];
+                                per_class: {
+                                    class: string;
+                                    precision: number;
+                                    recall: number;
+                                    support: number;
+                                }[];
+                                /** @description confusion_matrix[i][j]: samples of class i predicted as class j */
+                                confusion_matrix: number[][];
+                                /** @description Up to 50 misclassified samples, most confidently wrong first. */
+                                misclassified?: {
+                                    /** @description the sample's index in the file (see the admin samples route) */
+                                    index: number;
+                                    true: string;
+                                    predicted: string;
+                                    /** @description probability of the predicted class */
+                                    probability: number;
+                                }[];
+                            } | null;
+                            error: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            /** @description The owning project. */
+                            project: {
+                                id: string;
+                                name: string;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCreateModelEvaluation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "file": "file-0a1b2c3d4e5f6g7h8i9j0k1l"
+                 *     }
+                 */
+                "application/json": {
+                    /** @description A processed, labelled file of the project */
+                    file: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "eval-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "object": "model.evaluation",
+                     *       "model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "file": "file-9z8y7x6w5v4u3t2s1r0q9p8o",
+                     *       "status": "succeeded",
+                     *       "created_at": 1764370100,
+                     *       "finished_at": 1764370104,
+                     *       "backend": "tensorflow",
+                     *       "result": {
+                     *         "loss": 0.0231,
+                     *         "accuracy": 0.9932,
+                     *         "samples": 4861,
+                     *         "classes": [
+                     *           "5",
+                     *           "6",
+                     *           "7",
+                     *           "8",
+                     *           "9"
+                     *         ],
+                     *         "per_class": [
+                     *           {
+                     *             "class": "5",
+                     *             "precision": 0.9944,
+                     *             "recall": 0.9933,
+                     *             "support": 892
+                     *           },
+                     *           {
+                     *             "class": "6",
+                     *             "precision": 0.9958,
+                     *             "recall": 0.9927,
+                     *             "support": 958
+                     *           },
+                     *           {
+                     *             "class": "7",
+                     *             "precision": 0.9932,
+                     *             "recall": 0.9951,
+                     *             "support": 1028
+                     *           },
+                     *           {
+                     *             "class": "8",
+                     *             "precision": 0.9887,
+                     *             "recall": 0.9908,
+                     *             "support": 974
+                     *           },
+                     *           {
+                     *             "class": "9",
+                     *             "precision": 0.994,
+                     *             "recall": 0.9941,
+                     *             "support": 1009
+                     *           }
+                     *         ],
+                     *         "confusion_matrix": [
+                     *           [
+                     *             886,
+                     *             1,
+                     *             0,
+                     *             4,
+                     *             1
+                     *           ],
+                     *           [
+                     *             3,
+                     *             951,
+                     *             0,
+                     *             4,
+                     *             0
+                     *           ],
+                     *           [
+                     *             0,
+                     *             0,
+                     *             1023,
+                     *             1,
+                     *             4
+                     *           ],
+                     *           [
+                     *             2,
+                     *             3,
+                     *             1,
+                     *             965,
+                     *             3
+                     *           ],
+                     *           [
+                     *             0,
+                     *             0,
+                     *             6,
+                     *             0,
+                     *             1003
+                     *           ]
+                     *         ]
+                     *       },
+                     *       "error": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ModelEvaluation"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListJobCheckpoints: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "ftckpt-2w4e6r8t0y1u3i5o7p9a1s3d",
+                     *           "object": "fine_tuning.job.checkpoint",
+                     *           "created_at": 1764370020,
+                     *           "fine_tuned_model_checkpoint": "ft:mnist-cnn:digits:4f2k8d0s:step-1035",
+                     *           "fine_tuning_job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *           "step_number": 1035,
+                     *           "epoch": 5,
+                     *           "metrics": {
+                     *             "loss": 0.0254,
+                     *             "accuracy": 0.9921,
+                     *             "val_loss": 0.0212,
+                     *             "val_accuracy": 0.9935
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.job.checkpoint";
+                            /** @description Unix seconds */
+                            created_at: number;
+                            fine_tuned_model_checkpoint: string;
+                            fine_tuning_job_id: string;
+                            step_number: number;
+                            epoch: number;
+                            metrics: {
+                                [key: string]: unknown;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminDownloadJobCheckpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                checkpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description zip archive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5803,6 +7824,15 @@ export interface operations {
                                 }[];
                                 /** @description confusion_matrix[i][j]: samples of class i predicted as class j */
                                 confusion_matrix: number[][];
+                                /** @description Up to 50 misclassified samples, most confidently wrong first. */
+                                misclassified?: {
+                                    /** @description the sample's index in the file (see the admin samples route) */
+                                    index: number;
+                                    true: string;
+                                    predicted: string;
+                                    /** @description probability of the predicted class */
+                                    probability: number;
+                                }[];
                             } | null;
                             error: {
                                 code: string;

@@ -18,6 +18,8 @@ import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
+import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
+import { EtaEstimator } from '../src/modules/jobs/eta.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
 import { jobDurationSeconds } from '../src/observability/job-metrics.js'
@@ -182,6 +184,29 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     let outcome = null as Outcome | null
     let backend: string | null = null
     let lastProgressWrite = 0
+    const etaEstimator = new EtaEstimator()
+    let lastBatchFlush = 0
+    /** batch metric rows not yet written: flushed with a progress write or at the epoch's end */
+    let pendingBatches: { step: number; epoch: number; loss: number; accuracy: number }[] = []
+    const flushBatches = async () => {
+      if (!pendingBatches.length) return
+      const batch = pendingBatches
+      pendingBatches = []
+      await fenced(db, fence, (tx) =>
+        tx.metric.createMany({
+          data: batch.flatMap((b) =>
+            BATCH_METRICS.map((name) => ({
+              jobId,
+              step: b.step,
+              epoch: b.epoch,
+              name,
+              value: name === 'batch_loss' ? b.loss : b.accuracy,
+            })),
+          ),
+          skipDuplicates: true, // a resumed attempt may report a step again
+        }),
+      )
+    }
 
     const handle = async (msg: ChildMessage) => {
       switch (msg.type) {
@@ -203,8 +228,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           const fraction = (msg.epoch - 1 + msg.step / Math.max(1, msg.totalSteps)) / Math.max(1, msg.totalEpochs)
           if (now - lastProgressWrite < 1000 && fraction < 1) break
           lastProgressWrite = now
-          const elapsed = (now - startedAt) / 1000
-          const eta = fraction > 0.01 ? Math.round(now / 1000 + (elapsed * (1 - fraction)) / fraction) : null
+          const eta = etaEstimator.update(now, fraction)
           const progress = {
             epoch: msg.epoch,
             total_epochs: msg.totalEpochs,
@@ -219,7 +243,17 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           deps.notify(jobId)
           break
         }
+        case 'batch': {
+          pendingBatches.push({ step: msg.step, epoch: msg.epoch, loss: msg.loss, accuracy: msg.accuracy })
+          if (Date.now() - lastBatchFlush >= 1000) {
+            lastBatchFlush = Date.now()
+            await flushBatches()
+            deps.notify(jobId)
+          }
+          break
+        }
         case 'epoch': {
+          await flushBatches()
           const rows = Object.entries(msg.metrics).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))
           await fenced(db, fence, async (tx) => {
             for (const [name, value] of rows)
@@ -350,6 +384,7 @@ async function registerModel(
     baseModelId: string
     suffix: string | null
     trainingFileId: string
+    validationFileId: string | null
     seed: number
   },
   done: Extract<ChildMessage, { type: 'done' }>,
@@ -361,7 +396,7 @@ async function registerModel(
   const digest = await storage.putDir(modelKey, done.modelDir)
   const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
   const modelId = fineTunedModelId(job.baseModelId, job.suffix, job.id)
-  const rows = await db.metric.findMany({ where: { jobId: job.id }, orderBy: { step: 'asc' } })
+  const rows = await db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } })
   const lastStep = rows.at(-1)?.step
   const valAcc = rows.filter((m) => m.name === 'val_accuracy')
   const best = valAcc.length ? valAcc.reduce((a, b) => (b.value > a.value ? b : a)) : null
@@ -369,7 +404,12 @@ async function registerModel(
     final: Object.fromEntries(rows.filter((m) => m.step === lastStep).map((m) => [m.name, m.value])),
     best: best ? Object.fromEntries(rows.filter((m) => m.step === best.step).map((m) => [m.name, m.value])) : null,
     best_epoch: (done as { bestEpoch?: number | null }).bestEpoch ?? best?.epoch ?? null,
-    evaluation: done.evaluation,
+    // which data the held-out evaluation used: the validation file, or the split kept out of the training file
+    evaluation: done.evaluation && {
+      ...done.evaluation,
+      file: job.validationFileId ?? job.trainingFileId,
+      data: job.validationFileId ? 'validation_file' : 'validation_split',
+    },
   }
   const fullMetadata = { ...metadata, metrics, backend, seed: job.seed }
   await fenced(db, fence, async (tx) => {

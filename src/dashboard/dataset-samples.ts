@@ -49,13 +49,21 @@ async function toPng(data: Buffer, width: number, height: number, channels: 1 | 
   return pipeline.png().toBuffer()
 }
 
+/** Which samples to show: `n` spread over the classes, or these dataset indices (out-of-range ones skipped). */
+export type SamplePick = number | number[]
+
+function pickIndices(labels: string[], pick: SamplePick): number[] {
+  if (typeof pick === 'number') return roundRobin(labels, pick)
+  return pick.filter((i) => Number.isInteger(i) && i >= 0 && i < labels.length)
+}
+
 /** Samples of an IDX zip (grayscale, as MNIST ships). */
-export async function idxSamples(path: string, n: number): Promise<SampleImage[]> {
+export async function idxSamples(path: string, pick: SamplePick): Promise<SampleImage[]> {
   const scan = await readIdx(path, { limits: { ...DEFAULT_DATASET_LIMITS }, keepPixels: true })
   const [h, w] = scan.shape
   const labels = Array.from(scan.labelBytes, (b) => String(b))
   const out: SampleImage[] = []
-  for (const i of roundRobin(labels, n)) {
+  for (const i of pickIndices(labels, pick)) {
     const pixels = Buffer.from(scan.pixels!.subarray(i * h * w, (i + 1) * h * w))
     out.push({ index: i, label: labels[i]!, width: w, height: h, channels: 1, png: await toPng(pixels, w, h, 1) })
   }
@@ -63,7 +71,7 @@ export async function idxSamples(path: string, n: number): Promise<SampleImage[]
 }
 
 /** Samples of a zip of class folders; only the picked entries are decoded. */
-export async function imageZipSamples(path: string, n: number): Promise<SampleImage[]> {
+export async function imageZipSamples(path: string, pick: SamplePick): Promise<SampleImage[]> {
   const problems = new ProblemCollector('invalid_image_zip', 'image zip')
   const { zip, files } = await openSafeZip(path, { ...DEFAULT_DATASET_LIMITS }, problems)
   try {
@@ -73,10 +81,14 @@ export async function imageZipSamples(path: string, n: number): Promise<SampleIm
     const wrapped = parts.length > 0 && parts.every((p) => p.length >= 3 && p[0] === top)
     const labels = parts.map((p) => (wrapped ? p.slice(1) : p)).map((p) => (p.length === 2 ? p[0]! : ''))
     const usable = labels.map((l, i) => (l ? i : -1)).filter((i) => i >= 0)
-    const picked = roundRobin(
-      usable.map((i) => labels[i]!),
-      n,
-    ).map((k) => usable[k]!)
+    // A valid dataset has every entry in a class folder, so entry order is dataset row order.
+    const picked =
+      typeof pick === 'number'
+        ? roundRobin(
+            usable.map((i) => labels[i]!),
+            pick,
+          ).map((k) => usable[k]!)
+        : pick.filter((i) => Number.isInteger(i) && i >= 0 && i < files.length && labels[i])
     const out: SampleImage[] = []
     for (const i of picked) {
       const img = await decodeImageNative(await readZipEntry(zip, files[i]!.entry))

@@ -28,11 +28,35 @@ function argmax(a: Float32Array, start: number, k: number): number {
   return best
 }
 
-/** Loss, accuracy, per-class precision/recall/support and confusion matrix (rows: true class). */
-export function evaluateProbabilities(probs: Float32Array, labels: ArrayLike<number>, classes: string[]): Evaluation {
+/** How many misclassified samples an evaluation keeps: the most confidently wrong ones. */
+export const MAX_MISCLASSIFIED = 50
+
+/**
+ * Loss, accuracy, per-class precision/recall/support, confusion matrix (rows: true class) and up to
+ * MAX_MISCLASSIFIED misclassified samples, most confident first. `rowIndex[i]` is sample i's index in its
+ * dataset (default i), so a page can show the sample through the dataset's samples route.
+ */
+export function evaluateProbabilities(
+  probs: Float32Array,
+  labels: ArrayLike<number>,
+  classes: string[],
+  rowIndex?: ArrayLike<number>,
+): Evaluation {
   const k = classes.length
   const confusion = classes.map(() => new Array<number>(k).fill(0))
-  for (let i = 0; i < labels.length; i++) confusion[labels[i]][argmax(probs, i * k, k)]++
+  const wrong: { i: number; predicted: number; probability: number }[] = []
+  for (let i = 0; i < labels.length; i++) {
+    const predicted = argmax(probs, i * k, k)
+    confusion[labels[i]][predicted]++
+    if (predicted !== labels[i]) wrong.push({ i, predicted, probability: probs[i * k + predicted] })
+  }
+  wrong.sort((a, b) => b.probability - a.probability || a.i - b.i)
+  const misclassified = wrong.slice(0, MAX_MISCLASSIFIED).map((w) => ({
+    index: rowIndex ? rowIndex[w.i] : w.i,
+    true: classes[labels[w.i]],
+    predicted: classes[w.predicted],
+    probability: Math.round(w.probability * 10000) / 10000,
+  }))
   const { loss, accuracy } = lossAndAccuracy(probs, labels, k)
   const per_class = classes.map((name, c) => {
     const support = confusion[c].reduce((a, b) => a + b, 0)
@@ -40,5 +64,13 @@ export function evaluateProbabilities(probs: Float32Array, labels: ArrayLike<num
     const tp = confusion[c][c]
     return { class: name, precision: predicted ? tp / predicted : 0, recall: support ? tp / support : 0, support }
   })
-  return { loss, accuracy, samples: labels.length, classes: [...classes], per_class, confusion_matrix: confusion }
+  return {
+    loss,
+    accuracy,
+    samples: labels.length,
+    classes: [...classes],
+    per_class,
+    confusion_matrix: confusion,
+    misclassified,
+  }
 }

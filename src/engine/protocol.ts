@@ -140,9 +140,11 @@ export interface Evaluation {
   per_class: { class: string; precision: number; recall: number; support: number }[]
   /** confusion[i][j]: true class i predicted as j */
   confusion_matrix: number[][]
+  /** up to 50 misclassified samples, most confident first; `index` is the sample's index in its dataset */
+  misclassified?: { index: number; true: string; predicted: string; probability: number }[]
 }
 
-/** Messages from the training process, in order: backend, (event | progress | epoch | checkpoint)*, then done or error. */
+/** Messages from the training process, in order: backend, (event | progress | batch | epoch | checkpoint)*, then done or error. */
 export type ChildMessage =
   | { type: 'backend'; backend: BackendName; selfTest: { maxForwardDiff: number; maxGradDiff: number; ms: number } }
   | { type: 'event'; level: 'info' | 'warn' | 'error'; message: string; data?: Record<string, unknown> }
@@ -154,6 +156,8 @@ export type ChildMessage =
       totalSteps: number
       samplesPerSecond: number
     }
+  /** one batch's loss and accuracy, every BATCH_REPORT_EVERY steps, for live per-step curves */
+  | { type: 'batch'; epoch: number; step: number; loss: number; accuracy: number }
   | { type: 'epoch'; epoch: number; step: number; metrics: EpochMetrics }
   | {
       type: 'checkpoint'

@@ -289,6 +289,9 @@ export async function restoreOptimizer(tf: Tf, optimizer: Optimizer, dir: string
   tf.dispose(Object.values(map))
 }
 
+/** Steps between two `batch` messages (one batch's loss and accuracy, for live per-step curves). */
+export const BATCH_REPORT_EVERY = 10
+
 /** Everything one training phase needs. */
 export interface LoopParams {
   tf: Tf
@@ -368,6 +371,8 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
       }
       let correct: Tensor | null = null
       let cost: Scalar | null = null
+      let batchLoss = 0
+      let batchAccuracy = 0
       try {
         cost = p.optimizer.minimize(
           () => {
@@ -393,12 +398,16 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
           )
         lossSum += loss * rows.length
         correctSum += c
+        batchLoss = loss
+        batchAccuracy = c / rows.length
       } finally {
         tf.dispose([x, labels, ...(soft ? [soft] : []), ...(correct ? [correct] : []), ...(cost ? [cost] : [])])
       }
       seen += rows.length
       state.trainedSamples += rows.length
       state.step++
+      if (state.step % BATCH_REPORT_EVERY === 0)
+        p.emit({ type: 'batch', epoch, step: state.step, loss: batchLoss, accuracy: batchAccuracy })
       const now = performance.now()
       if (now - lastProgress >= progressInterval) {
         lastProgress = now
@@ -793,7 +802,7 @@ export async function finishRun(
   const last = result.last
   if (last?.val) {
     const probs = await predictPart(tf, last.forward, last.val, classes.length)
-    evaluation = evaluateProbabilities(probs, partLabels(last.val), classes)
+    evaluation = evaluateProbabilities(probs, partLabels(last.val), classes, last.val.rows)
   }
   const modelDir = path.join(o.outputDir, 'model')
   await saveModel(tf, model, modelDir, {

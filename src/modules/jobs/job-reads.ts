@@ -3,8 +3,9 @@
 // they find the job.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
+import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { unixSeconds } from '../../lib/ids.js'
-import { type Page, toList } from '../../lib/pagination.js'
+import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { presentEvent } from './job-events.js'
 import { streamJobEvents } from './job-stream.js'
 
@@ -54,4 +55,25 @@ export async function listJobMetrics(db: Db, jobId: string, name: string | undef
     })),
     has_more: rows.length === MAX_METRIC_ROWS,
   }
+}
+
+/** A job's checkpoints (one per epoch), newest first, keyset-paginated. */
+export async function listJobCheckpoints(db: Db, job: FineTuningJob, page: Page) {
+  const limit = page.limit ?? 20
+  const cursor = page.after ? await db.checkpoint.findFirst({ where: { id: page.after, jobId: job.id } }) : null
+  const rows = await db.checkpoint.findMany({
+    where: { jobId: job.id, ...olderThan(cursor) },
+    orderBy: NEWEST_FIRST,
+    take: limit + 1,
+  })
+  return toList(rows, limit, (c) => ({
+    id: c.id,
+    object: 'fine_tuning.job.checkpoint' as const,
+    created_at: unixSeconds(c.createdAt)!,
+    fine_tuned_model_checkpoint: `${job.fineTunedModelId ?? `ft:${job.baseModelId}:ckpt`}:step-${c.step}`,
+    fine_tuning_job_id: job.id,
+    step_number: c.step,
+    epoch: c.epoch,
+    metrics: c.metrics as Record<string, unknown>,
+  }))
 }

@@ -1,12 +1,16 @@
 // Server-Sent Events for one job: its events in order (SSE id = the event's seq, so a client that
 // reconnects with Last-Event-ID misses nothing and sees nothing twice), its progress and status as they
 // change, and `done` when it reaches a terminal state. Any API process can serve it: updates are read
-// from PostgreSQL, woken by Redis pings and by a periodic re-read.
+// from PostgreSQL, woken by Redis pings and by a periodic re-read. The `job` event is the job as GET shows
+// it, queue position included, so a client can replace its copy with it; `metrics` events carry the
+// training process's batch rows (batch_loss, batch_accuracy) as they are written, for live per-step curves.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { BATCH_METRICS } from './batch-metrics.js'
 import { presentEvent } from './job-events.js'
-import { presentJob, TERMINAL } from './jobs-service.js'
+import { presentJob, queuePosition, TERMINAL } from './jobs-service.js'
 
 const POLL_MS = 2000
+const BATCH_PAGE = 2000
 const HEARTBEAT_MS = 15_000
 
 export async function streamJobEvents(
@@ -28,6 +32,7 @@ export async function streamJobEvents(
   res.write('retry: 2000\n\n')
 
   let lastSeq = lastEventId
+  let lastBatchStep = -1
   let lastJobJson = ''
   let closed = false
   let running = false
@@ -60,8 +65,33 @@ export async function streamJobEvents(
         if (events.length === 500) again = true
         const job = await app.db.fineTuningJob.findUnique({ where: { id: jobId } })
         if (!job) return close()
-        const view = presentJob(job)
-        const json = JSON.stringify({ status: view.status, progress: view.progress, error: view.error })
+        if (job.status === 'running' || job.status === 'cancelling' || lastBatchStep < 0) {
+          let rows = await app.db.metric.findMany({
+            where: { jobId, step: { gt: lastBatchStep }, name: { in: [...BATCH_METRICS] } },
+            orderBy: [{ step: 'asc' }, { name: 'asc' }],
+            take: BATCH_PAGE,
+          })
+          if (rows.length === BATCH_PAGE) {
+            // a full page may end halfway through a step: send whole steps, read the rest next turn
+            const cut = rows.at(-1)!.step
+            rows = rows.filter((r) => r.step < cut)
+            again = true
+          }
+          if (rows.length) {
+            lastBatchStep = rows.at(-1)!.step
+            send('metrics', {
+              object: 'list',
+              data: rows.map((m) => ({ step: m.step, epoch: m.epoch, name: m.name, value: m.value })),
+            })
+          } else if (lastBatchStep < 0) lastBatchStep = 0
+        }
+        const view = presentJob(job, { queuePosition: await queuePosition(app.db, job) })
+        const json = JSON.stringify({
+          status: view.status,
+          progress: view.progress,
+          error: view.error,
+          queue_position: view.queue_position,
+        })
         if (json !== lastJobJson) {
           lastJobJson = json
           send('job', view)

@@ -116,12 +116,11 @@ export function checkCompatible(model: Model, file: File, param = 'training_file
     )
 }
 
-export async function createJob(
-  app: FastifyInstance,
-  projectId: string,
-  body: CreateJobBody,
-  opts: { retryOf?: string } = {},
-) {
+/**
+ * Everything a new job would be, checked and resolved ("auto" values included when the files are
+ * processed), without writing anything: createJob persists it, `?dry_run=true` answers it.
+ */
+export async function resolveJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
   const method: MethodInput = body.method ?? { type: 'transfer' }
   const hpParam = body.method ? `method.${method.type}.hyperparameters` : 'hyperparameters'
   const hpInput: HyperparametersInput = { ...(body.hyperparameters ?? {}), ...methodHyperparameters(method) }
@@ -152,23 +151,61 @@ export async function createJob(
   if (validation?.status === 'processed') checkCompatible(model, validation, 'validation_file')
 
   const rows = (training.stats as { rows?: number } | null)?.rows ?? 0
-  const id = newId('ftjob')
-  const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
-  await assertJobSlots(app, projectId)
-  const job = await app.db.fineTuningJob.create({
+  return {
+    checkpoint,
+    ready,
     data: {
-      id,
       projectId,
       baseModelId: model.id,
       trainingFileId: training.id,
-      validationFileId: validation?.id,
+      validationFileId: validation?.id ?? null,
       method: stored as object,
       hyperparameters: (ready ? resolveHyperparameters(hpInput, rows, !!validation) : hpInput) as object,
-      seed,
-      suffix: body.suffix,
+      seed: body.seed ?? Math.floor(Math.random() * 2 ** 31),
+      suffix: body.suffix ?? null,
+      userMetadata: body.metadata ?? null,
+      status: (ready ? 'queued' : 'validating_files') as FineTuningJob['status'],
+      initCheckpointId: checkpoint?.id ?? null,
+    },
+  }
+}
+
+/**
+ * The job `body` would create, as the API would show it, without creating it: id empty, status what it
+ * would start in, "auto" values resolved when the files are processed. The project's job slots are checked
+ * too, so a form learns of a full project before it submits.
+ */
+export async function previewJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
+  const { data } = await resolveJob(app, projectId, body)
+  await assertJobSlots(app, projectId)
+  const now = new Date()
+  const unset = { startedAt: null, finishedAt: null, fineTunedModelId: null, statusReason: null, trainedSamples: null }
+  const row = {
+    ...unset,
+    ...{ errorCode: null, errorMessage: null, errorParam: null, progress: null, backend: null, retryOfJobId: null },
+    ...data,
+    id: '',
+    attempt: 0,
+    createdAt: now,
+    updatedAt: now,
+  } as unknown as FineTuningJob
+  return presentJob(row)
+}
+
+export async function createJob(
+  app: FastifyInstance,
+  projectId: string,
+  body: CreateJobBody,
+  opts: { retryOf?: string } = {},
+) {
+  const { checkpoint, ready, data } = await resolveJob(app, projectId, body)
+  const id = newId('ftjob')
+  await assertJobSlots(app, projectId)
+  const job = await app.db.fineTuningJob.create({
+    data: {
+      ...data,
+      id,
       userMetadata: body.metadata,
-      status: ready ? 'queued' : 'validating_files',
-      initCheckpointId: checkpoint?.id,
       retryOfJobId: opts.retryOf ?? null,
     },
   })
@@ -177,7 +214,7 @@ export async function createJob(
     app.db,
     id,
     'info',
-    `Created ${stored.type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+    `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
   )
   if (ready) await enqueueJob(app, job)
   else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')

@@ -164,6 +164,17 @@ export const EvaluationObject = Type.Object(
         confusion_matrix: Type.Array(Type.Array(Type.Integer()), {
           description: 'confusion_matrix[i][j]: samples of class i predicted as class j',
         }),
+        misclassified: Type.Optional(
+          Type.Array(
+            Type.Object({
+              index: Type.Integer({ description: "the sample's index in the file (see the admin samples route)" }),
+              true: Type.String(),
+              predicted: Type.String(),
+              probability: Type.Number({ description: 'probability of the predicted class' }),
+            }),
+            { maxItems: 50, description: 'Up to 50 misclassified samples, most confidently wrong first.' },
+          ),
+        ),
       }),
     ),
     error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),

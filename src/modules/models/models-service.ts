@@ -9,6 +9,7 @@ import type { Artifact, Model } from '../../generated/prisma/client.js'
 import { unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import type { Storage } from '../../storage/storage.js'
+import { EPOCH_ROWS_ONLY } from '../jobs/batch-metrics.js'
 
 type ModelRow = Model & { artifact?: Artifact | null }
 
@@ -108,7 +109,7 @@ export async function metricRowsFor(db: Db, models: ModelRow[]): Promise<Map<str
   const out = new Map<string, MetricRow[]>()
   if (!jobIds.length) return out
   const rows = await db.metric.findMany({
-    where: { jobId: { in: jobIds } },
+    where: { jobId: { in: jobIds }, ...EPOCH_ROWS_ONLY },
     select: { jobId: true, step: true, epoch: true, name: true, value: true },
     orderBy: [{ step: 'asc' }],
   })

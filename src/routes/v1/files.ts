@@ -12,6 +12,20 @@ import {
 } from '../../schemas/examples.js'
 import { DeletedObject, FileObject } from '../../schemas/objects.js'
 
+/** The multipart upload body, shared with the admin route that uploads for a project. */
+export const FileUploadBody = Type.Object(
+  {
+    file: Type.String({
+      format: 'binary',
+      description: 'CSV, JSONL, zip of image folders, or zip of IDX files',
+    }),
+    purpose: Type.Literal('fine-tune'),
+    format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
+    label_column: Type.Optional(Type.String({ description: 'CSV label column (default `label`)' })),
+  },
+  { examples: [fileUploadExample] },
+)
+
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/files',
@@ -24,18 +38,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'uploadFile',
         summary: 'Upload a dataset (streamed to storage, validated asynchronously by a worker)',
         consumes: ['multipart/form-data'],
-        body: Type.Object(
-          {
-            file: Type.String({
-              format: 'binary',
-              description: 'CSV, JSONL, zip of image folders, or zip of IDX files',
-            }),
-            purpose: Type.Literal('fine-tune'),
-            format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
-            label_column: Type.Optional(Type.String({ description: 'CSV label column (default `label`)' })),
-          },
-          { examples: [fileUploadExample] },
-        ),
+        body: FileUploadBody,
         response: {
           201: jsonResponse(
             Type.Ref('File'),

@@ -24,6 +24,36 @@ import {
 } from '../../schemas/examples.js'
 import { DeletedObject, ModelObject } from '../../schemas/objects.js'
 
+/** The multipart model upload body, shared with the admin route that uploads for a project. */
+export const ModelUploadBody = Type.Object(
+  {
+    file: Type.String({ format: 'binary', description: 'zip of model.json and its weight shard files' }),
+    input_shape: Type.String({
+      description: 'JSON array of positive integers, the input shape without the batch dimension',
+      examples: ['[28,28,1]', '[4]'],
+    }),
+    preprocessing: Type.Optional(
+      Type.String({
+        description: 'JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)',
+        examples: ['{"scale":0.00392156862745098,"offset":0}'],
+      }),
+    ),
+    classes: Type.Optional(
+      Type.String({
+        description: "JSON array of class names in output order; its length must equal the model's output units",
+        examples: ['["setosa","versicolor","virginica"]'],
+      }),
+    ),
+    feature_layer: Type.Optional(
+      Type.String({
+        description: 'Name of the layer whose output feeds a new head; required to fine-tune by transfer',
+      }),
+    ),
+    description: Type.Optional(Type.String({ maxLength: 2000 })),
+  },
+  { examples: [modelUploadExample] },
+)
+
 // Model ids of fine-tuned models contain colons (`ft:mnist-cnn:refit:abc12345`): clients URL-encode them.
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
@@ -39,35 +69,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'The zip holds `model.json` (format `layers-model`) and the weight shards its `weightsManifest` lists, at the root or under one folder. It is checked without running the model: safe entry names, at most 1000 entries and 1 GiB uncompressed, shard sizes equal to the manifest, `input_shape` equal to the input layer, one class name per output unit, `feature_layer` an existing layer. The stored model is `model.json` + one `weights.bin` + `metadata.json`, like every other model. Faults in the archive answer `invalid_model`, faults in the fields `invalid_field`, both with `details`.',
         consumes: ['multipart/form-data'],
-        body: Type.Object(
-          {
-            file: Type.String({ format: 'binary', description: 'zip of model.json and its weight shard files' }),
-            input_shape: Type.String({
-              description: 'JSON array of positive integers, the input shape without the batch dimension',
-              examples: ['[28,28,1]', '[4]'],
-            }),
-            preprocessing: Type.Optional(
-              Type.String({
-                description: 'JSON object `{"scale", "offset"}`: raw values become `x * scale + offset` (default 1, 0)',
-                examples: ['{"scale":0.00392156862745098,"offset":0}'],
-              }),
-            ),
-            classes: Type.Optional(
-              Type.String({
-                description:
-                  "JSON array of class names in output order; its length must equal the model's output units",
-                examples: ['["setosa","versicolor","virginica"]'],
-              }),
-            ),
-            feature_layer: Type.Optional(
-              Type.String({
-                description: 'Name of the layer whose output feeds a new head; required to fine-tune by transfer',
-              }),
-            ),
-            description: Type.Optional(Type.String({ maxLength: 2000 })),
-          },
-          { examples: [modelUploadExample] },
-        ),
+        body: ModelUploadBody,
         response: {
           201: jsonResponse(Type.Ref('Model'), uploadedModelExample),
           ...errorResponses(400, 413, 415),

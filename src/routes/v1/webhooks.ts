@@ -26,7 +26,7 @@ const webhookFields = {
 }
 
 /** A webhook as lists show it: never the secret. */
-const WebhookObject = Type.Object(webhookFields, {
+export const WebhookObject = Type.Object(webhookFields, {
   examples: [
     {
       id: 'wh-7c1m4x0q2w9e8r5t3y6u1i0o',
@@ -38,7 +38,7 @@ const WebhookObject = Type.Object(webhookFields, {
   ],
 })
 
-const CreatedWebhookObject = Type.Object(
+export const CreatedWebhookObject = Type.Object(
   {
     ...webhookFields,
     secret: Type.String({
@@ -60,7 +60,7 @@ const CreatedWebhookObject = Type.Object(
   },
 )
 
-const DeliveryObject = Type.Object(
+export const DeliveryObject = Type.Object(
   {
     id: Type.String({ description: 'Also the event id (`id` of the payload, `refit-webhook-id` header).' }),
     object: Type.Literal('webhook.delivery'),
@@ -97,7 +97,7 @@ const DeliveryObject = Type.Object(
   },
 )
 
-const CreateWebhookBody = Type.Object(
+export const CreateWebhookBody = Type.Object(
   {
     url: Type.String({
       minLength: 1,

@@ -78,10 +78,20 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         operationId: 'adminListFileSamples',
-        summary: 'A few sample images of an image dataset (image_zip or idx), as PNG, spread over the classes',
+        summary: 'Sample images of an image dataset (image_zip or idx), as PNG: spread over the classes, or by index',
         params: IdParams,
         querystring: Type.Object(
-          { n: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, default: 10 })) },
+          {
+            n: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, default: 10 })),
+            indices: Type.Optional(
+              Type.String({
+                maxLength: 600,
+                pattern: '^[0-9]+(,[0-9]+){0,49}$',
+                description:
+                  'Comma-separated dataset indices (at most 50), e.g. the `misclassified` samples of an evaluation; replaces `n`.',
+              }),
+            ),
+          },
           { additionalProperties: false },
         ),
         response: { 200: jsonResponse(SampleList, sampleListExample), ...errorResponses(400, 404) },
@@ -95,9 +105,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         throw new AppError('invalid_request', `File ${file.id} is ${file.format}, not an image dataset.`, {
           param: 'id',
         })
-      const n = req.query.n ?? 10
+      const pick = req.query.indices ? req.query.indices.split(',').map(Number) : (req.query.n ?? 10)
       const path = await app.storage.localPath(file.storagePath)
-      const samples = file.format === 'idx' ? await idxSamples(path, n) : await imageZipSamples(path, n)
+      const samples = file.format === 'idx' ? await idxSamples(path, pick) : await imageZipSamples(path, pick)
       const rows = (file.stats as { rows?: number } | null)?.rows ?? samples.length
       return {
         object: 'list' as const,

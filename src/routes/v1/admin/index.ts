@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import datasets from './datasets.js'
 import jobs from './jobs.js'
 import models from './models.js'
+import projectActions from './project-actions.js'
 import queues from './queues.js'
 
 const adminApi: FastifyPluginAsync = async (app) => {
@@ -10,6 +11,7 @@ const adminApi: FastifyPluginAsync = async (app) => {
   await app.register(datasets)
   await app.register(models)
   await app.register(queues)
+  await app.register(projectActions)
 }
 
 export default adminApi

@@ -4,8 +4,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { notFound } from '../../../errors.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
+import { EPOCH_ROWS_ONLY } from '../../../modules/jobs/batch-metrics.js'
 import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
 import { cancelJob, presentJob, queuePosition, retryJob } from '../../../modules/jobs/jobs-service.js'
+import { bestMetrics, type MetricRow } from '../../../modules/models/models-service.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
 import { cancellingJobExample, jsonResponse, listExample, queuedJobExample } from '../../../schemas/examples.js'
 import {
@@ -27,9 +29,32 @@ async function findJob(app: FastifyInstance, id: string) {
 
 type JobWithProject = Awaited<ReturnType<typeof findJob>>
 
-const presentAdminJob = (j: JobWithProject, extra: { queuePosition?: number | null } = {}) => ({
+/** Epoch metric rows of some jobs, by job id (one query; batch rows left out). */
+async function epochRows(app: FastifyInstance, jobIds: string[]) {
+  const out = new Map<string, MetricRow[]>()
+  if (!jobIds.length) return out
+  const rows = await app.db.metric.findMany({
+    where: { jobId: { in: jobIds }, ...EPOCH_ROWS_ONLY },
+    select: { jobId: true, step: true, epoch: true, name: true, value: true },
+    orderBy: [{ step: 'asc' }],
+  })
+  for (const r of rows) out.set(r.jobId, [...(out.get(r.jobId) ?? []), r])
+  return out
+}
+
+/** The last and the best epoch of a job's rows, or null before its first epoch. */
+function metricsSummary(rows: MetricRow[] | undefined) {
+  if (!rows?.length) return null
+  const step = rows.at(-1)!.step
+  const last = rows.filter((r) => r.step === step)
+  const final = { step, epoch: last[0]!.epoch, ...Object.fromEntries(last.map((r) => [r.name, r.value])) }
+  return { final, best: bestMetrics(rows) }
+}
+
+const presentAdminJob = (j: JobWithProject, extra: { queuePosition?: number | null; metrics?: MetricRow[] } = {}) => ({
   ...presentJob(j, extra),
   project: { id: j.project.id, name: j.project.name },
+  metrics: metricsSummary(extra.metrics),
 })
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
@@ -42,7 +67,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         operationId: 'adminListJobs',
         summary: 'List jobs of every project, newest first, with their project',
         description:
-          'Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id). Pages with `limit` and `after`.',
+          'Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).',
         querystring: AdminJobQuery,
         response: { 200: jsonResponse(listOf(AdminJob), listExample(adminJobExample)), ...errorResponses(400) },
       },
@@ -55,6 +80,13 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         ...(q.project ? { projectId: q.project } : {}),
         ...(q.model ? { baseModelId: q.model } : {}),
         ...(q.method ? { method: { path: ['type'], equals: q.method } } : {}),
+        ...(q.q
+          ? {
+              OR: ['id', 'suffix', 'baseModelId', 'fineTunedModelId'].map((field) => ({
+                [field]: { contains: q.q, mode: 'insensitive' as const },
+              })),
+            }
+          : {}),
       }
       const cursor = q.after ? await app.db.fineTuningJob.findUnique({ where: { id: q.after } }) : null
       const rows = await app.db.fineTuningJob.findMany({
@@ -63,7 +95,20 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         include: { project: true },
         take: limit + 1,
       })
-      return toList(rows, limit, (j) => presentAdminJob(j))
+      const page = rows.slice(0, limit)
+      const metrics = await epochRows(
+        app,
+        page.map((j) => j.id),
+      )
+      // The queue is short (it is what waits for the workers): one count per queued job on the page.
+      const positions = new Map(
+        await Promise.all(
+          page.filter((j) => j.status === 'queued').map(async (j) => [j.id, await queuePosition(app.db, j)] as const),
+        ),
+      )
+      return toList(rows, limit, (j) =>
+        presentAdminJob(j, { queuePosition: positions.get(j.id) ?? null, metrics: metrics.get(j.id) }),
+      )
     },
   )
 
@@ -81,7 +126,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       const job = await findJob(app, req.params.id)
-      return presentAdminJob(job, { queuePosition: await queuePosition(app.db, job) })
+      const metrics = await epochRows(app, [job.id])
+      return presentAdminJob(job, { queuePosition: await queuePosition(app.db, job), metrics: metrics.get(job.id) })
     },
   )
 

@@ -13,8 +13,23 @@ export const ProjectRef = Type.Object(
 const withProject = <T extends TObject>(schema: T, nullable = false) =>
   Type.Object({ ...schema.properties, project: nullable ? Nullable(ProjectRef) : ProjectRef })
 
-/** A job as the project routes show it, plus its project. */
-export const AdminJob = withProject(JobObject)
+const EpochMetrics = Type.Record(Type.String(), Type.Number())
+
+/** A job as the project routes show it, plus its project and a summary of its epoch metrics. */
+export const AdminJob = Type.Object({
+  ...withProject(JobObject).properties,
+  metrics: Type.Optional(
+    Nullable(
+      Type.Object(
+        { final: Nullable(EpochMetrics), best: Nullable(EpochMetrics) },
+        {
+          description:
+            'The last epoch and the best epoch (by val_accuracy, else accuracy) as `{step, epoch, loss, accuracy, val_loss, val_accuracy}`; null before the first epoch.',
+        },
+      ),
+    ),
+  ),
+})
 export const AdminFile = withProject(FileObject)
 /** Built-in models and presets belong to no project (`project: null`). */
 export const AdminModel = withProject(ModelObject, true)
@@ -31,6 +46,13 @@ export const AdminJobQuery = Type.Object(
     status: Type.Optional(JobStatus),
     method: Type.Optional(StringEnum(['transfer', 'supervised', 'distillation'])),
     model: Type.Optional(Type.String({ maxLength: 200, description: 'Only jobs that train this base model.' })),
+    q: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 200,
+        description: 'Search: jobs whose id, suffix, base model or fine-tuned model contains this (any case).',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

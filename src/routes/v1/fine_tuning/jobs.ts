@@ -1,8 +1,6 @@
 import { type FastifyPluginAsyncTypebox, type TSchema, Type } from '@fastify/type-provider-typebox'
-import { unixSeconds } from '../../../lib/ids.js'
-import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { BOUNDS } from '../../../modules/jobs/hyperparameters.js'
-import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
+import { listJobCheckpoints, listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
 import {
   cancelJob,
   createJob,
@@ -140,7 +138,8 @@ const Method = Type.Object(
   { additionalProperties: false },
 )
 
-const CreateJobBody = Type.Object(
+/** The body of a job creation, shared with the admin route that creates a job for a project. */
+export const CreateJobBody = Type.Object(
   {
     model: Type.String({
       minLength: 1,
@@ -330,28 +329,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (req) => {
-      const job = await getJob(app.db, req.projectId, req.params.id)
-      const limit = req.query.limit ?? 20
-      const cursor = req.query.after
-        ? await app.db.checkpoint.findFirst({ where: { id: req.query.after, jobId: job.id } })
-        : null
-      const rows = await app.db.checkpoint.findMany({
-        where: { jobId: job.id, ...olderThan(cursor) },
-        orderBy: NEWEST_FIRST,
-        take: limit + 1,
-      })
-      return toList(rows, limit, (c) => ({
-        id: c.id,
-        object: 'fine_tuning.job.checkpoint' as const,
-        created_at: unixSeconds(c.createdAt)!,
-        fine_tuned_model_checkpoint: `${job.fineTunedModelId ?? `ft:${job.baseModelId}:ckpt`}:step-${c.step}`,
-        fine_tuning_job_id: job.id,
-        step_number: c.step,
-        epoch: c.epoch,
-        metrics: c.metrics as Record<string, unknown>,
-      }))
-    },
+    async (req) => listJobCheckpoints(app.db, await getJob(app.db, req.projectId, req.params.id), req.query),
   )
 
   app.get(
