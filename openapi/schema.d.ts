@@ -1022,7 +1022,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "webhook_url_forbidden" | "too_many_webhooks";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -9543,7 +9543,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description Where deliveries are POSTed: http or https, no credentials in the URL. */
+                    /** @description Where deliveries are POSTed: http or https, no credentials in the URL, a host that is and resolves to public addresses only. */
                     url: string;
                     /** @description Job statuses that trigger a delivery (default: all three). */
                     events?: ("succeeded" | "failed" | "cancelled")[];
@@ -9748,6 +9748,8 @@ export interface operations {
                      *           "attempts": 3,
                      *           "response_status": 200,
                      *           "last_error": null,
+                     *           "error_class": null,
+                     *           "duration_ms": 182,
                      *           "created_at": 1764370100,
                      *           "delivered_at": 1764370104,
                      *           "next_attempt_at": null
@@ -9776,6 +9778,8 @@ export interface operations {
                             attempts: number;
                             response_status: number | null;
                             last_error: string | null;
+                            error_class: ("http_status" | "redirect" | "timeout" | "forbidden_address" | "dns_error" | "connection_refused" | "connection_reset" | "tls_error" | "invalid_url" | "cancelled" | "network_error" | "webhook_deleted") | null;
+                            duration_ms: number | null;
                             /** @description Unix seconds */
                             created_at: number;
                             delivered_at: number | null;

@@ -12,6 +12,7 @@ import dashboardRoutes from './dashboard/routes.js'
 import { ERROR_CATALOGUE } from './errors.js'
 import { inferencePlugin } from './inference/plugin.js'
 import { EvaluationObject, LineageObject, PredictionList } from './modules/models/model-schemas.js'
+import { type Resolver, systemResolver } from './modules/webhooks/safe-delivery.js'
 import { metricsPlugin } from './observability/metrics.js'
 import { adminSessionPlugin } from './plugins/admin-session.js'
 import { authPlugin } from './plugins/auth.js'
@@ -39,13 +40,20 @@ export interface BuildOptions {
   config: Config
   adminToken: string
   logger?: boolean | object
+  /** resolves webhook hosts at registration (tests inject one that plays a rebinding DNS server) */
+  webhookResolver?: Resolver
 }
 
 const errorTable = Object.entries(ERROR_CATALOGUE)
   .map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.description} |`)
   .join('\n')
 
-export async function buildApp({ config, adminToken, logger }: BuildOptions): Promise<FastifyInstance> {
+export async function buildApp({
+  config,
+  adminToken,
+  logger,
+  webhookResolver,
+}: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(config, logger),
     genReqId: () => `req_${randomBytes(12).toString('hex')}`,
@@ -59,6 +67,7 @@ export async function buildApp({ config, adminToken, logger }: BuildOptions): Pr
 
   app.decorate('config', config)
   app.decorate('adminToken', adminToken)
+  app.decorate('webhookResolver', webhookResolver ?? systemResolver)
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id)
   })

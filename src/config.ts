@@ -79,6 +79,16 @@ export interface Config {
   metricsToken: string | null
   /** what `node dist/src/main.js` runs: `all` (the API and a worker process beside it) or `api` (the API only) */
   role: 'all' | 'api'
+
+  // --- multi-tenant safety (issue 13) ---
+  /** webhooks may target private/loopback/link-local addresses (closed networks, tests) */
+  webhookAllowPrivate: boolean
+  /** live webhooks a project may have */
+  maxWebhooksPerProject: number
+  /** deliveries of one project being sent at once, across all workers */
+  webhookConcurrencyPerProject: number
+  /** a delivery attempt (DNS, connect, request, answer headers) is cut after this */
+  webhookTimeoutMs: number
 }
 
 export class ConfigError extends Error {
@@ -170,6 +180,21 @@ export function loadConfig(env: Env = process.env): Config {
     workerHeartbeatMs: int(env, 'WORKER_HEARTBEAT_MS', 5_000, 100, 300_000),
     metricsToken,
     role: oneOf(env, 'REFIT_ROLE', 'all', ['all', 'api'] as const),
+    ...safetySettings(env),
+  }
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  return oneOf(env, name, fallback ? 'true' : 'false', ['true', 'false'] as const) === 'true'
+}
+
+/** Multi-tenant safety settings (issue 13), kept in one block. */
+function safetySettings(env: Env) {
+  return {
+    webhookAllowPrivate: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
+    maxWebhooksPerProject: int(env, 'MAX_WEBHOOKS_PER_PROJECT', 20, 1, 10_000),
+    webhookConcurrencyPerProject: int(env, 'WEBHOOK_CONCURRENCY_PER_PROJECT', 2, 1, 1_000),
+    webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 300_000),
   }
 }
 

@@ -200,6 +200,18 @@ export const ERROR_CATALOGUE = {
     description:
       'A state-changing admin call made with the session cookie lacks the `x-refit-csrf` header from GET /admin/session (or, on Bull Board, a same-origin Origin).',
   },
+  // --- multi-tenant safety (issue 13) ---
+  webhook_url_forbidden: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The webhook url is, or resolves to, a non-public address (loopback, private, link-local, CGNAT, ULA, multicast, unspecified or an IPv4-embedding IPv6 form); use a public host.',
+  },
+  too_many_webhooks: {
+    status: 403,
+    type: 'permission_error',
+    description: 'The project has its maximum of webhooks (MAX_WEBHOOKS_PER_PROJECT); delete one first.',
+  },
 } as const satisfies Record<string, CatalogueEntry>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE

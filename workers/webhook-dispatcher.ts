@@ -9,6 +9,7 @@
 // update is fenced on the attempt number, so a stale sender cannot overwrite a newer attempt.
 // Times come from PostgreSQL's clock only, so worker clocks cannot skew the schedule.
 import type { Db } from '../src/db/client.js'
+import { type AddressPolicy, type DeliveryResult, sendWebhook } from '../src/modules/webhooks/safe-delivery.js'
 import { recordJobTerminal, signPayload } from '../src/modules/webhooks/webhooks-service.js'
 import type { WorkerDeps } from './deps.js'
 
@@ -26,6 +27,8 @@ export interface WebhookDispatcherOptions {
   batchSize?: number
   backoffMs?: number[]
   maxAttempts?: number
+  /** which addresses a delivery may connect to (default: public only) */
+  policy?: AddressPolicy
 }
 
 /** What the dispatcher needs from the worker: the database and a logger. */
@@ -42,7 +45,7 @@ interface Claimed {
   deleted: boolean
 }
 
-type Outcome = { ok: true; status: number } | { ok: false; status: number | null; error: string }
+type Outcome = DeliveryResult
 
 /** Jobs that finished in the last 24 h, for which a subscribed webhook has no delivery row yet. */
 async function unrecordedJobs(db: Db): Promise<string[]> {
@@ -77,50 +80,22 @@ async function claim(db: Db, batchSize: number, leaseMs: number): Promise<Claime
     RETURNING d.id, d.webhook_id, d.job_id, d.payload, d.attempts, w.url, w.secret, (w.deleted_at IS NOT NULL) AS deleted`
 }
 
-async function send(d: Claimed, timeoutMs: number, signal: AbortSignal): Promise<Outcome> {
+async function send(d: Claimed, timeoutMs: number, policy: AddressPolicy, signal: AbortSignal) {
   const body = JSON.stringify(d.payload)
   const t = Math.floor(Date.now() / 1000)
-  try {
-    const res = await fetch(d.url, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'user-agent': 'Refit-Webhooks/1',
-        'refit-webhook-id': d.id,
-        'refit-signature': signPayload(d.secret, body, t),
-      },
-      body,
-      // A redirect is not followed: the receiver must answer at the URL it registered.
-      redirect: 'manual',
-      signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
-    })
-    const snippet = await readSnippet(res)
-    if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status }
-    return { ok: false, status: res.status, error: `HTTP ${res.status}${snippet ? `: ${snippet}` : ''}` }
-  } catch (err) {
-    const e = err as Error & { cause?: { code?: string; message?: string } }
-    const error =
-      e.name === 'TimeoutError'
-        ? `timed out after ${timeoutMs} ms`
-        : e.name === 'AbortError'
-          ? 'dispatcher shutting down'
-          : `${e.message}${e.cause?.code ? ` (${e.cause.code})` : e.cause?.message ? ` (${e.cause.message})` : ''}`
-    return { ok: false, status: null, error }
-  }
-}
-
-/** The first 200 characters of the answer, for last_error; the rest is not read. */
-async function readSnippet(res: Response): Promise<string> {
-  if (!res.body) return ''
-  const reader = res.body.getReader()
-  try {
-    const { value } = await reader.read()
-    return value ? new TextDecoder().decode(value.subarray(0, 800)).slice(0, 200).trim() : ''
-  } catch {
-    return ''
-  } finally {
-    reader.cancel().catch(() => {})
-  }
+  return sendWebhook({
+    url: d.url,
+    headers: {
+      'content-type': 'application/json',
+      'user-agent': 'Refit-Webhooks/1',
+      'refit-webhook-id': d.id,
+      'refit-signature': signPayload(d.secret, body, t),
+    },
+    body,
+    timeoutMs,
+    policy,
+    signal,
+  })
 }
 
 /** Starts the dispatch loop; `close()` aborts in-flight requests and waits for the current tick. */
@@ -134,6 +109,7 @@ export function startWebhookDispatcher(
   const batchSize = opts.batchSize ?? 20
   const backoff = opts.backoffMs ?? WEBHOOK_BACKOFF_MS
   const maxAttempts = opts.maxAttempts ?? WEBHOOK_MAX_ATTEMPTS
+  const policy = opts.policy ?? { allowPrivate: false }
   // Long enough that a send (bounded by the timeout) always ends before another worker may reclaim it.
   const leaseMs = timeoutMs + 30_000
   const stop = new AbortController()
@@ -144,7 +120,8 @@ export function startWebhookDispatcher(
     if (outcome.ok) {
       await db.$executeRaw`
         UPDATE webhook_deliveries
-        SET status = 'delivered', delivered_at = now(), next_attempt_at = NULL, response_status = ${outcome.status}
+        SET status = 'delivered', delivered_at = now(), next_attempt_at = NULL, response_status = ${outcome.status},
+            duration_ms = ${outcome.durationMs}
         WHERE id = ${d.id} AND attempts = ${d.attempts} AND status = 'pending'`
       log.info(
         { deliveryId: d.id, webhookId: d.webhook_id, jobId: d.job_id, attempt: d.attempts, status: outcome.status },
@@ -157,13 +134,15 @@ export function startWebhookDispatcher(
     if (giveUp)
       await db.$executeRaw`
         UPDATE webhook_deliveries
-        SET status = 'failed', next_attempt_at = NULL, response_status = ${outcome.status}, last_error = ${outcome.error}
+        SET status = 'failed', next_attempt_at = NULL, response_status = ${outcome.status}, last_error = ${outcome.error},
+            error_class = ${outcome.errorClass}, duration_ms = ${outcome.durationMs}
         WHERE id = ${d.id} AND attempts = ${d.attempts} AND status = 'pending'`
     else
       await db.$executeRaw`
         UPDATE webhook_deliveries
         SET next_attempt_at = now() + ${retryInMs}::int * interval '1 millisecond',
-            response_status = ${outcome.status}, last_error = ${outcome.error}
+            response_status = ${outcome.status}, last_error = ${outcome.error},
+            error_class = ${outcome.errorClass}, duration_ms = ${outcome.durationMs}
         WHERE id = ${d.id} AND attempts = ${d.attempts} AND status = 'pending'`
     log.warn(
       {
@@ -172,7 +151,9 @@ export function startWebhookDispatcher(
         jobId: d.job_id,
         attempt: d.attempts,
         status: outcome.status,
+        errorClass: outcome.errorClass,
         error: outcome.error,
+        durationMs: outcome.durationMs,
         retryInMs,
       },
       giveUp
@@ -185,11 +166,11 @@ export function startWebhookDispatcher(
     try {
       if (d.deleted) {
         await db.$executeRaw`
-          UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted'
+          UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', error_class = 'webhook_deleted'
           WHERE id = ${d.id} AND status = 'pending'`
         return
       }
-      await finish(d, await send(d, timeoutMs, stop.signal))
+      await finish(d, await send(d, timeoutMs, policy, stop.signal))
     } catch (err) {
       // The lease expires and the delivery is tried again.
       log.warn({ deliveryId: d.id, err: (err as Error).message }, 'webhook delivery bookkeeping failed')

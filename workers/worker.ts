@@ -110,7 +110,10 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     opts.reconcileEveryMs ?? config.reconcileIntervalMs,
   )
 
-  const webhookDispatcher = startWebhookDispatcher(deps)
+  const webhookDispatcher = startWebhookDispatcher(deps, {
+    timeoutMs: config.webhookTimeoutMs,
+    policy: { allowPrivate: config.webhookAllowPrivate },
+  })
   const evaluationWorker = startEvaluationWorker(deps)
   // Registered last: a worker listed as live is one that consumes its queues.
   const registry: RegistryHandle = await registerWorker(

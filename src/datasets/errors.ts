@@ -11,6 +11,7 @@ export type DatasetErrorCode =
   | 'empty_dataset'
   | 'dataset_too_large'
   | 'invalid_image'
+  | 'validation_failed'
 
 /** At most this many problems travel in `details`: enough to fix a file in one go, small enough for a response. */
 export const MAX_PROBLEMS = 20

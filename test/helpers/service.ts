@@ -47,7 +47,8 @@ export async function startService(env: Record<string, string>): Promise<Running
       const res = await fetch(`${url}/readyz`)
       return res.ok && out.includes('worker ready')
     },
-    60_000,
+    // generous: on a machine shared by several agents, the worker's backend self-test alone can take a minute
+    180_000,
     'the service to be ready',
   ).catch((err) => {
     child.kill('SIGKILL')

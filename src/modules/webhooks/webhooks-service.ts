@@ -9,6 +9,7 @@ import type { Webhook, WebhookDelivery } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { presentJob, TERMINAL } from '../jobs/jobs-service.js'
+import { type AddressPolicy, assertPublicWebhookUrl, type DeliveryErrorClass } from './safe-delivery.js'
 
 /** The job statuses a webhook can subscribe to. */
 export const WEBHOOK_EVENTS = TERMINAL
@@ -41,6 +42,8 @@ export function presentDelivery(d: WebhookDelivery) {
     attempts: d.attempts,
     response_status: d.responseStatus,
     last_error: d.lastError,
+    error_class: d.errorClass as DeliveryErrorClass | 'webhook_deleted' | null,
+    duration_ms: d.durationMs,
     created_at: unixSeconds(d.createdAt)!,
     delivered_at: unixSeconds(d.deliveredAt),
     next_attempt_at: d.status === 'pending' ? unixSeconds(d.nextAttemptAt) : null,
@@ -69,19 +72,38 @@ export function parseWebhookUrl(raw: string): URL {
   return url
 }
 
-export async function createWebhook(db: Db, projectId: string, body: CreateWebhookBody) {
+/** What creating a webhook is allowed to do: the address policy and the per-project cap. */
+export interface WebhookRules {
+  policy: AddressPolicy
+  /** MAX_WEBHOOKS_PER_PROJECT */
+  maxPerProject: number
+}
+
+export async function createWebhook(db: Db, projectId: string, body: CreateWebhookBody, rules: WebhookRules) {
   const url = parseWebhookUrl(body.url)
+  await assertPublicWebhookUrl(url, rules.policy)
   const events = body.events ?? [...WEBHOOK_EVENTS]
-  const webhook = await db.webhook.create({
-    data: {
-      id: newId('wh'),
-      projectId,
-      url: url.toString(),
-      secret: `whsec_${randomBytes(32).toString('base64url')}`,
-      // Stored in canonical order so lists and comparisons are stable.
-      events: WEBHOOK_EVENTS.filter((e) => events.includes(e)),
-      createdAt: new Date(),
-    },
+  const webhook = await db.$transaction(async (tx) => {
+    // Count-then-insert under a per-project lock, so concurrent creates cannot pass the cap together.
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('webhooks'), hashtext(${projectId}))`
+    const count = await tx.webhook.count({ where: { projectId, deletedAt: null } })
+    if (count >= rules.maxPerProject)
+      throw new AppError(
+        'too_many_webhooks',
+        `The project already has ${count} webhooks, the limit is ${rules.maxPerProject}; delete one first.`,
+        { param: 'url' },
+      )
+    return tx.webhook.create({
+      data: {
+        id: newId('wh'),
+        projectId,
+        url: url.toString(),
+        secret: `whsec_${randomBytes(32).toString('base64url')}`,
+        // Stored in canonical order so lists and comparisons are stable.
+        events: WEBHOOK_EVENTS.filter((e) => events.includes(e)),
+        createdAt: new Date(),
+      },
+    })
   })
   return { ...presentWebhook(webhook), secret: webhook.secret }
 }
@@ -113,7 +135,7 @@ export async function deleteWebhook(db: Db, projectId: string, id: string) {
   if (!deleted.count) throw notFound('webhook', id)
   await db.webhookDelivery.updateMany({
     where: { webhookId: id, status: 'pending' },
-    data: { status: 'failed', lastError: 'webhook deleted', nextAttemptAt: null },
+    data: { status: 'failed', lastError: 'webhook deleted', errorClass: 'webhook_deleted', nextAttemptAt: null },
   })
   return { id, object: 'webhook', deleted: true }
 }

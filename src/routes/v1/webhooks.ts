@@ -1,4 +1,5 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import type { Resolver } from '../../modules/webhooks/safe-delivery.js'
 import {
   createWebhook,
   deleteWebhook,
@@ -9,6 +10,13 @@ import {
 import { errorResponses, IdParams, ListQuery, listOf, Nullable, StringEnum } from '../../schemas/common.js'
 import { deletedExample, exampleOf, jsonResponse, listExample } from '../../schemas/examples.js'
 import { DeletedObject } from '../../schemas/objects.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** resolves webhook hosts when they are registered */
+    webhookResolver: Resolver
+  }
+}
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
 const Events = Type.Array(StringEnum([...WEBHOOK_EVENTS]), {
@@ -72,7 +80,29 @@ export const DeliveryObject = Type.Object(
     }),
     attempts: Type.Integer(),
     response_status: Nullable(Type.Integer({ description: 'HTTP status of the last attempt' })),
-    last_error: Nullable(Type.String()),
+    last_error: Nullable(
+      Type.String({ description: "What the last failed attempt hit, in one line; never the receiver's body" }),
+    ),
+    error_class: Nullable(
+      StringEnum(
+        [
+          'http_status',
+          'redirect',
+          'timeout',
+          'forbidden_address',
+          'dns_error',
+          'connection_refused',
+          'connection_reset',
+          'tls_error',
+          'invalid_url',
+          'cancelled',
+          'network_error',
+          'webhook_deleted',
+        ],
+        { description: 'Why the last failed attempt failed (kept after a later success); null if none failed' },
+      ),
+    ),
+    duration_ms: Nullable(Type.Integer({ description: 'How long the last attempt took, in ms' })),
     created_at: Unix,
     delivered_at: Nullable(Unix),
     next_attempt_at: Nullable(Unix),
@@ -89,6 +119,8 @@ export const DeliveryObject = Type.Object(
         attempts: 3,
         response_status: 200,
         last_error: null,
+        error_class: null,
+        duration_ms: 182,
         created_at: 1764370100,
         delivered_at: 1764370104,
         next_attempt_at: null,
@@ -102,7 +134,8 @@ export const CreateWebhookBody = Type.Object(
     url: Type.String({
       minLength: 1,
       maxLength: 2048,
-      description: 'Where deliveries are POSTed: http or https, no credentials in the URL.',
+      description:
+        'Where deliveries are POSTed: http or https, no credentials in the URL, a host that is and resolves to public addresses only.',
     }),
     events: Type.Optional(Events),
   },
@@ -124,10 +157,16 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Each delivery is a POST of `{"id", "object": "event", "type": "fine_tuning.job.<status>", "created_at", "data": <the job>}` with `refit-webhook-id` and `refit-signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. A non-2xx answer is retried after 1, 2, 4, 8 and 16 s (6 attempts), then the delivery is `failed`.',
         body: CreateWebhookBody,
-        response: { 201: CreatedWebhookObject, ...errorResponses(400) },
+        response: { 201: CreatedWebhookObject, ...errorResponses(400, 403) },
       },
     },
-    async (req, reply) => reply.status(201).send(await createWebhook(app.db, req.projectId, req.body)),
+    async (req, reply) =>
+      reply.status(201).send(
+        await createWebhook(app.db, req.projectId, req.body, {
+          policy: { allowPrivate: app.config.webhookAllowPrivate, resolve: app.webhookResolver },
+          maxPerProject: app.config.maxWebhooksPerProject,
+        }),
+      ),
   )
 
   app.get(
