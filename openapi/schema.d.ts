@@ -5102,7 +5102,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description Where deliveries are POSTed: http or https, no credentials in the URL. */
+                    /** @description Where deliveries are POSTed: http or https, no credentials in the URL, a host that is and resolves to public addresses only. */
                     url: string;
                     /** @description Job statuses that trigger a delivery (default: all three). */
                     events?: ("succeeded" | "failed" | "cancelled")[];
@@ -5318,6 +5318,8 @@ export interface operations {
                      *           "attempts": 3,
                      *           "response_status": 200,
                      *           "last_error": null,
+                     *           "error_class": null,
+                     *           "duration_ms": 182,
                      *           "created_at": 1764370100,
                      *           "delivered_at": 1764370104,
                      *           "next_attempt_at": null
@@ -5346,6 +5348,8 @@ export interface operations {
                             attempts: number;
                             response_status: number | null;
                             last_error: string | null;
+                            error_class: ("http_status" | "redirect" | "timeout" | "forbidden_address" | "dns_error" | "connection_refused" | "connection_reset" | "tls_error" | "invalid_url" | "cancelled" | "network_error" | "webhook_deleted") | null;
+                            duration_ms: number | null;
                             /** @description Unix seconds */
                             created_at: number;
                             delivered_at: number | null;

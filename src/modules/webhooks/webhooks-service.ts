@@ -3,13 +3,14 @@
 // signed, and retries with backoff. Only webhooks that existed when the job finished are notified, so a
 // new webhook does not replay past jobs.
 import { createHmac, randomBytes } from 'node:crypto'
+import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { Webhook, WebhookDelivery } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { presentJob, TERMINAL } from '../jobs/jobs-service.js'
-import { type AddressPolicy, assertPublicWebhookUrl, type DeliveryErrorClass } from './safe-delivery.js'
+import { type AddressPolicy, assertPublicWebhookUrl, type DeliveryErrorClass, type Resolver } from './safe-delivery.js'
 
 /** The job statuses a webhook can subscribe to. */
 export const WEBHOOK_EVENTS = TERMINAL
@@ -77,6 +78,14 @@ export interface WebhookRules {
   policy: AddressPolicy
   /** MAX_WEBHOOKS_PER_PROJECT */
   maxPerProject: number
+}
+
+/** The rules in force, from the app's config and resolver. */
+export function webhookRules(app: { config: Config; webhookResolver: Resolver }): WebhookRules {
+  return {
+    policy: { allowPrivate: app.config.webhookAllowPrivate, resolve: app.webhookResolver },
+    maxPerProject: app.config.maxWebhooksPerProject,
+  }
 }
 
 export async function createWebhook(db: Db, projectId: string, body: CreateWebhookBody, rules: WebhookRules) {

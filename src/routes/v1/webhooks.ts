@@ -6,6 +6,7 @@ import {
   listDeliveries,
   listWebhooks,
   WEBHOOK_EVENTS,
+  webhookRules,
 } from '../../modules/webhooks/webhooks-service.js'
 import { errorResponses, IdParams, ListQuery, listOf, Nullable, StringEnum } from '../../schemas/common.js'
 import { deletedExample, exampleOf, jsonResponse, listExample } from '../../schemas/examples.js'
@@ -161,12 +162,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) =>
-      reply.status(201).send(
-        await createWebhook(app.db, req.projectId, req.body, {
-          policy: { allowPrivate: app.config.webhookAllowPrivate, resolve: app.webhookResolver },
-          maxPerProject: app.config.maxWebhooksPerProject,
-        }),
-      ),
+      reply.status(201).send(await createWebhook(app.db, req.projectId, req.body, webhookRules(app))),
   )
 
   app.get(

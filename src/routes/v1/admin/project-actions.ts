@@ -24,6 +24,7 @@ import {
   deleteWebhook,
   listDeliveries,
   listWebhooks,
+  webhookRules,
 } from '../../../modules/webhooks/webhooks-service.js'
 import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
 import {
@@ -175,12 +176,12 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         description: CSRF_NOTE,
         params: IdParams,
         body: CreateWebhookBody,
-        response: { 201: CreatedWebhookObject, ...errorResponses(400, 404) },
+        response: { 201: CreatedWebhookObject, ...errorResponses(400, 403, 404) },
       },
     },
     async (req, reply) => {
       const project = await findProject(app, req.params.id)
-      return reply.status(201).send(await createWebhook(app.db, project.id, req.body))
+      return reply.status(201).send(await createWebhook(app.db, project.id, req.body, webhookRules(app)))
     },
   )
 
