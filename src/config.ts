@@ -89,6 +89,10 @@ export interface Config {
   webhookConcurrencyPerProject: number
   /** a delivery attempt (DNS, connect, request, answer headers) is cut after this */
   webhookTimeoutMs: number
+
+  // --- feature cache (issue 11) ---
+  /** bytes of cached backbone features kept across jobs, all projects together; least recently used evicted first */
+  featureCacheBytes: number
 }
 
 export class ConfigError extends Error {
@@ -181,6 +185,7 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken,
     role: oneOf(env, 'REFIT_ROLE', 'all', ['all', 'api'] as const),
     ...safetySettings(env),
+    featureCacheBytes: int(env, 'FEATURE_CACHE_BYTES', 4 * 1024 ** 3, 0, 2 ** 53 - 1),
   }
 }
 

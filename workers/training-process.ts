@@ -6,11 +6,14 @@ import type { LoadedDataset } from '../src/datasets/types.js'
 import { checkCapabilities, selectBackend } from '../src/engine/backend.js'
 import { runDistillation } from '../src/engine/distillation.js'
 import { EngineError } from '../src/engine/errors.js'
+import { openFeatureCache } from '../src/engine/feature-cache.js'
 import { readMetadata, readTopology } from '../src/engine/model-io.js'
 import type { BackendName, ChildMessage, ModelMetadata, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
 import { runSupervised } from '../src/engine/supervised.js'
 import type { RunResult } from '../src/engine/training.js'
 import { runTransfer } from '../src/engine/transfer.js'
+import { runTransferOnCachedFeatures, servableFromCache } from '../src/engine/transfer-cached.js'
+import { CannotComposeFiles } from '../src/engine/whole-model-files.js'
 
 let cancelRequested = false
 let started = false
@@ -71,6 +74,11 @@ async function train(req: TrainRequest): Promise<void> {
   const imageShape = shapeOf(meta)
   const load = (spec: TrainRequest['training'], shape = imageShape): Promise<LoadedDataset> =>
     loadDataset(spec.path, spec.format, { ...spec.options, ...(shape ? { imageShape: shape } : {}) })
+  const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
+  if (method.type === 'transfer' && featureCache) {
+    const served = await trainOnCachedFeatures(req, method, featureCache, selected)
+    if (served) return finishDone(served)
+  }
   const t0 = performance.now()
   const trainDs = await load(req.training)
   const validationDs = req.validation ? await load(req.validation) : undefined
@@ -101,7 +109,12 @@ async function train(req: TrainRequest): Promise<void> {
   }
   let result: RunResult
   if (method.type === 'transfer') {
-    result = await runTransfer({ ...common, baseModelDir: req.baseModelDir!, method })
+    result = await runTransfer({
+      ...common,
+      baseModelDir: req.baseModelDir!,
+      method,
+      featureCache: featureCache ?? undefined,
+    })
   } else if (method.type === 'supervised') {
     result = await runSupervised({ ...common, baseModelDir: req.baseModelDir, architecture: req.architecture })
   } else {
@@ -121,7 +134,11 @@ async function train(req: TrainRequest): Promise<void> {
       teacherTrain: sameShape ? undefined : await load(req.training, teacherShape),
     })
   }
-  await finish(
+  await finishDone(result)
+}
+
+function finishDone(result: RunResult): Promise<never> {
+  return finish(
     {
       type: 'done',
       modelDir: result.modelDir ?? '',
@@ -132,6 +149,46 @@ async function train(req: TrainRequest): Promise<void> {
     },
     0,
   )
+}
+
+/**
+ * A head-only transfer job whose every dataset has verified cached features: trained without decoding an
+ * image or loading the backbone. Null when the job needs more (a fine_tune phase, initFrom weights, a dataset
+ * not cached, a base model whose files cannot be composed), and then the ordinary path runs.
+ */
+async function trainOnCachedFeatures(
+  req: TrainRequest,
+  method: Extract<TrainRequest['method'], { type: 'transfer' }>,
+  cache: NonNullable<Awaited<ReturnType<typeof openFeatureCache>>>,
+  selected: Awaited<ReturnType<typeof selectBackend>>,
+): Promise<RunResult | null> {
+  if (!cache.train || (req.validation && !cache.validation) || !req.baseModelDir) return null
+  if (!servableFromCache(method, req.initFrom)) return null
+  try {
+    return await runTransferOnCachedFeatures({
+      tf: selected.tf,
+      backend: selected.backend,
+      baseModelDir: req.baseModelDir,
+      baseModelId: req.baseModelId ?? null,
+      method,
+      train: cache.train,
+      validation: cache.validation ?? undefined,
+      hyperparameters: req.hyperparameters,
+      seed: req.seed,
+      outputDir: req.outputDir,
+      resumeFrom: req.resumeFrom ?? null,
+      emit: (m: ChildMessage) => void send(m),
+      isCancelled: () => cancelRequested,
+    })
+  } catch (err) {
+    if (!(err instanceof CannotComposeFiles)) throw err
+    await send({
+      type: 'event',
+      level: 'warn',
+      message: `cached features not used: the base model's files cannot be composed without loading it (${err.message})`,
+    })
+    return null
+  }
 }
 
 function fail(err: unknown): void {

@@ -18,6 +18,7 @@ import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
+import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
@@ -167,6 +168,12 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       await failJob(deps, fence, err.code, err.message)
       throw new UnrecoverableError(err.message)
     }
+    // Feature cache across jobs: a failing lookup only costs the job its features' reuse.
+    const features: JobFeatureCache | null = await prepareJobFeatureCache(deps, job, request).catch((err) => {
+      jobLog.warn({ err: (err as Error).message }, 'feature cache lookup failed; computing features')
+      return null
+    })
+    if (features) request.featureCache = features.slots
 
     const child = forkTrainingProcess()
     let stopRequested: 'cancel' | 'hand-back' | null = null
@@ -307,10 +314,26 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           deps.notify(jobId)
           break
         }
+        case 'features':
+        case 'features_corrupt':
+          await handleFeatures(msg)
+          break
         case 'done':
         case 'error':
           outcome = msg.type === 'done' ? { kind: 'done', msg } : { kind: 'error', msg }
           break
+      }
+    }
+
+    const handleFeatures = async (
+      msg: Extract<ChildMessage, { type: 'features' }> | Extract<ChildMessage, { type: 'features_corrupt' }>,
+    ) => {
+      try {
+        if (msg.type === 'features_corrupt') await features?.corrupt(msg)
+        else if (features) await event(fence, 'info', await features.store(msg), { which: msg.which, rows: msg.rows })
+      } catch (err) {
+        if (err instanceof StaleAttemptError) throw err
+        jobLog.warn({ err: (err as Error).message }, 'feature cache write failed; the job goes on without it')
       }
     }
 

@@ -110,6 +110,16 @@ export interface TrainRequest {
   outputDir: string
   /** 'auto' picks tensorflow, else wasm, else cpu, each proven by a self-test */
   backend: BackendName | 'auto'
+  /** transfer jobs: the feature cache across jobs, per dataset (absent: no cache, e.g. FEATURE_CACHE_BYTES=0) */
+  featureCache?: { training: FeatureCacheSlot; validation?: FeatureCacheSlot }
+}
+
+/** One dataset's place in the feature cache (src/modules/features owns the entries). */
+export interface FeatureCacheSlot {
+  /** a local copy of the cached features and the sha256 its bytes must have; null: nothing cached */
+  cached: { path: string; sha256: string } | null
+  /** where the training process writes features it computes, for the worker to store */
+  writePath: string
 }
 
 /** Sent by the worker to stop training at the end of the current batch. */
@@ -179,3 +189,7 @@ export type ChildMessage =
       bestEpoch: number | null
     }
   | { type: 'error'; code: string; message: string; permanent: boolean }
+  /** features computed for a dataset, written to its FeatureCacheSlot.writePath */
+  | { type: 'features'; which: 'training' | 'validation'; path: string; sha256: string; bytes: number; rows: number }
+  /** the cached features of a dataset did not verify (sha256, format): never used, the entry must go */
+  | { type: 'features_corrupt'; which: 'training' | 'validation'; reason: string }

@@ -1,8 +1,11 @@
 // Transfer learning: frozen backbone features computed once (cached "bottlenecks"), a new head trained on them,
 // then optionally a fine_tune phase that trains the head with the backbone's top blocks through the whole
 // model, BatchNorm in inference mode. The whole model (raw input -> classes) is what checkpoints and saves.
+
+import type { LoadedDataset } from '../datasets/types.js'
 import { checkCapabilities } from './backend.js'
 import { EngineError } from './errors.js'
+import type { CachedFeatures } from './feature-file.js'
 import { loadModelForTraining, readMetadata } from './model-io.js'
 import type { MethodSpec, ModelMetadata, TransferHead } from './protocol.js'
 import {
@@ -23,7 +26,7 @@ import {
   trainableVariables,
   validateHyperparameters,
 } from './training.js'
-import { alignClasses, extractFeatures } from './transfer-data.js'
+import { alignClasses, extractFeatures, type FeatureSet } from './transfer-data.js'
 import { backboneBlocks, buildHead, composeWholeModel, cutBackbone } from './transfer-model.js'
 
 type TransferMethod = Extract<MethodSpec, { type: 'transfer' }>
@@ -37,6 +40,22 @@ export interface TransferOptions extends RunOptions {
   method?: TransferMethod
   /** samples per backbone forward pass while caching features; default by input size (forwardBatchSize) */
   featureBatchSize?: number
+  /** the feature cache across jobs (training process): features already computed, and a sink for new ones */
+  featureCache?: TransferFeatureCache
+}
+
+/** Features an earlier job computed for these datasets and this backbone, and where this job's go. */
+export interface TransferFeatureCache {
+  train: CachedFeatures | null
+  validation: CachedFeatures | null
+  /** receives features this job computed (with the file's own classes and labels) */
+  computed(which: 'training' | 'validation', features: CachedFeatures): Promise<void>
+}
+
+/** Cached features fit a loaded dataset when they hold its rows, labels and classes (same file and backbone). */
+function usable(c: CachedFeatures | null | undefined, ds: LoadedDataset): FeatureSet | null {
+  if (!c || c.set.rows !== ds.rows || c.classes.join('\u0000') !== ds.classes.join('\u0000')) return null
+  return c.set.labels.every((l, i) => l === ds.y[i]) ? c.set : null
 }
 
 export const DEFAULT_HEAD: TransferHead = { hidden_units: 128, dropout: 0.5 }
@@ -107,34 +126,40 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   const featureTensors: { dispose(): void }[] = []
   const headPhase = async (): Promise<Phase> => {
     const t0 = performance.now()
-    const trainFeatures = await extractFeatures(
-      tf,
-      backbone,
-      train,
-      meta.preprocessing,
-      meta.input_shape,
-      featureBatchSize,
-      opts.isCancelled,
-    )
-    const valFeatures = validationDs
-      ? await extractFeatures(
-          tf,
-          backbone,
-          validationDs,
-          meta.preprocessing,
-          meta.input_shape,
-          featureBatchSize,
-          opts.isCancelled,
-        )
-      : undefined
-    if (!trainFeatures || valFeatures === null) throw new Cancelled()
+    const fc = opts.featureCache
+    const shape = backbone.outputs[0].shape.slice(1) as number[]
+    const cachedTrain = usable(fc?.train, train)
+    const cachedVal = opts.validation ? usable(fc?.validation, opts.validation) : null
+    const extract = (ds: LoadedDataset) =>
+      extractFeatures(tf, backbone, ds, meta.preprocessing, meta.input_shape, featureBatchSize, opts.isCancelled)
+    const trainFeatures = cachedTrain ?? (await extract(train))
+    const valComputed = validationDs && !cachedVal ? await extract(validationDs) : undefined
+    if (!trainFeatures || valComputed === null) throw new Cancelled()
+    // cached labels index the validation file's own classes: take the aligned ones of the same rows
+    const valFeatures =
+      validationDs && cachedVal ? { ...cachedVal, labels: Int32Array.from(validationDs.y) } : valComputed
+    if (fc && !cachedTrain) await fc.computed('training', { set: trainFeatures, classes: train.classes, shape })
+    if (fc && valComputed && opts.validation)
+      await fc.computed('validation', {
+        set: { ...valComputed, labels: Int32Array.from(opts.validation.y) },
+        classes: opts.validation.classes,
+        shape,
+      })
     const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
+    const fromCache = (cachedTrain ? trainFeatures.rows : 0) + (cachedVal ? cachedVal.rows : 0)
     emit({
       type: 'event',
       level: 'info',
-      message: `computed backbone features for ${samples} samples`,
+      message:
+        fromCache === samples
+          ? `features from cache for ${samples} samples`
+          : fromCache > 0
+            ? `features from cache for ${fromCache} samples, computed backbone features for ${samples - fromCache}`
+            : `computed backbone features for ${samples} samples`,
       data: {
         samples,
+        from_cache: fromCache,
+        computed: samples - fromCache,
         ms: Math.round(performance.now() - t0),
         feature_layer: meta.feature_layer,
         feature_dim: featureDim,

@@ -15,6 +15,7 @@ export type IdPrefix =
   | 'eval'
   | 'wh'
   | 'whdel'
+  | 'feat'
 
 /** A random id with ~124 bits of entropy: `<prefix>-<24 base36 chars>`. */
 export function newId(prefix: IdPrefix): string {

@@ -6,6 +6,7 @@ import type { File } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { FILE_JOB_OPTIONS } from '../../queue/catalog.js'
+import { deleteFileFeatures } from '../features/feature-cache-service.js'
 import { assertStorageQuota } from '../limits/limits-service.js'
 
 const FORMATS: DatasetFormat[] = ['csv', 'jsonl', 'image_zip', 'idx']
@@ -141,5 +142,6 @@ export async function deleteFile(app: FastifyInstance, projectId: string, id: st
   if (busy) throw new AppError('file_in_use', `File ${id} is used by ${busy} unfinished job(s); cancel them first.`)
   await app.db.file.update({ where: { id }, data: { deletedAt: new Date(), storagePath: null } })
   if (row.storagePath) await app.storage.remove(row.storagePath)
+  await deleteFileFeatures(app, projectId, id)
   return { id, object: 'file' as const, deleted: true }
 }

@@ -4,6 +4,7 @@
 // can both pass, so a limit can be overshot by the number of concurrent requests, never more.
 import type { FastifyInstance } from 'fastify'
 import { AppError, notFound } from '../../errors.js'
+import { featureBytes } from '../features/feature-cache-service.js'
 
 type LimitsApp = Pick<FastifyInstance, 'db' | 'config'>
 
@@ -34,13 +35,16 @@ async function projectLimits(app: LimitsApp, projectId: string) {
   }
 }
 
-/** Bytes the project keeps stored: files not deleted and not rejected (a rejected file's bytes are removed). */
+/**
+ * Bytes the project keeps stored: files not deleted and not rejected (a rejected file's bytes are removed),
+ * and the backbone features cached for its files.
+ */
 export async function storageUsed(app: LimitsApp, projectId: string): Promise<number> {
   const sum = await app.db.file.aggregate({
     where: { projectId, deletedAt: null, status: { not: 'error' } },
     _sum: { bytes: true },
   })
-  return Number(sum._sum.bytes ?? 0n)
+  return Number(sum._sum.bytes ?? 0n) + (await featureBytes(app.db, projectId))
 }
 
 export async function projectUsage(app: LimitsApp, projectId: string): Promise<ProjectUsage> {
