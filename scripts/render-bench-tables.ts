@@ -142,6 +142,14 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
         ],
       )}\n\n${fmt(r.images)} images. Speed-up ${fmt(r.speedup)}x; goal ≥ 10x: ${goal(r.goal_met)}.`,
   },
+  'feature-cache-jobs': {
+    title: 'Feature cache across jobs: the same transfer job twice (`bench/feature-cache-jobs.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['job', 'wall s', 'features', 'val accuracy', 'load average before'],
+        (r.sides ?? []).map((s: Json) => [s.side, s.wall_s, s.features, s.val_accuracy, s.load_before?.join(' ')]),
+      )}\n\nmobilenet-v2, ${fmt(r.images)} PNG images, ${r.epochs} epochs, batch ${r.batch_size}. Second / first wall time ${fmt(r.ratio)}; goal ≤ 0.3: ${goal(r.goal_met)}.`,
+  },
   lifecycle: {
     title: 'Job lifecycle (`bench/lifecycle.ts`)',
     body: (r) =>

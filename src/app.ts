@@ -20,6 +20,7 @@ import { errorHandlerPlugin } from './plugins/error-handler.js'
 import { idempotencyPlugin } from './plugins/idempotency.js'
 import { dbPlugin, queuePlugin, redisPlugin, storagePlugin } from './plugins/infrastructure.js'
 import { jobUpdatesPlugin } from './plugins/job-updates.js'
+import { lookupCachePlugin } from './plugins/lookup-cache.js'
 import { rateLimitPlugin } from './plugins/rate-limit.js'
 import { loggerOptions, securityPlugin } from './plugins/security.js'
 import { strictBodySchemaController } from './plugins/validation.js'
@@ -113,6 +114,7 @@ export async function buildApp({
 
   await app.register(dbPlugin)
   await app.register(redisPlugin)
+  await app.register(lookupCachePlugin)
   await app.register(queuePlugin)
   await app.register(storagePlugin)
   await app.register(rateLimitPlugin)

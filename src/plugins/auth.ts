@@ -118,29 +118,40 @@ const callers = new WeakMap<FastifyRequest, Promise<Caller | null>>()
 
 /**
  * Resolves the request's bearer token once per request (the rate limiter keys on it before the auth
- * hook checks it). Every call reads the key row, so a revoked key stops working on the next request.
+ * hook checks it). The key row comes from the lookup cache, which a revoke in any API process drops, so a
+ * revoked key stops working on the next request.
  */
 export function identifyCaller(app: FastifyInstance, req: FastifyRequest): Promise<Caller | null> {
   let caller = callers.get(req)
   if (!caller) {
-    caller = resolveToken(app, req.headers.authorization)
+    caller = resolveToken(app, req, req.headers.authorization)
     callers.set(req, caller)
   }
   return caller
 }
 
-async function resolveToken(app: FastifyInstance, header: string | undefined): Promise<Caller | null> {
+async function resolveToken(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  header: string | undefined,
+): Promise<Caller | null> {
   const token = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined
   if (!token) return null
   if (tokenEquals(token, app.adminToken)) return { kind: 'admin' }
-  const key = await findProjectKey(app, token)
+  const key = await findProjectKey(app, req, token)
   return key ? { kind: 'project', keyId: key.id, projectId: key.projectId, lastUsedAt: key.lastUsedAt } : null
 }
 
-async function findProjectKey(app: FastifyInstance, token: string) {
+async function findProjectKey(app: FastifyInstance, req: FastifyRequest, token: string) {
   const prefix = parseKeyPrefix(token)
   if (!prefix) return null
-  const key = await app.db.apiKey.findUnique({ where: { prefix } })
+  // the row, not the verdict, is cached: the secret is checked on every request; a revoke drops the cache
+  const key = await app.lookups.get(req, `key:${prefix}`, () =>
+    app.db.apiKey.findUnique({
+      where: { prefix },
+      select: { id: true, projectId: true, secretHash: true, revokedAt: true, lastUsedAt: true },
+    }),
+  )
   if (!key || key.revokedAt || !keyMatches(token, key.secretHash)) return null
   return key
 }
@@ -148,9 +159,15 @@ async function findProjectKey(app: FastifyInstance, token: string) {
 /** last_used_at is precise to a minute: at most one write per key per minute, never one per request. */
 export const LAST_USED_RESOLUTION_MS = 60_000
 
+// When this process last recorded a key's use: the cached key row keeps the last_used_at it was read with.
+const touched = new Map<string, number>()
+
 function touchLastUsed(app: FastifyInstance, caller: Extract<Caller, { kind: 'project' }>) {
   const now = Date.now()
-  if (caller.lastUsedAt && now - caller.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return
+  const last = Math.max(caller.lastUsedAt?.getTime() ?? 0, touched.get(caller.keyId) ?? 0)
+  if (now - last < LAST_USED_RESOLUTION_MS) return
+  if (touched.size >= 100_000) touched.clear()
+  touched.set(caller.keyId, now)
   const stale = new Date(now - LAST_USED_RESOLUTION_MS)
   // Conditional, so concurrent requests (and other API processes) write once; off the request's path.
   app.db.apiKey

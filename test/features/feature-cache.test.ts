@@ -47,7 +47,7 @@ after(async () => {
 async function runJob() {
   const job = await createTransferJob(app, key, fileId, HP)
   const done = await waitForTerminal(app, job.id)
-  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
   const events = await app.db.jobEvent.findMany({ where: { jobId: job.id }, orderBy: { seq: 'asc' } })
   const metrics = await app.db.metric.findMany({
     where: { jobId: job.id },

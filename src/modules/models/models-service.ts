@@ -183,6 +183,7 @@ export async function deleteModel(app: FastifyInstance, projectId: string, id: s
     throw new AppError('model_in_use', `Model ${id} is ${uses.join(', and ')}.`)
   }
   await app.db.model.update({ where: { id }, data: { deletedAt: new Date() } })
+  await app.lookups.invalidate()
   if (row.artifact) await app.storage.remove(row.artifact.path)
   app.inference?.evict(`${id}@`)
   return { id, object: 'model' as const, deleted: true }

@@ -13,7 +13,8 @@ import {
 import { getModel, modelCacheKey, modelDir, predictableSpec } from './models-service.js'
 
 export async function predict(app: FastifyInstance, req: FastifyRequest, projectId: string, id: string) {
-  const model = await getModel(app.db, projectId, id)
+  // the model row from this process's lookup cache (dropped by a delete in any API process)
+  const model = await app.lookups.get(req, `model:${projectId}:${id}`, () => getModel(app.db, projectId, id))
   const { inputShape, classes } = predictableSpec(model)
   const spec = { inputShape, classes: classes.length }
   let parsed: ParsedInputs

@@ -78,8 +78,8 @@ export async function listApiKeys(db: Db, projectId: string) {
 }
 
 /**
- * Revokes a key: the next request with it is refused (auth reads the key row on every request, no
- * cache). Revoking a revoked key keeps its first revoked_at.
+ * Revokes a key: the next request with it is refused (the caller then drops every API process's lookup
+ * cache: app.lookups.invalidate()). Revoking a revoked key keeps its first revoked_at.
  */
 export async function revokeApiKey(db: Db, projectId: string, keyId: string) {
   await requireProject(db, projectId)

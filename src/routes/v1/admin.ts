@@ -134,7 +134,12 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (req) => revokeApiKey(app.db, req.params.id, req.params.key_id),
+    async (req) => {
+      const revoked = await revokeApiKey(app.db, req.params.id, req.params.key_id)
+      // every API process forgets the key row before this answers: the next request with it is refused
+      await app.lookups.invalidate()
+      return revoked
+    },
   )
 
   app.get(
