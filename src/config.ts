@@ -93,6 +93,15 @@ export interface Config {
   // --- feature cache (issue 11) ---
   /** bytes of cached backbone features kept across jobs, all projects together; least recently used evicted first */
   featureCacheBytes: number
+  // --- memory budgets (issue 14): estimated before queueing, enforced on the child processes
+  /** bytes one training process may use: jobs estimated above it are refused; a process above it is killed */
+  trainingMemoryBytes: number
+  /** bytes one inference process may use: uploads and predictions estimated above it are refused; a process above it is killed */
+  inferenceMemoryBytes: number
+  /** an inference process whose resident set exceeds this percent of inferenceMemoryBytes after a request is replaced */
+  inferenceRecyclePercent: number
+  /** largest width * height of one image in a dataset */
+  maxImagePixels: number
 }
 
 export class ConfigError extends Error {
@@ -186,6 +195,7 @@ export function loadConfig(env: Env = process.env): Config {
     role: oneOf(env, 'REFIT_ROLE', 'all', ['all', 'api'] as const),
     ...safetySettings(env),
     featureCacheBytes: int(env, 'FEATURE_CACHE_BYTES', 4 * 1024 ** 3, 0, 2 ** 53 - 1),
+    ...memorySettings(env),
   }
 }
 
@@ -200,6 +210,16 @@ function safetySettings(env: Env) {
     maxWebhooksPerProject: int(env, 'MAX_WEBHOOKS_PER_PROJECT', 20, 1, 10_000),
     webhookConcurrencyPerProject: int(env, 'WEBHOOK_CONCURRENCY_PER_PROJECT', 2, 1, 1_000),
     webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 300_000),
+  }
+}
+
+/** Memory budgets (issue 14), kept in one block. */
+function memorySettings(env: Env) {
+  return {
+    trainingMemoryBytes: int(env, 'TRAINING_MEMORY_BYTES', 6 * 1024 ** 3, 64 * 1024 ** 2, 2 ** 53 - 1),
+    inferenceMemoryBytes: int(env, 'INFERENCE_MEMORY_BYTES', 2 * 1024 ** 3, 64 * 1024 ** 2, 2 ** 53 - 1),
+    inferenceRecyclePercent: int(env, 'INFERENCE_RECYCLE_PERCENT', 75, 10, 100),
+    maxImagePixels: int(env, 'MAX_IMAGE_PIXELS', 1024 * 1024, 1, 1024 ** 3),
   }
 }
 

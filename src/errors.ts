@@ -212,6 +212,25 @@ export const ERROR_CATALOGUE = {
     type: 'permission_error',
     description: 'The project has its maximum of webhooks (MAX_WEBHOOKS_PER_PROJECT); delete one first.',
   },
+  // --- memory budgets (issue 14) ---
+  training_memory_exceeded: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The job is estimated to need more memory than a training process may use (TRAINING_MEMORY_BYTES); the message gives both figures. Lower batch_size, use smaller images or a smaller model.',
+  },
+  inference_memory_exceeded: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The model (upload) or the request (predictions) is estimated to need more memory than an inference process may use (INFERENCE_MEMORY_BYTES); the message gives both figures. Send fewer inputs per request or use a model with a smaller input.',
+  },
+  inference_out_of_memory: {
+    status: 503,
+    type: 'server_error',
+    description:
+      'The inference process ran out of its memory budget and was killed while answering; a fresh one replaces it. Retry with fewer inputs.',
+  },
 } as const satisfies Record<string, CatalogueEntry>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE

@@ -43,6 +43,7 @@ export function createFileProcessor(deps: WorkerDeps) {
       const { format, stats } = await validateDataset(await deps.storage.localPath(storagePath), {
         format: (file.format as DatasetFormat | null) ?? undefined,
         labelColumn: file.labelColumn ?? undefined,
+        limits: { maxImagePixels: deps.config.maxImagePixels },
       })
       await deps.db.file.update({
         where: { id: fileId },

@@ -25,7 +25,13 @@ async function predict(req: PredictRequest): Promise<void> {
   try {
     if (!tf || !cache) throw new Error('predict before init')
     const t = tf
-    const { probs, classes } = await cache.use(req.model.key, req.model.dir, (m) => predictInputs(t, m, req.inputs))
+    const rows = req.inputs.kind === 'image' ? req.inputs.images.length : req.inputs.rows
+    const { probs, classes } = await cache.use(
+      req.model.key,
+      req.model.dir,
+      (m) => predictInputs(t, m, req.inputs),
+      rows,
+    )
     await send({
       type: 'result',
       id: req.id,

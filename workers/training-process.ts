@@ -7,6 +7,7 @@ import { checkCapabilities, selectBackend } from '../src/engine/backend.js'
 import { runDistillation } from '../src/engine/distillation.js'
 import { EngineError } from '../src/engine/errors.js'
 import { openFeatureCache } from '../src/engine/feature-cache.js'
+import { PRESET_MAX_IMAGE_SIDE } from '../src/engine/memory-estimate.js'
 import { readMetadata, readTopology } from '../src/engine/model-io.js'
 import type { BackendName, ChildMessage, ModelMetadata, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
 import { runSupervised } from '../src/engine/supervised.js'
@@ -72,8 +73,12 @@ async function train(req: TrainRequest): Promise<void> {
   const shapeOf = (m: ModelMetadata | null) =>
     m && m.input_shape.length === 3 ? (m.input_shape as [number, number, number]) : undefined
   const imageShape = shapeOf(meta)
+  // a preset is sized from the images: larger ones are scaled down to fit first, so its network stays bounded
   const load = (spec: TrainRequest['training'], shape = imageShape): Promise<LoadedDataset> =>
-    loadDataset(spec.path, spec.format, { ...spec.options, ...(shape ? { imageShape: shape } : {}) })
+    loadDataset(spec.path, spec.format, {
+      ...spec.options,
+      ...(shape ? { imageShape: shape } : { fitWithin: PRESET_MAX_IMAGE_SIDE }),
+    })
   const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
   if (method.type === 'transfer' && featureCache) {
     const served = await trainOnCachedFeatures(req, method, featureCache, selected)
@@ -81,7 +86,9 @@ async function train(req: TrainRequest): Promise<void> {
   }
   const t0 = performance.now()
   const trainDs = await load(req.training)
-  const validationDs = req.validation ? await load(req.validation) : undefined
+  // validation images at the training images' size (a preset's network is sized from those)
+  const trainShape = trainDs.kind === 'image' ? (trainDs.sampleShape as [number, number, number]) : undefined
+  const validationDs = req.validation ? await load(req.validation, imageShape ?? trainShape) : undefined
   await send({
     type: 'event',
     level: 'info',

@@ -16,8 +16,10 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { retryTransient } from '../src/db/transient.js'
+import { formatBytes } from '../src/engine/memory-estimate.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../src/lib/ids.js'
+import { watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
@@ -162,6 +164,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         outputDir: storage.workPath(`jobs/${jobId}/attempt-${attempt}`),
         backend: config.tfBackend,
         resumeCheckpointDir: resumeFrom ? await storage.localPath(resumeFrom.artifact.path) : null,
+        maxImagePixels: config.maxImagePixels,
       })
     } catch (err) {
       if (!(err instanceof JobSetupError)) throw err
@@ -176,6 +179,11 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (features) request.featureCache = features.slots
 
     const child = forkTrainingProcess()
+    // the hard limit: killed past TRAINING_MEMORY_BYTES (cgroup v2 memory.max, else the RSS watchdog)
+    const memory = watchChildMemory(child, {
+      limitBytes: config.trainingMemoryBytes,
+      onKill: (k) => jobLog.warn({ ...k }, 'training process over its memory budget: killed'),
+    })
     let stopRequested: 'cancel' | 'hand-back' | null = null
     const stop = (why: 'cancel' | 'hand-back') => {
       if (stopRequested === 'cancel' || !child.connected) return
@@ -358,6 +366,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       child.send(request)
     })
     await chain
+    memory.stop()
     activeTrainings.delete(jobId)
     forgetJob(jobId)
     if (stale) return { stale: true }
@@ -368,6 +377,18 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     const stoppedEarly = result?.kind === 'done' && result.msg.cancelled
     if (now.status === 'cancelling' || (stoppedEarly && stopRequested === 'cancel'))
       return finishCancelled(deps, fence, 'the training process stopped at the end of its batch')
+    if (memory.killed) {
+      const k = memory.killed
+      // permanent: the same job on the same data would be killed again
+      const message = `The training process reached ${formatBytes(k.rssBytes)} (${k.rssBytes} bytes), over its ${formatBytes(k.limitBytes)} (${k.limitBytes} bytes, TRAINING_MEMORY_BYTES) budget, and was killed. Lower batch_size or train on smaller images.`
+      await failJob(deps, fence, 'out_of_memory', message, {
+        rss_bytes: k.rssBytes,
+        limit_bytes: k.limitBytes,
+        peak_rss_bytes: memory.peakRssBytes,
+        limited_by: k.by,
+      })
+      throw new UnrecoverableError(message)
+    }
     if (stopRequested === 'hand-back' && (stoppedEarly || result === null)) {
       await handBackJob(deps, fence)
       if (token) {
@@ -513,14 +534,14 @@ async function endJob(
   }
 }
 
-async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string) {
+async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string, data?: Record<string, unknown>) {
   await endJob(
     deps,
     fence,
     { status: 'failed', errorCode: code, errorMessage: message, statusReason: code },
     'error',
     `Job failed: ${message}`,
-    { code },
+    { code, ...data },
   )
   return { failed: code }
 }

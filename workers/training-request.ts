@@ -18,17 +18,23 @@ export class JobSetupError extends Error {
   }
 }
 
-const dataset = async (storage: Storage, f: File) => ({
+const dataset = async (storage: Storage, f: File, maxImagePixels?: number) => ({
   path: await storage.localPath(f.storagePath!),
   format: f.format as DatasetFormat,
-  options: { labelColumn: f.labelColumn ?? undefined },
+  options: { labelColumn: f.labelColumn ?? undefined, ...(maxImagePixels ? { maxImagePixels } : {}) },
 })
 
 export async function buildTrainRequest(
   db: Db,
   storage: Storage,
   job: FineTuningJob & { trainingFile: File; validationFile: File | null },
-  opts: { outputDir: string; backend: TrainRequest['backend']; resumeCheckpointDir: string | null },
+  opts: {
+    outputDir: string
+    backend: TrainRequest['backend']
+    resumeCheckpointDir: string | null
+    /** MAX_IMAGE_PIXELS: the training process checks images as validation did */
+    maxImagePixels?: number
+  },
 ): Promise<TrainRequest> {
   const base = await db.model.findUnique({ where: { id: job.baseModelId }, include: { artifact: true } })
   if (!base || base.deletedAt)
@@ -69,8 +75,8 @@ export async function buildTrainRequest(
       ? { architecture: base.id as ArchitectureId }
       : { baseModelDir: await modelDir(storage, base) }),
     baseModelId: base.id,
-    training: await dataset(storage, job.trainingFile),
-    validation: job.validationFile ? await dataset(storage, job.validationFile) : undefined,
+    training: await dataset(storage, job.trainingFile, opts.maxImagePixels),
+    validation: job.validationFile ? await dataset(storage, job.validationFile, opts.maxImagePixels) : undefined,
     hyperparameters: job.hyperparameters as unknown as TrainRequest['hyperparameters'],
     seed: job.seed,
     outputDir: opts.outputDir,

@@ -101,7 +101,7 @@ export async function convertRawImage(img: RawImage, shape: ImageShape): Promise
  * Decodes a PNG/JPEG and converts it to `shape` ([h, w, c]) as raw uint8 HWC pixels. Training (loadDataset)
  * and inference both go through here so a model sees identically preprocessed pixels in both.
  */
-export async function decodeImageToShape(buf: Buffer, shape: ImageShape): Promise<Uint8Array> {
+export async function decodeImageToShape(buf: Buffer, shape: ImageShape, maxPixels?: number): Promise<Uint8Array> {
   checkShape(shape)
-  return convertRawImage(await decodeImageNative(buf), shape)
+  return convertRawImage(await decodeImageNative(buf, maxPixels), shape)
 }

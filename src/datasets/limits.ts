@@ -8,7 +8,7 @@ export interface DatasetLimits {
   maxZipEntries: number
   /** sum of the declared uncompressed sizes of the zip's entries */
   maxUncompressedBytes: number
-  /** width * height of one image */
+  /** width * height of one image (MAX_IMAGE_PIXELS) */
   maxImagePixels: number
   /** bytes in one CSV/JSONL line */
   maxLineBytes: number
@@ -28,11 +28,21 @@ export const DEFAULT_DATASET_LIMITS: Readonly<DatasetLimits> = Object.freeze({
   maxFeatures: 10_000,
   maxZipEntries: 200_000,
   maxUncompressedBytes: 2 * 1024 ** 3,
-  maxImagePixels: 4096 * 4096,
+  // 1024x1024: a 4096x4096 PNG compresses to a few KB and decodes to 48 MB; presets then shrink images to 128x128
+  maxImagePixels: 1024 * 1024,
   maxLineBytes: 1024 ** 2,
   maxCompressionRatio: 100,
 })
 
 export function resolveLimits(limits?: Partial<DatasetLimits>): DatasetLimits {
   return { ...DEFAULT_DATASET_LIMITS, ...limits }
+}
+
+/** `shape` scaled down to fit maxSide x maxSide, aspect kept (never scaled up). */
+export function fitShape(shape: [number, number, number], maxSide?: number): [number, number, number] {
+  if (!maxSide) return shape
+  const [h, w, c] = shape
+  const f = Math.min(1, maxSide / h, maxSide / w)
+  if (f >= 1) return shape
+  return [Math.max(1, Math.round(h * f)), Math.max(1, Math.round(w * f)), c]
 }

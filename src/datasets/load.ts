@@ -4,7 +4,7 @@ import { readIdx } from './idx-reader.js'
 import { convertRawImage, type ImageShape } from './image.js'
 import { readImageZip } from './image-zip-reader.js'
 import { readJsonl } from './jsonl-reader.js'
-import { type DatasetLimits, resolveLimits } from './limits.js'
+import { type DatasetLimits, fitShape, resolveLimits } from './limits.js'
 import type { DatasetFormat, DatasetOptions, LoadedDataset } from './types.js'
 import { assertFormat } from './validate.js'
 
@@ -12,6 +12,11 @@ import { assertFormat } from './validate.js'
 export interface LoadOptions extends DatasetOptions {
   /** images: resize and convert every image to [h, w, c] (a model's input); default: the first image's shape */
   imageShape?: ImageShape
+  /**
+   * images without `imageShape`: the first image's shape scaled down (aspect kept) to fit maxSide x maxSide;
+   * a preset's network is sized from it, so this bounds its memory
+   */
+  fitWithin?: number
   limits?: Partial<DatasetLimits>
 }
 
@@ -110,7 +115,7 @@ async function loadImageZip(path: string, opts: LoadOptions, limits: DatasetLimi
     },
     onImage: async (image, label, index, firstShape) => {
       // Without a requested shape the first image sets it and the others are resized to match.
-      shape ??= opts.imageShape ?? firstShape
+      shape ??= opts.imageShape ?? fitShape(firstShape, opts.fitWithin)
       const size = shape[0] * shape[1] * shape[2]
       x ??= new Uint8Array(labels.length * size)
       const pixels = await convertRawImage(image, shape)
@@ -130,7 +135,7 @@ async function loadIdx(path: string, opts: LoadOptions, limits: DatasetLimits): 
   const { classes, rows } = scan.labels.finish('idx')
   const [h, w] = scan.shape
   const pixels = scan.pixels!
-  const shape = opts.imageShape ?? scan.shape
+  const shape = opts.imageShape ?? fitShape(scan.shape, opts.fitWithin)
   let x: Uint8Array
   if (shape[0] === h && shape[1] === w && shape[2] === 1) {
     x = new Uint8Array(pixels)
@@ -154,7 +159,10 @@ async function loadIdx(path: string, opts: LoadOptions, limits: DatasetLimits): 
  */
 export async function loadDataset(path: string, format: DatasetFormat, opts: LoadOptions = {}): Promise<LoadedDataset> {
   assertFormat(format)
-  const limits = resolveLimits(opts.limits)
+  const limits = resolveLimits({
+    ...(opts.maxImagePixels ? { maxImagePixels: opts.maxImagePixels } : {}),
+    ...opts.limits,
+  })
   switch (format) {
     case 'csv':
     case 'jsonl':

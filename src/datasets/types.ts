@@ -43,4 +43,6 @@ export interface LoadedDataset {
 export interface DatasetOptions {
   /** CSV label column; default `label` */
   labelColumn?: string
+  /** images: largest width * height (MAX_IMAGE_PIXELS); default DEFAULT_DATASET_LIMITS.maxImagePixels */
+  maxImagePixels?: number
 }

@@ -16,6 +16,11 @@ export interface Preprocessing {
   channels: 'as_model'
   /** tabular: per-feature standardization statistics learned from the training data */
   standardize?: { mean: number[]; std: number[] }
+  /**
+   * presets trained on images: the training images were scaled down (aspect kept) to fit this many pixels
+   * on each side before the network was sized, so `input_shape` is at most this; inputs are resized to it
+   */
+  max_image_side?: number
 }
 
 /** What a model directory holds next to model.json and weights.bin, as metadata.json. */

@@ -6,6 +6,7 @@ import type { LoadedDataset } from '../datasets/types.js'
 import { findArchitecture } from './architectures.js'
 import { checkCapabilities } from './backend.js'
 import { EngineError, incompatible } from './errors.js'
+import { PRESET_MAX_IMAGE_SIDE } from './memory-estimate.js'
 import { loadModelForTraining, readMetadata } from './model-io.js'
 import { fitStandardization } from './preprocess.js'
 import type { ArchitectureId, MethodSpec, ModelMetadata, Preprocessing } from './protocol.js'
@@ -100,7 +101,9 @@ export async function prepareTrainee(
     inputShape = sampleInputShape(train)
     model = arch.build(tf, inputShape, k, opts.seed)
     preprocessing =
-      train.kind === 'image' ? IMAGE_PREPROCESSING : { scale: 1, offset: 0, resize: false, channels: 'as_model' }
+      train.kind === 'image'
+        ? { ...IMAGE_PREPROCESSING, max_image_side: PRESET_MAX_IMAGE_SIDE }
+        : { scale: 1, offset: 0, resize: false, channels: 'as_model' }
     origin = { architecture: arch.id }
   } else if (opts.baseModelDir) {
     const meta = await readMetadata(opts.baseModelDir)

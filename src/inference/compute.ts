@@ -5,6 +5,7 @@ import { decodeImageToShape, type ImageShape } from '../datasets/image.js'
 import { loadDataset } from '../datasets/load.js'
 import { EngineError } from '../engine/errors.js'
 import { evaluateProbabilities } from '../engine/evaluate.js'
+import { analyzeTopology, cachedModelBytes, readModelShape, type TopologyCost } from '../engine/memory-estimate.js'
 import { loadModel, readMetadata } from '../engine/model-io.js'
 import { checkCompatible, preprocessRows, rowRange } from '../engine/preprocess.js'
 import type { Evaluation, ModelMetadata } from '../engine/protocol.js'
@@ -12,6 +13,12 @@ import type { LayersModel, Tf } from '../engine/tf.js'
 import type { ErrorDetail } from '../errors.js'
 import type { CachedModel } from './model-cache.js'
 import type { EvaluateRequest, RawInputs } from './protocol.js'
+
+/**
+ * Largest photo a prediction decodes (it is resized to the model's input at once, a few at a time), kept
+ * apart from MAX_IMAGE_PIXELS, which bounds what a dataset holds in memory for a whole training run.
+ */
+export const PREDICTION_MAX_IMAGE_PIXELS = 4096 * 4096
 
 /** Inputs the model cannot take; `details` name each input at fault. */
 export class InputError extends Error {
@@ -24,10 +31,22 @@ export class InputError extends Error {
   }
 }
 
-/** Loads a model directory and measures its weights (float32 in memory, whatever the stored dtype). */
+/**
+ * Loads a model directory and measures its weights (float32 in memory, whatever the stored dtype) and, from
+ * its topology, what a batch of inputs adds (memory-estimate.ts).
+ */
 export async function loadCachedModel(tf: Tf, key: string, dir: string): Promise<CachedModel> {
-  const [model, meta] = await Promise.all([loadModel(tf, dir), readMetadata(dir)])
-  return { key, model, meta, bytes: model.countParams() * 4 }
+  const [model, meta, shape] = await Promise.all([loadModel(tf, dir), readMetadata(dir), readModelShape(dir)])
+  const weights = model.countParams() * 4
+  let cost: TopologyCost | null = null
+  try {
+    cost = analyzeTopology(shape.topology, meta.input_shape)
+  } catch {
+    // a topology the estimator cannot walk: weights only
+  }
+  // predictProbabilities runs 64 inputs per pass at most
+  const bytesFor = (batch: number) => (cost ? weights + cachedModelBytes(cost, Math.min(batch, 64), 0) : weights)
+  return { key, model, meta, bytes: weights, bytesFor }
 }
 
 /** Flat preprocessed model input for `inputs` (`rows * prod(input_shape)` values). */
@@ -49,7 +68,7 @@ export async function preprocessInputs(inputs: RawInputs, meta: ModelMetadata): 
       const bytes = inputs.images[i]
       try {
         const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-        x.set(await decodeImageToShape(buf, shape as ImageShape), i * per)
+        x.set(await decodeImageToShape(buf, shape as ImageShape, PREDICTION_MAX_IMAGE_PIXELS), i * per)
       } catch (e) {
         problems.push({ field: `inputs[${i}].image`, message: (e as Error).message })
       }

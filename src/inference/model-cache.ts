@@ -1,15 +1,19 @@
-// Loaded models of one inference process, least recently used evicted first once their weights exceed
-// the byte budget. A model in use by a request is never evicted under it; the newest model always stays,
+// Loaded models of one inference process, least recently used evicted first once what they hold exceeds
+// the byte budget: weights plus the activations of the largest batch each has run (the allocator keeps
+// those pages after the tensors are freed, so they are the model's real cost). A model in use by a request is never evicted under it; the newest model always stays,
 // even when it alone exceeds the budget (otherwise it could never answer).
 import type { ModelMetadata } from '../engine/protocol.js'
 import type { LayersModel } from '../engine/tf.js'
 
-/** A model ready to predict: the LayersModel, its metadata.json, and what its weights cost in memory. */
+/** A model ready to predict: the LayersModel, its metadata.json, and what it costs in memory. */
 export interface CachedModel {
   key: string
   model: LayersModel
   meta: ModelMetadata
+  /** weights */
   bytes: number
+  /** weights plus what a pass over `batch` inputs holds */
+  bytesFor?(batch: number): number
 }
 
 interface Entry {
@@ -26,8 +30,11 @@ export class ModelCache {
     private readonly load: (key: string, dir: string) => Promise<CachedModel>,
   ) {}
 
-  /** Runs `fn` with the model, loading it on a miss; concurrent misses on one key share one load. */
-  async use<T>(key: string, dir: string, fn: (m: CachedModel) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` with the model, loading it on a miss; concurrent misses on one key share one load. `batch`
+   * inputs: the entry then counts the activations of the largest batch it has run.
+   */
+  async use<T>(key: string, dir: string, fn: (m: CachedModel) => Promise<T>, batch = 1): Promise<T> {
     let entry = this.entries.get(key)
     if (entry) {
       this.entries.delete(key)
@@ -38,7 +45,7 @@ export class ModelCache {
       const e = entry
       e.value.then(
         (m) => {
-          e.bytes = m.bytes
+          e.bytes = Math.max(e.bytes, m.bytes)
           this.evict()
         },
         () => {
@@ -48,7 +55,10 @@ export class ModelCache {
     }
     entry.users++
     try {
-      return await fn(await entry.value)
+      const m = await entry.value
+      const e = entry
+      e.bytes = Math.max(e.bytes, m.bytesFor?.(batch) ?? m.bytes)
+      return await fn(m)
     } finally {
       entry.users--
       this.evict()

@@ -20,6 +20,10 @@ export const inferencePlugin = fp(
       cacheBytes: app.config.inferenceCacheMb * 1024 * 1024,
       backend: app.config.tfBackend,
       log: app.log,
+      memory: {
+        limitBytes: app.config.inferenceMemoryBytes,
+        recycleBytes: Math.round((app.config.inferenceMemoryBytes * app.config.inferenceRecyclePercent) / 100),
+      },
     })
     const queue = new Queue<EvaluationPayload>(QUEUES.evaluations, {
       connection: { ...redisConnection(app.config.redisUrl), maxRetriesPerRequest: 1, enableOfflineQueue: false },

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BackendName } from '../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../errors.js'
+import { ChildMemory, type ChildMemoryOptions } from './child-memory.js'
 import type { InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -25,6 +26,8 @@ export interface InferencePoolOptions {
   cacheBytes: number
   backend: BackendName | 'auto'
   log: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void }
+  /** hard limit and recycle threshold of each child (child-memory.ts); omitted: no limit */
+  memory?: ChildMemoryOptions
 }
 
 /** What a prediction yields: probabilities for every row and which process and backend computed them. */
@@ -51,6 +54,9 @@ interface Slot {
   backend: string | null
   held: Set<string>
   pending: Map<number, Pending>
+  memory: ChildMemory | null
+  /** replaced after growing past the recycle threshold: its exit is expected */
+  retired: boolean
 }
 
 /** Validation errors found by a child (an image that does not decode): the API's 400 with details. */
@@ -144,6 +150,18 @@ export class InferencePool {
     )
   }
 
+  /** An idle child that kept more memory than it should is replaced by a fresh one (the old one exits). */
+  private recycleIfGrown(slot: Slot): void {
+    if (this.closed || slot.retired || !slot.memory?.shouldRecycle()) return
+    slot.retired = true
+    this.opts.log.info(
+      { pid: slot.child.pid, slot: slot.index, rssBytes: slot.memory.rssBytes() },
+      'inference process grew past its recycle threshold; replacing it',
+    )
+    this.spawn(slot.index)
+    slot.child.kill('SIGTERM')
+  }
+
   private spawn(index: number): Slot {
     const { path, execArgv } = inferenceProcessCommand()
     const child = fork(path, [], {
@@ -158,7 +176,18 @@ export class InferencePool {
       markFailed = rej
     })
     ready.catch(() => {})
-    const slot: Slot = { index, child, ready, isReady: false, backend: null, held: new Set(), pending: new Map() }
+    const memory = this.opts.memory ? new ChildMemory(child, this.opts.memory) : null
+    const slot: Slot = {
+      index,
+      child,
+      ready,
+      isReady: false,
+      backend: null,
+      held: new Set(),
+      pending: new Map(),
+      memory,
+      retired: false,
+    }
     this.slots[index] = slot
     child.on('message', (msg: InferenceChildMessage) => {
       if (msg.type === 'ready') {
@@ -178,6 +207,7 @@ export class InferencePool {
         } else {
           p.reject(new Error(`inference failed: ${msg.message}`))
         }
+        if (slot.pending.size === 0) this.recycleIfGrown(slot)
       } else if (msg.type === 'fatal') {
         this.opts.log.warn({ pid: child.pid, code: msg.code, err: msg.message }, 'inference process failed')
       }
@@ -191,11 +221,18 @@ export class InferencePool {
           p.reject(new AppError('service_unavailable', 'The inference pool is shutting down.'))
         return
       }
-      this.opts.log.warn({ pid: child.pid, code, signal, slot: index }, 'inference process exited; replacing it')
+      if (slot.retired) return
+      const oom = slot.memory?.killedError() ?? null
+      this.opts.log.warn(
+        { pid: child.pid, code, signal, slot: index, outOfMemory: oom !== null },
+        'inference process exited; replacing it',
+      )
       // Replace a child that had been working; one that never got ready is retried lazily on the next request.
-      if (slot.isReady) this.spawn(index)
+      if (slot.isReady || oom) this.spawn(index)
       for (const p of slot.pending.values()) {
-        if (p.retried) {
+        // killed for memory: the same request would only kill the next child too
+        if (oom) p.reject(oom)
+        else if (p.retried) {
           p.reject(
             new AppError('service_unavailable', 'The inference process crashed twice on this request; retry later.', {
               headers: { 'retry-after': '5' },

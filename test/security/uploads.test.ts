@@ -134,6 +134,14 @@ test('image declaring 100000 x 100000 pixels', async () => {
   assert.equal(err.details?.[0]?.message, 'the image could not be decoded (Input image exceeds pixel limit)')
 })
 
+test('image one column over MAX_IMAGE_PIXELS (1025 x 1024; the limit is 1024 x 1024)', async () => {
+  const err = await rejected(await FIXTURES['over-max-pixels.zip']!(), 'wide.zip')
+  assert.equal(err.code, 'invalid_image_zip')
+  assert.deepEqual(err.details, [
+    { entry: 'dogs/wide.png', message: 'the image is 1025x1024 pixels; the limit is 1048576 pixels' },
+  ])
+})
+
 test('a non-image file in an image zip', async () => {
   const err = await rejected(await FIXTURES['not-an-image.zip']!(), 'notimage.zip')
   assert.equal(err.code, 'invalid_image_zip')

@@ -1,11 +1,14 @@
 import type { FastifyInstance } from 'fastify'
+import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File, FineTuningJob, Model } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
+import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots } from '../limits/limits-service.js'
+import { assertJobFits } from '../limits/memory-budget.js'
 import { getModel } from '../models/models-service.js'
 import { jobResourceClass } from '../workers/resource-class.js'
 import { checkBounds, type HyperparametersInput, resolveHyperparameters } from './hyperparameters.js'
@@ -151,16 +154,23 @@ export async function resolveJob(app: FastifyInstance, projectId: string, body: 
   if (validation?.status === 'processed') checkCompatible(model, validation, 'validation_file')
 
   const rows = (training.stats as { rows?: number } | null)?.rows ?? 0
+  const resolved = ready ? resolveHyperparameters(hpInput, rows, !!validation) : null
+  // refused before queueing when one training process could not hold it (a job still waiting for its
+  // files is checked when they are validated)
+  const estimate = resolved
+    ? await assertJobFits(app, { model, teacher, method: stored, hyperparameters: resolved, training, validation })
+    : null
   return {
     checkpoint,
     ready,
+    estimate,
     data: {
       projectId,
       baseModelId: model.id,
       trainingFileId: training.id,
       validationFileId: validation?.id ?? null,
       method: stored as object,
-      hyperparameters: (ready ? resolveHyperparameters(hpInput, rows, !!validation) : hpInput) as object,
+      hyperparameters: (resolved ?? hpInput) as object,
       seed: body.seed ?? Math.floor(Math.random() * 2 ** 31),
       suffix: body.suffix ?? null,
       userMetadata: body.metadata ?? null,
@@ -198,7 +208,7 @@ export async function createJob(
   body: CreateJobBody,
   opts: { retryOf?: string } = {},
 ) {
-  const { checkpoint, ready, data } = await resolveJob(app, projectId, body)
+  const { checkpoint, ready, estimate, data } = await resolveJob(app, projectId, body)
   const id = newId('ftjob')
   await assertJobSlots(app, projectId)
   const job = await app.db.fineTuningJob.create({
@@ -215,6 +225,9 @@ export async function createJob(
     id,
     'info',
     `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+    estimate
+      ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
+      : undefined,
   )
   if (ready) await enqueueJob(app, job)
   else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')
@@ -355,6 +368,9 @@ interface PromoteDeps {
   db: Db
   queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
   log: { warn(obj: object, msg?: string): void }
+  /** to estimate the job's memory once its files are known */
+  storage: Storage
+  config: Pick<Config, 'trainingMemoryBytes' | 'inferenceMemoryBytes'>
 }
 
 /**
@@ -391,13 +407,20 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
         checkCompatible(model, training)
         if (validation) checkCompatible(model, validation, 'validation_file')
         const stored = job.method as unknown as StoredMethod
+        let teacher: Model | null = null
         if (stored.type === 'distillation') {
-          const teacher = await deps.db.model.findUnique({ where: { id: stored.distillation.teacher_model } })
+          teacher = await deps.db.model.findUnique({ where: { id: stored.distillation.teacher_model } })
           if (!teacher)
             throw new AppError('not_found', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
           checkCompatible(teacher, training)
           checkTeacher(teacher, training)
         }
+        const hp = resolveHyperparameters(
+          job.hyperparameters as HyperparametersInput,
+          (training.stats as { rows: number }).rows,
+          !!validation,
+        )
+        await assertJobFits(deps, { model, teacher, method: stored, hyperparameters: hp, training, validation })
       } catch (err) {
         if (!(err instanceof AppError)) throw err
         error = err

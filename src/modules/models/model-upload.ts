@@ -11,10 +11,12 @@ import type { MultipartFile, MultipartValue } from '@fastify/multipart'
 import type { FastifyInstance } from 'fastify'
 import yauzl from 'yauzl'
 import { isIgnoredPath, nextEntry, readZipEntry } from '../../datasets/zip.js'
+import { unwrapTopology } from '../../engine/memory-estimate.js'
 import { MODEL_JSON, WEIGHTS_BIN, writeMetadata } from '../../engine/model-io.js'
 import type { ModelMetadata } from '../../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
+import { assertUploadFits } from '../limits/memory-budget.js'
 import { presentModel } from './models-service.js'
 
 /** Bounds on an uploaded model archive. */
@@ -562,6 +564,13 @@ export async function uploadModel(
     }
     const model = inspectModelJson(modelJsonEntry, text, opened.files)
     checkFieldsAgainstModel(parsed, model)
+    // one input must fit in an inference process, or the model could never answer
+    assertUploadFits(
+      app.config,
+      unwrapTopology(model.modelJson.modelTopology),
+      parsed.inputShape,
+      model.weightSpecs.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0),
+    )
 
     const metadata: ModelMetadata = {
       input_shape: parsed.inputShape,

@@ -10,6 +10,7 @@ import {
   parseMultipartInputs,
   topClasses,
 } from '../../inference/inputs.js'
+import { assertPredictionFits } from '../limits/memory-budget.js'
 import { getModel, modelCacheKey, modelDir, predictableSpec } from './models-service.js'
 
 export async function predict(app: FastifyInstance, req: FastifyRequest, projectId: string, id: string) {
@@ -26,6 +27,9 @@ export async function predict(app: FastifyInstance, req: FastifyRequest, project
   } else {
     parsed = parseJsonInputs(req.body, spec)
   }
+  const rows = parsed.inputs.kind === 'image' ? parsed.inputs.images.length : parsed.inputs.rows
+  // refused here, before an inference process spends it
+  await assertPredictionFits(app, model, rows)
   const dir = await modelDir(app.storage, model)
   const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs)
   if (out.classes !== classes.length)
@@ -34,7 +38,6 @@ export async function predict(app: FastifyInstance, req: FastifyRequest, project
       `${model.id} has ${out.classes} outputs but ${classes.length} class names; they must match.`,
       { param: 'id' },
     )
-  const rows = parsed.inputs.kind === 'image' ? parsed.inputs.images.length : parsed.inputs.rows
   return {
     object: 'list' as const,
     data: topClasses(out.probs, rows, classes, parsed.topK),
