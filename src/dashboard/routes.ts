@@ -28,6 +28,14 @@ import { errorResponses, Nullable } from '../schemas/common.js'
 import { jsonResponse } from '../schemas/examples.js'
 
 const require = createRequire(import.meta.url)
+const BULL_BOARD_FONTS = [
+  ...[400, 500, 600].map((weight) => ({ family: 'IBM Plex Sans', pkg: 'ibm-plex-sans', weight })),
+  ...[400, 500].map((weight) => ({ family: 'IBM Plex Mono', pkg: 'ibm-plex-mono', weight })),
+].map((f) => ({ ...f, file: `${f.pkg}-latin-${f.weight}-normal.woff2` }))
+/** Bull Board's own menu hides its links in a dropdown: a plain link back, always on screen. */
+const BACK_LINK =
+  '<a id="refit-back" href="/admin" style="position:fixed;right:12px;bottom:12px;z-index:1000;padding:6px 10px;border-radius:6px;background:#1d4ed8;color:#fff;font:600 13px system-ui,sans-serif;text-decoration:none">← Refit dashboard</a>'
+const GOOGLE_FONTS_LINK = /<link href="https:\/\/fonts\.googleapis\.com\/[^"]*" rel="stylesheet">/
 export const DASHBOARD_STATIC_DIR = join(projectRoot, 'src', 'dashboard', 'static')
 
 /** Every file the page may load, by URL name: nothing else is served from disk. */
@@ -39,7 +47,20 @@ const ASSETS: Record<string, { path: string; type: string }> = {
     type: 'text/javascript; charset=utf-8',
   },
   'uPlot.min.css': { path: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
+  // Bull Board's fonts (IBM Plex, latin subset), served here instead of from Google Fonts, which the CSP refuses
+  ...Object.fromEntries(
+    BULL_BOARD_FONTS.map(({ pkg, file }) => [
+      file,
+      { path: require.resolve(`@fontsource/${pkg}/files/${file}`), type: 'font/woff2' },
+    ]),
+  ),
 }
+
+/** The @font-face rules Bull Board's page gets in place of its Google Fonts stylesheet. */
+const BULL_BOARD_FONTS_CSS = BULL_BOARD_FONTS.map(
+  ({ family, weight, file }) =>
+    `@font-face{font-family:'${family}';font-style:normal;font-display:swap;font-weight:${weight};src:url(/admin/assets/${file}) format('woff2')}`,
+).join('\n')
 
 /** Same-origin only, and stricter than the API default: no inline script or style at all. */
 const DASHBOARD_CSP = [
@@ -67,6 +88,11 @@ const SessionState = Type.Object({ ...SessionObject.properties, signed_in: Type.
 const sessionExample = { object: 'admin.session', csrf_token: 'q3N2b0VfZ2hB…', expires_at: 1764413200 }
 
 function sendAsset(reply: FastifyReply, name: string) {
+  if (name === 'bull-board-fonts.css')
+    return reply
+      .header('content-type', 'text/css; charset=utf-8')
+      .header('cache-control', 'public, max-age=86400')
+      .send(BULL_BOARD_FONTS_CSS)
   const asset = ASSETS[name]
   if (!asset) throw new AppError('route_not_found', `No dashboard asset ${name}.`)
   return reply
@@ -182,13 +208,21 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
   )
 
   // Bull Board for the catalogue's queues, with the configured prefix (the producers carry it). Its routes
-  // are admin-only (src/plugins/auth.ts); its page needs Google Fonts, which the CSP refuses: it falls back.
+  // are admin-only (src/plugins/auth.ts). Its page asks Google Fonts for IBM Plex, which the CSP refuses:
+  // the link is rewritten to the same fonts served from here, and its header links back to the dashboard.
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (!req.url.startsWith('/admin/queues') || typeof payload !== 'string') return payload
+    if (!String(reply.getHeader('content-type') ?? '').includes('text/html')) return payload
+    return payload
+      .replace(GOOGLE_FONTS_LINK, '<link href="/admin/assets/bull-board-fonts.css" rel="stylesheet">')
+      .replace('<body class="preload">', `<body class="preload">${BACK_LINK}`)
+  })
   const serverAdapter = new FastifyAdapter()
   serverAdapter.setBasePath('/admin/queues')
   createBullBoard({
     queues: adminQueues(app).map(({ queue }) => new BullMQAdapter(queue)),
     serverAdapter,
-    options: { uiConfig: { boardTitle: 'Refit queues' } },
+    options: { uiConfig: { boardTitle: 'Refit queues', miscLinks: [{ text: '← Refit dashboard', url: '/admin' }] } },
   })
   await app.register(serverAdapter.registerPlugin(), { prefix: '/admin/queues' })
 }
