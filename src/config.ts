@@ -102,6 +102,14 @@ export interface Config {
   inferenceRecyclePercent: number
   /** largest width * height of one image in a dataset */
   maxImagePixels: number
+
+  // --- frozen forward passes (issue 11) ---
+  /**
+   * Frozen forward passes (backbone features, teacher outputs, evaluations) as TensorFlow graphs
+   * (REFIT_FROZEN_GRAPH `auto` | `off`), compiled graphs kept under `<storageDir>/cache/graphs`
+   * within FROZEN_GRAPH_CACHE_MB (least recently used removed first).
+   */
+  frozenGraph: { mode: 'auto' | 'off'; cacheDir: string; cacheBytes: number }
 }
 
 export class ConfigError extends Error {
@@ -196,6 +204,7 @@ export function loadConfig(env: Env = process.env): Config {
     ...safetySettings(env),
     featureCacheBytes: int(env, 'FEATURE_CACHE_BYTES', 4 * 1024 ** 3, 0, 2 ** 53 - 1),
     ...memorySettings(env),
+    ...frozenGraphSettings(env),
   }
 }
 
@@ -220,6 +229,17 @@ function memorySettings(env: Env) {
     inferenceMemoryBytes: int(env, 'INFERENCE_MEMORY_BYTES', 2 * 1024 ** 3, 64 * 1024 ** 2, 2 ** 53 - 1),
     inferenceRecyclePercent: int(env, 'INFERENCE_RECYCLE_PERCENT', 75, 10, 100),
     maxImagePixels: int(env, 'MAX_IMAGE_PIXELS', 1024 * 1024, 1, 1024 ** 3),
+  }
+}
+
+/** Frozen forward passes as TensorFlow graphs (issue 11), kept in one block. */
+function frozenGraphSettings(env: Env): Pick<Config, 'frozenGraph'> {
+  return {
+    frozenGraph: {
+      mode: oneOf(env, 'REFIT_FROZEN_GRAPH', 'auto', ['auto', 'off'] as const),
+      cacheDir: join(resolve(str(env, 'STORAGE_DIR', '.data')), 'cache', 'graphs'),
+      cacheBytes: int(env, 'FROZEN_GRAPH_CACHE_MB', 2048, 16, 1024 * 1024) * 1024 * 1024,
+    },
   }
 }
 

@@ -23,7 +23,7 @@ type Outcome =
   | Extract<InferenceChildMessage, { type: 'fatal' }>
   | { type: 'crashed'; message: string }
 
-function runChild(request: { modelDir: string; dataset: object; backend: string }): Promise<Outcome> {
+function runChild(request: { modelDir: string; dataset: object; backend: string; graph?: object }): Promise<Outcome> {
   const { path, execArgv } = inferenceProcessCommand()
   const child = fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
   activeEvaluations.add(child)
@@ -73,6 +73,7 @@ export function createEvaluationProcessor(deps: EvaluationDeps) {
         options: { labelColumn: row.file.labelColumn ?? undefined },
       },
       backend: config.tfBackend,
+      graph: config.frozenGraph,
     })
     if (outcome.type === 'evaluated') {
       await db.evaluation.updateMany({

@@ -113,6 +113,7 @@ async function train(req: TrainRequest): Promise<void> {
     initFrom: req.initFrom ?? null,
     emit: (m: ChildMessage) => void send(m),
     isCancelled: () => cancelRequested,
+    graph: req.graph,
   }
   let result: RunResult
   if (method.type === 'transfer') {

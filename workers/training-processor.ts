@@ -165,6 +165,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         backend: config.tfBackend,
         resumeCheckpointDir: resumeFrom ? await storage.localPath(resumeFrom.artifact.path) : null,
         maxImagePixels: config.maxImagePixels,
+        graph: config.frozenGraph,
       })
     } catch (err) {
       if (!(err instanceof JobSetupError)) throw err

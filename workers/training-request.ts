@@ -34,6 +34,7 @@ export async function buildTrainRequest(
     resumeCheckpointDir: string | null
     /** MAX_IMAGE_PIXELS: the training process checks images as validation did */
     maxImagePixels?: number
+    graph?: TrainRequest['graph']
   },
 ): Promise<TrainRequest> {
   const base = await db.model.findUnique({ where: { id: job.baseModelId }, include: { artifact: true } })
@@ -81,6 +82,7 @@ export async function buildTrainRequest(
     seed: job.seed,
     outputDir: opts.outputDir,
     backend: opts.backend,
+    ...(opts.graph ? { graph: opts.graph } : {}),
     ...(opts.resumeCheckpointDir ? { resumeFrom: { checkpointDir: opts.resumeCheckpointDir } } : {}),
     ...(initDir ? { initFrom: { checkpointDir: initDir } } : {}),
   }

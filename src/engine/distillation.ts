@@ -5,11 +5,12 @@
 // student outputs ordinary softmax probabilities (T = 1).
 import type { LoadedDataset } from '../datasets/types.js'
 import { EngineError } from './errors.js'
+import { type FrozenForward, forwardEventData, frozenForward, frozenForwardEvent } from './graph/forward.js'
 import { loadModel, readMetadata } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type { MethodSpec, ModelMetadata } from './protocol.js'
 import { type ModelSource, prepareTrainee, trainAllLayers } from './supervised.js'
-import type { LayersModel, Tensor, Tf } from './tf.js'
+import type { LayersModel, Tf } from './tf.js'
 import {
   applyInitFrom,
   forwardBatchSize,
@@ -41,7 +42,7 @@ export interface DistillationOptions extends RunOptions, ModelSource {
  */
 export async function teacherSoftTargets(
   tf: Tf,
-  teacher: LayersModel,
+  teacher: FrozenForward,
   meta: ModelMetadata,
   ds: LoadedDataset,
   rows: Int32Array,
@@ -63,7 +64,7 @@ export async function teacherSoftTargets(
         batch.length,
         ...meta.input_shape,
       ])
-      const p = teacher.predict(x) as Tensor
+      const p = teacher.apply(x)
       const logits = tf.log(tf.maximum(p, 1e-30))
       return tf.softmax(tf.div(logits, temperature))
     })
@@ -100,9 +101,15 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
     const resumed = opts.resumeFrom ? await resumeInto(tf, model, opts.resumeFrom.checkpointDir) : null
     teacher = await loadModel(tf, opts.teacherModelDir)
     const t0 = performance.now()
+    const forward = await frozenForward(tf, {
+      model: teacher,
+      backend: opts.backend ?? tf.getBackend(),
+      settings: opts.graph,
+    })
+    emit(frozenForwardEvent('teacher', forward))
     const soft = await teacherSoftTargets(
       tf,
-      teacher,
+      forward,
       teacherMeta,
       opts.teacherTrain ?? opts.train,
       trainee.train.rows,
@@ -110,7 +117,7 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
       T,
       opts.teacherBatchSize ?? forwardBatchSize(teacherMeta.input_shape),
       opts.isCancelled,
-    )
+    ).finally(() => forward.dispose())
     teacher.dispose()
     teacher = null
     if (!soft) return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
@@ -118,7 +125,12 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
       type: 'event',
       level: 'info',
       message: `computed the teacher's soft targets at T=${T} for ${trainee.train.rows.length} samples`,
-      data: { samples: trainee.train.rows.length, ms: Math.round(performance.now() - t0), temperature: T },
+      data: {
+        samples: trainee.train.rows.length,
+        ms: Math.round(performance.now() - t0),
+        temperature: T,
+        ...forwardEventData(forward),
+      },
     })
     const metadata = (): ModelMetadata => ({
       input_shape: trainee.inputShape,

@@ -2,6 +2,7 @@
 // for each job (TensorFlow.js only). The training process never touches PostgreSQL or Redis: it reads
 // files, writes artifacts under `outputDir`, and reports everything as messages over the IPC channel.
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
+import type { GraphSettings } from './graph/forward.js'
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
 
@@ -117,6 +118,8 @@ export interface TrainRequest {
   backend: BackendName | 'auto'
   /** transfer jobs: the feature cache across jobs, per dataset (absent: no cache, e.g. FEATURE_CACHE_BYTES=0) */
   featureCache?: { training: FeatureCacheSlot; validation?: FeatureCacheSlot }
+  /** frozen forward passes as TensorFlow graphs (graph/forward.ts); default auto without a disk cache */
+  graph?: GraphSettings
 }
 
 /** One dataset's place in the feature cache (src/modules/features owns the entries). */

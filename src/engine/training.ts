@@ -8,6 +8,7 @@ import type { LoadedDataset } from '../datasets/types.js'
 import { withDropout } from './dropout.js'
 import { EngineError } from './errors.js'
 import { evaluateProbabilities, lossAndAccuracy } from './evaluate.js'
+import type { GraphSettings } from './graph/forward.js'
 import { loadModel, saveModel } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type {
@@ -736,6 +737,8 @@ export interface RunOptions {
   progressIntervalMs?: number
   /** called after each epoch's checkpoint, with the epoch number (tests use it to watch tensor counts) */
   onEpochEnd?: (epoch: number) => void
+  /** frozen forward passes (backbone features, teacher outputs) as TensorFlow graphs; default: auto, no disk cache */
+  graph?: GraphSettings
 }
 
 /** What a run produced; `modelDir` is null when cancelled. */

@@ -2,10 +2,11 @@
 // train/validation split, and batches of cached features.
 import type { LoadedDataset } from '../datasets/types.js'
 import { incompatible } from './errors.js'
+import { type FrozenForward, forwardRows } from './graph/forward.js'
 import { checkCompatible, preprocessRows, rowRange } from './preprocess.js'
 import type { Preprocessing } from './protocol.js'
 import { shuffledIndices } from './random.js'
-import type { LayersModel, Tf } from './tf.js'
+import type { LayersModel, Tensor, Tf } from './tf.js'
 
 /** Features of `rows` samples, flat row-major, `dim` values each, with class indices. Lives on the JS heap. */
 export interface FeatureSet {
@@ -16,12 +17,13 @@ export interface FeatureSet {
 }
 
 /**
- * Runs `backbone.predict` (inference mode: BatchNorm uses its moving statistics, Dropout is off) over all
- * samples in batches of `batchSize`. Returns null when `isCancelled` turns true between batches.
+ * Runs the frozen backbone (`forward`: graph or eager, see graph/forward.ts; inference mode: BatchNorm on its
+ * moving statistics, Dropout off) over all samples in batches of `batchSize`. Returns null when `isCancelled`
+ * turns true between batches.
  */
 export async function extractFeatures(
   tf: Tf,
-  backbone: LayersModel,
+  forward: FrozenForward,
   ds: LoadedDataset,
   prep: Preprocessing,
   inputShape: number[],
@@ -29,21 +31,16 @@ export async function extractFeatures(
   isCancelled: () => boolean = () => false,
 ): Promise<FeatureSet | null> {
   checkCompatible(ds, inputShape)
-  const outShape = backbone.outputs[0].shape.slice(1) as number[]
-  const dim = outShape.reduce((a, b) => a * b, 1)
-  const features = new Float32Array(ds.rows * dim)
-  for (let start = 0; start < ds.rows; start += batchSize) {
-    if (isCancelled()) return null
-    const end = Math.min(ds.rows, start + batchSize)
-    const batch = tf.tidy(() => {
-      const x = tf.tensor(preprocessRows(ds, rowRange(start, end), prep, inputShape), [end - start, ...inputShape])
-      return backbone.predict(x, { batchSize }) as ReturnType<Tf['tensor']>
-    })
-    features.set((await batch.data()) as Float32Array, start * dim)
-    batch.dispose()
-    // let IPC messages (cancel) in between batches
-    await new Promise((resolve) => setImmediate(resolve))
-  }
+  const dim = forward.outputShape.reduce((a, b) => a * b, 1)
+  const features = await forwardRows(
+    forward,
+    ds.rows,
+    batchSize,
+    (start, end) =>
+      tf.tensor(preprocessRows(ds, rowRange(start, end), prep, inputShape), [end - start, ...inputShape]) as Tensor,
+    isCancelled,
+  )
+  if (!features) return null
   return { features, labels: Int32Array.from(ds.y), dim, rows: ds.rows }
 }
 

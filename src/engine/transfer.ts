@@ -6,6 +6,7 @@ import type { LoadedDataset } from '../datasets/types.js'
 import { checkCapabilities } from './backend.js'
 import { EngineError } from './errors.js'
 import type { CachedFeatures } from './feature-file.js'
+import { type FrozenForward, forwardEventData, frozenForward, frozenForwardEvent } from './graph/forward.js'
 import { loadModelForTraining, readMetadata } from './model-io.js'
 import type { MethodSpec, ModelMetadata, TransferHead } from './protocol.js'
 import {
@@ -130,10 +131,31 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
     const shape = backbone.outputs[0].shape.slice(1) as number[]
     const cachedTrain = usable(fc?.train, train)
     const cachedVal = opts.validation ? usable(fc?.validation, opts.validation) : null
-    const extract = (ds: LoadedDataset) =>
-      extractFeatures(tf, backbone, ds, meta.preprocessing, meta.input_shape, featureBatchSize, opts.isCancelled)
-    const trainFeatures = cachedTrain ?? (await extract(train))
-    const valComputed = validationDs && !cachedVal ? await extract(validationDs) : undefined
+    // the backbone is compiled (graph) or prepared (eager) only when some features must be computed
+    let forward: FrozenForward | null = null
+    const extract = async (ds: LoadedDataset) => {
+      const f =
+        forward ??
+        (await frozenForward(tf, {
+          model: base,
+          cutLayer: meta.feature_layer,
+          backend: backend ?? tf.getBackend(),
+          settings: opts.graph,
+        }))
+      if (!forward) {
+        forward = f
+        emit(frozenForwardEvent('backbone', f))
+      }
+      return extractFeatures(tf, f, ds, meta.preprocessing, meta.input_shape, featureBatchSize, opts.isCancelled)
+    }
+    let trainFeatures: FeatureSet | null
+    let valComputed: FeatureSet | null | undefined
+    try {
+      trainFeatures = cachedTrain ?? (await extract(train))
+      valComputed = validationDs && !cachedVal && trainFeatures ? await extract(validationDs) : undefined
+    } finally {
+      ;(forward as FrozenForward | null)?.dispose()
+    }
     if (!trainFeatures || valComputed === null) throw new Cancelled()
     // cached labels index the validation file's own classes: take the aligned ones of the same rows
     const valFeatures =
@@ -147,6 +169,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
       })
     const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
     const fromCache = (cachedTrain ? trainFeatures.rows : 0) + (cachedVal ? cachedVal.rows : 0)
+    const computedBy = forward as FrozenForward | null
     emit({
       type: 'event',
       level: 'info',
@@ -154,8 +177,8 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
         fromCache === samples
           ? `features from cache for ${samples} samples`
           : fromCache > 0
-            ? `features from cache for ${fromCache} samples, computed backbone features for ${samples - fromCache}`
-            : `computed backbone features for ${samples} samples`,
+            ? `features from cache for ${fromCache} samples, computed backbone features for ${samples - fromCache} (${computedBy?.path})`
+            : `computed backbone features for ${samples} samples (${computedBy?.path})`,
       data: {
         samples,
         from_cache: fromCache,
@@ -163,6 +186,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
         ms: Math.round(performance.now() - t0),
         feature_layer: meta.feature_layer,
         feature_dim: featureDim,
+        ...(computedBy ? forwardEventData(computedBy) : {}),
       },
     })
     const trainSrc = featureSource(tf, trainFeatures)

@@ -5,6 +5,7 @@ import { decodeImageToShape, type ImageShape } from '../datasets/image.js'
 import { loadDataset } from '../datasets/load.js'
 import { EngineError } from '../engine/errors.js'
 import { evaluateProbabilities } from '../engine/evaluate.js'
+import { forwardRows, frozenForward } from '../engine/graph/forward.js'
 import { analyzeTopology, cachedModelBytes, readModelShape, type TopologyCost } from '../engine/memory-estimate.js'
 import { loadModel, readMetadata } from '../engine/model-io.js'
 import { checkCompatible, preprocessRows, rowRange } from '../engine/preprocess.js'
@@ -146,23 +147,26 @@ export async function evaluateDataset(tf: Tf, req: EvaluateRequest): Promise<Eva
   const remap = ds.classes.map((c) => index.get(c)!)
   const labels = Int32Array.from(ds.y, (y) => remap[y])
   const model = await loadModel(tf, req.modelDir)
+  const forward = await frozenForward(tf, { model, backend: tf.getBackend(), settings: req.graph })
   try {
     const batch = req.batchSize ?? 256
-    const probs = new Float32Array(ds.rows * classes.length)
-    for (let start = 0; start < ds.rows; start += batch) {
-      const end = Math.min(ds.rows, start + batch)
-      const x = preprocessRows(ds, rowRange(start, end), meta.preprocessing, shape)
-      const part = await predictProbabilities(tf, model, x, end - start, shape, batch)
-      if (part.classes !== classes.length)
-        throw new EngineError(
-          'model_not_predictable',
-          `the model has ${part.classes} outputs but ${classes.length} class names`,
-          true,
-        )
-      probs.set(part.probs, start * classes.length)
-    }
-    return evaluateProbabilities(probs, labels, classes)
+    const k = forward.outputShape[forward.outputShape.length - 1] ?? 0
+    if (k !== classes.length)
+      throw new EngineError(
+        'model_not_predictable',
+        `the model has ${k} outputs but ${classes.length} class names`,
+        true,
+      )
+    const probs = await forwardRows(forward, ds.rows, batch, (start, end) =>
+      tf.tensor(
+        preprocessRows(ds, rowRange(start, end), meta.preprocessing, shape),
+        [end - start, ...shape],
+        'float32',
+      ),
+    )
+    return evaluateProbabilities(probs!, labels, classes)
   } finally {
+    forward.dispose()
     model.dispose()
   }
 }

@@ -3,6 +3,7 @@
 // it reads model directories and dataset files, and answers over the IPC channel (advanced serialization,
 // so typed arrays travel as bytes, not JSON).
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
+import type { GraphSettings } from '../engine/graph/forward.js'
 import type { BackendName, Evaluation } from '../engine/protocol.js'
 import type { ErrorDetail } from '../errors.js'
 
@@ -45,6 +46,8 @@ export interface EvaluateRequest {
   backend: BackendName | 'auto'
   /** samples per forward pass */
   batchSize?: number
+  /** the whole model as a TensorFlow graph when it can (engine/graph/forward.ts) */
+  graph?: GraphSettings
 }
 
 export type InferenceParentMessage = InitRequest | PredictRequest | EvictRequest | EvaluateRequest
