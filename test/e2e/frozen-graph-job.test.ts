@@ -18,7 +18,8 @@ let fileId: string
 let work: string
 
 before(async () => {
-  env = await createTestEnv('frozen_graph')
+  // no feature cache: the second job must compute its features again, eagerly
+  env = await createTestEnv('frozen_graph', { FEATURE_CACHE_BYTES: '0' })
   app = await buildTestApp(env.config)
   ;({ key } = await createProjectKey(app))
   work = await mkdtemp(join(tmpdir(), 'refit-frozen-graph-'))
