@@ -164,7 +164,8 @@ export async function prepareJobFeatureCache(
       const entry = await db.featureCacheEntry.findUnique({
         where: { fileId_fileSha256_backboneSha256_preprocessing: pick(key) },
       })
-      if (!entry) return
+      // only the entry this job was given: another job may have stored a fresh one meanwhile
+      if (!entry || entry.sha256 !== slots[msg.which]?.cached?.sha256) return
       await db.featureCacheEntry.deleteMany({ where: { id: entry.id } })
       await storage.remove(entry.path)
     },
