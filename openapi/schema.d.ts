@@ -1179,6 +1179,7 @@ export interface components {
                 fine_tuning_job: string | null;
                 deleted: boolean;
             }[];
+            teacher: string | null;
             job: {
                 id: string;
                 status: string;
@@ -4096,6 +4097,7 @@ export interface operations {
                      *           "deleted": false
                      *         }
                      *       ],
+                     *       "teacher": null,
                      *       "job": {
                      *         "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "status": "succeeded",
@@ -7448,6 +7450,7 @@ export interface operations {
                      *           "deleted": false
                      *         }
                      *       ],
+                     *       "teacher": null,
                      *       "job": {
                      *         "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "status": "succeeded",

@@ -7,7 +7,6 @@ import { join } from 'node:path'
 import { ConfigError, ensureAdminToken, loadConfig } from './config.js'
 import { prepareDatabase } from './db/prepare.js'
 import { projectRoot } from './lib/paths.js'
-import { notifyJobChanged } from './modules/jobs/job-updates.js'
 import { startUnservedJobsCheck } from './modules/workers/unserved-jobs.js'
 import { MISSED_HEARTBEATS } from './modules/workers/worker-registry.js'
 import { postgresUnreachableMessage, probeRedis } from './observability/startup-checks.js'
@@ -40,11 +39,9 @@ async function main() {
   const app = await startServer(config, adminToken)
   if (redis.warning) app.log.warn({ check: 'redis maxmemory-policy' }, redis.warning)
   // Queued jobs that no live worker can run get a status_reason and an event (unserved-jobs.ts).
-  const unserved = startUnservedJobsCheck(app.db, app.redis, config.queuePrefix, {
+  const unserved = startUnservedJobsCheck(app, {
     intervalMs: Math.max(1000, config.workerHeartbeatMs),
     graceMs: config.workerHeartbeatMs * MISSED_HEARTBEATS,
-    notify: (jobId) => notifyJobChanged(app.redis, config.queuePrefix, jobId),
-    log: app.log,
   })
 
   let worker: ChildProcess | null = null

@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 import type { Config } from '../src/config.js'
 import type { Db } from '../src/db/client.js'
-import type { FilePayload, TrainingPayload } from '../src/queue/catalog.js'
+import type { DeliveryPayload, FilePayload, TrainingPayload } from '../src/queue/catalog.js'
 import type { Storage } from '../src/storage/storage.js'
 
 export interface Logger {
@@ -20,7 +20,12 @@ export interface WorkerDeps {
   redis: Redis
   storage: Storage
   /** `training` is the cpu resource class's queue, `trainingGpu` the gpu one's */
-  queues: { training: Queue<TrainingPayload>; trainingGpu: Queue<TrainingPayload>; files: Queue<FilePayload> }
+  queues: {
+    training: Queue<TrainingPayload>
+    trainingGpu: Queue<TrainingPayload>
+    files: Queue<FilePayload>
+    webhooks: Queue<DeliveryPayload>
+  }
   log: Logger
   /** pings live event streams that `jobId` changed (after the write, never instead of it) */
   notify(jobId: string): void

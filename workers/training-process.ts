@@ -137,6 +137,7 @@ async function train(req: TrainRequest): Promise<void> {
       baseModelDir: req.baseModelDir,
       architecture: req.architecture,
       teacherModelDir: method.teacherModelDir,
+      teacherModelId: method.teacherModelId ?? null,
       temperature: method.temperature,
       alpha: method.alpha,
       teacherTrain: sameShape ? undefined : await load(req.training, teacherShape),

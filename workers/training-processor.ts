@@ -6,7 +6,9 @@
 // Delivery guarantees:
 // - A job found `running` was owned by a worker that died or stalled (BullMQ handed it to us after its
 //   lock expired): we take it over with the next attempt number and resume from its last checkpoint.
-// - Every write after the claim is fenced on the attempt (job-fence.ts): a stale worker's writes fail.
+// - Every write after the claim is fenced on the attempt (lifecycle/fence.ts): a stale worker's writes fail.
+// - Status changes (claim, hand back, succeed, fail, cancel) are the lifecycle module's transitions; this
+//   file never writes the job row itself.
 // - Metrics upsert on (job, step, name) and checkpoints on (job, step): a replayed epoch never duplicates.
 // - On shutdown (SIGTERM) the training process stops at the end of its batch and the job goes back to the
 //   queue, to resume from its last checkpoint, without spending an attempt.
@@ -18,17 +20,17 @@ import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { retryTransient } from '../src/db/transient.js'
 import { formatBytes } from '../src/engine/memory-estimate.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
-import { fineTunedModelId, newId } from '../src/lib/ids.js'
+import { newId } from '../src/lib/ids.js'
 import { watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
-import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
+import { BATCH_METRICS } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
+import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifecycle/fence.js'
+import * as lifecycle from '../src/modules/jobs/lifecycle/lifecycle.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
-import { jobDurationSeconds } from '../src/observability/job-metrics.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import type { WorkerDeps } from './deps.js'
-import { type Fence, fenced, StaleAttemptError } from './job-fence.js'
 import { buildTrainRequest, JobSetupError } from './training-request.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -111,7 +113,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (!current) return { skipped: 'no such job' }
     if (current.status === 'cancelling') {
       // Its worker died while cancelling: nothing is running any more.
-      return finishCancelled(deps, { jobId, attempt: current.attempt }, 'its worker stopped')
+      await lifecycle.finishCancel(deps, { jobId, attempt: current.attempt }, 'its worker stopped')
+      return { cancelled: true }
     }
     if (current.status !== 'queued' && current.status !== 'running') return { skipped: current.status }
 
@@ -121,38 +124,33 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         ? await db.checkpoint.findFirst({ where: { jobId }, orderBy: { step: 'desc' }, include: { artifact: true } })
         : null
     const attempt = current.attempt + 1
-    const claim = await db.fineTuningJob.updateMany({
-      where: { id: jobId, status: current.status, attempt: current.attempt },
-      data: {
-        status: 'running',
-        attempt,
-        startedAt: current.startedAt ?? new Date(),
+    const claimed = await lifecycle.claim(
+      deps,
+      jobId,
+      { status: current.status, attempt: current.attempt },
+      {
         workerPid: process.pid,
-        trainerPid: null,
+        startedAt: current.startedAt,
         resumeCheckpointId: resumeFrom?.id ?? null,
         statusReason: takeover ? `taken over after worker ${current.workerPid} stopped responding` : null,
+        event: takeover
+          ? {
+              level: 'warn',
+              message: `Worker ${current.workerPid} stopped responding; attempt ${attempt} on worker ${process.pid} ${resumeFrom ? `resumes from the checkpoint of epoch ${resumeFrom.epoch}` : 'starts over (no checkpoint yet)'}`,
+              data: { previous_worker: current.workerPid, resume_epoch: resumeFrom?.epoch ?? null },
+            }
+          : {
+              level: 'info',
+              message: resumeFrom
+                ? `Training resumed from the checkpoint of epoch ${resumeFrom.epoch} (attempt ${attempt}) on worker ${process.pid}`
+                : `Training started (attempt ${attempt}) on worker ${process.pid}`,
+            },
       },
-    })
-    if (!claim.count) return { skipped: 'claimed by another worker or cancelled' }
-    deps.notify(jobId)
-    const fence: Fence = { jobId, attempt }
+    )
+    if (!claimed) return { skipped: 'claimed by another worker or cancelled' }
+    const fence: Fence = claimed
     const startedAt = Date.now()
     jobLog.info({ attempt, takeover }, 'training job claimed')
-    if (takeover)
-      await event(
-        fence,
-        'warn',
-        `Worker ${current.workerPid} stopped responding; attempt ${attempt} on worker ${process.pid} ${resumeFrom ? `resumes from the checkpoint of epoch ${resumeFrom.epoch}` : 'starts over (no checkpoint yet)'}`,
-        { previous_worker: current.workerPid, resume_epoch: resumeFrom?.epoch ?? null },
-      )
-    else
-      await event(
-        fence,
-        'info',
-        resumeFrom
-          ? `Training resumed from the checkpoint of epoch ${resumeFrom.epoch} (attempt ${attempt}) on worker ${process.pid}`
-          : `Training started (attempt ${attempt}) on worker ${process.pid}`,
-      )
 
     const job = (await db.fineTuningJob.findUnique({
       where: { id: jobId },
@@ -169,7 +167,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       })
     } catch (err) {
       if (!(err instanceof JobSetupError)) throw err
-      await failJob(deps, fence, err.code, err.message)
+      await lifecycle.fail(deps, fence, err.code, err.message)
       throw new UnrecoverableError(err.message)
     }
     // Feature cache across jobs: a failing lookup only costs the job its features' reuse.
@@ -192,7 +190,9 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       child.send({ type: 'cancel' })
     }
     activeTrainings.set(jobId, { child, cancel: () => stop('cancel'), handBack: () => stop('hand-back') })
-    await db.fineTuningJob.updateMany({ where: { id: jobId, attempt }, data: { trainerPid: child.pid ?? null } })
+    await lifecycle.recordTrainerPid(deps, fence, child.pid ?? null).catch((err) => {
+      if (!(err instanceof StaleAttemptError)) throw err
+    })
     // A cancel may have arrived between the claim and now.
     const fresh = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true } })
     if (fresh?.status === 'cancelling') stop('cancel')
@@ -228,13 +228,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       switch (msg.type) {
         case 'backend':
           backend = msg.backend
-          await fenced(db, fence, (tx) =>
-            tx.fineTuningJob.update({ where: { id: jobId }, data: { backend: msg.backend } }),
-          )
-          await event(fence, 'info', `Backend ${msg.backend} passed its self-test`, {
-            backend: msg.backend,
-            self_test: msg.selfTest,
-          })
+          await lifecycle.recordBackend(deps, fence, msg.backend, msg.selfTest)
           break
         case 'event':
           await event(fence, msg.level, msg.message, msg.data)
@@ -255,8 +249,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             estimated_finish: eta,
           }
           recordThroughput(jobId, msg.samplesPerSecond)
-          await fenced(db, fence, (tx) => tx.fineTuningJob.update({ where: { id: jobId }, data: { progress } }))
-          deps.notify(jobId)
+          await lifecycle.recordProgress(deps, fence, progress)
           break
         }
         case 'batch': {
@@ -376,13 +369,17 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     const now = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true, attempt: true } })
     if (now?.attempt !== attempt) return { stale: true }
     const stoppedEarly = result?.kind === 'done' && result.msg.cancelled
-    if (now.status === 'cancelling' || (stoppedEarly && stopRequested === 'cancel'))
-      return finishCancelled(deps, fence, 'the training process stopped at the end of its batch')
+    if (now.status === 'cancelling' || (stoppedEarly && stopRequested === 'cancel')) {
+      await retryTransient(() =>
+        lifecycle.finishCancel(deps, fence, 'the training process stopped at the end of its batch'),
+      )
+      return { cancelled: true }
+    }
     if (memory.killed) {
       const k = memory.killed
       // permanent: the same job on the same data would be killed again
       const message = `The training process reached ${formatBytes(k.rssBytes)} (${k.rssBytes} bytes), over its ${formatBytes(k.limitBytes)} (${k.limitBytes} bytes, TRAINING_MEMORY_BYTES) budget, and was killed. Lower batch_size or train on smaller images.`
-      await failJob(deps, fence, 'out_of_memory', message, {
+      await lifecycle.fail(deps, fence, 'out_of_memory', message, {
         rss_bytes: k.rssBytes,
         limit_bytes: k.limitBytes,
         peak_rss_bytes: memory.peakRssBytes,
@@ -391,7 +388,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       throw new UnrecoverableError(message)
     }
     if (stopRequested === 'hand-back' && (stoppedEarly || result === null)) {
-      await handBackJob(deps, fence)
+      await retryTransient(() => lifecycle.handBack(deps, fence, process.pid))
       if (token) {
         await bullJob.moveToDelayed(Date.now() + 100, token)
         throw new DelayedError()
@@ -399,186 +396,56 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       return { handedBack: true }
     }
     if (result?.kind === 'error') {
-      await failJob(deps, fence, result.msg.code, result.msg.message)
+      await retryTransient(() => lifecycle.fail(deps, fence, result.msg.code, result.msg.message))
       if (result.msg.permanent) throw new UnrecoverableError(result.msg.message)
       return { failed: result.msg.code }
     }
-    if (result?.kind !== 'done')
-      return failJob(
-        deps,
-        fence,
-        'training_process_crashed',
-        `The training process exited (code ${exitCode}) before finishing.`,
+    if (result?.kind !== 'done') {
+      const code = 'training_process_crashed'
+      await retryTransient(() =>
+        lifecycle.fail(deps, fence, code, `The training process exited (code ${exitCode}) before finishing.`),
       )
+      return { failed: code }
+    }
 
-    const modelId = await retryTransient(
-      () => registerModel(deps, fence, job, result.msg, backend, (Date.now() - startedAt) / 1000),
-      { onRetry: () => waitingForDb(jobId) },
+    const modelId = await registerModel(deps, fence, job, result.msg, backend, (Date.now() - startedAt) / 1000, () =>
+      waitingForDb(jobId),
     )
-    return { fineTunedModel: modelId }
+    return modelId ? { fineTunedModel: modelId } : { stale: true }
   }
 }
 
-/** Artifact first, then the model row pointing at it and the job's success, in one fenced transaction. */
+/** The model directory uploaded first, then the lifecycle's `succeed` records it with the job's success. */
 async function registerModel(
   deps: WorkerDeps,
   fence: Fence,
-  job: {
-    id: string
-    projectId: string
-    baseModelId: string
-    suffix: string | null
-    trainingFileId: string
-    validationFileId: string | null
-    seed: number
-  },
+  job: { trainingFileId: string; validationFileId: string | null },
   done: Extract<ChildMessage, { type: 'done' }>,
   backend: string | null,
   seconds: number,
+  onRetry: () => void,
 ) {
-  const { db, storage } = deps
+  const { storage } = deps
   const modelKey = storage.keyOf(done.modelDir)
   const digest = await storage.putDir(modelKey, done.modelDir)
   const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
-  const modelId = fineTunedModelId(job.baseModelId, job.suffix, job.id)
-  const rows = await db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } })
-  const lastStep = rows.at(-1)?.step
-  const valAcc = rows.filter((m) => m.name === 'val_accuracy')
-  const best = valAcc.length ? valAcc.reduce((a, b) => (b.value > a.value ? b : a)) : null
-  const metrics = {
-    final: Object.fromEntries(rows.filter((m) => m.step === lastStep).map((m) => [m.name, m.value])),
-    best: best ? Object.fromEntries(rows.filter((m) => m.step === best.step).map((m) => [m.name, m.value])) : null,
-    best_epoch: (done as { bestEpoch?: number | null }).bestEpoch ?? best?.epoch ?? null,
-    // which data the held-out evaluation used: the validation file, or the split kept out of the training file
-    evaluation: done.evaluation && {
-      ...done.evaluation,
-      file: job.validationFileId ?? job.trainingFileId,
-      data: job.validationFileId ? 'validation_file' : 'validation_split',
-    },
+  // which data the held-out evaluation used: the validation file, or the split kept out of the training file
+  const evaluation = done.evaluation && {
+    ...done.evaluation,
+    file: job.validationFileId ?? job.trainingFileId,
+    data: job.validationFileId ? 'validation_file' : 'validation_split',
   }
-  const fullMetadata = { ...metadata, metrics, backend, seed: job.seed }
-  await fenced(db, fence, async (tx) => {
-    const current = await tx.fineTuningJob.findUniqueOrThrow({ where: { id: job.id }, select: { progress: true } })
-    const artifact = await tx.artifact.create({
-      data: {
-        id: newId('art'),
-        projectId: job.projectId,
-        kind: 'model',
-        path: modelKey,
-        sha256: digest.sha256,
-        bytes: BigInt(digest.bytes),
-      },
-    })
-    await tx.model.upsert({
-      where: { id: modelId },
-      create: {
-        id: modelId,
-        projectId: job.projectId,
-        kind: 'fine_tuned',
-        description: `Fine-tuned from ${job.baseModelId} by ${job.id}`,
-        baseModelId: job.baseModelId,
-        jobId: job.id,
-        trainingFileId: job.trainingFileId,
-        artifactId: artifact.id,
-        metadata: fullMetadata,
-      },
-      update: { artifactId: artifact.id, metadata: fullMetadata, deletedAt: null },
-    })
-    await tx.fineTuningJob.update({
-      where: { id: job.id },
-      data: {
-        status: 'succeeded',
-        fineTunedModelId: modelId,
-        finishedAt: new Date(),
-        trainedSamples: BigInt(done.trainedSamples),
-        progress: { ...((current.progress as object) ?? {}), fraction: 1, estimated_finish: null },
-        statusReason: null,
-      },
-    })
-    // In the same transaction: a stream that sees `succeeded` has already seen this event.
-    const acc = done.evaluation?.accuracy
-    await addJobEvent(
-      tx,
-      job.id,
-      'info',
-      `Job succeeded: ${modelId}${acc !== undefined ? ` (validation accuracy ${acc.toFixed(4)})` : ''}`,
-      { fine_tuned_model: modelId, evaluation: done.evaluation, seconds: Math.round(seconds * 10) / 10 },
-    )
-  })
-  deps.notify(job.id)
-  await jobDurationSeconds(db, deps.redis, deps.config.queuePrefix, job.id)
-  return modelId
-}
-
-/** Moves a job to a terminal state and logs why, in one transaction (streams see both or neither). */
-async function endJob(
-  deps: WorkerDeps,
-  fence: Fence,
-  data: { status: 'failed' | 'cancelled' } & Record<string, unknown>,
-  level: EventLevel,
-  message: string,
-  eventData?: Record<string, unknown>,
-) {
-  const changed = await retryTransient(() =>
-    deps.db.$transaction(async (tx) => {
-      const r = await tx.fineTuningJob.updateMany({
-        where: { id: fence.jobId, attempt: fence.attempt, status: { in: ['running', 'cancelling'] } },
-        data: { ...data, finishedAt: new Date(), trainerPid: null },
-      })
-      if (r.count) await addJobEvent(tx, fence.jobId, level, message, eventData)
-      return r.count > 0
-    }),
+  return retryTransient(
+    () =>
+      lifecycle.succeed(deps, fence, {
+        artifact: { path: modelKey, sha256: digest.sha256, bytes: digest.bytes },
+        metadata,
+        trainedSamples: done.trainedSamples,
+        evaluation: (evaluation as Record<string, unknown> | null) ?? null,
+        bestEpoch: done.bestEpoch ?? null,
+        backend,
+        seconds,
+      }),
+    { onRetry },
   )
-  if (changed) {
-    deps.notify(fence.jobId)
-    await jobDurationSeconds(deps.db, deps.redis, deps.config.queuePrefix, fence.jobId)
-  }
-}
-
-async function failJob(deps: WorkerDeps, fence: Fence, code: string, message: string, data?: Record<string, unknown>) {
-  await endJob(
-    deps,
-    fence,
-    { status: 'failed', errorCode: code, errorMessage: message, statusReason: code },
-    'error',
-    `Job failed: ${message}`,
-    { code, ...data },
-  )
-  return { failed: code }
-}
-
-async function finishCancelled(deps: WorkerDeps, fence: Fence, how: string) {
-  await endJob(
-    deps,
-    fence,
-    { status: 'cancelled', statusReason: `cancelled by user; ${how}` },
-    'info',
-    `Job cancelled: ${how}`,
-  )
-  return { cancelled: true }
-}
-
-/** Back to `queued` with the attempt given back; the next claim resumes from the last checkpoint. */
-async function handBackJob(deps: WorkerDeps, fence: Fence) {
-  const last = await deps.db.checkpoint.findFirst({ where: { jobId: fence.jobId }, orderBy: { step: 'desc' } })
-  const r = await deps.db.fineTuningJob.updateMany({
-    where: { id: fence.jobId, attempt: fence.attempt, status: 'running' },
-    data: {
-      status: 'queued',
-      attempt: fence.attempt - 1,
-      workerPid: null,
-      trainerPid: null,
-      resumeCheckpointId: last?.id ?? null,
-      statusReason: 'worker shut down; waiting for a worker to resume it',
-    },
-  })
-  if (r.count) {
-    await addJobEvent(
-      deps.db,
-      fence.jobId,
-      'info',
-      `Worker ${process.pid} is shutting down: job handed back to the queue${last ? `, to resume from the checkpoint of epoch ${last.epoch}` : ''}`,
-    )
-    deps.notify(fence.jobId)
-  }
 }

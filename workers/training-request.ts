@@ -64,6 +64,7 @@ export async function buildTrainRequest(
     method = {
       type: 'distillation',
       teacherModelDir: await modelDir(storage, teacher),
+      teacherModelId: teacher.id,
       temperature: stored.distillation.temperature,
       alpha: stored.distillation.alpha,
     }

@@ -1,17 +1,22 @@
-// Sends webhook deliveries. Each tick it (a) records deliveries for recently finished jobs that have none
-// yet (so a terminal transition whose recordJobTerminal call was missed is still announced) and (b)
-// claims due deliveries with FOR UPDATE SKIP LOCKED, POSTs them signed, and records the outcome.
+// Sends webhook deliveries as BullMQ jobs: one `deliver` job per `webhook_deliveries` row (queue job id =
+// row id), added by the lifecycle module right after the transaction that wrote the row (the outbox) and,
+// for any enqueue that was lost, by the relay pass below. The row is the record: the processor counts the
+// attempt on it, sends (src/modules/webhooks/safe-delivery.ts: address policy, timeouts), writes the outcome and, when it should retry, throws with the
+// delay it wants so BullMQ runs the job again after that backoff. BullMQ gives each job to one worker at a
+// time, so two worker processes never send the same delivery at once; a worker that dies mid-send leaves
+// the job to stall and be run again (at least once: receivers dedupe on `refit-webhook-id`).
 //
-// A claim is a lease, not a held lock: the claiming UPDATE counts the attempt and pushes next_attempt_at
-// past the send timeout, then commits, so no connection stays open during the HTTP call and two worker
-// processes never send the same delivery at once. A worker that dies mid-send leaves the lease to
-// expire and another worker retries (at-least-once; receivers dedupe on `refit-webhook-id`). The outcome
-// update is fenced on the attempt number, so a stale sender cannot overwrite a newer attempt.
-// Times come from PostgreSQL's clock only, so worker clocks cannot skew the schedule.
+// The relay pass (the reconciler runs it): (a) records deliveries for terminal jobs that have none (rows
+// finished before the outbox existed), (b) adds a queue job for every pending row (adding an existing job
+// id is a no-op, so only lost enqueues are added).
+import { Queue, Worker } from 'bullmq'
+import type { Config } from '../src/config.js'
 import type { Db } from '../src/db/client.js'
 import { type AddressPolicy, type DeliveryResult, sendWebhook } from '../src/modules/webhooks/safe-delivery.js'
 import { recordJobTerminal, signPayload } from '../src/modules/webhooks/webhooks-service.js'
-import type { WorkerDeps } from './deps.js'
+import { type DeliveryPayload, parseDeliveryPayload, QUEUES, redisConnection } from '../src/queue/catalog.js'
+import { enqueueDeliveries } from '../src/queue/enqueue.js'
+import type { Logger } from './deps.js'
 
 /** Delay after the n-th failed attempt (index n-1). */
 export const WEBHOOK_BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000]
@@ -19,11 +24,11 @@ export const WEBHOOK_BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000]
 export const WEBHOOK_MAX_ATTEMPTS = 6
 
 export interface WebhookDispatcherOptions {
-  /** pause between ticks (default 1000 ms) */
+  /** pause between relay passes (default: the reconcile interval) */
   intervalMs?: number
   /** per-request timeout (default 10 s) */
   timeoutMs?: number
-  /** deliveries claimed per tick and sent in parallel (default 20) */
+  /** deliveries sent in parallel by this process (default 20) */
   batchSize?: number
   backoffMs?: number[]
   maxAttempts?: number
@@ -31,10 +36,8 @@ export interface WebhookDispatcherOptions {
   policy?: AddressPolicy
 }
 
-/** What the dispatcher needs from the worker: the database and a logger. */
-export type WebhookDispatcherDeps = Pick<WorkerDeps, 'db' | 'log'>
-
-interface Claimed {
+/** A delivery as the processor claimed it, joined with its webhook. */
+interface ClaimedDelivery {
   id: string
   webhook_id: string
   job_id: string
@@ -45,42 +48,8 @@ interface Claimed {
   deleted: boolean
 }
 
-type Outcome = DeliveryResult
-
-/** Jobs that finished in the last 24 h, for which a subscribed webhook has no delivery row yet. */
-async function unrecordedJobs(db: Db): Promise<string[]> {
-  const rows = await db.$queryRaw<{ id: string }[]>`
-    SELECT DISTINCT j.id
-    FROM fine_tuning_jobs j
-    JOIN webhooks w ON w.project_id = j.project_id AND w.deleted_at IS NULL AND j.status::text = ANY (w.events)
-      AND w.created_at <= COALESCE(j.finished_at, j.updated_at)
-    WHERE j.status IN ('succeeded', 'failed', 'cancelled')
-      AND COALESCE(j.finished_at, j.updated_at) > now() - interval '24 hours'
-      AND NOT EXISTS (
-        SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.job_id = j.id AND d.event = j.status::text
-      )
-    LIMIT 100`
-  return rows.map((r) => r.id)
-}
-
-async function claim(db: Db, batchSize: number, leaseMs: number): Promise<Claimed[]> {
-  return db.$queryRaw<Claimed[]>`
-    WITH due AS (
-      SELECT id FROM webhook_deliveries
-      WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-      ORDER BY next_attempt_at NULLS FIRST, created_at
-      LIMIT ${batchSize}
-      FOR UPDATE SKIP LOCKED
-    )
-    UPDATE webhook_deliveries d
-    SET attempts = d.attempts + 1, next_attempt_at = now() + ${leaseMs}::int * interval '1 millisecond'
-    FROM due, webhooks w
-    WHERE d.id = due.id AND w.id = d.webhook_id
-      AND d.status = 'pending' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
-    RETURNING d.id, d.webhook_id, d.job_id, d.payload, d.attempts, w.url, w.secret, (w.deleted_at IS NOT NULL) AS deleted`
-}
-
-async function send(d: Claimed, timeoutMs: number, policy: AddressPolicy, signal: AbortSignal) {
+/** One signed POST of the delivery's payload, through the safe sender. */
+async function send(d: ClaimedDelivery, timeoutMs: number, policy: AddressPolicy, signal: AbortSignal) {
   const body = JSON.stringify(d.payload)
   const t = Math.floor(Date.now() / 1000)
   return sendWebhook({
@@ -98,25 +67,80 @@ async function send(d: Claimed, timeoutMs: number, policy: AddressPolicy, signal
   })
 }
 
-/** Starts the dispatch loop; `close()` aborts in-flight requests and waits for the current tick. */
+/** What the dispatcher needs from the worker: the database, a logger, the config (Redis, queue prefix). */
+export interface WebhookDispatcherDeps {
+  db: Db
+  log: Logger
+  config: Pick<Config, 'redisUrl' | 'queuePrefix' | 'reconcileIntervalMs'>
+}
+
+/** A failed attempt that should be retried after `retryInMs` (read by the worker's backoff strategy). */
+class RetryLater extends Error {
+  constructor(
+    readonly retryInMs: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** Jobs that finished in the last 24 h, for which a subscribed webhook has no delivery row yet. */
+async function unrecordedJobs(db: Db): Promise<string[]> {
+  const rows = await db.$queryRaw<{ id: string }[]>`
+    SELECT DISTINCT j.id
+    FROM fine_tuning_jobs j
+    JOIN webhooks w ON w.project_id = j.project_id AND w.deleted_at IS NULL AND j.status::text = ANY (w.events)
+      AND w.created_at <= COALESCE(j.finished_at, j.updated_at)
+    WHERE j.status IN ('succeeded', 'failed', 'cancelled')
+      AND COALESCE(j.finished_at, j.updated_at) > now() - interval '24 hours'
+      AND NOT EXISTS (
+        SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.job_id = j.id AND d.event = j.status::text
+      )
+    LIMIT 100`
+  return rows.map((r) => r.id)
+}
+
+/** One relay pass (see the header); returns how many rows it recorded and how many it (re)enqueued. */
+export async function relayDeliveries(db: Db, webhooks: Queue<DeliveryPayload>, log: Logger) {
+  let recorded = 0
+  for (const jobId of await unrecordedJobs(db)) {
+    const n = await recordJobTerminal(db, jobId)
+    if (n) log.info({ jobId, deliveries: n }, 'recorded webhook deliveries for a finished job')
+    recorded += n
+  }
+  const pending = await db.webhookDelivery.findMany({
+    where: { status: 'pending' },
+    select: { id: true },
+    orderBy: { createdAt: 'asc' },
+    take: 500,
+  })
+  await enqueueDeliveries(
+    webhooks,
+    log,
+    pending.map((p) => p.id),
+  )
+  return { recorded, pending: pending.length }
+}
+
+/** Starts the delivery worker and the relay loop; `close()` aborts in-flight requests and waits. */
 export function startWebhookDispatcher(
   deps: WebhookDispatcherDeps,
   opts: WebhookDispatcherOptions = {},
 ): { close(): Promise<void> } {
-  const { db, log } = deps
-  const intervalMs = opts.intervalMs ?? 1000
+  const { db, log, config } = deps
+  const intervalMs = opts.intervalMs ?? config.reconcileIntervalMs
   const timeoutMs = opts.timeoutMs ?? 10_000
-  const batchSize = opts.batchSize ?? 20
   const backoff = opts.backoffMs ?? WEBHOOK_BACKOFF_MS
   const maxAttempts = opts.maxAttempts ?? WEBHOOK_MAX_ATTEMPTS
   const policy = opts.policy ?? { allowPrivate: false }
-  // Long enough that a send (bounded by the timeout) always ends before another worker may reclaim it.
-  const leaseMs = timeoutMs + 30_000
   const stop = new AbortController()
-  let timer: NodeJS.Timeout | null = null
-  let running: Promise<void> = Promise.resolve()
+  const connection = redisConnection(config.redisUrl)
+  const queueOpts = { connection, prefix: config.queuePrefix }
+  const queue = new Queue<DeliveryPayload>(QUEUES.webhooks, queueOpts)
+  queue.on('error', (err) => log.warn({ err: err.message }, 'webhooks queue error'))
 
-  async function finish(d: Claimed, outcome: Outcome) {
+  /** Writes the outcome on the row; returns the delay before the next attempt, or null when done. */
+  async function finish(d: ClaimedDelivery, outcome: DeliveryResult): Promise<number | null> {
     if (outcome.ok) {
       await db.$executeRaw`
         UPDATE webhook_deliveries
@@ -127,7 +151,7 @@ export function startWebhookDispatcher(
         { deliveryId: d.id, webhookId: d.webhook_id, jobId: d.job_id, attempt: d.attempts, status: outcome.status },
         'webhook delivered',
       )
-      return
+      return null
     }
     const giveUp = d.attempts >= maxAttempts
     const retryInMs = giveUp ? null : backoff[Math.min(d.attempts, backoff.length) - 1]
@@ -160,48 +184,45 @@ export function startWebhookDispatcher(
         ? `webhook delivery failed after ${d.attempts} attempts`
         : `webhook delivery failed; retrying in ${retryInMs} ms`,
     )
+    return retryInMs
   }
 
-  async function deliver(d: Claimed) {
-    try {
+  const worker = new Worker<DeliveryPayload>(
+    QUEUES.webhooks,
+    async (job) => {
+      const { deliveryId } = parseDeliveryPayload(job.data)
+      // Counts the attempt on the row; a row no longer pending (delivered, given up, webhook deleted) is skipped.
+      const [d] = await db.$queryRaw<ClaimedDelivery[]>`
+        UPDATE webhook_deliveries d
+        SET attempts = d.attempts + 1, next_attempt_at = NULL
+        FROM webhooks w
+        WHERE d.id = ${deliveryId} AND w.id = d.webhook_id AND d.status = 'pending'
+        RETURNING d.id, d.webhook_id, d.job_id, d.payload, d.attempts, w.url, w.secret, (w.deleted_at IS NOT NULL) AS deleted`
+      if (!d) return { skipped: true }
       if (d.deleted) {
         await db.$executeRaw`
           UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', error_class = 'webhook_deleted'
           WHERE id = ${d.id} AND status = 'pending'`
-        return
+        return { skipped: 'webhook deleted' }
       }
-      await finish(d, await send(d, timeoutMs, policy, stop.signal))
-    } catch (err) {
-      // The lease expires and the delivery is tried again.
-      log.warn({ deliveryId: d.id, err: (err as Error).message }, 'webhook delivery bookkeeping failed')
-    }
-  }
+      const retryInMs = await finish(d, await send(d, timeoutMs, policy, stop.signal))
+      if (retryInMs !== null) throw new RetryLater(retryInMs, `attempt ${d.attempts} failed`)
+      return { attempts: d.attempts }
+    },
+    {
+      ...queueOpts,
+      concurrency: opts.batchSize ?? 20,
+      settings: { backoffStrategy: (_made, _type, err) => (err instanceof RetryLater ? err.retryInMs : 1_000) },
+    },
+  )
+  worker.on('error', (err) => log.warn({ err: err.message }, 'webhook worker error'))
 
-  async function tick() {
-    try {
-      for (const jobId of await unrecordedJobs(db)) {
-        const n = await recordJobTerminal(db, jobId)
-        if (n) log.info({ jobId, deliveries: n }, 'recorded webhook deliveries for a finished job')
-      }
-    } catch (err) {
-      log.warn({ err: (err as Error).message }, 'webhook sweep failed')
-    }
-    while (!stop.signal.aborted) {
-      let batch: Claimed[]
-      try {
-        batch = await claim(db, batchSize, leaseMs)
-      } catch (err) {
-        log.warn({ err: (err as Error).message }, 'webhook claim failed')
-        return
-      }
-      await Promise.all(batch.map(deliver))
-      if (batch.length < batchSize) return
-    }
-  }
-
+  let timer: NodeJS.Timeout | null = null
+  let running: Promise<void> = Promise.resolve()
   const loop = () => {
-    running = tick()
-      .catch((err) => log.error({ err: (err as Error).message }, 'webhook dispatcher tick failed'))
+    running = relayDeliveries(db, queue, log)
+      .then(() => {})
+      .catch((err) => log.warn({ err: (err as Error).message }, 'webhook relay failed'))
       .finally(() => {
         if (!stop.signal.aborted) timer = setTimeout(loop, intervalMs)
       })
@@ -212,7 +233,10 @@ export function startWebhookDispatcher(
     async close() {
       stop.abort()
       if (timer) clearTimeout(timer)
+      const closing = worker.close()
       await running
+      await closing
+      await queue.close()
     },
   }
 }

@@ -10,11 +10,12 @@ import { type Config, loadConfig } from '../src/config.js'
 import { createDb } from '../src/db/client.js'
 import { backendCapabilities } from '../src/engine/backend.js'
 import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
-import { detectDevice, jobResourceClass, trainingQueueName } from '../src/modules/workers/resource-class.js'
+import { detectDevice, trainingQueueName } from '../src/modules/workers/resource-class.js'
 import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
 import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
 import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
-import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection, TRAINING_JOB_OPTIONS } from '../src/queue/catalog.js'
+import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection } from '../src/queue/catalog.js'
+import { enqueueTraining } from '../src/queue/enqueue.js'
 import { createStorage } from '../src/storage/storage.js'
 import type { WorkerDeps } from './deps.js'
 import { activeEvaluations, startEvaluationWorker } from './evaluation-processor.js'
@@ -48,6 +49,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     training: new Queue(QUEUES.training, queueOpts),
     trainingGpu: new Queue(QUEUES.trainingGpu, queueOpts),
     files: new Queue(QUEUES.files, queueOpts),
+    webhooks: new Queue(QUEUES.webhooks, queueOpts),
   }
   for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
   const notify = (jobId: string) => notifyJobChanged(redis, config.queuePrefix, jobId)
@@ -94,12 +96,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     for (const f of files)
       await queues.files.add('validate-file', { fileId: f.id }, { ...FILE_JOB_OPTIONS, jobId: f.id })
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
-    for (const j of jobs)
-      await (jobResourceClass(j) === 'gpu' ? queues.trainingGpu : queues.training).add(
-        'train',
-        { jobId: j.id },
-        { ...TRAINING_JOB_OPTIONS, jobId: j.id },
-      )
+    for (const j of jobs) await enqueueTraining(queues, log, j)
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
     // Uploads cut off by an API crash leave temporary files; no row points at them.
     const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
@@ -110,6 +107,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     opts.reconcileEveryMs ?? config.reconcileIntervalMs,
   )
 
+  // Sends deliveries and, every reconcile interval, relays any whose enqueue was lost.
   const webhookDispatcher = startWebhookDispatcher(deps, {
     timeoutMs: config.webhookTimeoutMs,
     policy: { allowPrivate: config.webhookAllowPrivate },
@@ -155,7 +153,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
       for (const t of activeTrainings.values()) t.handBack()
       for (const child of activeEvaluations) child.kill('SIGKILL') // an evaluation is cheap to rerun
       await Promise.allSettled([fileWorker.close(), trainingWorker.close(), evaluationWorker.close(true)])
-      await Promise.allSettled([queues.training.close(), queues.trainingGpu.close(), queues.files.close()])
+      await Promise.allSettled(Object.values(queues).map((q) => q.close()))
       subscriber.disconnect()
       redis.disconnect()
       await db.$disconnect()

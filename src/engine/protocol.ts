@@ -88,6 +88,8 @@ export type MethodSpec =
       type: 'distillation'
       /** any model directory (built-in, uploaded or fine-tuned) whose classes equal the training file's */
       teacherModelDir: string
+      /** the teacher's model id, recorded as the distilled model's `distillation.teacher` (its lineage) */
+      teacherModelId?: string | null
       temperature: number
       /** weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss */
       alpha: number

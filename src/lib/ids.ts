@@ -30,9 +30,16 @@ export function jobShortId(jobId: string): string {
   return jobId.slice(jobId.indexOf('-') + 1, jobId.indexOf('-') + 9)
 }
 
-export function fineTunedModelId(baseModelId: string, suffix: string | null, jobId: string): string {
+/** `full`: the whole random part of the job id, for the rare short name another job's model already has. */
+export function fineTunedModelId(
+  baseModelId: string,
+  suffix: string | null,
+  jobId: string,
+  opts: { full?: boolean } = {},
+): string {
   const base = baseModelId.startsWith('ft:') ? baseModelId.split(':')[1] : baseModelId
-  return `ft:${base}:${suffix || 'refit'}:${jobShortId(jobId)}`
+  const short = opts.full ? jobId.slice(jobId.indexOf('-') + 1) : jobShortId(jobId)
+  return `ft:${base}:${suffix || 'refit'}:${short}`
 }
 
 export const unixSeconds = (d: Date | null | undefined): number | null => (d ? Math.floor(d.getTime() / 1000) : null)

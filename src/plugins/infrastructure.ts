@@ -6,7 +6,13 @@ import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { createDb, type Db } from '../db/client.js'
-import { type FilePayload, QUEUES, redisConnection, type TrainingPayload } from '../queue/catalog.js'
+import {
+  type DeliveryPayload,
+  type FilePayload,
+  QUEUES,
+  redisConnection,
+  type TrainingPayload,
+} from '../queue/catalog.js'
 import { createStorage, type Storage } from '../storage/storage.js'
 
 declare module 'fastify' {
@@ -16,7 +22,13 @@ declare module 'fastify' {
     db: Db
     redis: Redis
     /** `training` is the cpu resource class's queue, `trainingGpu` the gpu one's */
-    queues: { training: Queue<TrainingPayload>; trainingGpu: Queue<TrainingPayload>; files: Queue<FilePayload> }
+    queues: {
+      training: Queue<TrainingPayload>
+      trainingGpu: Queue<TrainingPayload>
+      files: Queue<FilePayload>
+      /** webhook deliveries: a job cancelled through the API is announced from here */
+      webhooks: Queue<DeliveryPayload>
+    }
     storage: Storage
   }
 }
@@ -58,11 +70,12 @@ export const queuePlugin = fp(
     const training = new Queue<TrainingPayload>(QUEUES.training, opts)
     const trainingGpu = new Queue<TrainingPayload>(QUEUES.trainingGpu, opts)
     const files = new Queue<FilePayload>(QUEUES.files, opts)
-    for (const q of [training, trainingGpu, files])
+    const webhooks = new Queue<DeliveryPayload>(QUEUES.webhooks, opts)
+    for (const q of [training, trainingGpu, files, webhooks])
       q.on('error', (err) => app.log.debug({ err: err.message }, 'queue error'))
-    app.decorate('queues', { training, trainingGpu, files })
+    app.decorate('queues', { training, trainingGpu, files, webhooks })
     app.addHook('onClose', async () => {
-      await Promise.allSettled([training.close(), trainingGpu.close(), files.close()])
+      await Promise.allSettled([training.close(), trainingGpu.close(), files.close(), webhooks.close()])
     })
   },
   { name: 'queues' },

@@ -11,6 +11,8 @@ export const QUEUES = {
   files: 'files',
   /** model evaluations: payload { evaluationId }, queue job id = evaluation id */
   evaluations: 'evaluations',
+  /** webhook deliveries: payload { deliveryId }, queue job id = delivery id; the delivery row is the record */
+  webhooks: 'webhooks',
 } as const
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES]
@@ -86,4 +88,29 @@ export const EVALUATION_JOB_OPTIONS: JobsOptions = {
   backoff: { type: 'exponential', delay: 2000 },
   removeOnComplete: { age: 24 * 3600, count: 1000 },
   removeOnFail: { age: 7 * 24 * 3600 },
+}
+
+/** Payload of the `webhooks` queue. */
+export interface DeliveryPayload {
+  deliveryId: string
+}
+
+export function parseDeliveryPayload(data: unknown): DeliveryPayload {
+  const deliveryId = (data as { deliveryId?: unknown })?.deliveryId
+  if (typeof deliveryId !== 'string' || !/^whdel-[a-z0-9]{24}$/.test(deliveryId))
+    throw new Error(`bad delivery payload: ${JSON.stringify(data)}`)
+  return { deliveryId }
+}
+
+/**
+ * The delivery row counts attempts and decides when to give up (WEBHOOK_MAX_ATTEMPTS); BullMQ only has
+ * to run the job again after the backoff the processor asks for, so its own limit is set above ours.
+ * Finished jobs are removed: the row is the record, and a pending row without a queue job is how the
+ * reconciler knows an enqueue was lost.
+ */
+export const DELIVERY_JOB_OPTIONS: JobsOptions = {
+  attempts: 50,
+  backoff: { type: 'webhook' },
+  removeOnComplete: true,
+  removeOnFail: true,
 }

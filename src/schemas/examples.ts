@@ -212,6 +212,7 @@ export const lineageExample = {
     { id: MODEL_ID, kind: 'fine_tuned', base_model: 'mnist-cnn', fine_tuning_job: JOB_ID, deleted: false },
     { id: 'mnist-cnn', kind: 'builtin', base_model: null, fine_tuning_job: null, deleted: false },
   ],
+  teacher: null,
   job: {
     id: JOB_ID,
     status: 'succeeded',

@@ -152,6 +152,10 @@ test('supervised preset, then distillation of it into a smaller student', async 
   const meta = model.metadata as { distillation?: { teacher?: string; temperature?: number; alpha?: number } }
   assert.equal(meta.distillation?.temperature, 4)
   assert.equal(meta.distillation?.alpha, 0.7)
+  // its lineage names the teacher (it used to be recorded as null)
+  assert.equal(meta.distillation?.teacher, teacherJob.fineTunedModelId)
+  const lineage = await app.inject({ url: `/v1/models/${studentJob.fineTunedModelId}/lineage`, headers: bearer(key) })
+  assert.equal(lineage.json().teacher, teacherJob.fineTunedModelId)
   // the teacher cannot be deleted while a job uses it... and can once none does
   const del = await app.inject({
     method: 'DELETE',

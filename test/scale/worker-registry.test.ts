@@ -101,8 +101,8 @@ test('a queued job with no live worker of its class says so, once; the notice cl
   const job = await createTransferJob(app, key, fileId, { n_epochs: 1 })
   assert.ok(await app.queues.training.getJob(job.id), 'a cpu job goes to the `training` queue')
   assert.equal(await app.queues.trainingGpu.getJob(job.id), undefined)
-  const first = await checkUnservedJobs(app.db, app.redis, env.config.queuePrefix, { graceMs: 0 })
-  const second = await checkUnservedJobs(app.db, app.redis, env.config.queuePrefix, { graceMs: 0 })
+  const first = await checkUnservedJobs(app, { graceMs: 0 })
+  const second = await checkUnservedJobs(app, { graceMs: 0 })
   assert.deepEqual(first.flagged, [job.id])
   assert.deepEqual(second.flagged, [])
   const got = (await app.inject({ method: 'GET', url: `/v1/fine_tuning/jobs/${job.id}`, headers: bearer(key) })).json()
@@ -122,7 +122,7 @@ test('a queued job with no live worker of its class says so, once; the notice cl
     300,
     () => ({ currentJobs: [], jobThroughput: {}, lastThroughput: null }),
   )
-  const third = await checkUnservedJobs(app.db, app.redis, env.config.queuePrefix, { graceMs: 0 })
+  const third = await checkUnservedJobs(app, { graceMs: 0 })
   await fake.close()
   assert.deepEqual(third.cleared, [job.id])
   const row = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: job.id } })

@@ -164,7 +164,7 @@ test('DNS rebinding: a name that was public at registration and is 127.0.0.1 now
     assert.equal(created.statusCode, 201, created.body)
     await finishedJob(projectId)
     const dispatcher = startWebhookDispatcher(
-      { db: app.db, log: silent },
+      { db: app.db, log: silent, config: env.config },
       { intervalMs: 50, maxAttempts: 1, policy: { allowPrivate: false, resolve: rebindingResolver } },
     )
     try {

@@ -137,7 +137,10 @@ async function deliveries(auth: { authorization: string }, webhookId: string) {
 }
 
 async function withDispatcher<T>(fn: () => Promise<T>, opts: WebhookDispatcherOptions = {}, log = captureLog().log) {
-  const d = startWebhookDispatcher({ db, log }, { intervalMs: 100, policy: { allowPrivate: true }, ...opts })
+  const d = startWebhookDispatcher(
+    { db, log, config: env.config },
+    { intervalMs: 100, policy: { allowPrivate: true }, ...opts },
+  )
   try {
     return await fn()
   } finally {
@@ -238,11 +241,11 @@ test('signed deliveries arrive exactly once with two dispatchers racing (explici
     }
     const logs = [captureLog(), captureLog()]
     const d1 = startWebhookDispatcher(
-      { db, log: logs[0].log },
+      { db, log: logs[0].log, config: env.config },
       { intervalMs: 50, batchSize: 2, policy: { allowPrivate: true } },
     )
     const d2 = startWebhookDispatcher(
-      { db: second, log: logs[1].log },
+      { db: second, log: logs[1].log, config: env.config },
       { intervalMs: 50, batchSize: 2, policy: { allowPrivate: true } },
     )
     try {

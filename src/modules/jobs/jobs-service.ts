@@ -3,20 +3,22 @@ import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File, FineTuningJob, Model } from '../../generated/prisma/client.js'
-import { newId, unixSeconds } from '../../lib/ids.js'
+import { newId } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
-import { cancelChannel, TRAINING_JOB_OPTIONS } from '../../queue/catalog.js'
+import { cancelChannel } from '../../queue/catalog.js'
+import { enqueueTraining } from '../../queue/enqueue.js'
 import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots } from '../limits/limits-service.js'
 import { assertJobFits } from '../limits/memory-budget.js'
 import { getModel } from '../models/models-service.js'
-import { jobResourceClass } from '../workers/resource-class.js'
 import { checkBounds, type HyperparametersInput, resolveHyperparameters } from './hyperparameters.js'
-import { addJobEvent } from './job-events.js'
-import { notifyJobChanged } from './job-updates.js'
+import { presentJob } from './job-presenter.js'
+import * as lifecycle from './lifecycle/lifecycle.js'
+import { isTerminal } from './lifecycle/transitions.js'
 import { checkTeacher, type MethodInput, methodHyperparameters, normalizeMethod, type StoredMethod } from './methods.js'
 
-export const TERMINAL = ['succeeded', 'failed', 'cancelled'] as const
+export { TERMINAL } from './lifecycle/transitions.js'
+export { presentJob }
 
 export interface CreateJobBody {
   model: string
@@ -28,48 +30,6 @@ export interface CreateJobBody {
   seed?: number
   suffix?: string
   metadata?: Record<string, string>
-}
-
-/** OpenAI's shape: `{type, <type>: {hyperparameters, ...}}`, with the hyperparameters as resolved. */
-function presentMethod(m: StoredMethod, hyperparameters: Record<string, unknown>) {
-  const config = (m as Record<string, unknown>)[m.type] as Record<string, unknown> | undefined
-  return { type: m.type, [m.type]: { ...(config ?? {}), hyperparameters } }
-}
-
-export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | null } = {}) {
-  const hp = j.hyperparameters as Record<string, unknown>
-  return {
-    id: j.id,
-    object: 'fine_tuning.job' as const,
-    model: j.baseModelId,
-    created_at: unixSeconds(j.createdAt)!,
-    started_at: unixSeconds(j.startedAt),
-    finished_at: unixSeconds(j.finishedAt),
-    fine_tuned_model: j.fineTunedModelId,
-    organization_id: j.projectId,
-    result_files: [] as string[],
-    status: j.status,
-    status_reason: j.statusReason,
-    validation_file: j.validationFileId,
-    training_file: j.trainingFileId,
-    hyperparameters: hp,
-    method: presentMethod(j.method as unknown as StoredMethod, hp),
-    trained_tokens: null,
-    trained_samples: j.trainedSamples === null ? null : Number(j.trainedSamples),
-    error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '', param: j.errorParam } : null,
-    seed: j.seed,
-    suffix: j.suffix,
-    user_provided_suffix: j.suffix,
-    metadata: (j.userMetadata as Record<string, string> | null) ?? null,
-    integrations: [] as Record<string, unknown>[],
-    estimated_finish: ((j.progress as { estimated_finish?: number } | null)?.estimated_finish ?? null) as number | null,
-    backend: j.backend,
-    attempt: j.attempt,
-    progress: (j.progress as Record<string, unknown> | null) ?? null,
-    queue_position: extra.queuePosition ?? null,
-    retry_of_job_id: j.retryOfJobId,
-    init_checkpoint: j.initCheckpointId,
-  }
 }
 
 async function findFile(db: Db, projectId: string, id: string, param: string): Promise<File> {
@@ -211,28 +171,19 @@ export async function createJob(
   const { checkpoint, ready, estimate, data } = await resolveJob(app, projectId, body)
   const id = newId('ftjob')
   await assertJobSlots(app, projectId)
-  const job = await app.db.fineTuningJob.create({
-    data: {
-      ...data,
-      id,
-      userMetadata: body.metadata,
-      retryOfJobId: opts.retryOf ?? null,
-    },
-  })
+  const { status: _status, ...row } = data
   const from = checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''
-  await addJobEvent(
-    app.db,
-    id,
-    'info',
-    `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
-    estimate
-      ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
-      : undefined,
+  return lifecycle.createJob(
+    app,
+    { ...row, id, userMetadata: body.metadata, retryOfJobId: opts.retryOf ?? null },
+    {
+      ready,
+      message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+      data: estimate
+        ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
+        : undefined,
+    },
   )
-  if (ready) await enqueueJob(app, job)
-  else await addJobEvent(app.db, id, 'info', 'Waiting for the training file to be validated')
-  notifyJobChanged(app.redis, app.config.queuePrefix, id)
-  return job
 }
 
 async function findCheckpoint(db: Db, projectId: string, id: string) {
@@ -285,10 +236,7 @@ export async function queuePosition(db: Db, job: FineTuningJob): Promise<number 
   return ahead + 1
 }
 
-/**
- * The queue job id is the fine-tuning job id, so a second enqueue of the same job is a no-op. The queue is
- * the one of the job's resource class (`training` for cpu, `training-gpu`).
- */
+/** Enqueues a training job (see queue/enqueue.ts); kept for callers that hold the app. */
 export async function enqueueJob(
   app: {
     queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
@@ -296,13 +244,7 @@ export async function enqueueJob(
   },
   job: FineTuningJob,
 ) {
-  try {
-    const queue = jobResourceClass(job) === 'gpu' ? app.queues.trainingGpu : app.queues.training
-    await queue.add('train', { jobId: job.id }, { ...TRAINING_JOB_OPTIONS, jobId: job.id })
-  } catch (err) {
-    // The job row is the source of truth: the worker's reconciler enqueues `queued` jobs missing from Redis.
-    app.log.warn({ err: (err as Error).message, jobId: job.id }, 'could not enqueue job; the reconciler will')
-  }
+  await enqueueTraining(app.queues, app.log, job)
 }
 
 export async function listJobs(app: FastifyInstance, projectId: string, page: Page) {
@@ -328,35 +270,10 @@ export async function getJob(db: Db, projectId: string, id: string) {
  */
 export async function cancelJob(app: FastifyInstance, projectId: string, id: string) {
   const job = await getJob(app.db, projectId, id)
-  if ((TERMINAL as readonly string[]).includes(job.status))
-    throw new AppError('job_not_cancellable', `Job ${id} has already ${job.status}.`)
-  const now = new Date()
-  // Status and its event in one transaction: a live stream that sees `cancelled` has seen why.
-  const waiting = await app.db.$transaction(async (tx) => {
-    const r = await tx.fineTuningJob.updateMany({
-      where: { id, status: { in: ['validating_files', 'queued'] } },
-      data: {
-        status: 'cancelled',
-        statusReason: 'cancelled by user before it started',
-        finishedAt: now,
-        cancelRequestedAt: now,
-      },
-    })
-    if (r.count) await addJobEvent(tx, id, 'info', 'Job cancelled before it started')
-    return r
-  })
-  if (waiting.count) {
-    await Promise.all([app.queues.training.remove(id).catch(() => 0), app.queues.trainingGpu.remove(id).catch(() => 0)])
-    notifyJobChanged(app.redis, app.config.queuePrefix, id)
-  } else {
-    const running = await app.db.fineTuningJob.updateMany({
-      where: { id, status: 'running' },
-      data: { status: 'cancelling', statusReason: 'cancel requested by user', cancelRequestedAt: now },
-    })
-    if (running.count)
-      await addJobEvent(app.db, id, 'info', 'Cancel requested; stopping at the end of the current batch')
+  if (isTerminal(job.status)) throw new AppError('job_not_cancellable', `Job ${id} has already ${job.status}.`)
+  const applied = await lifecycle.cancelByUser(app, id)
+  if (applied !== 'cancel') {
     // Re-broadcast on repeated calls too: harmless, and it covers a publish lost while Redis blinked.
-    notifyJobChanged(app.redis, app.config.queuePrefix, id)
     await app.redis.publish(cancelChannel(app.config.queuePrefix), id).catch((err) => {
       app.log.warn({ err: err.message, jobId: id }, 'cancel broadcast failed; the worker also polls the database')
     })
@@ -364,19 +281,16 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
   return getJob(app.db, projectId, id)
 }
 
-interface PromoteDeps {
-  db: Db
-  queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
-  log: { warn(obj: object, msg?: string): void }
-  /** to estimate the job's memory once its files are known */
-  storage: Storage
-  config: Pick<Config, 'trainingMemoryBytes' | 'inferenceMemoryBytes'>
-}
-
 /**
  * Called when a file's validation ends: jobs that waited in `validating_files` are queued (with their
  * hyperparameters resolved from the now known row count) or failed with the file's error.
  */
+/** The lifecycle's deps, plus storage and limits to estimate the job's memory once its files are known. */
+type PromoteDeps = lifecycle.LifecycleDeps & {
+  storage: Storage
+  config: Pick<Config, 'trainingMemoryBytes' | 'inferenceMemoryBytes'>
+}
+
 export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
   const waiting = await deps.db.fineTuningJob.findMany({
     where: { status: 'validating_files', OR: [{ trainingFileId: fileId }, { validationFileId: fileId }] },
@@ -427,21 +341,7 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
       }
     }
     if (error) {
-      const failure = error
-      await deps.db.$transaction(async (tx) => {
-        const done = await tx.fineTuningJob.updateMany({
-          where: { id: job.id, status: 'validating_files' },
-          data: {
-            status: 'failed',
-            statusReason: 'file validation failed',
-            errorCode: failure.code,
-            errorMessage: failure.message,
-            errorParam: failure.param,
-            finishedAt: new Date(),
-          },
-        })
-        if (done.count) await addJobEvent(tx, job.id, 'error', failure.message)
-      })
+      await lifecycle.reject(deps, job.id, { code: error.code, message: error.message, param: error.param })
       continue
     }
     const hp = resolveHyperparameters(
@@ -449,12 +349,6 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
       (training.stats as { rows: number }).rows,
       !!validation,
     )
-    const queued = await deps.db.fineTuningJob.updateMany({
-      where: { id: job.id, status: 'validating_files' },
-      data: { status: 'queued', hyperparameters: hp as object },
-    })
-    if (!queued.count) continue
-    await addJobEvent(deps.db, job.id, 'info', 'Files validated; job queued', { hyperparameters: hp })
-    await enqueueJob(deps, job)
+    await lifecycle.promote(deps, job.id, hp as unknown as Record<string, unknown>)
   }
 }

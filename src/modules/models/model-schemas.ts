@@ -30,6 +30,9 @@ export const LineageObject = Type.Object(
       }),
       { description: 'The model first, then its base, its base’s base, … up to a built-in or uploaded root.' },
     ),
+    teacher: Nullable(
+      Type.String({ description: 'the teacher a distilled model learned from; null for other methods' }),
+    ),
     job: Nullable(
       Type.Object({
         id: Type.String(),

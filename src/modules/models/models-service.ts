@@ -10,6 +10,7 @@ import { unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import type { Storage } from '../../storage/storage.js'
 import { EPOCH_ROWS_ONLY } from '../jobs/batch-metrics.js'
+import { type MetricRow, summarizeMetrics } from '../jobs/lifecycle/metrics-summary.js'
 
 type ModelRow = Model & { artifact?: Artifact | null }
 
@@ -27,59 +28,26 @@ export async function syncBuiltinModels(db: Db) {
   }
 }
 
-/** A metric row of the model's job: (step, epoch, name, value). */
-export interface MetricRow {
-  step: number
-  epoch: number
-  name: string
-  value: number
-}
+export type { MetricRow }
 
 /**
- * The best epoch of a job by validation accuracy (training accuracy when there was no validation set),
- * the earliest on ties: `{step, epoch, ...metrics}`.
- */
-export function bestMetrics(rows: MetricRow[]): Record<string, number> | null {
-  const bySteps = new Map<number, Record<string, number>>()
-  for (const r of rows) {
-    const m = bySteps.get(r.step) ?? { step: r.step, epoch: r.epoch }
-    m[r.name] = r.value
-    bySteps.set(r.step, m)
-  }
-  let best: Record<string, number> | null = null
-  for (const step of [...bySteps.keys()].sort((a, b) => a - b)) {
-    const m = bySteps.get(step)!
-    const score = m.val_accuracy ?? m.accuracy
-    if (score === undefined) continue
-    if (!best || score > (best.val_accuracy ?? best.accuracy)) best = m
-  }
-  return best
-}
-
-/** The last epoch's metrics: `{step, epoch, ...metrics}`. */
-function finalMetrics(rows: MetricRow[]): Record<string, number> | null {
-  if (!rows.length) return null
-  const step = Math.max(...rows.map((r) => r.step))
-  const last = rows.filter((r) => r.step === step)
-  return { step, epoch: last[0].epoch, ...Object.fromEntries(last.map((r) => [r.name, r.value])) }
-}
-
-/**
- * The API's model object. `metrics` is `{final, best, evaluation}`: the last and the best epoch of the job
- * that made the model (from its metric rows), and the held-out evaluation at the end of training.
+ * The API's model object. `metrics` is the summary the job's success computed once (final, best with its
+ * epoch and the metric that decided, the epoch whose weights the model holds, and the held-out
+ * evaluation; see jobs/lifecycle/metrics-summary.ts). Models registered before that summary existed get
+ * it computed from their job's metric rows by the same definition.
  */
 export function presentModel(m: ModelRow, metricRows?: MetricRow[]) {
   const meta = m.metadata as Record<string, unknown>
   const stored = (meta.metrics as Record<string, unknown> | undefined) ?? null
   const rows = metricRows ?? []
-  const metrics =
-    stored || rows.length
-      ? {
-          final: finalMetrics(rows) ?? (stored?.final as Record<string, unknown> | undefined) ?? null,
-          best: bestMetrics(rows) ?? (stored?.best as Record<string, unknown> | undefined) ?? null,
-          evaluation: (stored?.evaluation as Record<string, unknown> | undefined) ?? null,
-        }
-      : null
+  let metrics: Record<string, unknown> | null = null
+  if (stored && 'best_by' in stored) metrics = stored
+  else if (stored || rows.length) {
+    const evaluation = (stored?.evaluation as Record<string, unknown> | undefined) ?? null
+    metrics = rows.length
+      ? { ...summarizeMetrics(rows, { evaluation }) }
+      : { final: stored?.final ?? null, best: stored?.best ?? null, evaluation }
+  }
   return {
     id: m.id,
     object: 'model' as const,
@@ -266,6 +234,7 @@ export async function modelLineage(app: FastifyInstance, projectId: string, id: 
     object: 'model.lineage' as const,
     model: model.id,
     chain,
+    teacher: (model.metadata as { distillation?: { teacher?: string | null } }).distillation?.teacher ?? null,
     job: job
       ? {
           id: job.id,

@@ -1,6 +1,6 @@
 // Per-project webhooks for job terminal states. A delivery row is written once per (webhook, job, event)
-// when a job finishes (the unique index makes recording idempotent); the worker's dispatcher sends it,
-// signed, and retries with backoff. Only webhooks that existed when the job finished are notified, so a
+// in the transaction that finishes the job (the lifecycle's outbox, jobs/lifecycle/outbox.ts; the unique
+// index makes recording idempotent); the worker's dispatcher sends it, signed, and retries with backoff. Only webhooks that existed when the job finished are notified, so a
 // new webhook does not replay past jobs.
 import { createHmac, randomBytes } from 'node:crypto'
 import type { Config } from '../../config.js'
@@ -9,7 +9,8 @@ import { AppError, notFound } from '../../errors.js'
 import type { Webhook, WebhookDelivery } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
-import { presentJob, TERMINAL } from '../jobs/jobs-service.js'
+import { recordDeliveries } from '../jobs/lifecycle/outbox.js'
+import { TERMINAL } from '../jobs/lifecycle/transitions.js'
 import { type AddressPolicy, assertPublicWebhookUrl, type DeliveryErrorClass, type Resolver } from './safe-delivery.js'
 
 /** The job statuses a webhook can subscribe to. */
@@ -162,34 +163,16 @@ export async function listDeliveries(db: Db, projectId: string, webhookId: strin
 }
 
 /**
- * Records one pending delivery per subscribed webhook for a job that has reached a terminal state.
- * Idempotent (unique on webhook, job, event): call it wherever a job finishes; the dispatcher's sweep
- * calls it too. Returns how many deliveries were newly recorded.
+ * Records the pending deliveries of a job that has reached a terminal state (the outbox rows its
+ * transition writes), for jobs finished without them: rows written before the outbox existed. The
+ * reconciler's sweep calls it (its relay then enqueues the new rows). Returns how many were recorded.
  */
 export async function recordJobTerminal(db: Db, jobId: string): Promise<number> {
-  const job = await db.fineTuningJob.findUnique({ where: { id: jobId } })
-  if (!job || !(WEBHOOK_EVENTS as readonly string[]).includes(job.status)) return 0
-  const finishedAt = job.finishedAt ?? job.updatedAt
-  const webhooks = await db.webhook.findMany({
-    where: { projectId: job.projectId, deletedAt: null, events: { has: job.status }, createdAt: { lte: finishedAt } },
-    select: { id: true },
+  const ids = await db.$transaction(async (tx) => {
+    const job = await tx.fineTuningJob.findUnique({ where: { id: jobId } })
+    return job ? recordDeliveries(tx, job) : []
   })
-  if (!webhooks.length) return 0
-  const data = presentJob(job)
-  const createdAt = new Date()
-  const rows = webhooks.map((w) => {
-    const id = newId('whdel')
-    const payload = {
-      id,
-      object: 'event',
-      type: `fine_tuning.job.${job.status}`,
-      created_at: unixSeconds(createdAt)!,
-      data,
-    }
-    return { id, webhookId: w.id, jobId, event: job.status, payload: payload as object, createdAt }
-  })
-  const { count } = await db.webhookDelivery.createMany({ data: rows, skipDuplicates: true })
-  return count
+  return ids.length
 }
 
 /** The `refit-signature` header value: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. */

@@ -7,7 +7,7 @@ import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { EPOCH_ROWS_ONLY } from '../../../modules/jobs/batch-metrics.js'
 import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
 import { cancelJob, presentJob, queuePosition, retryJob } from '../../../modules/jobs/jobs-service.js'
-import { bestMetrics, type MetricRow } from '../../../modules/models/models-service.js'
+import { type MetricRow, summarizeMetrics } from '../../../modules/jobs/lifecycle/metrics-summary.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
 import { cancellingJobExample, jsonResponse, listExample, queuedJobExample } from '../../../schemas/examples.js'
 import {
@@ -42,13 +42,11 @@ async function epochRows(app: FastifyInstance, jobIds: string[]) {
   return out
 }
 
-/** The last and the best epoch of a job's rows, or null before its first epoch. */
+/** The last and the best epoch of a job's rows (the lifecycle's one definition of best), or null before its first epoch. */
 function metricsSummary(rows: MetricRow[] | undefined) {
   if (!rows?.length) return null
-  const step = rows.at(-1)!.step
-  const last = rows.filter((r) => r.step === step)
-  const final = { step, epoch: last[0]!.epoch, ...Object.fromEntries(last.map((r) => [r.name, r.value])) }
-  return { final, best: bestMetrics(rows) }
+  const { final, best } = summarizeMetrics(rows)
+  return { final, best }
 }
 
 const presentAdminJob = (j: JobWithProject, extra: { queuePosition?: number | null; metrics?: MetricRow[] } = {}) => ({

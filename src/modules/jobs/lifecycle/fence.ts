@@ -2,8 +2,8 @@
 // transaction that first locks the job row FOR SHARE and checks the attempt. A worker that lost the job
 // (its lock expired and another worker claimed it, bumping the attempt) gets StaleAttemptError instead of
 // overwriting the new owner's metrics, checkpoints, events or status.
-import type { Db } from '../src/db/client.js'
-import type { Prisma } from '../src/generated/prisma/client.js'
+import type { Db } from '../../../db/client.js'
+import type { Prisma } from '../../../generated/prisma/client.js'
 
 export class StaleAttemptError extends Error {
   constructor(jobId: string, attempt: number) {
