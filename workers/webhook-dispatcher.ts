@@ -6,16 +6,17 @@
 // time, so two worker processes never send the same delivery at once; a worker that dies mid-send leaves
 // the job to stall and be run again (at least once: receivers dedupe on `refit-webhook-id`).
 //
-// The relay pass (the reconciler runs it): (a) records deliveries for terminal jobs that have none (rows
+// The relay pass (the cluster's reconcile job runs it; `intervalMs` runs it here too): (a) records deliveries for terminal jobs that have none (rows
 // finished before the outbox existed), (b) adds a queue job for every pending row (adding an existing job
 // id is a no-op, so only lost enqueues are added).
-import { Queue, Worker } from 'bullmq'
+import type { Queue } from 'bullmq'
 import type { Config } from '../src/config.js'
 import type { Db } from '../src/db/client.js'
 import { type AddressPolicy, type DeliveryResult, sendWebhook } from '../src/modules/webhooks/safe-delivery.js'
 import { recordJobTerminal, signPayload } from '../src/modules/webhooks/webhooks-service.js'
-import { type DeliveryPayload, parseDeliveryPayload, QUEUES, redisConnection } from '../src/queue/catalog.js'
+import type { DeliveryPayload } from '../src/queue/catalog.js'
 import { enqueueDeliveries } from '../src/queue/enqueue.js'
+import { closeQueues, consume, openQueues } from '../src/queue/registry.js'
 import type { Logger } from './deps.js'
 
 /** Delay after the n-th failed attempt (index n-1). */
@@ -24,7 +25,7 @@ export const WEBHOOK_BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000]
 export const WEBHOOK_MAX_ATTEMPTS = 6
 
 export interface WebhookDispatcherOptions {
-  /** pause between relay passes (default: the reconcile interval) */
+  /** run the relay pass every `intervalMs` in this process too (default: never; the reconcile job runs it) */
   intervalMs?: number
   /** per-request timeout (default 10 s) */
   timeoutMs?: number
@@ -71,7 +72,7 @@ async function send(d: ClaimedDelivery, timeoutMs: number, policy: AddressPolicy
 export interface WebhookDispatcherDeps {
   db: Db
   log: Logger
-  config: Pick<Config, 'redisUrl' | 'queuePrefix' | 'reconcileIntervalMs'>
+  config: Pick<Config, 'redisUrl' | 'queuePrefix'>
 }
 
 /** A failed attempt that should be retried after `retryInMs` (read by the worker's backoff strategy). */
@@ -128,16 +129,18 @@ export function startWebhookDispatcher(
   opts: WebhookDispatcherOptions = {},
 ): { close(): Promise<void> } {
   const { db, log, config } = deps
-  const intervalMs = opts.intervalMs ?? config.reconcileIntervalMs
+  const intervalMs = opts.intervalMs
   const timeoutMs = opts.timeoutMs ?? 10_000
   const backoff = opts.backoffMs ?? WEBHOOK_BACKOFF_MS
   const maxAttempts = opts.maxAttempts ?? WEBHOOK_MAX_ATTEMPTS
   const policy = opts.policy ?? { allowPrivate: false }
   const stop = new AbortController()
-  const connection = redisConnection(config.redisUrl)
-  const queueOpts = { connection, prefix: config.queuePrefix }
-  const queue = new Queue<DeliveryPayload>(QUEUES.webhooks, queueOpts)
-  queue.on('error', (err) => log.warn({ err: err.message }, 'webhooks queue error'))
+  const { webhooks: queue } = intervalMs
+    ? openQueues(config, {
+        only: ['webhooks'],
+        onError: (err) => log.warn({ err: err.message }, 'webhooks queue error'),
+      })
+    : ({} as { webhooks?: undefined })
 
   /** Writes the outcome on the row; returns the delay before the next attempt, or null when done. */
   async function finish(d: ClaimedDelivery, outcome: DeliveryResult): Promise<number | null> {
@@ -187,10 +190,10 @@ export function startWebhookDispatcher(
     return retryInMs
   }
 
-  const worker = new Worker<DeliveryPayload>(
-    QUEUES.webhooks,
-    async (job) => {
-      const { deliveryId } = parseDeliveryPayload(job.data)
+  const worker = consume(
+    'webhooks',
+    config,
+    async ({ deliveryId }) => {
       // Counts the attempt on the row; a row no longer pending (delivered, given up, webhook deleted) is skipped.
       const [d] = await db.$queryRaw<ClaimedDelivery[]>`
         UPDATE webhook_deliveries d
@@ -210,7 +213,6 @@ export function startWebhookDispatcher(
       return { attempts: d.attempts }
     },
     {
-      ...queueOpts,
       concurrency: opts.batchSize ?? 20,
       settings: { backoffStrategy: (_made, _type, err) => (err instanceof RetryLater ? err.retryInMs : 1_000) },
     },
@@ -220,6 +222,7 @@ export function startWebhookDispatcher(
   let timer: NodeJS.Timeout | null = null
   let running: Promise<void> = Promise.resolve()
   const loop = () => {
+    if (!queue || !intervalMs) return
     running = relayDeliveries(db, queue, log)
       .then(() => {})
       .catch((err) => log.warn({ err: (err as Error).message }, 'webhook relay failed'))
@@ -236,7 +239,7 @@ export function startWebhookDispatcher(
       const closing = worker.close()
       await running
       await closing
-      await queue.close()
+      if (queue) await closeQueues({ webhooks: queue })
     },
   }
 }

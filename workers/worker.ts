@@ -1,9 +1,10 @@
 // The worker process: consumes the `files` queue and its resource class's training queue (`training` for
-// cpu, `training-gpu`), registers itself in the worker registry (heartbeat), forks one training process per job,
-// relays cancel broadcasts to the child that owns the job, and reconciles PostgreSQL with Redis (a
-// job or file whose enqueue was lost while Redis was down is enqueued again; the queue job id is the
-// row id, so a duplicate enqueue is a no-op).
-import { Queue, Worker } from 'bullmq'
+// cpu, `training-gpu`), the evaluations, webhooks and maintenance queues (all through the queue registry),
+// registers itself in the worker registry (heartbeat), forks one training process per job, relays cancel
+// broadcasts to the child that owns the job, and reconciles PostgreSQL with Redis once per cluster (a
+// BullMQ job scheduler adds one `reconcile` job per interval, whichever worker takes it runs it): a job,
+// file or webhook delivery whose enqueue was lost while Redis was down is enqueued again; the queue job
+// id is the row id, so a duplicate enqueue is a no-op.
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { type Config, loadConfig } from '../src/config.js'
@@ -14,14 +15,15 @@ import { detectDevice, trainingQueueName } from '../src/modules/workers/resource
 import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
 import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
 import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
-import { cancelChannel, FILE_JOB_OPTIONS, QUEUES, redisConnection } from '../src/queue/catalog.js'
+import { cancelChannel } from '../src/queue/catalog.js'
 import { enqueueTraining } from '../src/queue/enqueue.js'
+import { closeQueues, consume, enqueue, openQueues, QUEUE_REGISTRY } from '../src/queue/registry.js'
 import { createStorage } from '../src/storage/storage.js'
 import type { WorkerDeps } from './deps.js'
 import { activeEvaluations, startEvaluationWorker } from './evaluation-processor.js'
 import { createFileProcessor } from './file-processor.js'
 import { activeTrainings, createTrainingProcessor, probeBackend } from './training-processor.js'
-import { startWebhookDispatcher } from './webhook-dispatcher.js'
+import { relayDeliveries, startWebhookDispatcher } from './webhook-dispatcher.js'
 
 export interface WorkerHandle {
   deps: WorkerDeps
@@ -32,7 +34,6 @@ export interface WorkerHandle {
 
 export async function startWorker(config: Config, opts: { reconcileEveryMs?: number } = {}): Promise<WorkerHandle> {
   const log = pino({ level: config.logLevel, base: { role: 'worker', pid: process.pid } })
-  const connection = redisConnection(config.redisUrl)
   const db = createDb(config.databaseUrl, 5)
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null })
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
@@ -44,21 +45,16 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     { backend: backend.backend, selfTest: backend.selfTest },
     `TF.js backend ${backend.backend} passed its self-test`,
   )
-  const queueOpts = { connection, prefix: config.queuePrefix }
-  const queues = {
-    training: new Queue(QUEUES.training, queueOpts),
-    trainingGpu: new Queue(QUEUES.trainingGpu, queueOpts),
-    files: new Queue(QUEUES.files, queueOpts),
-    webhooks: new Queue(QUEUES.webhooks, queueOpts),
-  }
-  for (const q of Object.values(queues)) q.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
+  const queues = openQueues(config, { onError: (err) => log.warn({ err: err.message }, 'queue error') })
   const notify = (jobId: string) => notifyJobChanged(redis, config.queuePrefix, jobId)
   const deps: WorkerDeps = { config, db, redis, storage, queues, log, notify }
 
-  const fileWorker = new Worker(QUEUES.files, createFileProcessor(deps), { ...queueOpts, concurrency: 2 })
+  const processFile = createFileProcessor(deps)
+  const fileWorker = consume('files', config, (_p, job) => processFile(job), { concurrency: 2 })
   // This worker trains the jobs of its own resource class only (WORKER_RESOURCE_CLASS).
-  const trainingWorker = new Worker(trainingQueueName(config.workerResourceClass), createTrainingProcessor(deps), {
-    ...queueOpts,
+  const train = createTrainingProcessor(deps)
+  const trainingQueue = trainingQueueName(config.workerResourceClass) === 'training-gpu' ? 'trainingGpu' : 'training'
+  const trainingWorker = consume(trainingQueue, config, (_p, job, token) => train(job, token), {
     concurrency: config.workerConcurrency,
     // The processor only relays messages (training runs in its own process), so lock renewal never starves;
     // a lock that does expire means the worker died or froze, and another worker takes the job over.
@@ -93,21 +89,30 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
       where: { status: 'uploaded', deletedAt: null, createdAt: { lt: old } },
       take: 100,
     })
-    for (const f of files)
-      await queues.files.add('validate-file', { fileId: f.id }, { ...FILE_JOB_OPTIONS, jobId: f.id })
+    for (const f of files) await enqueue(queues, 'files', { fileId: f.id }, f.id)
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
     for (const j of jobs) await enqueueTraining(queues, log, j)
+    // webhook deliveries whose enqueue was lost, and finished jobs without their delivery rows
+    await relayDeliveries(db, queues.webhooks, log)
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
     // Uploads cut off by an API crash leave temporary files; no row points at them.
     const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
     if (swept) log.info({ swept }, 'removed abandoned temporary uploads')
   }
-  const reconciler = setInterval(
-    () => reconcile().catch((err) => log.warn({ err: err.message }, 'reconcile failed')),
-    opts.reconcileEveryMs ?? config.reconcileIntervalMs,
+  // Once per cluster: every worker upserts the same scheduler (the last interval wins), and each
+  // `reconcile` job runs on one worker.
+  await queues.maintenance.upsertJobScheduler(
+    'reconcile',
+    { every: opts.reconcileEveryMs ?? config.reconcileIntervalMs },
+    { name: QUEUE_REGISTRY.maintenance.job, data: { task: 'reconcile' }, opts: QUEUE_REGISTRY.maintenance.options },
   )
+  const maintenanceWorker = consume('maintenance', config, async () => {
+    await reconcile()
+    return { ok: true }
+  })
+  maintenanceWorker.on('failed', (_job, err) => log.warn({ err: err.message }, 'reconcile failed'))
+  maintenanceWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'))
 
-  // Sends deliveries and, every reconcile interval, relays any whose enqueue was lost.
   const webhookDispatcher = startWebhookDispatcher(deps, {
     timeoutMs: config.webhookTimeoutMs,
     policy: { allowPrivate: config.webhookAllowPrivate },
@@ -146,14 +151,14 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     async close() {
       await registry.close()
       clearInterval(pollCancels)
-      clearInterval(reconciler)
+      await maintenanceWorker.close()
       await webhookDispatcher.close()
       // Graceful: running trainings stop at the end of their batch and go back to the queue, to resume
       // from their last checkpoint on the next worker, without spending an attempt.
       for (const t of activeTrainings.values()) t.handBack()
       for (const child of activeEvaluations) child.kill('SIGKILL') // an evaluation is cheap to rerun
       await Promise.allSettled([fileWorker.close(), trainingWorker.close(), evaluationWorker.close(true)])
-      await Promise.allSettled(Object.values(queues).map((q) => q.close()))
+      await closeQueues(queues)
       subscriber.disconnect()
       redis.disconnect()
       await db.$disconnect()

@@ -1,9 +1,9 @@
-// The inference pool and the evaluations queue producer as a named plugin. Children are forked on the
+// The inference pool and the evaluations queue producer (the registry's, see queues plugin) as a named plugin. Children are forked on the
 // first prediction, not at start, so building the app (tests, OpenAPI generation) forks nothing.
-import { Queue } from 'bullmq'
+import type { Queue } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { type EvaluationPayload, QUEUES, redisConnection } from '../queue/catalog.js'
+import type { EvaluationPayload } from '../queue/catalog.js'
 import { InferencePool } from './pool.js'
 
 declare module 'fastify' {
@@ -25,16 +25,11 @@ export const inferencePlugin = fp(
         recycleBytes: Math.round((app.config.inferenceMemoryBytes * app.config.inferenceRecyclePercent) / 100),
       },
     })
-    const queue = new Queue<EvaluationPayload>(QUEUES.evaluations, {
-      connection: { ...redisConnection(app.config.redisUrl), maxRetriesPerRequest: 1, enableOfflineQueue: false },
-      prefix: app.config.queuePrefix,
-    })
-    queue.on('error', (err) => app.log.debug({ err: err.message }, 'queue error'))
     app.decorate('inference', pool)
-    app.decorate('evaluationsQueue', queue)
+    app.decorate('evaluationsQueue', app.queues.evaluations)
     app.addHook('onClose', async () => {
-      await Promise.allSettled([pool.close(), queue.close()])
+      await pool.close()
     })
   },
-  { name: 'inference' },
+  { name: 'inference', dependencies: ['queues'] },
 )

@@ -6,12 +6,11 @@
 // - refit_job_duration_seconds             finished fine-tuning jobs, by method and status (job-metrics.ts)
 // - refit_training_samples_per_second      per running job and worker, from the worker registry
 // - refit_workers                          live registered workers, by resource class and backend
-import { Queue } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { isAlive, listWorkers } from '../modules/workers/worker-registry.js'
-import { QUEUES, redisConnection } from '../queue/catalog.js'
+import { QUEUE_KEYS } from '../queue/registry.js'
 import { jobDurationText } from './job-metrics.js'
 
 declare module 'fastify' {
@@ -40,16 +39,8 @@ export const metricsPlugin = fp(
       http.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000)
     })
 
-    // The evaluations queue has no producer handle on the app; a read-only handle for its counts.
-    const evaluations = new Queue(QUEUES.evaluations, {
-      connection: { ...redisConnection(app.config.redisUrl), maxRetriesPerRequest: 1, enableOfflineQueue: false },
-      prefix: app.config.queuePrefix,
-    })
-    evaluations.on('error', () => {})
-    app.addHook('onClose', async () => {
-      await evaluations.close().catch(() => {})
-    })
-    const queues = () => [app.queues.training, app.queues.trainingGpu, app.queues.files, evaluations]
+    // every queue of the registry
+    const queues = () => QUEUE_KEYS.map((k) => app.queues[k])
 
     new Gauge({
       name: 'refit_queue_jobs',

@@ -1,18 +1,11 @@
 // Shared handles as named plugins: the database, Redis, queue producers and storage. Each is created
 // from the Config passed to the app (never from process.env) and closed in onClose.
-import { Queue } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { createDb, type Db } from '../db/client.js'
-import {
-  type DeliveryPayload,
-  type FilePayload,
-  QUEUES,
-  redisConnection,
-  type TrainingPayload,
-} from '../queue/catalog.js'
+import { closeQueues, openQueues, type Queues } from '../queue/registry.js'
 import { createStorage, type Storage } from '../storage/storage.js'
 
 declare module 'fastify' {
@@ -21,14 +14,8 @@ declare module 'fastify' {
     adminToken: string
     db: Db
     redis: Redis
-    /** `training` is the cpu resource class's queue, `trainingGpu` the gpu one's */
-    queues: {
-      training: Queue<TrainingPayload>
-      trainingGpu: Queue<TrainingPayload>
-      files: Queue<FilePayload>
-      /** webhook deliveries: a job cancelled through the API is announced from here */
-      webhooks: Queue<DeliveryPayload>
-    }
+    /** a producer for every queue of the registry (queue/registry.ts); `training` is the cpu class's, `trainingGpu` the gpu one's */
+    queues: Queues
     storage: Storage
   }
 }
@@ -62,21 +49,12 @@ export const redisPlugin = fp(
 
 export const queuePlugin = fp(
   async (app: FastifyInstance) => {
-    const connection = redisConnection(app.config.redisUrl)
-    const opts = {
-      connection: { ...connection, maxRetriesPerRequest: 1, enableOfflineQueue: false },
-      prefix: app.config.queuePrefix,
-    }
-    const training = new Queue<TrainingPayload>(QUEUES.training, opts)
-    const trainingGpu = new Queue<TrainingPayload>(QUEUES.trainingGpu, opts)
-    const files = new Queue<FilePayload>(QUEUES.files, opts)
-    const webhooks = new Queue<DeliveryPayload>(QUEUES.webhooks, opts)
-    for (const q of [training, trainingGpu, files, webhooks])
-      q.on('error', (err) => app.log.debug({ err: err.message }, 'queue error'))
-    app.decorate('queues', { training, trainingGpu, files, webhooks })
-    app.addHook('onClose', async () => {
-      await Promise.allSettled([training.close(), trainingGpu.close(), files.close(), webhooks.close()])
+    const queues = openQueues(app.config, {
+      failFast: true,
+      onError: (err) => app.log.debug({ err: err.message }, 'queue error'),
     })
+    app.decorate('queues', queues)
+    app.addHook('onClose', async () => closeQueues(queues))
   },
   { name: 'queues' },
 )

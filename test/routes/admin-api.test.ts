@@ -200,7 +200,8 @@ test('CSRF: a cookie POST needs x-refit-csrf equal to the session token; the bea
   const queues = (await app.inject({ method: 'GET', url: '/v1/admin/queues', headers: { cookie } })).json()
   assert.deepEqual(
     queues.data.map((q: { name: string }) => q.name),
-    ['training', 'files', 'evaluations'],
+    // every queue of the registry, training-gpu included
+    ['training', 'training-gpu', 'files', 'evaluations', 'webhooks', 'maintenance'],
   )
   const training = queues.data[0]
   assert.equal(training.prefix, env.config.queuePrefix)

@@ -1,5 +1,6 @@
-// A queued job that no live worker can run would otherwise wait in silence. Every API process checks
-// periodically (main.ts starts it; route tests, which run no worker, do not): for each resource class with
+// A queued job that no live worker can run would otherwise wait in silence. The API processes check
+// periodically, one at a time behind a Redis lease (main.ts starts it; route tests, which run no worker,
+// do not): for each resource class with
 // queued jobs and no live worker, each such job gets `status_reason` and one warning event. Setting the
 // reason and adding the event happen in one conditional update, so with several API processes the event
 // is still written once (the lifecycle transition locks the row). When a worker of the class comes back, the reason is cleared (its claim would
@@ -44,13 +45,37 @@ export async function checkUnservedJobs(d: lifecycle.LifecycleDeps, opts: { grac
   return result
 }
 
-/** Runs the check every `intervalMs` until stopped; failures (Redis or PostgreSQL down) are logged and retried. */
-export function startUnservedJobsCheck(d: lifecycle.LifecycleDeps, opts: { intervalMs: number; graceMs: number }) {
+const leaseKey = (prefix: string) => `${prefix}:lease:unserved-jobs`
+
+// Takes the lease if it is free, renews it if this owner holds it; true when this owner holds it now.
+const LEASE_SCRIPT = `
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0`
+
+/** Whether `owner` holds the Redis lease `key` for the next `ttlMs` (taking or renewing it). */
+export async function holdLease(d: Pick<lifecycle.LifecycleDeps, 'redis'>, key: string, owner: string, ttlMs: number) {
+  return (await d.redis.eval(LEASE_SCRIPT, 1, key, owner, String(ttlMs))) === 1
+}
+
+/**
+ * Runs the check every `intervalMs` until stopped, in the one API process that holds the Redis lease
+ * (it must run where no worker may be alive, so not on a worker's job scheduler); another process takes
+ * over within three intervals of the holder's death. Failures (Redis or PostgreSQL down) are logged and
+ * retried.
+ */
+export function startUnservedJobsCheck(
+  d: lifecycle.LifecycleDeps,
+  opts: { intervalMs: number; graceMs: number; onPass?: (owner: string) => void },
+) {
   let running = false
+  const owner = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`
   const timer = setInterval(async () => {
     if (running) return
     running = true
     try {
+      if (!(await holdLease(d, leaseKey(d.config.queuePrefix), owner, opts.intervalMs * 3))) return
+      opts.onPass?.(owner)
       await checkUnservedJobs(d, opts)
     } catch (err) {
       d.log.warn({ err: (err as Error).message }, 'unserved-jobs check failed')
@@ -59,5 +84,18 @@ export function startUnservedJobsCheck(d: lifecycle.LifecycleDeps, opts: { inter
     }
   }, opts.intervalMs)
   timer.unref()
-  return { stop: () => clearInterval(timer) }
+  return {
+    stop: () => {
+      clearInterval(timer)
+      // hand the lease on at once (only if still ours)
+      d.redis
+        .eval(
+          "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+          1,
+          leaseKey(d.config.queuePrefix),
+          owner,
+        )
+        .catch(() => {})
+    },
+  }
 }

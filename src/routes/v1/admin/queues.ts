@@ -1,18 +1,15 @@
-// Queue health: BullMQ job counts of the training, files and evaluations queues.
+// Queue health: BullMQ job counts of every queue in the registry (queue/registry.ts).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Queue } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
+import { QUEUE_KEYS, QUEUE_REGISTRY } from '../../../queue/registry.js'
 import { errorResponses, listOf } from '../../../schemas/common.js'
 import { jsonResponse } from '../../../schemas/examples.js'
 import { QueueHealth, queuesExample } from './schemas.js'
 
-/** The API's producers for every queue in the catalogue. */
-export function adminQueues(app: FastifyInstance): { name: 'training' | 'files' | 'evaluations'; queue: Queue }[] {
-  return [
-    { name: 'training', queue: app.queues.training as Queue },
-    { name: 'files', queue: app.queues.files as Queue },
-    { name: 'evaluations', queue: app.evaluationsQueue as Queue },
-  ]
+/** The API's producers for every queue in the registry, in its order. */
+export function adminQueues(app: FastifyInstance): { name: string; queue: Queue }[] {
+  return QUEUE_KEYS.map((k) => ({ name: QUEUE_REGISTRY[k].name, queue: app.queues[k] as Queue }))
 }
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {

@@ -1,5 +1,6 @@
 // Response schemas and examples of the cross-project admin routes (the dashboard's API).
 import { type TObject, Type } from '@fastify/type-provider-typebox'
+import { QUEUE_NAMES } from '../../../queue/registry.js'
 import { Nullable, StringEnum } from '../../../schemas/common.js'
 import { fileExample, jobExample, modelExample } from '../../../schemas/examples.js'
 import { FileObject, JobObject, JobStatus, ModelObject } from '../../../schemas/objects.js'
@@ -96,7 +97,7 @@ const Counts = Type.Object({
 })
 
 export const QueueHealth = Type.Object({
-  name: StringEnum(['training', 'files', 'evaluations']),
+  name: StringEnum(QUEUE_NAMES),
   prefix: Type.String({ description: 'BullMQ key prefix (QUEUE_PREFIX).' }),
   paused: Type.Boolean(),
   counts: Counts,
