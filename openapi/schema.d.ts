@@ -4314,7 +4314,7 @@ export interface operations {
                         object: "list";
                         data: {
                             /** @enum {string} */
-                            name: "training" | "files" | "evaluations";
+                            name: "training" | "training-gpu" | "files" | "evaluations" | "webhooks" | "maintenance";
                             /** @description BullMQ key prefix (QUEUE_PREFIX). */
                             prefix: string;
                             paused: boolean;
