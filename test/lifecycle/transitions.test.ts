@@ -95,7 +95,7 @@ async function newJob(ready = true) {
       projectId,
       baseModelId: 'mnist-cnn',
       trainingFileId: fileId,
-      method: { type: 'transfer', transfer: {} },
+      method: { type: 'transfer', transfer: { head: { hidden_units: 128, dropout: 0.5 } } },
       hyperparameters: HP,
       seed: 1,
     },
@@ -270,7 +270,7 @@ test('promotion pings; a job cancelled before it started and one rejected at val
   const before = pings.get(waiting) ?? 0
   await promoteJobsWaitingOn({ ...worker, storage: app.storage, config: app.config }, fileId)
   const job = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: waiting } })
-  assert.equal(job.status, 'queued')
+  assert.equal(job.status, 'queued', `${job.errorCode}: ${job.errorMessage}`)
   await waitFor(async () => (pings.get(waiting) ?? 0) > before, 5_000, 'a ping for the promotion')
   assert.ok(await app.queues.training.getJob(waiting), 'promoted jobs are enqueued')
 
