@@ -93,6 +93,40 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
         (r.results ?? []).map((x: Json) => [x.student, x.seed, x.temperature, x.alpha, pct(x.test_error)]),
       ),
   },
+  'peer-keras': {
+    title: 'Refit beside Keras on the same libtensorflow (`bench/peer-keras.ts`)',
+    body: (r) => {
+      const rows: Cell[][] = []
+      const m = r.mobilenet
+      if (m) {
+        rows.push([
+          'MobileNetV2 forward to features, batch 32',
+          'ms / image',
+          m.refit?.graph?.ms_per_image,
+          m.refit?.eager?.ms_per_image,
+          m.keras?.tf_function_ms_per_image,
+          m.keras?.eager_ms_per_image,
+        ])
+      }
+      const c = r.cnn_small
+      if (c)
+        rows.push([
+          'cnn-small training, batch 128, epochs 2-3',
+          'samples / s',
+          c.refit?.samples_per_second,
+          null,
+          c.keras?.samples_per_second,
+          null,
+        ])
+      const t = r.mnist_transfer
+      if (t)
+        rows.push(['mnist_transfer_cnn protocol end to end', 'wall s', t.refit?.wall_s, null, t.keras?.wall_s, null])
+      const load = r.load_average
+        ? ` Load average (1, 5, 15 min) before ${r.load_average.before?.join(', ')}, after ${r.load_average.after?.join(', ')}: the machine was shared, ratios matter more than absolute figures.`
+        : ''
+      return `${mdTable(['figure', 'unit', 'Refit (graph path / default)', 'Refit eager (REFIT_FROZEN_GRAPH=off)', 'Keras tf.function / compiled fit', 'Keras eager'], rows)}\n\nKeras ${m?.keras?.threads?.keras ?? '?'} on TensorFlow ${m?.keras?.threads?.tensorflow ?? '?'}, default thread pools on both sides (intra/inter op 0 = one per core). MobileNetV2 graph path / Keras tf.function: ${m?.ratio_graph_vs_tf_function ?? '–'} (goal ≤ 1.25).${load}`
+    },
+  },
   'mobilenet-transfer': {
     title: 'MobileNetV2 transfer on PNG folders (`bench/mobilenet-transfer.ts`)',
     body: (r) =>

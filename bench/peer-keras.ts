@@ -1,0 +1,190 @@
+// Refit beside Keras on the same libtensorflow, one run, this machine (issue 11's figures). Keras runs from a
+// Python venv this bench creates once and caches (~/.cache/refit/peer-keras: `python3 -m venv`, then
+// `pip install --retries 0 --timeout 2 tensorflow-cpu`); it is never a runtime dependency. A skipped peer is
+// an error, not a result.
+//
+//   npm run build && npx tsx bench/peer-keras.ts [--only mobilenet,cnn-small,mnist-transfer]
+//
+// - mobilenet: MobileNetV2 224x224 forward, batch 32, ms/image up to the 1280-d features: Refit's graph path
+//   (frozenForward) and today's eager path (REFIT_FROZEN_GRAPH=off), Keras tf.function and eager.
+// - cnn-small: Refit's preset and the same layers in Keras, 28x28x1, batch 128, adam, 10,000 MNIST images,
+//   samples/s over epochs 2-3 (Keras `fit` compiled, not run_eagerly).
+// - mnist-transfer: Keras mnist_transfer_cnn protocol end to end. Refit: POST a transfer job on a processed
+//   file of digits 5-9 -> succeeded, through the HTTP API of a real service. Keras: load the same IDX arrays
+//   -> end of `fit` with frozen conv layers. 5 epochs, batch 128 on both sides.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { homedir, loadavg, tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { makeMnistDataset } from '../scripts/make-mnist-dataset.js'
+import { selectBackend } from '../src/engine/backend.js'
+import { ensureBuiltinModelDir } from '../src/engine/builtin-models.js'
+import { frozenForward } from '../src/engine/graph/forward.js'
+import { loadMnist, mnistDataDir } from '../src/engine/mnist-idx.js'
+import { loadModel, readMetadata } from '../src/engine/model-io.js'
+import type { ChildMessage } from '../src/engine/protocol.js'
+import { runSupervised } from '../src/engine/supervised.js'
+import type { Tensor, Tf } from '../src/engine/tf.js'
+import { createJob, followJob, mustSucceed, round, startBench, uploadFile, writeBenchResult } from './service-bench.js'
+
+const VENV = path.join(homedir(), '.cache', 'refit', 'peer-keras')
+const PY = path.join(VENV, 'bin', 'python')
+const PEER = fileURLToPath(new URL('./peer-keras/peer.py', import.meta.url))
+const RESULT = fileURLToPath(new URL('./results/peer-keras.json', import.meta.url))
+const only = (() => {
+  const i = process.argv.indexOf('--only')
+  return i > 0 ? process.argv[i + 1].split(',') : ['mobilenet', 'cnn-small', 'mnist-transfer']
+})()
+
+function ensureVenv(): void {
+  if (existsSync(PY) && spawnSync(PY, ['-c', 'import tensorflow'], { stdio: 'ignore' }).status === 0) return
+  console.log(`creating ${VENV} (python3 -m venv, pip install tensorflow-cpu; ~2 min)`)
+  execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'inherit' })
+  execFileSync(PY, ['-m', 'pip', 'install', '--retries', '0', '--timeout', '2', 'tensorflow-cpu'], { stdio: 'inherit' })
+}
+
+function keras(args: string[]): Record<string, any> {
+  const out = execFileSync(PY, [PEER, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = out.trim().split('\n').pop()!
+  return JSON.parse(line)
+}
+
+async function refitMobilenet(tf: Tf, work: string) {
+  const dir = await ensureBuiltinModelDir('mobilenet-v2', path.join(work, 'models'))
+  const meta = await readMetadata(dir)
+  const model = await loadModel(tf, dir)
+  const x = tf.randomUniform([32, 224, 224, 3]) as Tensor
+  const time = async (mode: 'auto' | 'off', batches: number) => {
+    const f = await frozenForward(tf, {
+      model,
+      cutLayer: meta.feature_layer,
+      backend: 'tensorflow',
+      settings: { mode, cacheDir: path.join(work, 'graphs'), cacheBytes: 1024 ** 3 },
+    })
+    const t0 = performance.now()
+    tf.dispose(f.apply(x)) // first batch: graph optimization / kernel set-up, and the graph-vs-eager check
+    const firstMs = performance.now() - t0
+    tf.dispose(f.apply(x))
+    const t1 = performance.now()
+    for (let i = 0; i < batches; i++) {
+      const y = f.apply(x)
+      await y.data()
+      y.dispose()
+    }
+    const ms = (performance.now() - t1) / (batches * 32)
+    const out = { path: f.path, ms_per_image: round(ms, 2), compile_ms: f.compileMs, first_batch_ms: round(firstMs) }
+    f.dispose()
+    return out
+  }
+  const graph = await time('auto', 5)
+  const eager = await time('off', 2)
+  x.dispose()
+  model.dispose()
+  return { graph, eager }
+}
+
+async function refitCnnSmall(tf: Tf, work: string) {
+  const train = loadMnist('train', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 10_000)
+  const ends: number[] = []
+  const t0 = performance.now()
+  await runSupervised({
+    tf,
+    backend: 'tensorflow',
+    architecture: 'cnn-small',
+    train,
+    hyperparameters: { n_epochs: 3, batch_size: 128, learning_rate: 1e-3, validation_split: 0 },
+    seed: 1,
+    outputDir: path.join(work, 'cnn-small'),
+    emit: (m: ChildMessage) => {
+      if (m.type === 'epoch') ends.push(performance.now())
+    },
+    isCancelled: () => false,
+  })
+  const epochS = ends.map((t, i) => (t - (i === 0 ? t0 : ends[i - 1])) / 1000)
+  const steady = epochS.slice(1).reduce((a, b) => a + b, 0)
+  // epoch times include the per-epoch checkpoint (a few ms for this model), as a service job does
+  return {
+    samples: train.rows,
+    epoch_s: epochS.map((s) => round(s, 2)),
+    samples_per_second: round((train.rows * 2) / steady),
+  }
+}
+
+async function refitMnistTransfer(work: string) {
+  const bench = await startBench('peer_keras')
+  try {
+    const zip = path.join(work, 'digits-5-9.zip')
+    const { rows } = await makeMnistDataset({ split: 'train', digits: [5, 6, 7, 8, 9], format: 'idx', out: zip })
+    const fileId = await uploadFile(bench.api, zip)
+    const created = await createJob(bench.api, {
+      model: 'mnist-cnn',
+      training_file: fileId,
+      seed: 42,
+      method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 5, batch_size: 128 } } },
+    })
+    const followed = await followJob(bench.api, created.id)
+    const job = mustSucceed(followed)
+    return { train_samples: rows, wall_s: round(followed.wall_s, 1), job: job.id }
+  } finally {
+    await bench.close()
+  }
+}
+
+async function main() {
+  ensureVenv()
+  const work = await mkdtemp(path.join(tmpdir(), 'refit-peer-keras-'))
+  const load = { before: loadavg().map((l) => round(l, 1)) }
+  const result: Record<string, unknown> = {}
+  try {
+    const { tf } = await selectBackend('tensorflow')
+    result.tfjs_threads = 'libtensorflow defaults (intra/inter op = 0: one per core)'
+    if (only.includes('mobilenet')) {
+      const refit = await refitMobilenet(tf, work)
+      const peer = keras(['mobilenet', '--batch', '32', '--batches', '5'])
+      result.mobilenet = {
+        refit,
+        keras: peer,
+        ratio_graph_vs_tf_function: round(refit.graph.ms_per_image / peer.tf_function_ms_per_image, 2),
+      }
+      console.log('mobilenet', JSON.stringify(result.mobilenet))
+    }
+    if (only.includes('cnn-small')) {
+      const refit = await refitCnnSmall(tf, work)
+      const peer = keras(['cnn-small', '--idx', mnistDataDir()])
+      result.cnn_small = {
+        refit,
+        keras: peer,
+        ratio_refit_vs_keras: round(refit.samples_per_second / peer.samples_per_second, 2),
+      }
+      console.log('cnn-small', JSON.stringify(result.cnn_small))
+    }
+    if (only.includes('mnist-transfer')) {
+      const refit = await refitMnistTransfer(work)
+      const peer = keras(['mnist-transfer', '--idx', mnistDataDir()])
+      result.mnist_transfer = { refit, keras: peer, ratio_refit_vs_keras: round(refit.wall_s / peer.wall_s, 2) }
+      console.log('mnist-transfer', JSON.stringify(result.mnist_transfer))
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true })
+  }
+  // --only reruns some sections: keep the others from the previous run
+  const previous = existsSync(RESULT) ? JSON.parse(readFileSync(RESULT, 'utf8')) : {}
+  const kept = Object.fromEntries(
+    ['mobilenet', 'cnn_small', 'mnist_transfer']
+      .filter((k) => !(k in result) && k in previous)
+      .map((k) => [k, previous[k]]),
+  )
+  const file = await writeBenchResult('peer-keras', {
+    backend: 'tensorflow',
+    load_average: { ...load, after: loadavg().map((l) => round(l, 1)) },
+    ...kept,
+    ...result,
+    job_ids: [],
+  })
+  console.log(`wrote ${file}`)
+  process.exit(0)
+}
+
+void main()
