@@ -65,7 +65,8 @@ export async function streamJobEvents(
         if (events.length === 500) again = true
         const job = await app.db.fineTuningJob.findUnique({ where: { id: jobId } })
         if (!job) return close()
-        if (job.status === 'running' || job.status === 'cancelling' || lastBatchStep < 0) {
+        // Read batch rows whatever the status: the last ones are written just before the job ends.
+        {
           let rows = await app.db.metric.findMany({
             where: { jobId, step: { gt: lastBatchStep }, name: { in: [...BATCH_METRICS] } },
             orderBy: [{ step: 'asc' }, { name: 'asc' }],
