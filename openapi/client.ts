@@ -44,3 +44,27 @@ export function multipartBody(body: object): FormData {
   for (const [k, v] of entries) if (v instanceof Blob) form.append(k, v)
   return form
 }
+
+/** Refit's body for `POST /v1/fine_tuning/jobs`, with its own methods (`transfer`, `distillation`). */
+export type RefitJobCreateBody = paths['/v1/fine_tuning/jobs']['post']['requestBody'] extends
+  | { content: { 'application/json': infer B } }
+  | undefined
+  ? B
+  : never
+
+/**
+ * Sends a Refit job body through an OpenAI SDK without `as any`: the body is checked against Refit's schema
+ * and handed to the SDK as its own parameter type, inferred from where it is passed:
+ * `openai.fineTuning.jobs.create(refitJobBody({ model, training_file, method: { type: 'transfer' } }))`.
+ */
+export function refitJobBody<SdkParams = RefitJobCreateBody>(body: RefitJobCreateBody): SdkParams {
+  return body as unknown as SdkParams
+}
+
+/**
+ * Reads a job an OpenAI SDK returned with Refit's types, so `status` includes `cancelling` and
+ * `method.type` includes `transfer` and `distillation`: `refitJob(await openai.fineTuning.jobs.retrieve(id)).status`.
+ */
+export function refitJob(job: { id: string; object: 'fine_tuning.job' }): Schemas['FineTuningJob'] {
+  return job as unknown as Schemas['FineTuningJob']
+}

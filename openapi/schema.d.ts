@@ -657,6 +657,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/files/{id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A file's bytes, streamed: a dataset as uploaded, or a job's result CSV */
+        get: operations["downloadFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/files/{id}": {
         parameters: {
             query?: never;
@@ -931,7 +948,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A job's checkpoints (one per epoch), newest first */
+        /**
+         * A job's checkpoints (one per epoch), newest first
+         * @description `fine_tuned_model_checkpoint` (`ft:<base>:<suffix|refit>:<short id>:ckpt-step-<N>`) and `id` (`ftckpt-…`) are both accepted as `model` when creating a job, to start from that checkpoint.
+         */
         get: operations["listFineTuningCheckpoints"];
         put?: never;
         post?: never;
@@ -1022,7 +1042,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -1051,6 +1071,7 @@ export interface components {
             /** @description Unix seconds */
             created_at: number;
             filename: string;
+            /** @description `fine-tune` (an upload) or `fine-tune-results` (the metrics CSV of a succeeded job) */
             purpose: string;
             format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
             /** @enum {string} */
@@ -1069,6 +1090,7 @@ export interface components {
             stats: {
                 [key: string]: unknown;
             } | null;
+            expires_at: number | null;
         };
         Model: {
             /**
@@ -1125,7 +1147,11 @@ export interface components {
             hyperparameters: {
                 [key: string]: unknown;
             };
+            /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
             method: {
+                /** @enum {string} */
+                type: "transfer" | "supervised" | "distillation";
+            } & {
                 [key: string]: unknown;
             };
             trained_tokens: null;
@@ -2390,7 +2416,11 @@ export interface operations {
                             hyperparameters: {
                                 [key: string]: unknown;
                             };
+                            /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                             method: {
+                                /** @enum {string} */
+                                type: "transfer" | "supervised" | "distillation";
+                            } & {
                                 [key: string]: unknown;
                             };
                             trained_tokens: null;
@@ -2583,7 +2613,11 @@ export interface operations {
                         hyperparameters: {
                             [key: string]: unknown;
                         };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
                             [key: string]: unknown;
                         };
                         trained_tokens: null;
@@ -2774,7 +2808,11 @@ export interface operations {
                         hyperparameters: {
                             [key: string]: unknown;
                         };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
                             [key: string]: unknown;
                         };
                         trained_tokens: null;
@@ -2966,7 +3004,11 @@ export interface operations {
                         hyperparameters: {
                             [key: string]: unknown;
                         };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
                             [key: string]: unknown;
                         };
                         trained_tokens: null;
@@ -3403,6 +3445,7 @@ export interface operations {
                      *               "9": 5949
                      *             }
                      *           },
+                     *           "expires_at": null,
                      *           "project": {
                      *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *             "name": "digits"
@@ -3424,6 +3467,7 @@ export interface operations {
                             /** @description Unix seconds */
                             created_at: number;
                             filename: string;
+                            /** @description `fine-tune` (an upload) or `fine-tune-results` (the metrics CSV of a succeeded job) */
                             purpose: string;
                             format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
                             /** @enum {string} */
@@ -3442,6 +3486,7 @@ export interface operations {
                             stats: {
                                 [key: string]: unknown;
                             } | null;
+                            expires_at: number | null;
                             /** @description The owning project. */
                             project: {
                                 id: string;
@@ -3550,6 +3595,7 @@ export interface operations {
                      *           "9": 5949
                      *         }
                      *       },
+                     *       "expires_at": null,
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -3565,6 +3611,7 @@ export interface operations {
                         /** @description Unix seconds */
                         created_at: number;
                         filename: string;
+                        /** @description `fine-tune` (an upload) or `fine-tune-results` (the metrics CSV of a succeeded job) */
                         purpose: string;
                         format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
                         /** @enum {string} */
@@ -3583,6 +3630,7 @@ export interface operations {
                         stats: {
                             [key: string]: unknown;
                         } | null;
+                        expires_at: number | null;
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -4399,6 +4447,13 @@ export interface operations {
                     format?: "csv" | "jsonl" | "image_zip" | "idx";
                     /** @description CSV label column (default `label`) */
                     label_column?: string;
+                    /**
+                     * @description OpenAI's expiry policy: the only anchor is `created_at`
+                     * @enum {string}
+                     */
+                    "expires_after[anchor]"?: "created_at";
+                    /** @description Delete the file this long after upload (`expires_at`); a file an unfinished job uses is deleted once that job ends */
+                    "expires_after[seconds]"?: number;
                 };
             };
         };
@@ -4421,7 +4476,8 @@ export interface operations {
                      *       "status": "uploaded",
                      *       "status_details": null,
                      *       "error": null,
-                     *       "stats": null
+                     *       "stats": null,
+                     *       "expires_at": null
                      *     }
                      */
                     "application/json": components["schemas"]["File"];
@@ -4519,19 +4575,20 @@ export interface operations {
                     /** @description What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights */
                     model: string;
                     training_file: string;
-                    validation_file?: string;
+                    validation_file?: string | null;
                     method?: {
                         /**
-                         * @description "transfer" (default), "supervised" or "distillation"
+                         * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
                          * @example transfer
                          */
                         type: string;
                         transfer?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -4554,11 +4611,12 @@ export interface operations {
                             };
                         };
                         supervised?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -4571,11 +4629,12 @@ export interface operations {
                         };
                         /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
                         distillation?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -4591,11 +4650,12 @@ export interface operations {
                             alpha?: "auto" | number;
                         };
                     };
-                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                     hyperparameters?: {
                         n_epochs?: "auto" | number;
                         batch_size?: "auto" | number;
                         learning_rate?: "auto" | number;
+                        learning_rate_multiplier?: "auto" | number;
                         validation_split?: "auto" | number;
                         optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                         early_stopping?: null | {
@@ -4605,12 +4665,12 @@ export interface operations {
                             monitor?: "val_loss" | "val_accuracy";
                         };
                     };
-                    seed?: number;
-                    suffix?: string;
-                    /** @description At most 16 pairs; keys up to 64 characters, values up to 512. */
+                    seed?: number | null;
+                    suffix?: string | null;
                     metadata?: {
                         [key: string]: string;
-                    };
+                    } | null;
+                    integrations?: unknown[] | null;
                 };
             };
         };
@@ -4696,7 +4756,11 @@ export interface operations {
                         hyperparameters: {
                             [key: string]: unknown;
                         };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
                             [key: string]: unknown;
                         };
                         trained_tokens: null;
@@ -5984,7 +6048,7 @@ export interface operations {
                      *           "id": "ftckpt-2w4e6r8t0y1u3i5o7p9a1s3d",
                      *           "object": "fine_tuning.job.checkpoint",
                      *           "created_at": 1764370020,
-                     *           "fine_tuned_model_checkpoint": "ft:mnist-cnn:digits:4f2k8d0s:step-1035",
+                     *           "fine_tuned_model_checkpoint": "ft:mnist-cnn:digits:4f2k8d0s:ckpt-step-1035",
                      *           "fine_tuning_job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *           "step_number": 1035,
                      *           "epoch": 5,
@@ -6383,6 +6447,10 @@ export interface operations {
                 limit?: number;
                 /** @description Id of the last object of the previous page. */
                 after?: string;
+                /** @description By creation time; default desc (newest first) */
+                order?: "asc" | "desc";
+                /** @description Only files of this purpose */
+                purpose?: string;
             };
             header?: never;
             path?: never;
@@ -6432,7 +6500,8 @@ export interface operations {
                      *               "8": 5851,
                      *               "9": 5949
                      *             }
-                     *           }
+                     *           },
+                     *           "expires_at": null
                      *         }
                      *       ],
                      *       "has_more": false
@@ -6450,6 +6519,7 @@ export interface operations {
                             /** @description Unix seconds */
                             created_at: number;
                             filename: string;
+                            /** @description `fine-tune` (an upload) or `fine-tune-results` (the metrics CSV of a succeeded job) */
                             purpose: string;
                             format: ("csv" | "jsonl" | "image_zip" | "idx") | null;
                             /** @enum {string} */
@@ -6468,6 +6538,7 @@ export interface operations {
                             stats: {
                                 [key: string]: unknown;
                             } | null;
+                            expires_at: number | null;
                         }[];
                         has_more: boolean;
                     };
@@ -6548,6 +6619,13 @@ export interface operations {
                     format?: "csv" | "jsonl" | "image_zip" | "idx";
                     /** @description CSV label column (default `label`) */
                     label_column?: string;
+                    /**
+                     * @description OpenAI's expiry policy: the only anchor is `created_at`
+                     * @enum {string}
+                     */
+                    "expires_after[anchor]"?: "created_at";
+                    /** @description Delete the file this long after upload (`expires_at`); a file an unfinished job uses is deleted once that job ends */
+                    "expires_after[seconds]"?: number;
                 };
             };
         };
@@ -6570,7 +6648,8 @@ export interface operations {
                      *       "status": "uploaded",
                      *       "status_details": null,
                      *       "error": null,
-                     *       "stats": null
+                     *       "stats": null,
+                     *       "expires_at": null
                      *     }
                      */
                     "application/json": components["schemas"]["File"];
@@ -6614,6 +6693,82 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    downloadFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the bytes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6691,7 +6846,8 @@ export interface operations {
                      *           "8": 5851,
                      *           "9": 5949
                      *         }
-                     *       }
+                     *       },
+                     *       "expires_at": null
                      *     }
                      */
                     "application/json": components["schemas"]["File"];
@@ -8354,7 +8510,11 @@ export interface operations {
                             hyperparameters: {
                                 [key: string]: unknown;
                             };
+                            /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                             method: {
+                                /** @enum {string} */
+                                type: "transfer" | "supervised" | "distillation";
+                            } & {
                                 [key: string]: unknown;
                             };
                             trained_tokens: null;
@@ -8447,19 +8607,20 @@ export interface operations {
                     /** @description What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights */
                     model: string;
                     training_file: string;
-                    validation_file?: string;
+                    validation_file?: string | null;
                     method?: {
                         /**
-                         * @description "transfer" (default), "supervised" or "distillation"
+                         * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
                          * @example transfer
                          */
                         type: string;
                         transfer?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -8482,11 +8643,12 @@ export interface operations {
                             };
                         };
                         supervised?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -8499,11 +8661,12 @@ export interface operations {
                         };
                         /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
                         distillation?: {
-                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                             hyperparameters?: {
                                 n_epochs?: "auto" | number;
                                 batch_size?: "auto" | number;
                                 learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
                                 validation_split?: "auto" | number;
                                 optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                                 early_stopping?: null | {
@@ -8519,11 +8682,12 @@ export interface operations {
                             alpha?: "auto" | number;
                         };
                     };
-                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
                     hyperparameters?: {
                         n_epochs?: "auto" | number;
                         batch_size?: "auto" | number;
                         learning_rate?: "auto" | number;
+                        learning_rate_multiplier?: "auto" | number;
                         validation_split?: "auto" | number;
                         optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
                         early_stopping?: null | {
@@ -8533,12 +8697,12 @@ export interface operations {
                             monitor?: "val_loss" | "val_accuracy";
                         };
                     };
-                    seed?: number;
-                    suffix?: string;
-                    /** @description At most 16 pairs; keys up to 64 characters, values up to 512. */
+                    seed?: number | null;
+                    suffix?: string | null;
                     metadata?: {
                         [key: string]: string;
-                    };
+                    } | null;
+                    integrations?: unknown[] | null;
                 };
             };
         };
@@ -9204,7 +9368,7 @@ export interface operations {
                      *           "id": "ftckpt-2w4e6r8t0y1u3i5o7p9a1s3d",
                      *           "object": "fine_tuning.job.checkpoint",
                      *           "created_at": 1764370020,
-                     *           "fine_tuned_model_checkpoint": "ft:mnist-cnn:digits:4f2k8d0s:step-1035",
+                     *           "fine_tuned_model_checkpoint": "ft:mnist-cnn:digits:4f2k8d0s:ckpt-step-1035",
                      *           "fine_tuning_job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *           "step_number": 1035,
                      *           "epoch": 5,

@@ -20,6 +20,7 @@ import { errorHandlerPlugin } from './plugins/error-handler.js'
 import { idempotencyPlugin } from './plugins/idempotency.js'
 import { dbPlugin, queuePlugin, redisPlugin, storagePlugin } from './plugins/infrastructure.js'
 import { jobUpdatesPlugin } from './plugins/job-updates.js'
+import { jsonBodyPlugin } from './plugins/json-body.js'
 import { lookupCachePlugin } from './plugins/lookup-cache.js'
 import { rateLimitPlugin } from './plugins/rate-limit.js'
 import { loggerOptions, securityPlugin } from './plugins/security.js'
@@ -74,6 +75,7 @@ export async function buildApp({
   })
 
   await app.register(errorHandlerPlugin)
+  await app.register(jsonBodyPlugin)
   await app.register(securityPlugin)
   for (const schema of [ErrorSchema, ProjectObject, FileObject, ModelObject, JobObject, EventObject])
     app.addSchema(schema)

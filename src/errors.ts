@@ -231,6 +231,24 @@ export const ERROR_CATALOGUE = {
     description:
       'The inference process ran out of its memory budget and was killed while answering; a fresh one replaces it. Retry with fewer inputs.',
   },
+  // OpenAI compatibility (issue 15): OpenAI's own codes where the concepts coincide.
+  invalid_training_file: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The `training_file` does not exist in this project (or was deleted), or is not a `fine-tune` dataset.',
+  },
+  invalid_validation_file: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The `validation_file` does not exist in this project (or was deleted), or is not a `fine-tune` dataset.',
+  },
+  integrations_not_supported: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'Refit has no integrations (such as wandb): send `integrations` as `[]` or `null`, or leave it out.',
+  },
 } as const satisfies Record<string, CatalogueEntry>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE

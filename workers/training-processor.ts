@@ -23,7 +23,8 @@ import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
 import { watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
-import { BATCH_METRICS } from '../src/modules/jobs/batch-metrics.js'
+import { storeResultFile } from '../src/modules/files/result-files.js'
+import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifecycle/fence.js'
@@ -419,7 +420,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
 async function registerModel(
   deps: WorkerDeps,
   fence: Fence,
-  job: { trainingFileId: string; validationFileId: string | null },
+  job: { id: string; projectId: string; trainingFileId: string; validationFileId: string | null },
   done: Extract<ChildMessage, { type: 'done' }>,
   backend: string | null,
   seconds: number,
@@ -435,6 +436,11 @@ async function registerModel(
     file: job.validationFileId ?? job.trainingFileId,
     data: job.validationFileId ? 'validation_file' : 'validation_split',
   }
+  const rows = await retryTransient(
+    () => deps.db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } }),
+    { onRetry },
+  )
+  const resultFile = await storeResultFile(storage, job, rows)
   return retryTransient(
     () =>
       lifecycle.succeed(deps, fence, {
@@ -445,6 +451,7 @@ async function registerModel(
         bestEpoch: done.bestEpoch ?? null,
         backend,
         seconds,
+        resultFile,
       }),
     { onRetry },
   )

@@ -10,6 +10,7 @@ import { pino } from 'pino'
 import { type Config, loadConfig } from '../src/config.js'
 import { createDb } from '../src/db/client.js'
 import { backendCapabilities } from '../src/engine/backend.js'
+import { deleteExpiredFiles } from '../src/modules/files/files-service.js'
 import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
 import { detectDevice, trainingQueueName } from '../src/modules/workers/resource-class.js'
 import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
@@ -95,6 +96,8 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     // webhook deliveries whose enqueue was lost, and finished jobs without their delivery rows
     await relayDeliveries(db, queues.webhooks, log)
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
+    const expired = await deleteExpiredFiles(deps)
+    if (expired) log.info({ expired }, 'deleted files past their expires_after')
     // Uploads cut off by an API crash leave temporary files; no row points at them.
     const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
     if (swept) log.info({ swept }, 'removed abandoned temporary uploads')

@@ -12,6 +12,7 @@ export type DatasetErrorCode =
   | 'dataset_too_large'
   | 'invalid_image'
   | 'validation_failed'
+  | 'chat_format_not_supported'
 
 /** At most this many problems travel in `details`: enough to fix a file in one go, small enough for a response. */
 export const MAX_PROBLEMS = 20

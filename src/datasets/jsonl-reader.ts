@@ -6,6 +6,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
+const CHAT_FORMAT_MESSAGE =
+  'This is an OpenAI chat/completions dataset ({"messages": …} or {"prompt", "completion"}). Refit trains classifiers, not language models: ' +
+  'upload JSONL lines like {"features": [0.1, 0.2], "label": "cat"}, a CSV with a label column, a zip of image folders (one folder per class), or a zip of IDX files.'
+
+/** A line of OpenAI's fine-tuning formats (chat `messages`, preference `input`, legacy `prompt`/`completion`). */
+function isOpenAiTextExample(v: Record<string, unknown>): boolean {
+  if ('features' in v) return false
+  return Array.isArray(v.messages) || (typeof v.prompt === 'string' && 'completion' in v) || isRecord(v.input)
+}
+
 /**
  * Reads JSON Lines, one `{"features": [numbers], "label": string | number}` per line, all lines with the
  * same number of features. Streams the file; problems are collected (up to 20) and thrown as `invalid_jsonl`.
@@ -30,6 +40,16 @@ export async function readJsonl(path: string, opts: TabularReadOptions): Promise
       problems.add({ line, message: 'the line must be a JSON object like {"features": [1, 2], "label": "a"}' })
       continue
     }
+    // An OpenAI chat/completions dataset: one clear answer instead of a "features" problem per line.
+    if (firstLine === 0 && problems.problems.length === 0 && isOpenAiTextExample(value))
+      throw new DatasetValidationError('chat_format_not_supported', CHAT_FORMAT_MESSAGE, [
+        {
+          line,
+          message: `the line has ${Object.keys(value)
+            .map((k) => `"${k}"`)
+            .join(', ')}, not "features" and "label"`,
+        },
+      ])
     const { features, label } = value
     let ok = true
     if (!Array.isArray(features) || features.length === 0) {

@@ -42,4 +42,26 @@ export function fineTunedModelId(
   return `ft:${base}:${suffix || 'refit'}:${short}`
 }
 
+/**
+ * A checkpoint's OpenAI-style name, `ft:<base>:<suffix|refit>:<short id>:ckpt-step-<N>`: unique, fixed from
+ * the job's creation whatever its status, and accepted as `model` like the checkpoint's `ftckpt-` id.
+ */
+export function checkpointModelId(baseModelId: string, suffix: string | null, jobId: string, step: number): string {
+  return `${fineTunedModelId(baseModelId, suffix, jobId)}:ckpt-step-${step}`
+}
+
+/** The parts of a checkpoint name, or null when `name` is not one. */
+export function parseCheckpointModelId(name: string): { shortId: string; step: number } | null {
+  const m = /^ft:[^:]+:[^:]+:([a-z0-9]{8}):ckpt-step-(\d{1,9})$/.exec(name)
+  return m ? { shortId: m[1]!, step: Number(m[2]) } : null
+}
+
+/**
+ * The id of a job's `fine-tune-results` file: `file-` + the job id's random part, so a job names its result
+ * file without a column (the file row is written in the transaction that marks the job succeeded).
+ */
+export function resultFileId(jobId: string): string {
+  return `file-${jobId.slice(jobId.indexOf('-') + 1)}`
+}
+
 export const unixSeconds = (d: Date | null | undefined): number | null => (d ? Math.floor(d.getTime() / 1000) : null)

@@ -78,6 +78,8 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
   const appError = toAppError(err) ?? new AppError('internal_error', 'Internal error; the request id identifies it.')
   if (appError.status >= 500) req.log.error({ err }, 'request failed')
   for (const [k, v] of Object.entries(appError.headers ?? {})) reply.header(k, v)
+  // The OpenAI SDKs retry every 409 unless told otherwise; only a key still in flight is worth retrying.
+  if (appError.status === 409) reply.header('x-should-retry', String(appError.code === 'idempotency_key_in_progress'))
   const body: ErrorBody = {
     error: {
       message: appError.message,

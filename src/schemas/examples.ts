@@ -34,6 +34,7 @@ export const fileExample = {
     classes: ['5', '6', '7', '8', '9'],
     class_counts: { '5': 5421, '6': 5918, '7': 6265, '8': 5851, '9': 5949 },
   },
+  expires_at: null,
 }
 
 export const uploadedFileExample = { ...fileExample, format: null, status: 'uploaded', stats: null }
@@ -187,7 +188,7 @@ export const checkpointExample = {
   id: 'ftckpt-2w4e6r8t0y1u3i5o7p9a1s3d',
   object: 'fine_tuning.job.checkpoint',
   created_at: T + 20,
-  fine_tuned_model_checkpoint: `${MODEL_ID}:step-1035`,
+  fine_tuned_model_checkpoint: `${MODEL_ID}:ckpt-step-1035`,
   fine_tuning_job_id: JOB_ID,
   step_number: 1035,
   epoch: 5,

@@ -49,12 +49,17 @@ export const FileObject = Type.Object(
     bytes: Type.Integer(),
     created_at: Unix,
     filename: Type.String(),
-    purpose: Type.String(),
+    purpose: Type.String({
+      description: '`fine-tune` (an upload) or `fine-tune-results` (the metrics CSV of a succeeded job)',
+    }),
     format: Nullable(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
     status: StringEnum(['uploaded', 'processed', 'error']),
     status_details: Nullable(Type.String()),
     error: Nullable(FileError),
     stats: Nullable(AnyObject),
+    expires_at: Nullable(
+      Type.Integer({ description: 'Unix seconds when the file is deleted (upload `expires_after`), or null' }),
+    ),
   },
   { $id: 'File' },
 )
@@ -112,7 +117,10 @@ export const JobObject = Type.Object(
     validation_file: Nullable(Type.String()),
     training_file: Type.String(),
     hyperparameters: AnyObject,
-    method: AnyObject,
+    method: Type.Object(
+      { type: StringEnum(['transfer', 'supervised', 'distillation']) },
+      { additionalProperties: true, description: '`{type, <type>: {hyperparameters, ...}}`, as resolved' },
+    ),
     trained_tokens: Type.Null(),
     trained_samples: Nullable(Type.Integer()),
     error: Nullable(Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) })),

@@ -114,6 +114,7 @@ test('supervised preset, then distillation of it into a smaller student', async 
     n_epochs: 3,
     batch_size: 32,
     learning_rate: 0.001,
+    learning_rate_multiplier: 1,
     validation_split: 0.1,
     optimizer: 'adam',
     early_stopping: null,

@@ -94,6 +94,7 @@ test('a transfer job from mnist-cnn trains, reports metrics while running and yi
     n_epochs: 5,
     batch_size: 128,
     learning_rate: 0.001,
+    learning_rate_multiplier: 1,
     validation_split: 0.1,
     optimizer: 'adam',
     early_stopping: null,

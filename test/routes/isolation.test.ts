@@ -110,15 +110,15 @@ test("B's refused DELETE and cancel left A's objects as they were", async () => 
   assert.ok(!events.json().data.some((e: { message: string }) => /cancel/i.test(e.message)))
 })
 
-test("B cannot use A's file to create a job: 404 on training_file and validation_file", async () => {
+test("B cannot use A's file to create a job: 400 invalid_training_file / invalid_validation_file, as for a missing file", async () => {
   const res = await app.inject({
     method: 'POST',
     url: '/v1/fine_tuning/jobs',
     headers: authB,
     payload: { model: 'mnist-cnn', training_file: fileA },
   })
-  assert.equal(res.statusCode, 404, res.body)
-  assert.equal(res.json().error.code, 'not_found')
+  assert.equal(res.statusCode, 400, res.body)
+  assert.equal(res.json().error.code, 'invalid_training_file')
   assert.equal(res.json().error.param, 'training_file')
   const missing = await app.inject({
     method: 'POST',
@@ -134,7 +134,8 @@ test("B cannot use A's file to create a job: 404 on training_file and validation
     headers: authB,
     payload: { model: 'mnist-cnn', training_file: fileB, validation_file: fileA },
   })
-  assert.equal(asValidation.statusCode, 404, asValidation.body)
+  assert.equal(asValidation.statusCode, 400, asValidation.body)
+  assert.equal(asValidation.json().error.code, 'invalid_validation_file')
   assert.equal(asValidation.json().error.param, 'validation_file')
 })
 

@@ -160,17 +160,17 @@ test('unknown model: 404 not_found, param model', async () => {
   assert.match(error.message, /gpt-9/)
 })
 
-test('unknown training or validation file: 404 naming the field', async () => {
+test("unknown training or validation file: 400 invalid_training_file / invalid_validation_file (OpenAI's answer)", async () => {
   expectError(
     await createJob({ model: 'mnist-cnn', training_file: 'file-doesnotexist' }),
-    404,
-    'not_found',
+    400,
+    'invalid_training_file',
     'training_file',
   )
   expectError(
     await createJob({ model: 'mnist-cnn', training_file: idxFile, validation_file: 'file-doesnotexist' }),
-    404,
-    'not_found',
+    400,
+    'invalid_validation_file',
     'validation_file',
   )
 })
@@ -241,6 +241,7 @@ test('a job on a processed file is queued at once with hyperparameters resolved;
     n_epochs: 20,
     batch_size: 16,
     learning_rate: 0.001,
+    learning_rate_multiplier: 1,
     validation_split: 0.1,
     optimizer: 'adam',
     early_stopping: null,
@@ -275,6 +276,7 @@ test('explicit hyperparameters are kept; "auto" ones are resolved; without seed 
     n_epochs: 3,
     batch_size: 16,
     learning_rate: 0.01,
+    learning_rate_multiplier: 10,
     validation_split: 0.1,
     optimizer: 'adam',
     early_stopping: null,
@@ -308,6 +310,7 @@ test('a job on a file still `uploaded` waits in validating_files, then is queued
     n_epochs: 20,
     batch_size: 16,
     learning_rate: 0.005,
+    learning_rate_multiplier: 5,
     validation_split: 0.1,
     optimizer: 'adam',
     early_stopping: null,

@@ -4,13 +4,13 @@ import type { DatasetFormat } from '../../datasets/types.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
-import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
+import { NEWEST_FIRST, newerThan, OLDEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { FILE_JOB_OPTIONS } from '../../queue/catalog.js'
 import { deleteFileFeatures } from '../features/feature-cache-service.js'
 import { assertStorageQuota } from '../limits/limits-service.js'
 
 const FORMATS: DatasetFormat[] = ['csv', 'jsonl', 'image_zip', 'idx']
-const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling'] as const
+export const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling'] as const
 
 export interface FileError {
   code: string
@@ -33,7 +33,35 @@ export function presentFile(f: File) {
     status_details: err ? err.message : null,
     error: err,
     stats: (f.stats as Record<string, unknown> | null) ?? null,
+    expires_at: unixSeconds(f.expiresAt),
   }
+}
+
+/** OpenAI's `expires_after` bounds: one hour to 30 days after upload. */
+export const EXPIRES_AFTER_SECONDS = { min: 3600, max: 2_592_000 } as const
+
+/** `expires_after[anchor]` / `expires_after[seconds]` multipart fields -> seconds after upload, or null. */
+function parseExpiresAfter(fields: Record<string, string>): number | null {
+  const anchor = fields['expires_after[anchor]']
+  const seconds = fields['expires_after[seconds]']
+  if (anchor === undefined && seconds === undefined) return null
+  if (anchor !== 'created_at')
+    throw new AppError(
+      'invalid_field',
+      `expires_after[anchor] must be "created_at", got ${JSON.stringify(anchor ?? null)}.`,
+      {
+        param: 'expires_after[anchor]',
+      },
+    )
+  const n = Number(seconds)
+  const { min, max } = EXPIRES_AFTER_SECONDS
+  if (seconds === undefined || !/^\d+$/.test(seconds) || n < min || n > max)
+    throw new AppError(
+      'invalid_field',
+      `expires_after[seconds] must be a whole number of seconds from ${min} (1 hour) to ${max} (30 days), got ${JSON.stringify(seconds ?? null)}.`,
+      { param: 'expires_after[seconds]' },
+    )
+  return n
 }
 
 /**
@@ -82,14 +110,18 @@ export async function uploadFile(
       throw new AppError('invalid_field', 'label_column must be a column name (no commas, quotes or newlines).', {
         param: 'label_column',
       })
+    const expiresAfter = parseExpiresAfter(fields)
     for (const name of Object.keys(fields))
-      if (!['purpose', 'format', 'label_column'].includes(name))
+      if (!['purpose', 'format', 'label_column', 'expires_after[anchor]', 'expires_after[seconds]'].includes(name))
         throw new AppError('invalid_field', `Unknown multipart field "${name}".`, { param: name })
     if (stored.bytes === 0) throw new AppError('invalid_request', 'The file is empty.', { param: 'file' })
     await assertStorageQuota(app, projectId, stored.bytes)
+    const createdAt = new Date()
     const row = await app.db.file.create({
       data: {
         id,
+        createdAt,
+        expiresAt: expiresAfter === null ? null : new Date(createdAt.getTime() + expiresAfter * 1000),
         projectId,
         filename: filename.slice(0, 255),
         purpose,
@@ -111,17 +143,70 @@ export async function uploadFile(
   }
 }
 
-export async function listFiles(app: FastifyInstance, projectId: string, page: Page) {
-  const limit = page.limit ?? 20
-  const cursor = page.after
-    ? await app.db.file.findFirst({ where: { id: page.after, projectId, deletedAt: null } })
+/** OpenAI's `files.list` parameters: a page, in either order, of one purpose or all. */
+export interface FileListQuery extends Page {
+  purpose?: string
+  order?: 'asc' | 'desc'
+}
+
+export async function listFiles(app: FastifyInstance, projectId: string, query: FileListQuery) {
+  const limit = query.limit ?? 20
+  const asc = query.order === 'asc'
+  const cursor = query.after
+    ? await app.db.file.findFirst({ where: { id: query.after, projectId, deletedAt: null } })
     : null
   const rows = await app.db.file.findMany({
-    where: { projectId, deletedAt: null, ...olderThan(cursor) },
-    orderBy: NEWEST_FIRST,
+    where: {
+      projectId,
+      deletedAt: null,
+      ...(query.purpose ? { purpose: query.purpose } : {}),
+      ...(asc ? newerThan(cursor) : olderThan(cursor)),
+    },
+    orderBy: asc ? OLDEST_FIRST : NEWEST_FIRST,
     take: limit + 1,
   })
   return toList(rows, limit, presentFile)
+}
+
+/** The file's bytes as stored (a dataset as uploaded, or a job's result CSV), streamed. */
+export async function fileContent(app: FastifyInstance, projectId: string, id: string) {
+  const row = await getFile(app, projectId, id)
+  // A file rejected by validation has had its bytes removed.
+  if (!row.storagePath)
+    throw new AppError('file_not_ready', `File ${id} failed validation; its bytes were not kept.`, { param: 'id' })
+  return { row, stream: await app.storage.read(row.storagePath) }
+}
+
+interface ExpiryDeps {
+  db: FastifyInstance['db']
+  storage: FastifyInstance['storage']
+}
+
+/**
+ * Deletes files whose `expires_after` has passed, like DELETE /v1/files/{id} would. A file an unfinished
+ * job still uses waits: it is deleted on the first sweep after that job ends. Run by the workers' reconciler.
+ */
+export async function deleteExpiredFiles(deps: ExpiryDeps, now = new Date()): Promise<number> {
+  const due = await deps.db.file.findMany({
+    where: {
+      deletedAt: null,
+      expiresAt: { lte: now },
+      trainingJobs: { none: { status: { in: [...UNFINISHED] } } },
+      validationJobs: { none: { status: { in: [...UNFINISHED] } } },
+    },
+    take: 100,
+  })
+  let deleted = 0
+  for (const f of due) {
+    const r = await deps.db.file.updateMany({
+      where: { id: f.id, deletedAt: null },
+      data: { deletedAt: now, storagePath: null },
+    })
+    if (!r.count) continue // another worker's sweep got it
+    deleted++
+    if (f.storagePath) await deps.storage.remove(f.storagePath)
+  }
+  return deleted
 }
 
 export async function getFile(app: FastifyInstance, projectId: string, id: string) {

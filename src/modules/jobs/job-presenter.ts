@@ -1,7 +1,7 @@
 // The wire object of a fine-tuning job. Its own file so that the lifecycle module (webhook payloads) and
 // the services can both use it without importing each other.
 import type { FineTuningJob } from '../../generated/prisma/client.js'
-import { unixSeconds } from '../../lib/ids.js'
+import { resultFileId, unixSeconds } from '../../lib/ids.js'
 import type { StoredMethod } from './methods.js'
 
 /** OpenAI's shape: `{type, <type>: {hyperparameters, ...}}`, with the hyperparameters as resolved. */
@@ -21,7 +21,8 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     finished_at: unixSeconds(j.finishedAt),
     fine_tuned_model: j.fineTunedModelId,
     organization_id: j.projectId,
-    result_files: [] as string[],
+    // written in the transaction that marks the job succeeded (lifecycle.succeed)
+    result_files: j.status === 'succeeded' ? [resultFileId(j.id)] : [],
     status: j.status,
     status_reason: j.statusReason,
     validation_file: j.validationFileId,

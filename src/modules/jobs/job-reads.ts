@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import type { FineTuningJob } from '../../generated/prisma/client.js'
-import { unixSeconds } from '../../lib/ids.js'
+import { checkpointModelId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { presentEvent } from './job-events.js'
 import { streamJobEvents } from './job-stream.js'
@@ -70,7 +70,7 @@ export async function listJobCheckpoints(db: Db, job: FineTuningJob, page: Page)
     id: c.id,
     object: 'fine_tuning.job.checkpoint' as const,
     created_at: unixSeconds(c.createdAt)!,
-    fine_tuned_model_checkpoint: `${job.fineTunedModelId ?? `ft:${job.baseModelId}:ckpt`}:step-${c.step}`,
+    fine_tuned_model_checkpoint: checkpointModelId(job.baseModelId, job.suffix, job.id, c.step),
     fine_tuning_job_id: job.id,
     step_number: c.step,
     epoch: c.epoch,

@@ -3,7 +3,7 @@ import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File, FineTuningJob, Model } from '../../generated/prisma/client.js'
-import { newId } from '../../lib/ids.js'
+import { checkpointModelId, newId, parseCheckpointModelId } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { cancelChannel } from '../../queue/catalog.js'
 import { enqueueTraining } from '../../queue/enqueue.js'
@@ -11,7 +11,13 @@ import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots } from '../limits/limits-service.js'
 import { assertJobFits } from '../limits/memory-budget.js'
 import { getModel } from '../models/models-service.js'
-import { checkBounds, type HyperparametersInput, resolveHyperparameters } from './hyperparameters.js'
+import {
+  BASE_LEARNING_RATE,
+  checkBounds,
+  explicitLearningRate,
+  type HyperparametersInput,
+  resolveHyperparameters,
+} from './hyperparameters.js'
 import { presentJob } from './job-presenter.js'
 import * as lifecycle from './lifecycle/lifecycle.js'
 import { isTerminal } from './lifecycle/transitions.js'
@@ -23,18 +29,31 @@ export { presentJob }
 export interface CreateJobBody {
   model: string
   training_file: string
-  validation_file?: string
+  /** null = none (OpenAI's SDKs send explicit nulls for their nullable parameters) */
+  validation_file?: string | null
   method?: MethodInput
   /** OpenAI's legacy top-level hyperparameters; `method.<type>.hyperparameters` wins */
   hyperparameters?: HyperparametersInput
-  seed?: number
-  suffix?: string
-  metadata?: Record<string, string>
+  seed?: number | null
+  suffix?: string | null
+  metadata?: Record<string, string> | null
+  /** OpenAI's integrations: Refit has none, so only [] or null */
+  integrations?: unknown[] | null
 }
 
-async function findFile(db: Db, projectId: string, id: string, param: string): Promise<File> {
+async function findFile(
+  db: Db,
+  projectId: string,
+  id: string,
+  param: 'training_file' | 'validation_file',
+): Promise<File> {
   const f = await db.file.findFirst({ where: { id, projectId, deletedAt: null } })
-  if (!f) throw notFound('file', id, param)
+  // OpenAI answers 400 here, not 404; missing, deleted and another project's files answer alike.
+  const code = param === 'training_file' ? 'invalid_training_file' : 'invalid_validation_file'
+  if (!f)
+    throw new AppError(code, `No file with id '${id}' in this project: upload it first (purpose fine-tune).`, { param })
+  if (f.purpose !== 'fine-tune')
+    throw new AppError(code, `File ${id} has purpose ${f.purpose}; a ${param} must be a fine-tune dataset.`, { param })
   if (f.status === 'error')
     throw new AppError(
       'file_not_ready',
@@ -84,19 +103,27 @@ export function checkCompatible(model: Model, file: File, param = 'training_file
  * processed), without writing anything: createJob persists it, `?dry_run=true` answers it.
  */
 export async function resolveJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
-  const method: MethodInput = body.method ?? { type: 'transfer' }
-  const hpParam = body.method ? `method.${method.type}.hyperparameters` : 'hyperparameters'
-  const hpInput: HyperparametersInput = { ...(body.hyperparameters ?? {}), ...methodHyperparameters(method) }
-  checkBounds(hpInput, hpParam)
-
-  // `model` may name a checkpoint of one of the project's jobs: the new job starts from its weights.
-  const checkpoint = body.model.startsWith('ftckpt-') ? await findCheckpoint(app.db, projectId, body.model) : null
+  if (body.integrations?.length)
+    throw new AppError(
+      'integrations_not_supported',
+      'Refit has no integrations (such as wandb); follow a job through its events, metrics and checkpoints, and send integrations as [] or null.',
+      { param: 'integrations' },
+    )
+  // `model` may name a checkpoint of one of the project's jobs (by `ftckpt-` id or by its
+  // `ft:…:ckpt-step-N` name): the new job starts from its weights.
+  const checkpoint = await findCheckpoint(app.db, projectId, body.model)
   const modelId = checkpoint ? checkpoint.job.baseModelId : body.model
   const model = await getModel(app.db, projectId, modelId).catch((err) => {
     if (err instanceof AppError && err.code === 'not_found') throw notFound('model', body.model, 'model')
     throw err
   })
-  const learningRate = typeof hpInput.learning_rate === 'number' ? hpInput.learning_rate : 0.001
+  // OpenAI's legacy form (no `method`, top-level hyperparameters) must work on every model: presets have
+  // nothing pretrained to transfer from, so they train supervised; everything else transfers.
+  const method: MethodInput = body.method ?? { type: model.kind === 'architecture' ? 'supervised' : 'transfer' }
+  const hpParam = body.method ? `method.${method.type}.hyperparameters` : 'hyperparameters'
+  const hpInput: HyperparametersInput = { ...(body.hyperparameters ?? {}), ...methodHyperparameters(method) }
+  checkBounds(hpInput, hpParam)
+  const learningRate = explicitLearningRate(hpInput) ?? BASE_LEARNING_RATE
   const { stored, teacher } = await normalizeMethod(app.db, projectId, method, model, learningRate)
 
   const training = await findFile(app.db, projectId, body.training_file, 'training_file')
@@ -175,7 +202,7 @@ export async function createJob(
   const from = checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''
   return lifecycle.createJob(
     app,
-    { ...row, id, userMetadata: body.metadata, retryOfJobId: opts.retryOf ?? null },
+    { ...row, id, userMetadata: body.metadata ?? undefined, retryOfJobId: opts.retryOf ?? null },
     {
       ready,
       message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
@@ -186,9 +213,21 @@ export async function createJob(
   )
 }
 
-async function findCheckpoint(db: Db, projectId: string, id: string) {
-  const ckpt = await db.checkpoint.findFirst({ where: { id, job: { projectId } }, include: { job: true } })
-  if (!ckpt) throw notFound('checkpoint', id, 'model')
+/** The checkpoint `model` names, by `ftckpt-` id or `ft:…:ckpt-step-N` name; null when it names no checkpoint. */
+async function findCheckpoint(db: Db, projectId: string, model: string) {
+  if (model.startsWith('ftckpt-')) {
+    const ckpt = await db.checkpoint.findFirst({ where: { id: model, job: { projectId } }, include: { job: true } })
+    if (!ckpt) throw notFound('checkpoint', model, 'model')
+    return ckpt
+  }
+  const name = parseCheckpointModelId(model)
+  if (!name) return null
+  const candidates = await db.checkpoint.findMany({
+    where: { step: name.step, job: { projectId, id: { startsWith: `ftjob-${name.shortId}` } } },
+    include: { job: true },
+  })
+  const ckpt = candidates.find((c) => checkpointModelId(c.job.baseModelId, c.job.suffix, c.job.id, c.step) === model)
+  if (!ckpt) throw notFound('checkpoint', model, 'model')
   return ckpt
 }
 
@@ -214,7 +253,8 @@ export async function retryJob(app: FastifyInstance, projectId: string, id: stri
       validation_file: source.validationFileId ?? undefined,
       method: {
         type: stored.type,
-        [stored.type]: { ...config, hyperparameters: source.hyperparameters },
+        // the echoed multiplier is derived from learning_rate: passing both back would be refused
+        [stored.type]: { ...config, hyperparameters: withoutMultiplier(source.hyperparameters) },
       } as MethodInput,
       seed: source.seed,
       suffix: source.suffix ?? undefined,
@@ -222,6 +262,11 @@ export async function retryJob(app: FastifyInstance, projectId: string, id: stri
     },
     { retryOf: source.id },
   )
+}
+
+function withoutMultiplier(hp: unknown): HyperparametersInput {
+  const { learning_rate_multiplier: _, ...rest } = hp as HyperparametersInput
+  return typeof rest.learning_rate === 'number' || _ === undefined ? rest : (hp as HyperparametersInput)
 }
 
 /** 1-based place in the training queue (all projects share the workers), or null when not queued. */
@@ -247,11 +292,18 @@ export async function enqueueJob(
   await enqueueTraining(app.queues, app.log, job)
 }
 
-export async function listJobs(app: FastifyInstance, projectId: string, page: Page) {
-  const limit = page.limit ?? 20
-  const cursor = page.after ? await app.db.fineTuningJob.findFirst({ where: { id: page.after, projectId } }) : null
+/** A `metadata[<key>]` query parameter, as OpenAI's SDKs send the `metadata` filter of `jobs.list`. */
+export const METADATA_QUERY_KEY = /^metadata\[([^\]]{1,64})\]$/
+
+export async function listJobs(app: FastifyInstance, projectId: string, query: Page & Record<string, unknown>) {
+  const limit = query.limit ?? 20
+  const cursor = query.after ? await app.db.fineTuningJob.findFirst({ where: { id: query.after, projectId } }) : null
+  const metadata = Object.entries(query).flatMap(([k, v]) => {
+    const key = METADATA_QUERY_KEY.exec(k)?.[1]
+    return key === undefined ? [] : [{ userMetadata: { path: [key], equals: String(v) } }]
+  })
   const rows = await app.db.fineTuningJob.findMany({
-    where: { projectId, ...olderThan(cursor) },
+    where: { projectId, ...olderThan(cursor), ...(metadata.length ? { AND: metadata } : {}) },
     orderBy: NEWEST_FIRST,
     take: limit + 1,
   })

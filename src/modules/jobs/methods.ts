@@ -4,7 +4,7 @@ import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File, Model } from '../../generated/prisma/client.js'
 import { getModel } from '../models/models-service.js'
-import type { Auto, HyperparametersInput } from './hyperparameters.js'
+import { type Auto, type HyperparametersInput, roundRate } from './hyperparameters.js'
 
 export type MethodType = 'transfer' | 'supervised' | 'distillation'
 
@@ -102,7 +102,10 @@ export async function normalizeMethod(
           head: { hidden_units: auto(cfg.head?.hidden_units, 128), dropout: auto(cfg.head?.dropout, 0.5) },
           unfreeze_top_blocks: unfreeze,
           fine_tune: fine
-            ? { n_epochs: auto(fine.n_epochs, 3), learning_rate: auto(fine.learning_rate, learningRate / 10) }
+            ? {
+                n_epochs: auto(fine.n_epochs, 3),
+                learning_rate: auto(fine.learning_rate, roundRate(learningRate / 10)),
+              }
             : null,
         },
       },

@@ -1,6 +1,14 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
-import { deleteFile, getFile, listFiles, presentFile, uploadFile } from '../../modules/files/files-service.js'
-import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../schemas/common.js'
+import {
+  deleteFile,
+  EXPIRES_AFTER_SECONDS,
+  fileContent,
+  getFile,
+  listFiles,
+  presentFile,
+  uploadFile,
+} from '../../modules/files/files-service.js'
+import { errorResponses, IdParams, listOf, StringEnum } from '../../schemas/common.js'
 import {
   deletedExample,
   FILE_ID,
@@ -22,8 +30,30 @@ export const FileUploadBody = Type.Object(
     purpose: Type.Literal('fine-tune'),
     format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
     label_column: Type.Optional(Type.String({ description: 'CSV label column (default `label`)' })),
+    'expires_after[anchor]': Type.Optional(
+      Type.Literal('created_at', { description: "OpenAI's expiry policy: the only anchor is `created_at`" }),
+    ),
+    'expires_after[seconds]': Type.Optional(
+      Type.Integer({
+        minimum: EXPIRES_AFTER_SECONDS.min,
+        maximum: EXPIRES_AFTER_SECONDS.max,
+        description:
+          'Delete the file this long after upload (`expires_at`); a file an unfinished job uses is deleted once that job ends',
+      }),
+    ),
   },
   { examples: [fileUploadExample] },
+)
+
+/** OpenAI's `files.list` parameters (its page limit is 10,000). */
+const FileListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 20 })),
+    after: Type.Optional(Type.String({ maxLength: 200, description: 'Id of the last object of the previous page.' })),
+    order: Type.Optional(StringEnum(['asc', 'desc'], { description: 'By creation time; default desc (newest first)' })),
+    purpose: Type.Optional(Type.String({ maxLength: 64, description: 'Only files of this purpose' })),
+  },
+  { additionalProperties: false },
 )
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
@@ -63,11 +93,39 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['files'],
         operationId: 'listFiles',
         summary: "List the project's files, newest first",
-        querystring: ListQuery,
+        querystring: FileListQuery,
         response: { 200: jsonResponse(listOf(FileObject), listExample(fileExample)), ...errorResponses(400) },
       },
     },
     async (req) => listFiles(app, req.projectId, req.query),
+  )
+
+  app.get(
+    '/v1/files/:id/content',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['files'],
+        operationId: 'downloadFile',
+        summary: "A file's bytes, streamed: a dataset as uploaded, or a job's result CSV",
+        params: IdParams,
+        response: {
+          200: {
+            description: 'the bytes',
+            content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+          },
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { row, stream } = await fileContent(app, req.projectId, req.params.id)
+      return reply
+        .header('content-type', row.purpose === 'fine-tune-results' ? 'text/csv' : 'application/octet-stream')
+        .header('content-length', String(row.bytes))
+        .header('content-disposition', `attachment; filename="${row.filename.replace(/["\\\r\n]/g, '_')}"`)
+        .send(stream as never) // a stream; the documented 200 is binary, which the type provider cannot express
+    },
   )
 
   app.get(

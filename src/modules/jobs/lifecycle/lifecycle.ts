@@ -338,6 +338,8 @@ export interface TrainedModel {
   bestEpoch: number | null
   backend: string | null
   seconds: number
+  /** the `fine-tune-results` file (CSV of the metric rows, bytes already stored): OpenAI's `result_files` */
+  resultFile?: Prisma.FileUncheckedCreateInput
 }
 
 /**
@@ -362,6 +364,9 @@ export async function succeed(d: LifecycleDeps, fence: Fence, trained: TrainedMo
         evaluation: trained.evaluation,
       })
       const metadata = { ...trained.metadata, metrics, backend: trained.backend, seed: job.seed }
+      // its id derives from the job's: a replayed success finds it
+      if (trained.resultFile)
+        await tx.file.upsert({ where: { id: trained.resultFile.id }, create: trained.resultFile, update: {} })
       const artifact = await tx.artifact.create({
         data: {
           id: newId('art'),

@@ -6,11 +6,12 @@ import {
   createJob,
   getJob,
   listJobs,
+  METADATA_QUERY_KEY,
   presentJob,
   queuePosition,
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
-import { errorResponses, IdParams, ListQuery, listOf, StringEnum } from '../../../schemas/common.js'
+import { errorResponses, IdParams, ListQuery, listOf, Nullable, StringEnum } from '../../../schemas/common.js'
 import {
   cancellingJobExample,
   checkpointExample,
@@ -37,6 +38,15 @@ const Hyperparameters = Type.Object(
     learning_rate: Type.Optional(
       auto(Type.Number({ exclusiveMinimum: 0, minimum: BOUNDS.learning_rate.min, maximum: BOUNDS.learning_rate.max })),
     ),
+    learning_rate_multiplier: Type.Optional(
+      auto(
+        Type.Number({
+          minimum: BOUNDS.learning_rate_multiplier.min,
+          maximum: BOUNDS.learning_rate_multiplier.max,
+          description: "OpenAI's form: learning_rate = 0.001 × this. Give it or learning_rate, not both.",
+        }),
+      ),
+    ),
     validation_split: Type.Optional(
       auto(Type.Number({ minimum: BOUNDS.validation_split.min, maximum: BOUNDS.validation_split.max })),
     ),
@@ -58,14 +68,15 @@ const Hyperparameters = Type.Object(
   {
     additionalProperties: false,
     description:
-      '"auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001; optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch\'s weights.',
+      '"auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch\'s weights.',
   },
 )
 
 const Method = Type.Object(
   {
     type: Type.String({
-      description: '"transfer" (default), "supervised" or "distillation"',
+      description:
+        '"transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model',
       examples: ['transfer'],
     }),
     transfer: Type.Optional(
@@ -148,17 +159,27 @@ export const CreateJobBody = Type.Object(
         'What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights',
     }),
     training_file: Type.String({ minLength: 1, maxLength: 100 }),
-    validation_file: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    // OpenAI's SDKs declare these nullable and send an explicit null when the caller passes None/null.
+    validation_file: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 100 }))),
     method: Type.Optional(Method),
     hyperparameters: Type.Optional(Hyperparameters),
-    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
-    suffix: Type.Optional(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' })),
+    seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 2147483647 }))),
+    suffix: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' }))),
     metadata: Type.Optional(
-      Type.Record(Type.String(), Type.String({ maxLength: 512 }), {
-        maxProperties: 16,
-        propertyNames: { maxLength: 64 },
-        description: 'At most 16 pairs; keys up to 64 characters, values up to 512.',
-      }),
+      Nullable(
+        Type.Record(Type.String(), Type.String({ maxLength: 512 }), {
+          maxProperties: 16,
+          propertyNames: { maxLength: 64 },
+          description: 'At most 16 pairs; keys up to 64 characters, values up to 512.',
+        }),
+      ),
+    ),
+    integrations: Type.Optional(
+      Nullable(
+        Type.Array(Type.Unknown(), {
+          description: 'Accepted for OpenAI clients: Refit has no integrations, so only `[]` or `null`.',
+        }),
+      ),
     ),
   },
   {
@@ -189,6 +210,19 @@ export const CreateJobBody = Type.Object(
   },
 )
 
+/** Pages, plus OpenAI's metadata filter: `metadata[k]=v` keeps jobs whose metadata has k = v (all pairs given). */
+const JobListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+    after: Type.Optional(Type.String({ maxLength: 200, description: 'Id of the last object of the previous page.' })),
+  },
+  {
+    additionalProperties: false,
+    patternProperties: { [METADATA_QUERY_KEY.source]: Type.String({ maxLength: 512 }) },
+    description: '`metadata[<key>]=<value>` (repeatable) keeps only jobs whose metadata holds every pair given.',
+  },
+)
+
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/fine_tuning/jobs',
@@ -216,7 +250,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['fine-tuning'],
         operationId: 'listFineTuningJobs',
         summary: "List the project's jobs, newest first",
-        querystring: ListQuery,
+        querystring: JobListQuery,
         response: { 200: jsonResponse(listOf(JobObject), listExample(jobExample)), ...errorResponses(400) },
       },
     },
@@ -321,6 +355,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['fine-tuning'],
         operationId: 'listFineTuningCheckpoints',
         summary: "A job's checkpoints (one per epoch), newest first",
+        description:
+          '`fine_tuned_model_checkpoint` (`ft:<base>:<suffix|refit>:<short id>:ckpt-step-<N>`) and `id` (`ftckpt-…`) are both accepted as `model` when creating a job, to start from that checkpoint.',
         params: IdParams,
         querystring: ListQuery,
         response: {

@@ -1,0 +1,49 @@
+// OpenAI's `result_files`: a succeeded job's metric rows as a CSV file (purpose `fine-tune-results`),
+// readable through GET /v1/files/{id}/content like any file. Written by the worker when the job succeeds.
+import type { Prisma } from '../../generated/prisma/client.js'
+import { resultFileId } from '../../lib/ids.js'
+import type { Storage } from '../../storage/storage.js'
+
+export const RESULTS_PURPOSE = 'fine-tune-results'
+
+/** One line per step: `step,epoch,<metric names in a stable order>`; a metric a step lacks is empty. */
+export function metricsCsv(rows: { step: number; epoch: number; name: string; value: number }[]): string {
+  const known = ['loss', 'accuracy', 'val_loss', 'val_accuracy']
+  const names = [...new Set(rows.map((r) => r.name))].sort(
+    (a, b) => (known.indexOf(a) + 1 || 99) - (known.indexOf(b) + 1 || 99) || a.localeCompare(b),
+  )
+  const steps = new Map<number, { epoch: number; values: Map<string, number> }>()
+  for (const r of rows) {
+    const s = steps.get(r.step) ?? { epoch: r.epoch, values: new Map() }
+    s.values.set(r.name, r.value)
+    steps.set(r.step, s)
+  }
+  const lines = [['step', 'epoch', ...names].join(',')]
+  for (const [step, s] of [...steps].sort((a, b) => a[0] - b[0]))
+    lines.push([step, s.epoch, ...names.map((n) => s.values.get(n) ?? '')].join(','))
+  return `${lines.join('\n')}\n`
+}
+
+/**
+ * Stores the CSV (under a key fixed by the job id, so a retried write overwrites rather than orphans) and
+ * returns the file row (its id derived from the job's) to create in the transaction that marks the job succeeded.
+ */
+export async function storeResultFile(
+  storage: Storage,
+  job: { id: string; projectId: string },
+  rows: { step: number; epoch: number; name: string; value: number }[],
+): Promise<Prisma.FileUncheckedCreateInput> {
+  const key = `results/${job.id}.csv`
+  const stored = await storage.put(key, metricsCsv(rows))
+  return {
+    id: resultFileId(job.id),
+    projectId: job.projectId,
+    filename: `${job.id}-results.csv`,
+    purpose: RESULTS_PURPOSE,
+    format: 'csv',
+    status: 'processed',
+    bytes: BigInt(stored.bytes),
+    sha256: stored.sha256,
+    storagePath: key,
+  }
+}
