@@ -143,7 +143,7 @@ nulls = client.fine_tuning.jobs.create(
     },
 )
 hp = nulls.method.supervised.hyperparameters
-assert hp.learning_rate_multiplier == 2 and nulls.model_extra["hyperparameters"]["learning_rate"] == 0.002, hp
+assert hp.learning_rate_multiplier == 2 and hp.to_dict()["learning_rate"] == 0.002, hp
 report("jobs.create method.supervised + nulls + learning_rate_multiplier", nulls.id)
 # A Refit method (outside the SDK's Literal types, accepted at runtime as a plain dict).
 transfer = client.fine_tuning.jobs.create(
