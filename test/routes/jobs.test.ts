@@ -44,7 +44,7 @@ before(async () => {
     notify: () => {},
   }
   const processor = createFileProcessor(deps)
-  processFile = (fileId) => processor({ data: { fileId } } as Job)
+  processFile = (fileId) => processor({ data: { fileId }, opts: {}, attemptsMade: 0 } as unknown as Job)
   dataDir = await mkdtemp(join(tmpdir(), 'refit-jobs-data-'))
   const out = join(dataDir, 'digits-5-6.zip')
   const { rows } = await makeMnistDataset({ split: 'train', digits: [5, 6], format: 'idx', limit: 200, out })

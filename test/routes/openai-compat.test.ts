@@ -39,7 +39,7 @@ before(async () => {
     notify: () => {},
   }
   const processor = createFileProcessor(deps)
-  processFile = (fileId) => processor({ data: { fileId } } as Job)
+  processFile = (fileId) => processor({ data: { fileId }, opts: {}, attemptsMade: 0 } as unknown as Job)
   dataDir = await mkdtemp(join(tmpdir(), 'refit-compat-'))
   const out = join(dataDir, 'digits.zip')
   await makeMnistDataset({ split: 'train', digits: [5, 6], format: 'idx', limit: 100, out })
