@@ -205,6 +205,7 @@ export async function deleteExpiredFiles(deps: ExpiryDeps, now = new Date()): Pr
     if (!r.count) continue // another worker's sweep got it
     deleted++
     if (f.storagePath) await deps.storage.remove(f.storagePath)
+    await deleteFileFeatures(deps, f.projectId, f.id)
   }
   return deleted
 }
