@@ -141,10 +141,13 @@ test('a corrupt entry is never used: the next job computes the features again an
 
 test('cached features count toward the project storage usage', async () => {
   const [entry] = await entries()
-  const file = await app.db.file.findUniqueOrThrow({ where: { id: fileId } })
+  // The dataset and the jobs' result files (fine-tune-results CSVs) are the project's stored files.
+  const files = await app.db.file.findMany({ where: { projectId, deletedAt: null, status: { not: 'error' } } })
+  assert.ok(files.some((f) => f.id === fileId))
+  const fileBytes = files.reduce((sum, f) => sum + Number(f.bytes), 0)
   const usage = await app.inject({ method: 'GET', url: `/v1/admin/projects/${projectId}/usage`, headers: adminAuth })
   assert.equal(usage.statusCode, 200, usage.body)
-  assert.equal(usage.json().storage_used_bytes, Number(file.bytes) + Number(entry.bytes))
+  assert.equal(usage.json().storage_used_bytes, fileBytes + Number(entry.bytes))
 })
 
 test('eviction removes least recently used entries until the cache fits', async () => {
