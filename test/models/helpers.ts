@@ -26,8 +26,17 @@ export async function uploadProcessedFile(app: FastifyInstance, key: string, nam
   })
   if (res.statusCode !== 201) throw new Error(`upload ${name}: ${res.statusCode} ${res.body}`)
   const fileId = res.json().id as string
-  const deps = { db: app.db, storage: app.storage, queues: app.queues, log: quietLog, notify() {} } as never
-  await createFileProcessor(deps)({ data: { fileId } } as never)
+  const deps = {
+    config: app.config,
+    db: app.db,
+    redis: app.redis,
+    storage: app.storage,
+    queues: app.queues,
+    log: quietLog,
+    notify() {},
+  } as never
+  // A queue job as BullMQ hands it over: the processor reads attempts to tell a last failure from a retry.
+  await createFileProcessor(deps)({ data: { fileId }, opts: {}, attemptsMade: 0 } as never)
   const file = await app.db.file.findUniqueOrThrow({ where: { id: fileId } })
   if (file.status !== 'processed') throw new Error(`file ${name} not processed: ${JSON.stringify(file.statusDetails)}`)
   return fileId

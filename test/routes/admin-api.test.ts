@@ -297,7 +297,7 @@ test('dashboard page and assets: same-origin CSP, nothing outside the allow-list
   const api = await app.inject({ method: 'GET', url: '/admin/queues/api/queues', headers: { cookie } })
   assert.equal(api.statusCode, 200, api.body)
   const names = (api.json().queues as { name: string }[]).map((q) => q.name).sort()
-  assert.deepEqual(names, ['evaluations', 'files', 'training'])
+  assert.deepEqual(names, ['evaluations', 'files', 'maintenance', 'training', 'training-gpu', 'webhooks'])
   const crossSite = await app.inject({
     method: 'PUT',
     url: '/admin/queues/api/queues/training/pause',
