@@ -162,6 +162,11 @@ export const LAST_USED_RESOLUTION_MS = 60_000
 // When this process last recorded a key's use: the cached key row keeps the last_used_at it was read with.
 const touched = new Map<string, number>()
 
+/** Forgets which keys this process recorded, as a minute passing would (tests that move last_used_at back). */
+export function forgetRecordedUses(): void {
+  touched.clear()
+}
+
 function touchLastUsed(app: FastifyInstance, caller: Extract<Caller, { kind: 'project' }>) {
   const now = Date.now()
   const last = Math.max(caller.lastUsedAt?.getTime() ?? 0, touched.get(caller.keyId) ?? 0)
