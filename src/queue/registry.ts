@@ -141,7 +141,6 @@ export async function enqueue<K extends QueueKey>(
 ) {
   const s = QUEUE_REGISTRY[key]
   const data = s.parse(payload) as PayloadOf<K>
-  // biome-ignore lint/suspicious/noExplicitAny: BullMQ's generic add signature cannot follow the mapped type
   return (queues[key] as Queue<any>).add(s.job, data, { ...s.options, ...extra, jobId })
 }
 
