@@ -545,9 +545,6 @@ test('6. management: project, keys (shown once, revoked), limits, webhooks, data
 
 test('9. every page at 1440 and 390 px, light and dark: no axe violation, no sideways scroll, screenshots', {
   skip,
-  // KNOWN REGRESSION (2026-12-02, issue 17 open): after the OpenAI-compat slice landed, the new-job page's
-  // dry run answers 400, so this tour stalls on #resolved. Run, reported, not counted until fixed.
-  todo: 'new-job dry run answers 400 since the OpenAI-compat slice',
 }, async () => {
   const model = (await job(j1)).fine_tuned_model
   const pages: [string, string, string][] = [
@@ -620,9 +617,6 @@ test('9. every page at 1440 and 390 px, light and dark: no axe violation, no sid
 
 test('page weight from our origin, Bull Board with local fonts and a link back, sign out, no console errors', {
   skip,
-  // KNOWN REGRESSION (2026-12-02, issue 17 open): after the OpenAI-compat slice landed, the new-job page's
-  // dry run answers 400, so this tour stalls on #resolved. Run, reported, not counted until fixed.
-  todo: 'new-job dry run answers 400 since the OpenAI-compat slice',
 }, async () => {
   await page.setViewportSize({ width: 1440, height: 900 })
   await page.goto(`${service.url}/admin#/jobs`)

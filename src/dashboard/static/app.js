@@ -1460,7 +1460,9 @@ async function newJobPage() {
   const submit = h('button', { class: 'primary', type: 'submit', id: 'create-job' }, 'Create job')
 
   const loadFiles = async () => {
-    const list = await api(`/v1/admin/files?project=${enc(f.project.el.value)}&status=processed&limit=100`)
+    const list = await api(
+      `/v1/admin/files?project=${enc(f.project.el.value)}&status=processed&purpose=fine-tune&limit=100`,
+    )
     const opts = list.data.map((x) => [x.id, `${x.filename} (${x.stats?.rows ?? '?'} rows, ${x.id})`])
     const keep = [
       f.training_file.el.value || initial.training_file,

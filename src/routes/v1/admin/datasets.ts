@@ -31,7 +31,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         operationId: 'adminListFiles',
         summary: 'List datasets of every project, newest first, with their project',
-        description: 'Filters combine: `project`, `status` (uploaded, processed, error), `format`.',
+        description: 'Filters combine: `project`, `status` (uploaded, processed, error), `format`, `purpose`.',
         querystring: AdminFileQuery,
         response: { 200: jsonResponse(listOf(AdminFile), listExample(adminFileExample)), ...errorResponses(400) },
       },
@@ -44,6 +44,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         ...(q.project ? { projectId: q.project } : {}),
         ...(q.status ? { status: q.status } : {}),
         ...(q.format ? { format: q.format } : {}),
+        ...(q.purpose ? { purpose: q.purpose } : {}),
       }
       const cursor = q.after ? await app.db.file.findUnique({ where: { id: q.after } }) : null
       const rows = await app.db.file.findMany({

@@ -63,6 +63,11 @@ export const AdminFileQuery = Type.Object(
     ...AdminListQuery,
     status: Type.Optional(StringEnum(['uploaded', 'processed', 'error'])),
     format: Type.Optional(StringEnum(['csv', 'jsonl', 'image_zip', 'idx'])),
+    purpose: Type.Optional(
+      StringEnum(['fine-tune', 'fine-tune-results'], {
+        description: '`fine-tune` (uploads) or `fine-tune-results` (the metrics CSVs of succeeded jobs)',
+      }),
+    ),
   },
   { additionalProperties: false },
 )
