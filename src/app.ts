@@ -19,6 +19,7 @@ import { authPlugin } from './plugins/auth.js'
 import { errorHandlerPlugin } from './plugins/error-handler.js'
 import { idempotencyPlugin } from './plugins/idempotency.js'
 import { dbPlugin, queuePlugin, redisPlugin, storagePlugin } from './plugins/infrastructure.js'
+import { inputHygienePlugin } from './plugins/input-hygiene.js'
 import { jobUpdatesPlugin } from './plugins/job-updates.js'
 import { jsonBodyPlugin } from './plugins/json-body.js'
 import { lookupCachePlugin } from './plugins/lookup-cache.js'
@@ -63,6 +64,7 @@ export async function buildApp({
     ajv: { customOptions: { removeAdditional: false, allErrors: true } },
     schemaController: strictBodySchemaController,
     connectionTimeout: config.connectionTimeoutMs,
+    trustProxy: config.trustProxy as boolean | string,
     // Fine-tuned model ids contain colons; keep them intact in path params.
     routerOptions: { maxParamLength: 300 },
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -126,6 +128,7 @@ export async function buildApp({
   await app.register(adminSessionPlugin)
   await app.register(authPlugin)
   await app.register(idempotencyPlugin)
+  await app.register(inputHygienePlugin)
 
   await app.register(healthRoutes)
   await app.register(metricsRoutes)

@@ -110,6 +110,16 @@ export interface Config {
    * within FROZEN_GRAPH_CACHE_MB (least recently used removed first).
    */
   frozenGraph: { mode: 'auto' | 'off'; cacheDir: string; cacheBytes: number }
+  /** distinct labels a dataset may have */
+  maxClasses: number
+  /** characters in one label */
+  maxLabelChars: number
+  /** Fastify's trustProxy: false, true, a hop count, or a comma-separated list of addresses/CIDRs */
+  trustProxy: boolean | number | string
+  /** the admin session cookie is always Secure (else only when the request, or the trusted proxy, says https) */
+  cookieSecure: boolean
+  /** open connections the API accepts at once; more are refused at accept */
+  maxConnections: number
 }
 
 export class ConfigError extends Error {
@@ -212,6 +222,16 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   return oneOf(env, name, fallback ? 'true' : 'false', ['true', 'false'] as const) === 'true'
 }
 
+/** TRUST_PROXY: `false` (default), `true`, a hop count, or addresses/CIDRs of the proxies. */
+function trustProxy(env: Env): boolean | number | string {
+  const v = str(env, 'TRUST_PROXY', 'false').trim()
+  if (v === 'false') return false
+  if (v === 'true') return true
+  if (/^\d+$/.test(v)) return Number(v)
+  if (/^[0-9a-fA-F.:/,\s]+$/.test(v)) return v
+  throw new ConfigError('TRUST_PROXY', `must be true, false, a hop count or proxy addresses, got "${v}"`)
+}
+
 /** Multi-tenant safety settings (issue 13), kept in one block. */
 function safetySettings(env: Env) {
   return {
@@ -219,6 +239,11 @@ function safetySettings(env: Env) {
     maxWebhooksPerProject: int(env, 'MAX_WEBHOOKS_PER_PROJECT', 20, 1, 10_000),
     webhookConcurrencyPerProject: int(env, 'WEBHOOK_CONCURRENCY_PER_PROJECT', 2, 1, 1_000),
     webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 300_000),
+    maxClasses: int(env, 'MAX_CLASSES', 1000, 2, 100_000),
+    maxLabelChars: int(env, 'MAX_LABEL_CHARS', 200, 1, 10_000),
+    trustProxy: trustProxy(env),
+    cookieSecure: bool(env, 'COOKIE_SECURE', false),
+    maxConnections: int(env, 'MAX_CONNECTIONS', 1000, 1, 1_000_000),
   }
 }
 
@@ -288,11 +313,23 @@ function origins(env: Env, name: string): string[] {
  * `<storage>/admin-token` (mode 0600) so restarts and other processes agree on it.
  */
 export function ensureAdminToken(config: Config): string {
-  if (config.adminToken) return config.adminToken
+  return adminTokenSource(config).token
+}
+
+/**
+ * The admin token and where it came from: `env` (REFIT_ADMIN_TOKEN), `file` (kept from an earlier start)
+ * or `generated` (by this start). Only the start that generated it prints it: later starts print the path.
+ */
+export function adminTokenSource(config: Config): {
+  token: string
+  source: 'env' | 'file' | 'generated'
+  file: string
+} {
   const file = join(config.storageDir, 'admin-token')
+  if (config.adminToken) return { token: config.adminToken, source: 'env', file }
   try {
     const token = readFileSync(file, 'utf8').trim()
-    if (token.length >= 16) return token
+    if (token.length >= 16) return { token, source: 'file', file }
   } catch {
     // first start: generate below
   }
@@ -300,9 +337,9 @@ export function ensureAdminToken(config: Config): string {
   const token = `refit-admin-${randomBytes(24).toString('base64url')}`
   try {
     writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' })
-    return token
+    return { token, source: 'generated', file }
   } catch {
     // another process won the race: use its token
-    return readFileSync(file, 'utf8').trim()
+    return { token: readFileSync(file, 'utf8').trim(), source: 'file', file }
   }
 }

@@ -201,6 +201,30 @@ export const ERROR_CATALOGUE = {
       'A state-changing admin call made with the session cookie lacks the `x-refit-csrf` header from GET /admin/session (or, on Bull Board, a same-origin Origin).',
   },
   // --- multi-tenant safety (issue 13) ---
+  too_many_sign_in_attempts: {
+    status: 429,
+    type: 'rate_limit_error',
+    description:
+      'Too many failed admin sign-ins from this address (5 are free, then a doubling delay up to 15 minutes); retry after `Retry-After` seconds.',
+  },
+  unsafe_input: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'A parameter, JSON string or key, or multipart field holds a NUL character or an unpaired UTF-16 surrogate, or a number is not finite.',
+  },
+  invalid_multipart: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The multipart body is malformed or ends before its closing boundary (a truncated upload); send it again.',
+  },
+  idempotent_replay_unavailable: {
+    status: 409,
+    type: 'conflict_error',
+    description:
+      'The request with this Idempotency-Key succeeded, but its answer held a secret shown only once (an API key, a webhook secret), so it is not replayed; GET the object or use a new key.',
+  },
   webhook_url_forbidden: {
     status: 400,
     type: 'invalid_request_error',

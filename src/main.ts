@@ -4,7 +4,7 @@
 // saying how to fix it; a Redis that may evict keys is warned about (and fails /readyz).
 import { type ChildProcess, fork } from 'node:child_process'
 import { join } from 'node:path'
-import { ConfigError, ensureAdminToken, loadConfig } from './config.js'
+import { adminTokenSource, ConfigError, loadConfig } from './config.js'
 import { prepareDatabase } from './db/prepare.js'
 import { projectRoot } from './lib/paths.js'
 import { startUnservedJobsCheck } from './modules/workers/unserved-jobs.js'
@@ -35,7 +35,8 @@ async function main() {
     process.exit(1)
   }
   if (redis.warning) console.warn(`[refit] WARNING: ${redis.warning}`)
-  const adminToken = ensureAdminToken(config)
+  const admin = adminTokenSource(config)
+  const adminToken = admin.token
   const app = await startServer(config, adminToken)
   if (redis.warning) app.log.warn({ check: 'redis maxmemory-policy' }, redis.warning)
   // Queued jobs that no live worker can run get a status_reason and an event (unserved-jobs.ts).
@@ -71,7 +72,12 @@ async function main() {
       `  Docs         ${address}/docs   (OpenAPI: ${address}/docs/json)`,
       `  Dashboard    ${address}/admin  (sign in with the admin token; queues at ${address}/admin/queues)`,
       `  Health       ${address}/readyz`,
-      `  Admin token  ${adminToken}`,
+      // Printed once, by the start that generated it: later starts' output (and logs kept of it) never holds it.
+      admin.source === 'generated'
+        ? `  Admin token  ${adminToken}   (generated now, kept in ${admin.file}; later starts print the path only)`
+        : admin.source === 'file'
+          ? `  Admin token  in ${admin.file}`
+          : '  Admin token  from REFIT_ADMIN_TOKEN',
       '',
     ].join('\n'),
   )

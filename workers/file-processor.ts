@@ -43,7 +43,11 @@ export function createFileProcessor(deps: WorkerDeps) {
       const { format, stats } = await validateDataset(await deps.storage.localPath(storagePath), {
         format: (file.format as DatasetFormat | null) ?? undefined,
         labelColumn: file.labelColumn ?? undefined,
-        limits: { maxImagePixels: deps.config.maxImagePixels },
+        limits: {
+          maxImagePixels: deps.config.maxImagePixels,
+          maxClasses: deps.config.maxClasses,
+          maxLabelChars: deps.config.maxLabelChars,
+        },
       })
       await deps.db.file.update({
         where: { id: fileId },
@@ -51,8 +55,8 @@ export function createFileProcessor(deps: WorkerDeps) {
       })
       deps.log.info({ fileId, format, rows: stats.rows, ms: Date.now() - started }, 'file validated')
     } catch (err) {
-      const attempts = job.opts.attempts ?? FILE_JOB_OPTIONS.attempts ?? 1
-      const lastAttempt = job.attemptsMade + 1 >= attempts
+      const attempts = job.opts?.attempts ?? FILE_JOB_OPTIONS.attempts ?? 1
+      const lastAttempt = (job.attemptsMade ?? 0) + 1 >= attempts
       // Unexpected errors retry with backoff (a blip of storage or the database); on the last attempt the
       // file itself is the likely cause, and it is rejected like any invalid dataset.
       if (!(err instanceof DatasetValidationError) && !lastAttempt) throw err

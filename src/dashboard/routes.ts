@@ -1,6 +1,7 @@
 // The admin dashboard: the page and its assets (our own script and styles, uPlot from node_modules), the
 // sign-in session routes, and Bull Board at /admin/queues. Assets are resolved from the project root, so
 // the compiled server (dist/) serves the same files as tsx does.
+
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
@@ -23,6 +24,7 @@ import {
   signAdminSession,
   verifyAdminSession,
 } from '../plugins/admin-session.js'
+import { assertSignInAllowed, clearSignInFailures, recordSignInFailure } from '../plugins/sign-in-limiter.js'
 import { adminQueues } from '../routes/v1/admin/queues.js'
 import { errorResponses, Nullable } from '../schemas/common.js'
 import { jsonResponse } from '../schemas/examples.js'
@@ -135,12 +137,16 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           { token: Type.String({ minLength: 1, maxLength: 512 }) },
           { additionalProperties: false, examples: [{ token: 'refit-admin-…' }] },
         ),
-        response: { 201: jsonResponse(SessionObject, sessionExample), ...errorResponses(400) },
+        response: { 201: jsonResponse(SessionObject, sessionExample), ...errorResponses(400, 401, 429) },
       },
     },
     async (req, reply) => {
-      if (!tokenEquals(req.body.token, app.adminToken))
+      await assertSignInAllowed(app, req)
+      if (!tokenEquals(req.body.token, app.adminToken)) {
+        await recordSignInFailure(app, req)
         throw new AppError('invalid_api_key', 'The admin token is not valid.', { param: 'token' })
+      }
+      await clearSignInFailures(app, req)
       const session = newAdminSession()
       setSessionCookie(req, reply, signAdminSession(app.adminToken, session), ADMIN_SESSION_TTL_S)
       reply.header('cache-control', 'no-store')

@@ -1,4 +1,6 @@
+import { hasUnsafeText } from '../lib/text.js'
 import { DatasetValidationError } from './errors.js'
+import { type DatasetLimits, DEFAULT_DATASET_LIMITS } from './limits.js'
 import type { DatasetFormat } from './types.js'
 
 const FORMAT_NAMES: Record<DatasetFormat, string> = {
@@ -33,8 +35,29 @@ export class LabelCounter {
   private readonly counts = new Map<string, number>()
   rows = 0
 
+  constructor(private readonly limits: Pick<DatasetLimits, 'maxClasses' | 'maxLabelChars'> = DEFAULT_DATASET_LIMITS) {}
+
+  /** Counts one sample; refuses, as soon as it is seen, a label that is too long or unsafe, or one class too many. */
   add(label: string): void {
-    this.counts.set(label, (this.counts.get(label) ?? 0) + 1)
+    const n = this.counts.get(label)
+    if (n === undefined) {
+      if (label.length > this.limits.maxLabelChars)
+        throw new DatasetValidationError(
+          'invalid_label',
+          `A label is ${label.length} characters long (${JSON.stringify(label.slice(0, 40))}…); the limit is ${this.limits.maxLabelChars}.`,
+        )
+      if (hasUnsafeText(label))
+        throw new DatasetValidationError(
+          'invalid_label',
+          `A label holds a NUL character or an unpaired UTF-16 surrogate (${JSON.stringify(label.slice(0, 40))}); labels must be plain text.`,
+        )
+      if (this.counts.size >= this.limits.maxClasses)
+        throw new DatasetValidationError(
+          'too_many_classes',
+          `The dataset has more than ${this.limits.maxClasses} distinct labels; the limit is ${this.limits.maxClasses} (MAX_CLASSES). Is the label column the right one?`,
+        )
+    }
+    this.counts.set(label, (n ?? 0) + 1)
     this.rows++
   }
 

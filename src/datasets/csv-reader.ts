@@ -35,7 +35,7 @@ export async function readCsv(path: string, opts: TabularReadOptions & { labelCo
   const labelColumn = opts.labelColumn ?? 'label'
   const { limits } = opts
   const problems = new ProblemCollector('invalid_csv', 'CSV file')
-  const scan = newScan()
+  const scan = newScan(opts.limits)
   let header: string[] | undefined
   let labelIndex = -1
   // Column index of each feature, in file order (the label column may sit anywhere).

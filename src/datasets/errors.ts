@@ -13,6 +13,8 @@ export type DatasetErrorCode =
   | 'invalid_image'
   | 'validation_failed'
   | 'chat_format_not_supported'
+  | 'too_many_classes'
+  | 'invalid_label'
 
 /** At most this many problems travel in `details`: enough to fix a file in one go, small enough for a response. */
 export const MAX_PROBLEMS = 20

@@ -77,7 +77,7 @@ export async function readImageZip(
       )
     }
     opts.onBegin?.(samples.length)
-    const labels = new LabelCounter()
+    const labels = new LabelCounter(limits)
     let firstShape: ImageShape | undefined
 
     const decode = async ({ file, label }: Sample, index: number): Promise<void> => {

@@ -23,7 +23,7 @@ function isOpenAiTextExample(v: Record<string, unknown>): boolean {
 export async function readJsonl(path: string, opts: TabularReadOptions): Promise<TabularScan> {
   const { limits } = opts
   const problems = new ProblemCollector('invalid_jsonl', 'JSONL file')
-  const scan = newScan()
+  const scan = newScan(opts.limits)
   // Line of the first valid row: the reference for the feature count.
   let firstLine = 0
 

@@ -17,6 +17,10 @@ export interface DatasetLimits {
    * compress 1-10x; a zip bomb 1000x and more.
    */
   maxCompressionRatio: number
+  /** distinct labels (MAX_CLASSES): list answers and model heads stay bounded */
+  maxClasses: number
+  /** characters in one label (MAX_LABEL_CHARS) */
+  maxLabelChars: number
 }
 
 /**
@@ -32,6 +36,8 @@ export const DEFAULT_DATASET_LIMITS: Readonly<DatasetLimits> = Object.freeze({
   maxImagePixels: 1024 * 1024,
   maxLineBytes: 1024 ** 2,
   maxCompressionRatio: 100,
+  maxClasses: 1000,
+  maxLabelChars: 200,
 })
 
 export function resolveLimits(limits?: Partial<DatasetLimits>): DatasetLimits {

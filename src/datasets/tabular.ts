@@ -15,8 +15,8 @@ export interface TabularScan {
   labels: LabelCounter
 }
 
-export function newScan(): TabularScan {
-  return { featureCount: 0, labels: new LabelCounter() }
+export function newScan(limits?: DatasetLimits): TabularScan {
+  return { featureCount: 0, labels: new LabelCounter(limits) }
 }
 
 /** Parses a numeric cell strictly: empty, "NaN", "Infinity" and trailing junk are refused. */

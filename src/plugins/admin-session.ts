@@ -98,7 +98,9 @@ export function readCookie(req: FastifyRequest, name: string): string | undefine
 
 const revokedKey = (prefix: string, sid: string) => `${prefix}:admin-session:revoked:${sid}`
 
-const isHttps = (req: FastifyRequest) => req.protocol === 'https'
+// req.protocol honours X-Forwarded-Proto when TRUST_PROXY trusts the proxy; COOKIE_SECURE forces Secure
+// (a TLS terminator that does not send X-Forwarded-Proto).
+const isHttps = (req: FastifyRequest) => req.server.config.cookieSecure || req.protocol === 'https'
 
 export function setSessionCookie(req: FastifyRequest, reply: FastifyReply, value: string, maxAgeS: number) {
   const attrs = [

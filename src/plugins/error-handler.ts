@@ -65,6 +65,13 @@ export function toAppError(err: unknown): AppError | null {
     case 'FST_FIELDS_LIMIT':
       return new AppError('invalid_request', 'Too many parts in the multipart body: send one `file` part.')
   }
+  // busboy's words for a body that ends early or is not multipart inside: the client's fault, not ours.
+  if (
+    /unexpected end of (form|file|multipart)|malformed part header|boundary not found|part terminated early/i.test(
+      e?.message ?? '',
+    )
+  )
+    return new AppError('invalid_multipart', `The multipart body is incomplete or malformed (${e.message}).`)
   if (isTransientError(e))
     return new AppError('service_unavailable', 'A backing service is unavailable; retry in a few seconds.', {
       headers: { 'retry-after': '5' },
@@ -80,6 +87,9 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
   for (const [k, v] of Object.entries(appError.headers ?? {})) reply.header(k, v)
   // The OpenAI SDKs retry every 409 unless told otherwise; only a key still in flight is worth retrying.
   if (appError.status === 409) reply.header('x-should-retry', String(appError.code === 'idempotency_key_in_progress'))
+  // An early 401/413 answers before the body is read: close the connection rather than read (or wait
+  // for) a body nobody will use; the client reconnects for its next request.
+  if (appError.status === 401 || appError.status === 413) reply.header('connection', 'close')
   const body: ErrorBody = {
     error: {
       message: appError.message,

@@ -18,8 +18,33 @@ export interface FileError {
   details?: { line?: number; entry?: string; field?: string; message: string }[]
 }
 
+/** Classes a list answer carries per file; GET by id carries them all. */
+export const LIST_CLASSES = 100
+
+/**
+ * In lists, stats gain `class_count` and `classes_truncated`, and `classes`/`class_counts` are cut to
+ * the first LIST_CLASSES, so a page of files stays small whatever the datasets hold; GET by id is whole.
+ */
+function presentStats(stats: Record<string, unknown> | null, forList: boolean) {
+  if (!forList || !stats || !Array.isArray(stats.classes)) return stats
+  const classes = stats.classes as unknown[]
+  const cut = forList && classes.length > LIST_CLASSES
+  return {
+    ...stats,
+    classes: cut ? classes.slice(0, LIST_CLASSES) : classes,
+    ...(Array.isArray(stats.class_counts)
+      ? { class_counts: cut ? stats.class_counts.slice(0, LIST_CLASSES) : stats.class_counts }
+      : {}),
+    class_count: classes.length,
+    classes_truncated: cut,
+  }
+}
+
+/** A file as list routes show it: classes cut to the first LIST_CLASSES. */
+export const presentFileInList = (f: File) => presentFile(f, true)
+
 /** The wire object: OpenAI's file plus format, status details and dataset stats. */
-export function presentFile(f: File) {
+export function presentFile(f: File, forList = false) {
   const err = (f.statusDetails as FileError | null) ?? null
   return {
     id: f.id,
@@ -32,7 +57,7 @@ export function presentFile(f: File) {
     status: f.status,
     status_details: err ? err.message : null,
     error: err,
-    stats: (f.stats as Record<string, unknown> | null) ?? null,
+    stats: presentStats((f.stats as Record<string, unknown> | null) ?? null, forList),
     expires_at: unixSeconds(f.expiresAt),
   }
 }
@@ -165,7 +190,7 @@ export async function listFiles(app: FastifyInstance, projectId: string, query: 
     orderBy: asc ? OLDEST_FIRST : NEWEST_FIRST,
     take: limit + 1,
   })
-  return toList(rows, limit, presentFile)
+  return toList(rows, limit, presentFileInList)
 }
 
 /** The file's bytes as stored (a dataset as uploaded, or a job's result CSV), streamed. */

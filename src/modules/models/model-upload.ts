@@ -3,6 +3,7 @@
 // topology, a weights manifest whose shards exist and whose sizes add up, and fields that agree with the
 // topology. Only then are model.json, one weights.bin and metadata.json written to models/<id>/, the
 // directory layout every other model has, and the rows recorded. On any fault nothing stays behind.
+
 import { createWriteStream } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -18,6 +19,7 @@ import { AppError, type ErrorDetail } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { assertUploadFits } from '../limits/memory-budget.js'
 import { presentModel } from './models-service.js'
+import { TFJS_CLASS_NAMES } from './tfjs-classes.js'
 
 /** Bounds on an uploaded model archive. */
 export const MODEL_ZIP_LIMITS = {
@@ -303,6 +305,13 @@ export function inspectModelJson(
   for (const [i, l] of layers.entries()) {
     const name = layerName(l)
     if (name === null) throw at('model.json has a layer without a name.', `expected a name on layer ${i}, found none`)
+    // A class TF.js does not know fails at the first load, in a worker, long after the upload was accepted.
+    for (let wrapped: unknown = l; isRecord(wrapped); wrapped = (wrapped.config as Record<string, unknown>)?.layer)
+      if (!TFJS_CLASS_NAMES.has(wrapped.class_name as string))
+        throw at(
+          `model.json has a layer of class ${describe(wrapped.class_name)}, which TF.js does not know.`,
+          `expected a TF.js layer class (Dense, Conv2D, ...) on layer ${name}, found ${describe(wrapped.class_name)}; custom layers cannot be loaded`,
+        )
     byName.set(name, l)
   }
 

@@ -17,8 +17,8 @@ async function findFile(app: FastifyInstance, id: string) {
 
 type FileWithProject = Awaited<ReturnType<typeof findFile>>
 
-const presentAdminFile = (f: FileWithProject) => ({
-  ...presentFile(f),
+const presentAdminFile = (f: FileWithProject, forList = false) => ({
+  ...presentFile(f, forList),
   project: { id: f.project.id, name: f.project.name },
 })
 
@@ -53,7 +53,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         include: { project: true },
         take: limit + 1,
       })
-      return toList(rows, limit, presentAdminFile)
+      return toList(rows, limit, (f) => presentAdminFile(f, true))
     },
   )
 
