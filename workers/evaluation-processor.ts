@@ -1,12 +1,15 @@
 // Runs one model evaluation: claims the row, forks an inference process that loads the model and the
 // labelled file and computes loss, accuracy, per-class precision/recall and the confusion matrix (the
 // engine's evaluate.ts), and records the result. TensorFlow.js stays in the child, so lock renewal never
-// starves. Bad data fails at once (UnrecoverableError); a crashed child is retried by BullMQ.
+// starves. Bad data fails at once (UnrecoverableError); a crashed child is retried by BullMQ. The child
+// runs under the training processes' hard limit (TRAINING_MEMORY_BYTES, it shares their machine): past it
+// it is killed and the evaluation fails `out_of_memory` for good (a rerun would be killed again).
 import { type ChildProcess, fork } from 'node:child_process'
 import { type Job, UnrecoverableError, Worker } from 'bullmq'
 import type { DatasetFormat } from '../src/datasets/types.js'
 import { inferenceProcessCommand } from '../src/inference/pool.js'
 import type { InferenceChildMessage } from '../src/inference/protocol.js'
+import { type MemoryKill, memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { modelDir } from '../src/modules/models/models-service.js'
 import { parseEvaluationPayload, QUEUES, redisConnection } from '../src/queue/catalog.js'
 import type { WorkerDeps } from './deps.js'
@@ -22,11 +25,16 @@ type Outcome =
   | Extract<InferenceChildMessage, { type: 'evaluated' }>
   | Extract<InferenceChildMessage, { type: 'fatal' }>
   | { type: 'crashed'; message: string }
+  | { type: 'out_of_memory'; kill: MemoryKill; peakRssBytes: number }
 
-function runChild(request: { modelDir: string; dataset: object; backend: string; graph?: object }): Promise<Outcome> {
+function runChild(
+  request: { modelDir: string; dataset: object; backend: string; graph?: object },
+  limitBytes: number,
+): Promise<Outcome> {
   const { path, execArgv } = inferenceProcessCommand()
   const child = fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
   activeEvaluations.add(child)
+  const memory = watchChildMemory(child, { limitBytes })
   return new Promise<Outcome>((resolve) => {
     let outcome: Outcome | null = null
     child.on('message', (msg: InferenceChildMessage) => {
@@ -34,7 +42,9 @@ function runChild(request: { modelDir: string; dataset: object; backend: string;
     })
     child.on('exit', (code, signal) => {
       activeEvaluations.delete(child)
-      resolve(outcome ?? { type: 'crashed', message: `the evaluation process exited (${code ?? signal})` })
+      memory.stop()
+      if (memory.killed) resolve({ type: 'out_of_memory', kill: memory.killed, peakRssBytes: memory.peakRssBytes })
+      else resolve(outcome ?? { type: 'crashed', message: `the evaluation process exited (${code ?? signal})` })
     })
     child.send({ type: 'evaluate', ...request })
   })
@@ -65,16 +75,28 @@ export function createEvaluationProcessor(deps: EvaluationDeps) {
     if (row.model.deletedAt) return fail('model_missing', `Model ${row.modelId} was deleted.`)
     if (row.file.deletedAt || !row.file.storagePath) return fail('file_missing', `File ${row.fileId} was deleted.`)
 
-    const outcome = await runChild({
-      modelDir: await modelDir(storage, row.model),
-      dataset: {
-        path: await storage.localPath(row.file.storagePath),
-        format: row.file.format as DatasetFormat,
-        options: { labelColumn: row.file.labelColumn ?? undefined },
+    const outcome = await runChild(
+      {
+        modelDir: await modelDir(storage, row.model),
+        dataset: {
+          path: await storage.localPath(row.file.storagePath),
+          format: row.file.format as DatasetFormat,
+          options: { labelColumn: row.file.labelColumn ?? undefined },
+        },
+        backend: config.tfBackend,
+        graph: config.frozenGraph,
       },
-      backend: config.tfBackend,
-      graph: config.frozenGraph,
-    })
+      config.trainingMemoryBytes,
+    )
+    if (outcome.type === 'out_of_memory') {
+      const message = `${memoryKillMessage('evaluation process', outcome.kill, 'TRAINING_MEMORY_BYTES')} Evaluate a smaller model or file.`
+      log.warn(
+        { evaluationId, ...outcome.kill, peakRssBytes: outcome.peakRssBytes },
+        'evaluation process over its memory budget: killed',
+      )
+      await fail('out_of_memory', message)
+      throw new UnrecoverableError(message)
+    }
     if (outcome.type === 'evaluated') {
       await db.evaluation.updateMany({
         where: { id: evaluationId, status: 'running' },

@@ -18,10 +18,9 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { retryTransient } from '../src/db/transient.js'
-import { formatBytes } from '../src/engine/memory-estimate.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
-import { watchChildMemory } from '../src/lib/memory-watchdog.js'
+import { memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
 import { storeResultFile } from '../src/modules/files/result-files.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
@@ -379,7 +378,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (memory.killed) {
       const k = memory.killed
       // permanent: the same job on the same data would be killed again
-      const message = `The training process reached ${formatBytes(k.rssBytes)} (${k.rssBytes} bytes), over its ${formatBytes(k.limitBytes)} (${k.limitBytes} bytes, TRAINING_MEMORY_BYTES) budget, and was killed. Lower batch_size or train on smaller images.`
+      const message = `${memoryKillMessage('training process', k, 'TRAINING_MEMORY_BYTES')} Lower batch_size or train on smaller images.`
       await lifecycle.fail(deps, fence, 'out_of_memory', message, {
         rss_bytes: k.rssBytes,
         limit_bytes: k.limitBytes,

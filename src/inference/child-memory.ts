@@ -3,9 +3,8 @@
 // recycling (a child still holding more than the recycle threshold once idle is replaced: tfjs-node and
 // the allocator keep the pages of a large batch long after the tensors are gone).
 import type { ChildProcess } from 'node:child_process'
-import { formatBytes } from '../engine/memory-estimate.js'
 import { AppError } from '../errors.js'
-import { type WatchedChild, watchChildMemory } from '../lib/memory-watchdog.js'
+import { memoryKillMessage, type WatchedChild, watchChildMemory } from '../lib/memory-watchdog.js'
 
 /** Memory settings of the pool's children; 0 turns a rule off. */
 export interface ChildMemoryOptions {
@@ -30,7 +29,7 @@ export class ChildMemory {
     if (!k) return null
     return new AppError(
       'inference_out_of_memory',
-      `The inference process reached ${formatBytes(k.rssBytes)} (${k.rssBytes} bytes), over its ${formatBytes(k.limitBytes)} (${k.limitBytes} bytes, INFERENCE_MEMORY_BYTES) budget, and was killed; a fresh one replaces it. Retry with fewer inputs.`,
+      `${memoryKillMessage('inference process', k, 'INFERENCE_MEMORY_BYTES')} A fresh one replaces it; retry with fewer inputs.`,
       {
         headers: { 'retry-after': '1' },
         details: [

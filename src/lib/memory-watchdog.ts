@@ -4,6 +4,7 @@
 // cgroup v1 machines. The parent process (API, worker) is never the one killed: its pid stays.
 import type { ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { formatBytes } from '../engine/memory-estimate.js'
 import { type CgroupDetection, ChildCgroup, detectCgroupV2, realCgroupIo } from './cgroup-v2.js'
 
 /** Resident memory of a process now and at its peak (VmRSS, VmHWM), from /proc/<pid>/status. */
@@ -32,6 +33,11 @@ export interface MemoryKill {
   limitBytes: number
   /** resident set when killed (the watchdog), or the cgroup's recorded peak */
   rssBytes: number
+}
+
+/** The sentence a job, an evaluation or a 503 gives for a child killed for memory: both figures and the setting. */
+export function memoryKillMessage(what: string, k: MemoryKill, setting: string): string {
+  return `The ${what} reached ${formatBytes(k.rssBytes)} (${k.rssBytes} bytes), over its ${formatBytes(k.limitBytes)} (${k.limitBytes} bytes, ${setting}) budget, and was killed.`
 }
 
 /** Options of watchChildMemory. */

@@ -25,13 +25,20 @@ export interface RunningService {
   stop(): Promise<void>
 }
 
-export async function startService(env: Record<string, string>): Promise<RunningService> {
+/**
+ * `role: 'all'` (default) is `npm start`: the API and a worker process, ready once the worker is; `role:
+ * 'api'` is an API process alone (REFIT_ROLE=api), for tests that run their workers with other settings.
+ */
+export async function startService(
+  env: Record<string, string>,
+  { role = 'all' }: { role?: 'all' | 'api' } = {},
+): Promise<RunningService> {
   const main = join(projectRoot, 'dist/src/main.js')
   if (!existsSync(main)) throw new Error('dist/ is missing: run `npm run build` (npm test does it)')
   const port = await freePort()
   let out = ''
   const child = spawn(process.execPath, [main], {
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
+    env: { ...process.env, ...env, REFIT_ROLE: role, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   child.stdout?.on('data', (d) => {
@@ -45,7 +52,7 @@ export async function startService(env: Record<string, string>): Promise<Running
     async () => {
       if (child.exitCode !== null) throw new Error(`service exited early:\n${out}`)
       const res = await fetch(`${url}/readyz`)
-      return res.ok && out.includes('worker ready')
+      return res.ok && out.includes(role === 'all' ? 'worker ready' : 'Refit API is running')
     },
     // generous: on a machine shared by several agents, the worker's backend self-test alone can take a minute
     180_000,
