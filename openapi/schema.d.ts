@@ -219,6 +219,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/jobs/{id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause any project's job (as the project's own pause does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminPauseJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume any project's paused job (as the project's own resume does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminResumeJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/jobs/{id}/retry": {
         parameters: {
             query?: never;
@@ -921,6 +961,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/fine_tuning/jobs/{id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a job: a waiting job is paused at once; a running one checkpoints mid-epoch at the end of its batch, then is paused
+         * @description A running job stays `running` with `status_reason` "pausing" until its checkpoint (weights, optimizer and generator state, position in the epoch) is written; it then becomes `paused`. A paused job keeps its slot (counts toward `max_concurrent_jobs`). No webhook is sent for `paused`. 409 `job_not_pausable` for finished or cancelling jobs.
+         */
+        post: operations["pauseFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused job: queued again, it continues from its last checkpoint with the same batch order
+         * @description A seeded job paused and resumed ends with the metrics of an uninterrupted one. 409 `job_not_paused` when the job is not paused.
+         */
+        post: operations["resumeFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/fine_tuning/jobs/{id}/events": {
         parameters: {
             query?: never;
@@ -1042,7 +1122,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -1140,7 +1220,7 @@ export interface components {
             organization_id: string;
             result_files: string[];
             /** @enum {string} */
-            status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+            status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
             status_reason: string | null;
             validation_file: string | null;
             training_file: string;
@@ -2305,7 +2385,7 @@ export interface operations {
                 after?: string;
                 /** @description Only this project (proj-…). */
                 project?: string;
-                status?: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                status?: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                 method?: "transfer" | "supervised" | "distillation";
                 /** @description Only jobs that train this base model. */
                 model?: string;
@@ -2409,7 +2489,7 @@ export interface operations {
                             organization_id: string;
                             result_files: string[];
                             /** @enum {string} */
-                            status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                            status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                             status_reason: string | null;
                             validation_file: string | null;
                             training_file: string;
@@ -2606,7 +2686,7 @@ export interface operations {
                         organization_id: string;
                         result_files: string[];
                         /** @enum {string} */
-                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
@@ -2801,7 +2881,407 @@ export interface operations {
                         organization_id: string;
                         result_files: string[];
                         /** @enum {string} */
-                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
+                        method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminPauseJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": 1764370002,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "paused",
+                     *       "status_reason": "paused by user at step 88",
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": "tensorflow",
+                     *       "attempt": 1,
+                     *       "progress": {
+                     *         "epoch": 2,
+                     *         "total_epochs": 5,
+                     *         "step": 88,
+                     *         "total_steps": 207,
+                     *         "fraction": 0.285,
+                     *         "samples_per_second": 9400,
+                     *         "estimated_finish": null
+                     *       },
+                     *       "queue_position": null,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
+                        status_reason: string | null;
+                        validation_file: string | null;
+                        training_file: string;
+                        hyperparameters: {
+                            [key: string]: unknown;
+                        };
+                        /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
+                        method: {
+                            /** @enum {string} */
+                            type: "transfer" | "supervised" | "distillation";
+                        } & {
+                            [key: string]: unknown;
+                        };
+                        trained_tokens: null;
+                        trained_samples: number | null;
+                        error: {
+                            code: string;
+                            message: string;
+                            param: string | null;
+                        } | null;
+                        seed: number;
+                        suffix: string | null;
+                        user_provided_suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        integrations: {
+                            [key: string]: unknown;
+                        }[];
+                        estimated_finish: number | null;
+                        backend: string | null;
+                        attempt: number;
+                        progress: {
+                            [key: string]: unknown;
+                        } | null;
+                        queue_position: number | null;
+                        retry_of_job_id: string | null;
+                        init_checkpoint: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                        metrics?: {
+                            final: {
+                                [key: string]: number;
+                            } | null;
+                            best: {
+                                [key: string]: number;
+                            } | null;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminResumeJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": null,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "queued",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": null,
+                     *       "attempt": 1,
+                     *       "progress": null,
+                     *       "queue_position": 1,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null,
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        /** @example ftjob-4f2k8d0s9a7q1w3e5r6t8y0u */
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.job";
+                        model: string;
+                        /** @description Unix seconds */
+                        created_at: number;
+                        started_at: number | null;
+                        finished_at: number | null;
+                        fine_tuned_model: string | null;
+                        /** @description The project id. */
+                        organization_id: string;
+                        result_files: string[];
+                        /** @enum {string} */
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
@@ -2997,7 +3477,7 @@ export interface operations {
                         organization_id: string;
                         result_files: string[];
                         /** @enum {string} */
-                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
@@ -4751,7 +5231,7 @@ export interface operations {
                         organization_id: string;
                         result_files: string[];
                         /** @enum {string} */
-                        status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                        status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
@@ -8514,7 +8994,7 @@ export interface operations {
                             organization_id: string;
                             result_files: string[];
                             /** @enum {string} */
-                            status: "validating_files" | "queued" | "running" | "cancelling" | "succeeded" | "failed" | "cancelled";
+                            status: "validating_files" | "queued" | "running" | "cancelling" | "paused" | "succeeded" | "failed" | "cancelled";
                             status_reason: string | null;
                             validation_file: string | null;
                             training_file: string;
@@ -9151,6 +9631,264 @@ export interface operations {
                      *         "estimated_finish": 1764370020
                      *       },
                      *       "queue_position": null,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["FineTuningJob"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    pauseFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job: `paused` if it had not started, else `running` with status_reason "pausing" */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": 1764370002,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "paused",
+                     *       "status_reason": "paused by user at step 88",
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": "tensorflow",
+                     *       "attempt": 1,
+                     *       "progress": {
+                     *         "epoch": 2,
+                     *         "total_epochs": 5,
+                     *         "step": 88,
+                     *         "total_steps": 207,
+                     *         "fraction": 0.285,
+                     *         "samples_per_second": 9400,
+                     *         "estimated_finish": null
+                     *       },
+                     *       "queue_position": null,
+                     *       "retry_of_job_id": null,
+                     *       "init_checkpoint": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["FineTuningJob"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    resumeFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, `queued` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *       "object": "fine_tuning.job",
+                     *       "model": "mnist-cnn",
+                     *       "created_at": 1764370000,
+                     *       "started_at": null,
+                     *       "finished_at": null,
+                     *       "fine_tuned_model": null,
+                     *       "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *       "result_files": [],
+                     *       "status": "queued",
+                     *       "status_reason": null,
+                     *       "validation_file": null,
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "hyperparameters": {
+                     *         "n_epochs": 5,
+                     *         "batch_size": 128,
+                     *         "learning_rate": 0.001,
+                     *         "validation_split": 0.1,
+                     *         "optimizer": "adam",
+                     *         "early_stopping": null
+                     *       },
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 5,
+                     *             "batch_size": 128
+                     *           }
+                     *         }
+                     *       },
+                     *       "trained_tokens": null,
+                     *       "trained_samples": null,
+                     *       "error": null,
+                     *       "seed": 42,
+                     *       "suffix": "digits",
+                     *       "user_provided_suffix": "digits",
+                     *       "metadata": null,
+                     *       "integrations": [],
+                     *       "estimated_finish": null,
+                     *       "backend": null,
+                     *       "attempt": 1,
+                     *       "progress": null,
+                     *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null
                      *     }

@@ -51,7 +51,7 @@ export interface Config {
   inferenceCacheMb: number
   /** dataset bytes a project may keep stored, unless Project.storageQuotaBytes overrides it */
   storageQuotaBytes: number
-  /** jobs a project may have unfinished (validating, queued, running, cancelling), unless the project overrides it */
+  /** jobs a project may have unfinished (validating, queued, running, cancelling, paused), unless the project overrides it */
   maxConcurrentJobs: number
   /** requests per minute per API key (per IP without one), counted in Redis across API processes; 0 = off */
   rateLimitPerMinute: number

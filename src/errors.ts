@@ -105,6 +105,12 @@ export const ERROR_CATALOGUE = {
     description: 'A request with this Idempotency-Key is still running; retry shortly.',
   },
   job_not_cancellable: { status: 409, type: 'conflict_error', description: 'The job has already finished.' },
+  job_not_pausable: {
+    status: 409,
+    type: 'conflict_error',
+    description: 'The job has finished or is being cancelled; only validating_files, queued or running jobs pause.',
+  },
+  job_not_paused: { status: 409, type: 'conflict_error', description: 'Only a paused job can be resumed.' },
   missing_authorization: {
     status: 401,
     type: 'authentication_error',

@@ -55,6 +55,8 @@ export const FILE_JOB_OPTIONS: JobsOptions = {
 
 /** Redis channel on which cancel requests are broadcast to every worker process. */
 export const cancelChannel = (prefix: string) => `${prefix}:cancel`
+/** Pause broadcasts, as cancel's: the worker that owns the job tells its training process to checkpoint and stop. */
+export const pauseChannel = (prefix: string) => `${prefix}:pause`
 
 export function redisConnection(redisUrl: string): ConnectionOptions {
   const u = new URL(redisUrl)

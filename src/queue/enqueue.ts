@@ -22,6 +22,11 @@ interface Log {
 export async function enqueueTraining(queues: TrainingQueues, log: Log, job: { id: string }): Promise<boolean> {
   try {
     const queue = jobResourceClass(job) === 'gpu' ? queues.trainingGpu : queues.training
+    // A finished queue job of the same id would make the add a no-op: a resumed job (its last queue job
+    // completed when it paused) or one whose processor skipped it while it was paused. The row says
+    // queued, so that queue job is spent: it goes, and a new one is added.
+    const previous = await queue.getJob(job.id)
+    if (previous && ((await previous.isCompleted()) || (await previous.isFailed()))) await previous.remove()
     await queue.add('train', { jobId: job.id }, { ...TRAINING_JOB_OPTIONS, jobId: job.id })
     return true
   } catch (err) {

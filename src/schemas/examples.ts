@@ -161,6 +161,14 @@ export const cancellingJobExample = {
   estimated_finish: T + 20,
 }
 
+export const pausedJobExample = {
+  ...cancellingJobExample,
+  status: 'paused',
+  status_reason: 'paused by user at step 88',
+  estimated_finish: null,
+  progress: { ...cancellingJobExample.progress, estimated_finish: null },
+}
+
 export const eventExample = {
   id: 'ftevent-8h3j5k7l9z1x2c4v6b8n0m2q',
   object: 'fine_tuning.job.event',

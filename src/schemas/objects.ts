@@ -96,6 +96,7 @@ export const JobStatus = StringEnum([
   'queued',
   'running',
   'cancelling',
+  'paused',
   'succeeded',
   'failed',
   'cancelled',

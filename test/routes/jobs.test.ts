@@ -390,10 +390,103 @@ test('cancel of a queued job: cancelled and out of the queue; cancelling again i
   assert.equal(del.statusCode, 200, del.body)
 })
 
+const post = (id: string, action: 'pause' | 'resume' | 'cancel') =>
+  app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${id}/${action}`, headers: auth })
+
+test('pause of a queued job: paused at once and out of the queue; resume queues it again; 409s', async () => {
+  const { id } = (await createJob({ model: 'mnist-cnn', training_file: idxFile, seed: 7 })).json()
+  assert.ok(await trainingQueue.getJob(id))
+  const notPaused = await post(id, 'resume')
+  assert.match(expectError(notPaused, 409, 'job_not_paused', null).message, /queued/)
+  assert.equal(notPaused.headers['x-should-retry'], 'false')
+
+  const paused = await post(id, 'pause')
+  assert.equal(paused.statusCode, 200, paused.body)
+  assert.equal(paused.json().status, 'paused')
+  assert.equal(paused.json().finished_at, null)
+  assert.equal(await trainingQueue.getJob(id), undefined, 'removed from the queue')
+  // pausing again changes nothing
+  const again = await post(id, 'pause')
+  assert.equal(again.statusCode, 200, again.body)
+  assert.equal(again.json().status, 'paused')
+
+  const resumed = await post(id, 'resume')
+  assert.equal(resumed.statusCode, 200, resumed.body)
+  assert.equal(resumed.json().status, 'queued')
+  assert.ok(await trainingQueue.getJob(id), 'back in the queue')
+
+  const events = (await app.inject({ url: `/v1/fine_tuning/jobs/${id}/events`, headers: auth })).json()
+  assert.deepEqual(
+    events.data.slice(0, 2).map((e: { message: string }) => e.message),
+    ['Job resumed: queued', 'Job paused before it started'],
+  )
+
+  await cancel(id)
+  const terminal = await post(id, 'pause')
+  assert.match(expectError(terminal, 409, 'job_not_pausable', null).message, /cancelled/)
+  assert.equal(terminal.headers['x-should-retry'], 'false')
+  expectError(await post(id, 'resume'), 409, 'job_not_paused', null)
+})
+
+test('pause while the files are validated: resume waits for them again, or queues at once when they are ready', async () => {
+  const fileId = await uploadFile('pause-later.zip', idxZip)
+  const waiting = (
+    await createJob({ model: 'mnist-cnn', training_file: fileId, hyperparameters: { n_epochs: 2 } })
+  ).json()
+  assert.equal(waiting.status, 'validating_files')
+  const paused = (await post(waiting.id, 'pause')).json()
+  assert.equal(paused.status, 'paused')
+  // validation ends while it is paused: it stays paused (and holds its file)
+  await processFile(fileId)
+  assert.equal((await getJob(waiting.id)).status, 'paused')
+  expectError(
+    await app.inject({ method: 'DELETE', url: `/v1/files/${fileId}`, headers: auth }),
+    409,
+    'file_in_use',
+    null,
+  )
+  const resumed = (await post(waiting.id, 'resume')).json()
+  assert.equal(resumed.status, 'queued')
+  assert.equal(resumed.hyperparameters.n_epochs, 2)
+  assert.equal(typeof resumed.hyperparameters.batch_size, 'number', 'auto values resolved')
+  assert.ok(await trainingQueue.getJob(waiting.id))
+  await cancel(waiting.id)
+})
+
+test('a paused job counts toward max_concurrent_jobs', async () => {
+  const { key, projectId } = await createProjectKey(app, 'pause-slots')
+  await app.db.project.update({ where: { id: projectId }, data: { maxConcurrentJobs: 1 } })
+  const own = bearer(key)
+  const body = multipart({ purpose: 'fine-tune' }, { name: 'd.zip', content: idxZip })
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...own, ...body.headers },
+    payload: body.payload,
+  })
+  await processFile(up.json().id)
+  const create = () =>
+    app.inject({
+      method: 'POST',
+      url: '/v1/fine_tuning/jobs',
+      headers: own,
+      payload: { model: 'mnist-cnn', training_file: up.json().id },
+    })
+  const first = (await create()).json()
+  const p = await app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${first.id}/pause`, headers: own })
+  assert.equal(p.json().status, 'paused')
+  expectError(await create(), 429, 'too_many_jobs', null)
+  const c = await app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${first.id}/cancel`, headers: own })
+  assert.equal(c.json().status, 'cancelled', 'a paused job is cancelled at once')
+  assert.equal((await create()).statusCode, 200)
+})
+
 test('cancel and sub-resources of an unknown job: 404 not_found', async () => {
   for (const [method, suffix] of [
     ['GET', ''],
     ['POST', '/cancel'],
+    ['POST', '/pause'],
+    ['POST', '/resume'],
     ['GET', '/events'],
     ['GET', '/checkpoints'],
     ['GET', '/metrics'],

@@ -10,7 +10,7 @@ import { deleteFileFeatures } from '../features/feature-cache-service.js'
 import { assertStorageQuota } from '../limits/limits-service.js'
 
 const FORMATS: DatasetFormat[] = ['csv', 'jsonl', 'image_zip', 'idx']
-export const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling'] as const
+export const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling', 'paused'] as const
 
 export interface FileError {
   code: string

@@ -5,7 +5,7 @@ import { AppError, notFound } from '../../errors.js'
 import type { File, FineTuningJob, Model } from '../../generated/prisma/client.js'
 import { checkpointModelId, newId, parseCheckpointModelId } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
-import { cancelChannel } from '../../queue/catalog.js'
+import { cancelChannel, pauseChannel } from '../../queue/catalog.js'
 import { enqueueTraining } from '../../queue/enqueue.js'
 import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots } from '../limits/limits-service.js'
@@ -330,6 +330,51 @@ export async function cancelJob(app: FastifyInstance, projectId: string, id: str
       app.log.warn({ err: err.message, jobId: id }, 'cancel broadcast failed; the worker also polls the database')
     })
   }
+  return getJob(app.db, projectId, id)
+}
+
+/**
+ * Pause: a waiting job is paused at once and leaves the queue; a running one stays `running` with
+ * status_reason "pausing" and every worker hears about it on Redis, so the one that owns it writes a
+ * mid-epoch checkpoint at the end of the current batch and stops (then the job is `paused`). Pausing a
+ * paused or pausing job again changes nothing.
+ */
+export async function pauseJob(app: FastifyInstance, projectId: string, id: string) {
+  const job = await getJob(app.db, projectId, id)
+  if (isTerminal(job.status) || job.status === 'cancelling')
+    throw new AppError(
+      'job_not_pausable',
+      `Job ${id} is ${job.status}; only validating_files, queued or running jobs can be paused.`,
+    )
+  if (job.status === 'paused') return job
+  const applied = await lifecycle.pauseByUser(app, id)
+  const now = await getJob(app.db, projectId, id)
+  if (applied === null && now.status !== 'paused' && now.statusReason !== lifecycle.PAUSING)
+    // it moved meanwhile (finished, or cancelled): answer as if it had been in that status
+    throw new AppError('job_not_pausable', `Job ${id} is ${now.status}; it can no longer be paused.`)
+  if (now.status === 'running') {
+    // Re-broadcast on repeated calls too, as cancel does; the worker also polls the database.
+    await app.redis.publish(pauseChannel(app.config.queuePrefix), id).catch((err) => {
+      app.log.warn({ err: err.message, jobId: id }, 'pause broadcast failed; the worker also polls the database')
+    })
+  }
+  return now
+}
+
+/**
+ * Resume: a paused job is queued again and continues from its last checkpoint (a job paused while its
+ * files were validated waits for them again, and is queued at once when they already are).
+ */
+export async function resumeJob(app: FastifyInstance, projectId: string, id: string) {
+  const job = await getJob(app.db, projectId, id)
+  if (job.status !== 'paused')
+    throw new AppError('job_not_paused', `Job ${id} is ${job.status}; only a paused job can be resumed.`)
+  const resumed = await lifecycle.resume(app, id)
+  if (!resumed) {
+    const now = await getJob(app.db, projectId, id)
+    throw new AppError('job_not_paused', `Job ${id} is ${now.status}; only a paused job can be resumed.`)
+  }
+  if (resumed.status === 'validating_files') await promoteJobsWaitingOn(app, resumed.trainingFileId)
   return getJob(app.db, projectId, id)
 }
 

@@ -9,7 +9,7 @@ import { featureBytes } from '../features/feature-cache-service.js'
 type LimitsApp = Pick<FastifyInstance, 'db' | 'config'>
 
 /** Jobs that hold a slot: everything not finished. */
-export const SLOT_HOLDING = ['validating_files', 'queued', 'running', 'cancelling'] as const
+export const SLOT_HOLDING = ['validating_files', 'queued', 'running', 'cancelling', 'paused'] as const
 
 /** Seconds a client refused for too many jobs is asked to wait (jobs take minutes; polling faster is waste). */
 export const TOO_MANY_JOBS_RETRY_AFTER_S = 30

@@ -134,7 +134,7 @@ export async function deleteModel(app: FastifyInstance, projectId: string, id: s
   const row = await getModel(app.db, projectId, id)
   if (row.kind === 'builtin' || row.kind === 'architecture')
     throw new AppError('builtin_model_immutable', `${id} is a built-in model and cannot be deleted.`)
-  const unfinished = ['validating_files', 'queued', 'running', 'cancelling'] as const
+  const unfinished = ['validating_files', 'queued', 'running', 'cancelling', 'paused'] as const
   const [asBase, asTeacher, evaluations] = await Promise.all([
     app.db.fineTuningJob.count({ where: { baseModelId: id, status: { in: [...unfinished] } } }),
     app.db.fineTuningJob.count({

@@ -53,7 +53,10 @@ interface ApplyOpts {
   /** extra condition on the locked row (e.g. claim expects the attempt it read) */
   expect?: { attempt?: number; statusReason?: string | null; notStatusReason?: string }
   /** decides the target status, the columns and the event from the locked row; null: nothing to do */
-  step: (tx: Tx, row: { status: JobStatus; attempt: number }) => Promise<Step | null> | Step | null
+  step: (
+    tx: Tx,
+    row: { status: JobStatus; attempt: number; statusReason: string | null },
+  ) => Promise<Step | null> | Step | null
 }
 
 /** Every transition the module made in this process, for tests: name, job, from, to. */
@@ -78,7 +81,7 @@ async function apply(d: LifecycleDeps, name: TransitionName, jobId: string, opts
     if (opts.expect && 'statusReason' in opts.expect && row.status_reason !== opts.expect.statusReason) return null
     if (opts.expect?.notStatusReason !== undefined && row.status_reason === opts.expect.notStatusReason) return null
     if (!(spec.from as readonly (JobStatus | null)[]).includes(row.status)) return null
-    const step = await opts.step(tx, row)
+    const step = await opts.step(tx, { status: row.status, attempt: row.attempt, statusReason: row.status_reason })
     if (!step) return null
     if (!allowed(name, row.status, step.to))
       throw new Error(`transition ${name} may not move a job from ${row.status} to ${step.to}`)
@@ -147,10 +150,17 @@ export async function createJob(
 export async function cancelByUser(d: LifecycleDeps, jobId: string): Promise<'cancel' | 'request_cancel' | null> {
   const now = new Date()
   const cancelled = await apply(d, 'cancel', jobId, {
-    step: () => ({
+    step: (_tx, row) => ({
       to: 'cancelled',
-      data: { statusReason: 'cancelled by user before it started', cancelRequestedAt: now },
-      event: { level: 'info', message: 'Job cancelled before it started' },
+      data: {
+        statusReason:
+          row.status === 'paused' ? 'cancelled by user while paused' : 'cancelled by user before it started',
+        cancelRequestedAt: now,
+      },
+      event: {
+        level: 'info',
+        message: row.status === 'paused' ? 'Job cancelled while paused' : 'Job cancelled before it started',
+      },
     }),
   })
   if (cancelled) {
@@ -168,6 +178,77 @@ export async function cancelByUser(d: LifecycleDeps, jobId: string): Promise<'ca
     }),
   })
   return requested ? 'request_cancel' : null
+}
+
+/** status_reason of a running job whose pause was requested, until its training process has stopped. */
+export const PAUSING = 'pausing'
+/** status_reason of a job paused while its files were validated: resume sends it back there. */
+export const PAUSED_WHILE_VALIDATING = 'paused by user while its files were being validated'
+
+/**
+ * A user's pause: a job that has not started is paused at once (and leaves the queue); a running one
+ * keeps running with status_reason "pausing" (the caller broadcasts it to the worker) until its training
+ * process has written a mid-epoch checkpoint and exited. Returns which transition applied (null: none,
+ * e.g. already pausing).
+ */
+export async function pauseByUser(d: LifecycleDeps, jobId: string): Promise<'pause' | 'request_pause' | null> {
+  const paused = await apply(d, 'pause', jobId, {
+    step: (_tx, row) => ({
+      to: 'paused',
+      data: {
+        statusReason: row.status === 'validating_files' ? PAUSED_WHILE_VALIDATING : 'paused by user before it started',
+      },
+      event: { level: 'info', message: 'Job paused before it started', data: { from: row.status } },
+    }),
+  })
+  if (paused) {
+    await Promise.all([
+      d.queues.training.remove(jobId).catch(() => 0),
+      d.queues.trainingGpu.remove(jobId).catch(() => 0),
+    ])
+    return 'pause'
+  }
+  const requested = await apply(d, 'request_pause', jobId, {
+    expect: { notStatusReason: PAUSING },
+    step: () => ({
+      to: 'running',
+      data: { statusReason: PAUSING },
+      event: {
+        level: 'info',
+        message: 'Pause requested; checkpointing at the end of the current batch',
+      },
+    }),
+  })
+  return requested ? 'request_pause' : null
+}
+
+/**
+ * resume: a paused job is queued again (enqueued after the commit) to continue from its last checkpoint;
+ * one paused while its files were validated goes back to validating_files (the caller promotes it when
+ * they are ready).
+ */
+export async function resume(d: LifecycleDeps, jobId: string) {
+  const job = await apply(d, 'resume', jobId, {
+    step: async (tx, row) => {
+      const last = await tx.checkpoint.findFirst({ where: { jobId }, orderBy: { step: 'desc' } })
+      const validating = row.statusReason === PAUSED_WHILE_VALIDATING
+      return {
+        to: validating ? 'validating_files' : 'queued',
+        data: { statusReason: null, ...(last ? { resumeCheckpointId: last.id } : {}) },
+        event: {
+          level: 'info',
+          message: last
+            ? `Job resumed: queued to continue from checkpoint ${last.id} (step ${last.step})`
+            : validating
+              ? 'Job resumed: waiting for its files to be validated'
+              : 'Job resumed: queued',
+          data: { checkpoint: last?.id ?? null, step: last?.step ?? null },
+        },
+      }
+    },
+  })
+  if (job?.status === 'queued') await enqueueTraining(d.queues, d.log, job)
+  return job
 }
 
 /** flag_unserved: a queued job no live worker of its class can run gets the reason and one warning. */
@@ -312,6 +393,35 @@ export async function fail(
       data: { errorCode: code, errorMessage: message, statusReason: code, trainerPid: null },
       event: { level: 'error', message: `Job failed: ${message}`, data: { code, ...data } },
     }),
+  })
+}
+
+/**
+ * finish_pause: the training process stopped after a pause (its mid-epoch checkpoint, if it reached a
+ * batch, is the job's last): paused, to resume from that checkpoint.
+ */
+export async function finishPause(d: LifecycleDeps, fence: Fence) {
+  return apply(d, 'finish_pause', fence.jobId, {
+    fence,
+    step: async (tx) => {
+      const last = await tx.checkpoint.findFirst({ where: { jobId: fence.jobId }, orderBy: { step: 'desc' } })
+      return {
+        to: 'paused',
+        data: {
+          statusReason: last ? `paused by user at step ${last.step}` : 'paused by user',
+          workerPid: null,
+          trainerPid: null,
+          resumeCheckpointId: last?.id ?? null,
+        },
+        event: {
+          level: 'info',
+          message: last
+            ? `Job paused: checkpoint ${last.id} at step ${last.step} (epoch ${last.epoch}) written; resume continues from it`
+            : 'Job paused before its first batch; resume starts it',
+          data: { checkpoint: last?.id ?? null, step: last?.step ?? null },
+        },
+      }
+    },
   })
 }
 

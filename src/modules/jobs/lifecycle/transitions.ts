@@ -72,11 +72,11 @@ export const TRANSITIONS = {
     why: 'cancel of a running job: it stops at the end of its batch',
   },
   cancel: {
-    from: ['validating_files', 'queued'],
+    from: ['validating_files', 'queued', 'paused'],
     to: ['cancelled'],
     fenced: false,
     by: 'api',
-    why: 'cancel of a job that has not started: it leaves the queue at once',
+    why: 'cancel of a job that has not started, or is paused: it leaves the queue at once',
   },
   finish_cancel: {
     from: ['running', 'cancelling'],
@@ -98,6 +98,34 @@ export const TRANSITIONS = {
     fenced: true,
     by: 'worker',
     why: 'training failed (job error.code says why)',
+  },
+  pause: {
+    from: ['validating_files', 'queued'],
+    to: ['paused'],
+    fenced: false,
+    by: 'api',
+    why: 'pause of a job that has not started: it leaves the queue at once',
+  },
+  request_pause: {
+    from: ['running'],
+    to: ['running'],
+    fenced: false,
+    by: 'api',
+    why: 'pause of a running job: status_reason "pausing" until its mid-epoch checkpoint is written',
+  },
+  finish_pause: {
+    from: ['running'],
+    to: ['paused'],
+    fenced: true,
+    by: 'worker',
+    why: 'the training process wrote its mid-epoch checkpoint and exited',
+  },
+  resume: {
+    from: ['paused'],
+    to: ['queued', 'validating_files'],
+    fenced: false,
+    by: 'api',
+    why: 'queued again, to continue from its last checkpoint (back to validating_files if paused there)',
   },
   flag_unserved: {
     from: ['queued'],

@@ -6,10 +6,23 @@ import { notFound } from '../../../errors.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { EPOCH_ROWS_ONLY } from '../../../modules/jobs/batch-metrics.js'
 import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
-import { cancelJob, presentJob, queuePosition, retryJob } from '../../../modules/jobs/jobs-service.js'
+import {
+  cancelJob,
+  pauseJob,
+  presentJob,
+  queuePosition,
+  resumeJob,
+  retryJob,
+} from '../../../modules/jobs/jobs-service.js'
 import { type MetricRow, summarizeMetrics } from '../../../modules/jobs/lifecycle/metrics-summary.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
-import { cancellingJobExample, jsonResponse, listExample, queuedJobExample } from '../../../schemas/examples.js'
+import {
+  cancellingJobExample,
+  jsonResponse,
+  listExample,
+  pausedJobExample,
+  queuedJobExample,
+} from '../../../schemas/examples.js'
 import {
   JobEventsHeaders,
   JobEventsQuery,
@@ -148,6 +161,52 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const job = await findJob(app, req.params.id)
       await cancelJob(app, job.projectId, job.id)
+      return presentAdminJob(await findJob(app, job.id))
+    },
+  )
+
+  app.post(
+    '/v1/admin/jobs/:id/pause',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'adminPauseJob',
+        summary: "Pause any project's job (as the project's own pause does)",
+        description: 'With the dashboard session cookie, send the `x-refit-csrf` header.',
+        params: IdParams,
+        response: {
+          200: jsonResponse(AdminJob, { ...pausedJobExample, project }),
+          ...errorResponses(404, 409),
+        },
+      },
+    },
+    async (req) => {
+      const job = await findJob(app, req.params.id)
+      await pauseJob(app, job.projectId, job.id)
+      return presentAdminJob(await findJob(app, job.id))
+    },
+  )
+
+  app.post(
+    '/v1/admin/jobs/:id/resume',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'adminResumeJob',
+        summary: "Resume any project's paused job (as the project's own resume does)",
+        description: 'With the dashboard session cookie, send the `x-refit-csrf` header.',
+        params: IdParams,
+        response: {
+          200: jsonResponse(AdminJob, { ...queuedJobExample, project }),
+          ...errorResponses(404, 409),
+        },
+      },
+    },
+    async (req) => {
+      const job = await findJob(app, req.params.id)
+      await resumeJob(app, job.projectId, job.id)
       return presentAdminJob(await findJob(app, job.id))
     },
   )

@@ -7,8 +7,10 @@ import {
   getJob,
   listJobs,
   METADATA_QUERY_KEY,
+  pauseJob,
   presentJob,
   queuePosition,
+  resumeJob,
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
 import { errorResponses, IdParams, ListQuery, listOf, Nullable, StringEnum } from '../../../schemas/common.js'
@@ -18,6 +20,7 @@ import {
   jobExample,
   jsonResponse,
   listExample,
+  pausedJobExample,
   queuedJobExample,
 } from '../../../schemas/examples.js'
 import {
@@ -318,6 +321,51 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => presentJob(await cancelJob(app, req.projectId, req.params.id)),
+  )
+
+  app.post(
+    '/v1/fine_tuning/jobs/:id/pause',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'pauseFineTuningJob',
+        summary:
+          'Pause a job: a waiting job is paused at once; a running one checkpoints mid-epoch at the end of its batch, then is paused',
+        description:
+          'A running job stays `running` with `status_reason` "pausing" until its checkpoint (weights, optimizer and generator state, position in the epoch) is written; it then becomes `paused`. A paused job keeps its slot (counts toward `max_concurrent_jobs`). No webhook is sent for `paused`. 409 `job_not_pausable` for finished or cancelling jobs.',
+        params: IdParams,
+        response: {
+          200: jsonResponse(
+            Type.Ref('FineTuningJob'),
+            pausedJobExample,
+            'The job: `paused` if it had not started, else `running` with status_reason "pausing"',
+          ),
+          ...errorResponses(404, 409),
+        },
+      },
+    },
+    async (req) => presentJob(await pauseJob(app, req.projectId, req.params.id)),
+  )
+
+  app.post(
+    '/v1/fine_tuning/jobs/:id/resume',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'resumeFineTuningJob',
+        summary: 'Resume a paused job: queued again, it continues from its last checkpoint with the same batch order',
+        description:
+          'A seeded job paused and resumed ends with the metrics of an uninterrupted one. 409 `job_not_paused` when the job is not paused.',
+        params: IdParams,
+        response: {
+          200: jsonResponse(Type.Ref('FineTuningJob'), queuedJobExample, 'The job, `queued`'),
+          ...errorResponses(404, 409),
+        },
+      },
+    },
+    async (req) => presentJob(await resumeJob(app, req.projectId, req.params.id)),
   )
 
   app.get(
