@@ -6,16 +6,23 @@
 // time, so two worker processes never send the same delivery at once; a worker that dies mid-send leaves
 // the job to stall and be run again (at least once: receivers dedupe on `refit-webhook-id`).
 //
+// Fairness: a delivery first takes one of its project's WEBHOOK_CONCURRENCY_PER_PROJECT slots in Redis
+// (src/queue/project-slots.ts, shared by every worker process); with none free it goes back to delayed
+// without counting an attempt, so a tenant whose endpoint hangs holds at most that many of the workers'
+// delivery slots and every other project's deliveries go out meanwhile.
+//
 // The relay pass (the cluster's reconcile job runs it; `intervalMs` runs it here too): (a) records deliveries for terminal jobs that have none (rows
 // finished before the outbox existed), (b) adds a queue job for every pending row (adding an existing job
 // id is a no-op, so only lost enqueues are added).
-import type { Queue } from 'bullmq'
+import { DelayedError, type Queue } from 'bullmq'
+import { Redis } from 'ioredis'
 import type { Config } from '../src/config.js'
 import type { Db } from '../src/db/client.js'
 import { type AddressPolicy, type DeliveryResult, sendWebhook } from '../src/modules/webhooks/safe-delivery.js'
 import { recordJobTerminal, signPayload } from '../src/modules/webhooks/webhooks-service.js'
 import type { DeliveryPayload } from '../src/queue/catalog.js'
 import { enqueueDeliveries } from '../src/queue/enqueue.js'
+import { slotKey, slotRetryDelayMs, takeSlot } from '../src/queue/project-slots.js'
 import { closeQueues, consume, openQueues } from '../src/queue/registry.js'
 import type { Logger } from './deps.js'
 
@@ -35,6 +42,8 @@ export interface WebhookDispatcherOptions {
   maxAttempts?: number
   /** which addresses a delivery may connect to (default: public only) */
   policy?: AddressPolicy
+  /** deliveries of one project in flight at once across all processes (WEBHOOK_CONCURRENCY_PER_PROJECT, default 2) */
+  concurrencyPerProject?: number
 }
 
 /** A delivery as the processor claimed it, joined with its webhook. */
@@ -73,6 +82,8 @@ export interface WebhookDispatcherDeps {
   db: Db
   log: Logger
   config: Pick<Config, 'redisUrl' | 'queuePrefix'>
+  /** for the per-project slots; without it the dispatcher opens (and closes) its own connection */
+  redis?: Redis
 }
 
 /** A failed attempt that should be retried after `retryInMs` (read by the worker's backoff strategy). */
@@ -134,6 +145,9 @@ export function startWebhookDispatcher(
   const backoff = opts.backoffMs ?? WEBHOOK_BACKOFF_MS
   const maxAttempts = opts.maxAttempts ?? WEBHOOK_MAX_ATTEMPTS
   const policy = opts.policy ?? { allowPrivate: false }
+  const perProject = opts.concurrencyPerProject ?? 2
+  const ownRedis = deps.redis ? null : new Redis(config.redisUrl, { maxRetriesPerRequest: null })
+  const redis = deps.redis ?? (ownRedis as Redis)
   const stop = new AbortController()
   const { webhooks: queue } = intervalMs
     ? openQueues(config, {
@@ -193,24 +207,27 @@ export function startWebhookDispatcher(
   const worker = consume(
     'webhooks',
     config,
-    async ({ deliveryId }) => {
-      // Counts the attempt on the row; a row no longer pending (delivered, given up, webhook deleted) is skipped.
-      const [d] = await db.$queryRaw<ClaimedDelivery[]>`
-        UPDATE webhook_deliveries d
-        SET attempts = d.attempts + 1, next_attempt_at = NULL
-        FROM webhooks w
-        WHERE d.id = ${deliveryId} AND w.id = d.webhook_id AND d.status = 'pending'
-        RETURNING d.id, d.webhook_id, d.job_id, d.payload, d.attempts, w.url, w.secret, (w.deleted_at IS NOT NULL) AS deleted`
-      if (!d) return { skipped: true }
-      if (d.deleted) {
-        await db.$executeRaw`
-          UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', error_class = 'webhook_deleted'
-          WHERE id = ${d.id} AND status = 'pending'`
-        return { skipped: 'webhook deleted' }
+    async ({ deliveryId }, job, token) => {
+      const [target] = await db.$queryRaw<{ project_id: string }[]>`
+        SELECT w.project_id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+        WHERE d.id = ${deliveryId} AND d.status = 'pending'`
+      if (!target) return { skipped: true }
+      const slot = await takeSlot(
+        redis,
+        slotKey(config.queuePrefix, 'webhooks', target.project_id),
+        deliveryId,
+        perProject,
+      )
+      if (!slot) {
+        // The project has its deliveries in flight: wait behind them without holding a worker slot.
+        await job.moveToDelayed(Date.now() + slotRetryDelayMs(), token)
+        throw new DelayedError()
       }
-      const retryInMs = await finish(d, await send(d, timeoutMs, policy, stop.signal))
-      if (retryInMs !== null) throw new RetryLater(retryInMs, `attempt ${d.attempts} failed`)
-      return { attempts: d.attempts }
+      try {
+        return await deliver(deliveryId)
+      } finally {
+        await slot.release()
+      }
     },
     {
       concurrency: opts.batchSize ?? 20,
@@ -218,6 +235,27 @@ export function startWebhookDispatcher(
     },
   )
   worker.on('error', (err) => log.warn({ err: err.message }, 'webhook worker error'))
+
+  /** One attempt of a pending delivery, its project slot held. */
+  async function deliver(deliveryId: string) {
+    // Counts the attempt on the row; a row no longer pending (delivered, given up, webhook deleted) is skipped.
+    const [d] = await db.$queryRaw<ClaimedDelivery[]>`
+        UPDATE webhook_deliveries d
+        SET attempts = d.attempts + 1, next_attempt_at = NULL
+        FROM webhooks w
+        WHERE d.id = ${deliveryId} AND w.id = d.webhook_id AND d.status = 'pending'
+        RETURNING d.id, d.webhook_id, d.job_id, d.payload, d.attempts, w.url, w.secret, (w.deleted_at IS NOT NULL) AS deleted`
+    if (!d) return { skipped: true }
+    if (d.deleted) {
+      await db.$executeRaw`
+          UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', error_class = 'webhook_deleted'
+          WHERE id = ${d.id} AND status = 'pending'`
+      return { skipped: 'webhook deleted' }
+    }
+    const retryInMs = await finish(d, await send(d, timeoutMs, policy, stop.signal))
+    if (retryInMs !== null) throw new RetryLater(retryInMs, `attempt ${d.attempts} failed`)
+    return { attempts: d.attempts }
+  }
 
   let timer: NodeJS.Timeout | null = null
   let running: Promise<void> = Promise.resolve()
@@ -240,6 +278,7 @@ export function startWebhookDispatcher(
       await running
       await closing
       if (queue) await closeQueues({ webhooks: queue })
+      ownRedis?.disconnect()
     },
   }
 }

@@ -119,6 +119,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   const webhookDispatcher = startWebhookDispatcher(deps, {
     timeoutMs: config.webhookTimeoutMs,
     policy: { allowPrivate: config.webhookAllowPrivate },
+    concurrencyPerProject: config.webhookConcurrencyPerProject,
   })
   const evaluationWorker = startEvaluationWorker(deps)
   // Registered last: a worker listed as live is one that consumes its queues.

@@ -1,11 +1,16 @@
-// One tenant cannot hold another's dataset validations, and a poison file fails cleanly (issue 13, items 2
-// and 6), on the real service (API + worker processes). The project slot is held from the test through
-// Redis exactly as a long validation would hold it, so the check does not depend on timing.
+// One tenant cannot hold another's dataset validations or webhook deliveries, and a poison file fails
+// cleanly (issue 13, items 2 and 6), on the real service (API + worker processes). The validation slot is
+// held from the test through Redis exactly as a long validation would hold it, and the webhook endpoint
+// that hangs really hangs (it never answers within the test), so neither check depends on timing.
 import assert from 'node:assert/strict'
 import { rm } from 'node:fs/promises'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { Redis } from 'ioredis'
+import { createDb, type Db } from '../../src/db/client.js'
+import { newId } from '../../src/lib/ids.js'
 import { slotKey, takeSlot } from '../../src/queue/project-slots.js'
 import { ADMIN_TOKEN, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
 import { httpClient, type RunningService, startService } from '../helpers/service.js'
@@ -13,14 +18,23 @@ import { httpClient, type RunningService, startService } from '../helpers/servic
 let env: TestEnv
 let service: RunningService
 let redis: Redis
+let db: Db
 
 before(async () => {
-  env = await createTestEnv('tenant_fairness')
+  env = await createTestEnv('tenant_fairness', {
+    // Receivers listen on 127.0.0.1; a hung delivery would hold its worker slot for the whole test.
+    WEBHOOK_ALLOW_PRIVATE: 'true',
+    WEBHOOK_TIMEOUT_MS: '300000',
+    // The reconcile pass records and enqueues the deliveries of the job rows the test writes.
+    RECONCILE_INTERVAL_MS: '300',
+  })
   service = await startService(env.env)
   redis = new Redis(env.config.redisUrl)
+  db = createDb(env.config.databaseUrl, 2)
 })
 after(async () => {
   redis?.disconnect()
+  await db?.$disconnect()
   await service?.stop()
   await env?.cleanup()
 })
@@ -94,4 +108,98 @@ test('a file whose validation throws on every attempt ends `error` (validation_f
     'the waiting job to fail',
   )
   assert.match(failed.error?.message ?? failed.status_reason ?? '', /failed validation|validation/i)
+})
+
+/** A job row of the project moved straight to `succeeded`, as a worker would leave it. */
+async function succeededJob(projectId: string) {
+  const fileId = newId('file')
+  await db.file.create({
+    data: {
+      id: fileId,
+      projectId,
+      filename: 'data.csv',
+      purpose: 'fine-tune',
+      format: 'csv',
+      bytes: 10n,
+      sha256: '0'.repeat(64),
+      status: 'processed',
+      stats: { rows: 2, feature_count: 2 },
+    },
+  })
+  await db.fineTuningJob.create({
+    data: {
+      id: newId('ftjob'),
+      projectId,
+      baseModelId: 'mnist-cnn',
+      trainingFileId: fileId,
+      method: { type: 'transfer' },
+      hyperparameters: { n_epochs: 1, batch_size: 16, learning_rate: 0.001, validation_split: 0 },
+      seed: 1,
+      status: 'succeeded',
+      startedAt: new Date(),
+      finishedAt: new Date(),
+    },
+  })
+}
+
+/** A receiver: `hang` accepts and never answers; otherwise it answers 200. Counts requests open at once. */
+async function receiver(hang: boolean) {
+  let open = 0
+  let peak = 0
+  let seen = 0
+  const server: Server = createServer((req, res) => {
+    seen++
+    open++
+    peak = Math.max(peak, open)
+    // The response's close: the request's fires as soon as its body is read.
+    res.once('close', () => open--)
+    req.resume()
+    if (!hang) req.on('end', () => res.end('ok'))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`
+  return {
+    url,
+    stats: () => ({ open, peak, seen }),
+    close: () => {
+      server.closeAllConnections()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+test("a project whose endpoint hangs holds WEBHOOK_CONCURRENCY_PER_PROJECT deliveries; another project's go out", async () => {
+  const a = await projectClient('hangs')
+  const b = await projectClient('answers')
+  const hung = await receiver(true)
+  const ok = await receiver(false)
+  try {
+    // 10 webhooks x 2 jobs = 20 deliveries to the hanging endpoint: as many as the worker sends at once.
+    for (let i = 0; i < 10; i++) {
+      const res = await a.api.post('/v1/webhooks', { url: hung.url })
+      assert.equal(res.status, 201, JSON.stringify(res.body))
+    }
+    const hookB = await b.api.post('/v1/webhooks', { url: ok.url })
+    assert.equal(hookB.status, 201, JSON.stringify(hookB.body))
+    await succeededJob(a.projectId)
+    await succeededJob(a.projectId)
+    await waitFor(async () => hung.stats().open >= 2, 30_000, "A's deliveries to reach the hanging endpoint")
+    await succeededJob(b.projectId)
+    await waitFor(async () => ok.stats().seen >= 1, 30_000, "B's delivery while A's hang")
+    const deliveries = (await b.api.get(`/v1/webhooks/${hookB.body.id}/deliveries`)).body.data
+    await waitFor(
+      async () => (await b.api.get(`/v1/webhooks/${hookB.body.id}/deliveries`)).body.data[0]?.status === 'delivered',
+      10_000,
+      "B's delivery recorded as delivered",
+    )
+    assert.ok(deliveries.length >= 1)
+    // A's endpoint still holds its requests (nothing answered them), and never more than the cap at once.
+    assert.ok(hung.stats().open >= 1, 'A is still hanging')
+    assert.equal(hung.stats().peak, env.config.webhookConcurrencyPerProject, JSON.stringify(hung.stats()))
+    const slots = await redis.zcard(slotKey(env.config.queuePrefix, 'webhooks', a.projectId))
+    assert.ok(slots <= env.config.webhookConcurrencyPerProject, `slots held by A: ${slots}`)
+  } finally {
+    await hung.close()
+    await ok.close()
+  }
 })
