@@ -1237,9 +1237,15 @@ export interface components {
             trained_tokens: null;
             trained_samples: number | null;
             error: {
-                code: string;
+                /**
+                 * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                 * @enum {string}
+                 */
+                code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                 message: string;
                 param: string | null;
+                /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                retryable: boolean;
             } | null;
             seed: number;
             suffix: string | null;
@@ -2506,9 +2512,15 @@ export interface operations {
                             trained_tokens: null;
                             trained_samples: number | null;
                             error: {
-                                code: string;
+                                /**
+                                 * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                                 * @enum {string}
+                                 */
+                                code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                                 message: string;
                                 param: string | null;
+                                /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                                retryable: boolean;
                             } | null;
                             seed: number;
                             suffix: string | null;
@@ -2703,9 +2715,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -2898,9 +2916,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -3102,9 +3126,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -3298,9 +3328,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -3494,9 +3530,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -3736,7 +3778,12 @@ export interface operations {
     adminListJobMetrics: {
         parameters: {
             query?: {
+                /** @description Only rows of this metric */
                 name?: string;
+                /** @description Rows per page; without it one page holds up to 10,000 rows (the whole history of most jobs) */
+                limit?: number;
+                /** @description Id of the last row of the previous page. */
+                after?: string;
             };
             header?: never;
             path: {
@@ -3757,6 +3804,7 @@ export interface operations {
                      *       "object": "list",
                      *       "data": [
                      *         {
+                     *           "id": "mtr-207-accuracy",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -3765,6 +3813,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-loss",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -3773,6 +3822,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-val_accuracy",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -3781,6 +3831,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-val_loss",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -3796,6 +3847,8 @@ export interface operations {
                         /** @enum {string} */
                         object: "list";
                         data: {
+                            /** @description `mtr-<step>-<name>`: the row, and the `after` cursor of the next page */
+                            id: string;
                             /** @enum {string} */
                             object: "fine_tuning.job.metric";
                             step: number;
@@ -5248,9 +5301,15 @@ export interface operations {
                         trained_tokens: null;
                         trained_samples: number | null;
                         error: {
-                            code: string;
+                            /**
+                             * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                             * @enum {string}
+                             */
+                            code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                             message: string;
                             param: string | null;
+                            /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                            retryable: boolean;
                         } | null;
                         seed: number;
                         suffix: string | null;
@@ -9011,9 +9070,15 @@ export interface operations {
                             trained_tokens: null;
                             trained_samples: number | null;
                             error: {
-                                code: string;
+                                /**
+                                 * @description Why the job failed: a code from the job failure catalogue (see the API description).
+                                 * @enum {string}
+                                 */
+                                code: "training_failed" | "training_process_crashed" | "file_not_found" | "out_of_memory" | "storage_quota_exceeded" | "base_model_missing" | "teacher_model_missing" | "training_file_missing" | "validation_file_missing" | "checkpoint_missing" | "file_not_ready" | "incompatible_dataset" | "teacher_classes_mismatch" | "invalid_hyperparameter" | "training_memory_exceeded" | "backend_cannot_train" | "base_model_not_transferable" | "checkpoint_invalid" | "dataset_incompatible" | "feature_layer_not_found" | "invalid_hyperparameters" | "invalid_method" | "invalid_request" | "model_not_classifier" | "model_not_predictable" | "training_diverged" | "too_few_classes" | "too_few_samples" | "unknown_architecture" | "invalid_csv" | "invalid_jsonl" | "invalid_image_zip" | "invalid_idx" | "unrecognized_format" | "empty_dataset" | "dataset_too_large" | "invalid_image" | "validation_failed" | "chat_format_not_supported";
                                 message: string;
                                 param: string | null;
+                                /** @description true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead. */
+                                retryable: boolean;
                             } | null;
                             seed: number;
                             suffix: string | null;
@@ -10212,7 +10277,12 @@ export interface operations {
     listFineTuningMetrics: {
         parameters: {
             query?: {
+                /** @description Only rows of this metric */
                 name?: string;
+                /** @description Rows per page; without it one page holds up to 10,000 rows (the whole history of most jobs) */
+                limit?: number;
+                /** @description Id of the last row of the previous page. */
+                after?: string;
             };
             header?: never;
             path: {
@@ -10233,6 +10303,7 @@ export interface operations {
                      *       "object": "list",
                      *       "data": [
                      *         {
+                     *           "id": "mtr-207-accuracy",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -10241,6 +10312,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-loss",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -10249,6 +10321,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-val_accuracy",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -10257,6 +10330,7 @@ export interface operations {
                      *           "created_at": 1764370006
                      *         },
                      *         {
+                     *           "id": "mtr-207-val_loss",
                      *           "object": "fine_tuning.job.metric",
                      *           "step": 207,
                      *           "epoch": 1,
@@ -10272,6 +10346,8 @@ export interface operations {
                         /** @enum {string} */
                         object: "list";
                         data: {
+                            /** @description `mtr-<step>-<name>`: the row, and the `after` cursor of the next page */
+                            id: string;
                             /** @enum {string} */
                             object: "fine_tuning.job.metric";
                             step: number;

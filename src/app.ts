@@ -11,6 +11,7 @@ import type { Config } from './config.js'
 import dashboardRoutes from './dashboard/routes.js'
 import { ERROR_CATALOGUE } from './errors.js'
 import { inferencePlugin } from './inference/plugin.js'
+import { JOB_FAILURE_CODES } from './modules/jobs/failure-codes.js'
 import { EvaluationObject, LineageObject, PredictionList } from './modules/models/model-schemas.js'
 import { type Resolver, systemResolver } from './modules/webhooks/safe-delivery.js'
 import { metricsPlugin } from './observability/metrics.js'
@@ -49,6 +50,9 @@ export interface BuildOptions {
 
 const errorTable = Object.entries(ERROR_CATALOGUE)
   .map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.description} |`)
+  .join('\n')
+const jobFailureTable = Object.entries(JOB_FAILURE_CODES)
+  .map(([code, e]) => `| \`${code}\` | ${e.retryable ? 'yes' : 'no'} | ${e.description} |`)
   .join('\n')
 
 export async function buildApp({
@@ -89,7 +93,7 @@ export async function buildApp({
       info: {
         title: 'Refit API',
         version: '0.1.0',
-        description: `Fine-tuning as a service: upload datasets, fine-tune models by transfer learning, download the result.\n\nErrors are \`{"error": {"message", "type", "code", "param", "request_id", "details"}}\`. Codes:\n\n| code | status | meaning |\n|---|---|---|\n${errorTable}`,
+        description: `Fine-tuning as a service: upload datasets, fine-tune models by transfer learning, download the result.\n\nErrors are \`{"error": {"message", "type", "code", "param", "request_id", "details"}}\`. Codes:\n\n| code | status | meaning |\n|---|---|---|\n${errorTable}\n\nA failed job's \`error.code\` (with \`error.retryable\`) is one of:\n\n| code | retryable | meaning |\n|---|---|---|\n${jobFailureTable}`,
       },
       components: {
         securitySchemes: {

@@ -25,13 +25,14 @@ import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/fea
 import { storeResultFile } from '../src/modules/files/result-files.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
+import { catalogued, JobFailure } from '../src/modules/jobs/failure-codes.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifecycle/fence.js'
 import * as lifecycle from '../src/modules/jobs/lifecycle/lifecycle.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import type { WorkerDeps } from './deps.js'
-import { buildTrainRequest, JobSetupError } from './training-request.js'
+import { buildTrainRequest } from './training-request.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const compiled = import.meta.url.endsWith('.js')
@@ -166,7 +167,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         graph: config.frozenGraph,
       })
     } catch (err) {
-      if (!(err instanceof JobSetupError)) throw err
+      if (!(err instanceof JobFailure)) throw err
       await lifecycle.fail(deps, fence, err.code, err.message)
       throw new UnrecoverableError(err.message)
     }
@@ -396,7 +397,10 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       return { handedBack: true }
     }
     if (result?.kind === 'error') {
-      await retryTransient(() => lifecycle.fail(deps, fence, result.msg.code, result.msg.message))
+      // a code the catalogue does not know (a newer training process) keeps its name in the message
+      const code = catalogued(result.msg.code)
+      const message = code === result.msg.code ? result.msg.message : `${result.msg.code}: ${result.msg.message}`
+      await retryTransient(() => lifecycle.fail(deps, fence, code, message))
       if (result.msg.permanent) throw new UnrecoverableError(result.msg.message)
       return { failed: result.msg.code }
     }

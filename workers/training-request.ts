@@ -5,18 +5,10 @@ import type { DatasetFormat } from '../src/datasets/types.js'
 import type { Db } from '../src/db/client.js'
 import type { ArchitectureId, MethodSpec, TrainRequest } from '../src/engine/protocol.js'
 import type { File, FineTuningJob } from '../src/generated/prisma/client.js'
+import { JobFailure } from '../src/modules/jobs/failure-codes.js'
 import type { StoredMethod } from '../src/modules/jobs/methods.js'
 import { modelDir } from '../src/modules/models/models-service.js'
 import type { Storage } from '../src/storage/storage.js'
-
-export class JobSetupError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message)
-  }
-}
 
 const dataset = async (storage: Storage, f: File, maxImagePixels?: number) => ({
   path: await storage.localPath(f.storagePath!),
@@ -39,15 +31,15 @@ export async function buildTrainRequest(
 ): Promise<TrainRequest> {
   const base = await db.model.findUnique({ where: { id: job.baseModelId }, include: { artifact: true } })
   if (!base || base.deletedAt)
-    throw new JobSetupError('base_model_missing', `Base model ${job.baseModelId} no longer exists.`)
+    throw new JobFailure('base_model_missing', `Base model ${job.baseModelId} no longer exists.`)
   if (!job.trainingFile.storagePath || job.trainingFile.deletedAt)
-    throw new JobSetupError('training_file_missing', `Training file ${job.trainingFileId} was deleted.`)
+    throw new JobFailure('training_file_missing', `Training file ${job.trainingFileId} was deleted.`)
   if (job.validationFile && (!job.validationFile.storagePath || job.validationFile.deletedAt))
-    throw new JobSetupError('validation_file_missing', `Validation file ${job.validationFileId} was deleted.`)
+    throw new JobFailure('validation_file_missing', `Validation file ${job.validationFileId} was deleted.`)
   let initDir: string | null = null
   if (job.initCheckpointId) {
     const ckpt = await db.checkpoint.findUnique({ where: { id: job.initCheckpointId }, include: { artifact: true } })
-    if (!ckpt) throw new JobSetupError('checkpoint_missing', `Checkpoint ${job.initCheckpointId} no longer exists.`)
+    if (!ckpt) throw new JobFailure('checkpoint_missing', `Checkpoint ${job.initCheckpointId} no longer exists.`)
     initDir = await storage.localPath(ckpt.artifact.path)
   }
   const stored = job.method as unknown as StoredMethod
@@ -60,7 +52,7 @@ export async function buildTrainRequest(
       include: { artifact: true },
     })
     if (!teacher || teacher.deletedAt)
-      throw new JobSetupError('teacher_model_missing', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
+      throw new JobFailure('teacher_model_missing', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
     method = {
       type: 'distillation',
       teacherModelDir: await modelDir(storage, teacher),

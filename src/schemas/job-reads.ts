@@ -26,11 +26,18 @@ export const jobEventsResponse = {
 }
 
 export const JobMetricsQuery = Type.Object(
-  { name: Type.Optional(Type.String({ maxLength: 64 })) },
+  {
+    name: Type.Optional(Type.String({ maxLength: 64, description: 'Only rows of this metric' })),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10_000,
+        description: 'Rows per page; without it one page holds up to 10,000 rows (the whole history of most jobs)',
+      }),
+    ),
+    after: Type.Optional(Type.String({ maxLength: 200, description: 'Id of the last row of the previous page.' })),
+  },
   { additionalProperties: false },
 )
 
-export const jobMetricsResponse = jsonResponse(
-  Type.Object({ object: Type.Literal('list'), data: Type.Array(MetricObject), has_more: Type.Boolean() }),
-  metricsExample,
-)
+export const jobMetricsResponse = jsonResponse(listOf(MetricObject), metricsExample)

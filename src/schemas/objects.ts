@@ -1,5 +1,6 @@
 // Response schemas: allow-lists of what the API returns (never a raw database row).
 import { Type } from '@fastify/type-provider-typebox'
+import { JOB_FAILURE_CODES, type JobFailureCode } from '../modules/jobs/failure-codes.js'
 import { AnyObject, Nullable, StringEnum } from './common.js'
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
@@ -102,6 +103,22 @@ export const JobStatus = StringEnum([
   'cancelled',
 ])
 
+/** A failed job's error: `code` from the job failure catalogue (the API description's second table). */
+export const JobError = Type.Object(
+  {
+    code: StringEnum(Object.keys(JOB_FAILURE_CODES) as JobFailureCode[], {
+      description: 'Why the job failed: a code from the job failure catalogue (see the API description).',
+    }),
+    message: Type.String(),
+    param: Nullable(Type.String({ description: 'the request field at fault, when one is' })),
+    retryable: Type.Boolean({
+      description:
+        'true when retrying the job unchanged may succeed (a crash, a storage hiccup); false when something must change first (data, hyperparameters, model): clone and edit instead.',
+    }),
+  },
+  { additionalProperties: false },
+)
+
 export const JobObject = Type.Object(
   {
     id: Type.String({ examples: ['ftjob-4f2k8d0s9a7q1w3e5r6t8y0u'] }),
@@ -124,7 +141,7 @@ export const JobObject = Type.Object(
     ),
     trained_tokens: Type.Null(),
     trained_samples: Nullable(Type.Integer()),
-    error: Nullable(Type.Object({ code: Type.String(), message: Type.String(), param: Nullable(Type.String()) })),
+    error: Nullable(JobError),
     seed: Type.Integer(),
     suffix: Nullable(Type.String()),
     user_provided_suffix: Nullable(Type.String()),
@@ -170,6 +187,7 @@ export const CheckpointObject = Type.Object(
 
 export const MetricObject = Type.Object(
   {
+    id: Type.String({ description: '`mtr-<step>-<name>`: the row, and the `after` cursor of the next page' }),
     object: Type.Literal('fine_tuning.job.metric'),
     step: Type.Integer(),
     epoch: Type.Integer(),

@@ -223,9 +223,9 @@ test('8. live telemetry: per-step and per-epoch curves grow, elapsed time, queue
   const final = (await job(j1)).metrics.final
   assert.equal(final.epoch, 4, 'metrics.final is the last epoch, not a batch row')
   assert.ok(!('batch_loss' in final))
-  // the data-table fallback holds the API's values
-  const lastAcc = await page.locator('#accuracy-chart details tbody tr').last().locator('td').nth(1).textContent()
-  assert.equal(lastAcc, final.accuracy.toFixed(4))
+  // the data-table fallback holds the API's values (it re-renders 500 ms after the chart, so wait for it)
+  const lastAcc = () => page.locator('#accuracy-chart details tbody tr').last().locator('td').nth(1).textContent()
+  await waitFor(async () => (await lastAcc()) === final.accuracy.toFixed(4), 5_000, 'the data table catches up')
   // hovering the loss chart moves the accuracy chart's cursor too
   const box = (await page.locator('#loss-chart .u-over').boundingBox())!
   await page.mouse.move(box.x + box.width * 0.7, box.y + box.height / 2)

@@ -126,6 +126,25 @@ test('a transfer job from mnist-cnn trains, reports metrics while running and yi
   const metrics = (await api.GET('/v1/fine_tuning/jobs/{id}/metrics', { params: { path: { id: jobId } } })).data!.data
   for (const name of ['loss', 'accuracy', 'val_loss', 'val_accuracy'])
     assert.equal(metrics.filter((m) => m.name === name).length, 5, `one ${name} row per epoch`)
+  // the same rows, 7 at a time through `after`, in the same order; a cursor that is no row id is a 400
+  const paged: typeof metrics = []
+  for (let after: string | undefined, pages = 0; ; pages++) {
+    assert.ok(pages < 1000, 'paging ends')
+    const page = (
+      await api.GET('/v1/fine_tuning/jobs/{id}/metrics', {
+        params: { path: { id: jobId }, query: { limit: 7, after } },
+      })
+    ).data!
+    assert.ok(page.data.length <= 7)
+    paged.push(...page.data)
+    if (!page.has_more) break
+    after = page.data.at(-1)!.id
+  }
+  assert.deepEqual(paged, metrics)
+  const badCursor = await api.GET('/v1/fine_tuning/jobs/{id}/metrics', {
+    params: { path: { id: jobId }, query: { after: 'ftjob-x' } },
+  })
+  assert.equal(badCursor.response.status, 400)
   const checkpoints = (await api.GET('/v1/fine_tuning/jobs/{id}/checkpoints', { params: { path: { id: jobId } } }))
     .data!
   assert.equal(checkpoints.data.length, 5)

@@ -94,9 +94,10 @@ test('dry run: the job as it would resolve ("auto" values included), nothing cre
     method: { type: 'transfer', transfer: { hyperparameters: { batch_size: 100000 } } },
   })
   assert.equal(bad.statusCode, 400)
-  // the file belongs to project alpha: beta cannot use it, as with beta's own key
+  // the file belongs to project alpha: beta cannot use it, as with beta's own key (OpenAI's answer)
   const other = await admin('POST', `/v1/admin/projects/${b.projectId}/fine_tuning/jobs?dry_run=true`, body)
-  assert.equal(other.statusCode, 404)
+  assert.equal(other.statusCode, 400)
+  assert.equal(other.json().error.code, 'invalid_training_file')
   assert.equal(other.json().error.param, 'training_file')
   const noProject = await admin('POST', '/v1/admin/projects/proj-nope/fine_tuning/jobs?dry_run=true', body)
   assert.equal(noProject.statusCode, 404)

@@ -340,6 +340,7 @@ test('a job waiting on a file that fails validation fails with file_not_ready', 
   assert.equal(job.status, 'failed')
   assert.equal(job.error.code, 'file_not_ready')
   assert.equal(job.error.param, 'training_file')
+  assert.equal(job.error.retryable, false, 'the same file fails the same way: clone and edit')
   assert.ok(job.finished_at)
   assert.equal(await trainingQueue.getJob(job.id), undefined)
 })
@@ -355,6 +356,7 @@ test('a job waiting on a CSV for mnist-cnn fails with incompatible_dataset once 
     code: 'incompatible_dataset',
     message: job.error.message,
     param: 'training_file',
+    retryable: false,
   })
   assert.match(job.error.message, /tabular/)
 })

@@ -2,6 +2,7 @@
 // the services can both use it without importing each other.
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { resultFileId, unixSeconds } from '../../lib/ids.js'
+import { presentJobError } from './failure-codes.js'
 import type { StoredMethod } from './methods.js'
 
 /** OpenAI's shape: `{type, <type>: {hyperparameters, ...}}`, with the hyperparameters as resolved. */
@@ -31,7 +32,7 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     method: presentMethod(j.method as unknown as StoredMethod, hp),
     trained_tokens: null,
     trained_samples: j.trainedSamples === null ? null : Number(j.trainedSamples),
-    error: j.errorCode ? { code: j.errorCode, message: j.errorMessage ?? '', param: j.errorParam } : null,
+    error: presentJobError(j.errorCode, j.errorMessage, j.errorParam),
     seed: j.seed,
     suffix: j.suffix,
     user_provided_suffix: j.suffix,

@@ -3,13 +3,14 @@
 // they find the job.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
+import { AppError } from '../../errors.js'
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { checkpointModelId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { presentEvent } from './job-events.js'
 import { streamJobEvents } from './job-stream.js'
 
-const MAX_METRIC_ROWS = 10_000
+export const MAX_METRIC_ROWS = 10_000
 
 /** Newest first, keyset-paginated on the event sequence (`after` = an event id). */
 export async function listJobEvents(db: Db, jobId: string, page: Page) {
@@ -36,25 +37,44 @@ export async function serveJobEvents(
   return streamJobEvents(app, req, reply, jobId, lastEventId ? BigInt(lastEventId) : 0n)
 }
 
-/** Metric rows in step order, optionally of one name. */
-export async function listJobMetrics(db: Db, jobId: string, name: string | undefined) {
+/** A metric row's id: its place in (step, name) order, which is also the page cursor. */
+const metricId = (step: number, name: string) => `mtr-${step}-${name}`
+
+function parseMetricCursor(after: string) {
+  const m = /^mtr-(\d{1,9})-(.+)$/.exec(after)
+  if (!m)
+    throw new AppError('invalid_request', `after must be a metric row's id (mtr-<step>-<name>), got ${after}.`, {
+      param: 'after',
+    })
+  return { step: Number(m[1]), name: m[2] }
+}
+
+/**
+ * Metric rows in (step, name) order, optionally of one name, a page of `limit` after the row `after`.
+ * Without `limit` one page holds up to MAX_METRIC_ROWS, so clients that read the whole history in one
+ * call keep working.
+ */
+export async function listJobMetrics(db: Db, jobId: string, query: { name?: string; limit?: number; after?: string }) {
+  const limit = Math.min(query.limit ?? MAX_METRIC_ROWS, MAX_METRIC_ROWS)
+  const cursor = query.after ? parseMetricCursor(query.after) : null
   const rows = await db.metric.findMany({
-    where: { jobId, ...(name ? { name } : {}) },
+    where: {
+      jobId,
+      ...(query.name ? { name: query.name } : {}),
+      ...(cursor ? { OR: [{ step: { gt: cursor.step } }, { step: cursor.step, name: { gt: cursor.name } }] } : {}),
+    },
     orderBy: [{ step: 'asc' }, { name: 'asc' }],
-    take: MAX_METRIC_ROWS,
+    take: limit + 1,
   })
-  return {
-    object: 'list' as const,
-    data: rows.map((m) => ({
-      object: 'fine_tuning.job.metric' as const,
-      step: m.step,
-      epoch: m.epoch,
-      name: m.name,
-      value: m.value,
-      created_at: unixSeconds(m.createdAt)!,
-    })),
-    has_more: rows.length === MAX_METRIC_ROWS,
-  }
+  return toList(rows, limit, (m) => ({
+    id: metricId(m.step, m.name),
+    object: 'fine_tuning.job.metric' as const,
+    step: m.step,
+    epoch: m.epoch,
+    name: m.name,
+    value: m.value,
+    created_at: unixSeconds(m.createdAt)!,
+  }))
 }
 
 /** A job's checkpoints (one per epoch), newest first, keyset-paginated. */

@@ -11,6 +11,7 @@ import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots } from '../limits/limits-service.js'
 import { assertJobFits } from '../limits/memory-budget.js'
 import { getModel } from '../models/models-service.js'
+import { catalogued, JobFailure, type JobFailureCode } from './failure-codes.js'
 import {
   BASE_LEARNING_RATE,
   checkBounds,
@@ -399,22 +400,20 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
     const training = files.find((f) => f.id === job.trainingFileId)!
     const validation = files.find((f) => f.id === job.validationFileId) ?? null
     const failed = [training, validation].find((f) => f?.status === 'error')
-    let error: AppError | null = null
+    let error: { code: JobFailureCode; message: string; param?: string | null } | null = null
     if (failed) {
       const detail = failed.statusDetails as { message?: string } | null
-      error = new AppError(
-        'file_not_ready',
-        `File ${failed.id} failed validation: ${detail?.message ?? 'see the file'}`,
-        {
-          param: failed.id === training.id ? 'training_file' : 'validation_file',
-        },
-      )
+      error = {
+        code: 'file_not_ready',
+        message: `File ${failed.id} failed validation: ${detail?.message ?? 'see the file'}`,
+        param: failed.id === training.id ? 'training_file' : 'validation_file',
+      }
     } else if (training.status !== 'processed' || (validation && validation.status !== 'processed')) {
       continue // the other file is still being validated
     } else {
       const model = await deps.db.model.findUnique({ where: { id: job.baseModelId } })
       try {
-        if (!model) throw new AppError('not_found', `Model ${job.baseModelId} no longer exists.`, { param: 'model' })
+        if (!model) throw new JobFailure('base_model_missing', `Model ${job.baseModelId} no longer exists.`, 'model')
         checkCompatible(model, training)
         if (validation) checkCompatible(model, validation, 'validation_file')
         const stored = job.method as unknown as StoredMethod
@@ -422,7 +421,10 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
         if (stored.type === 'distillation') {
           teacher = await deps.db.model.findUnique({ where: { id: stored.distillation.teacher_model } })
           if (!teacher)
-            throw new AppError('not_found', `Teacher ${stored.distillation.teacher_model} no longer exists.`)
+            throw new JobFailure(
+              'teacher_model_missing',
+              `Teacher ${stored.distillation.teacher_model} no longer exists.`,
+            )
           checkCompatible(teacher, training)
           checkTeacher(teacher, training)
         }
@@ -433,8 +435,10 @@ export async function promoteJobsWaitingOn(deps: PromoteDeps, fileId: string) {
         )
         await assertJobFits(deps, { model, teacher, method: stored, hyperparameters: hp, training, validation })
       } catch (err) {
-        if (!(err instanceof AppError)) throw err
-        error = err
+        if (err instanceof JobFailure) error = err
+        // the creation-time checks, now with the files known: each of their codes is catalogued
+        else if (err instanceof AppError) error = { code: catalogued(err.code), message: err.message, param: err.param }
+        else throw err
       }
     }
     if (error) {

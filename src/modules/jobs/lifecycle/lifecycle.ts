@@ -17,6 +17,7 @@ import { observeJobDuration } from '../../../observability/job-metrics.js'
 import type { DeliveryPayload } from '../../../queue/catalog.js'
 import { enqueueDeliveries, enqueueTraining, type TrainingQueues } from '../../../queue/enqueue.js'
 import { EPOCH_ROWS_ONLY } from '../batch-metrics.js'
+import type { JobFailureCode } from '../failure-codes.js'
 import { addJobEvent, type EventLevel } from '../job-events.js'
 import { notifyJobChanged } from '../job-updates.js'
 import { type Fence, fenced } from './fence.js'
@@ -298,7 +299,7 @@ export async function promote(d: LifecycleDeps, jobId: string, hyperparameters: 
 export async function reject(
   d: LifecycleDeps,
   jobId: string,
-  error: { code: string; message: string; param?: string | null },
+  error: { code: JobFailureCode; message: string; param?: string | null },
 ) {
   return apply(d, 'reject', jobId, {
     step: () => ({
@@ -382,7 +383,7 @@ export async function handBack(d: LifecycleDeps, fence: Fence, workerPid: number
 export async function fail(
   d: LifecycleDeps,
   fence: Fence,
-  code: string,
+  code: JobFailureCode,
   message: string,
   data?: Record<string, unknown>,
 ) {

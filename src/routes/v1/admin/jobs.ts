@@ -267,7 +267,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: jobMetricsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req) => listJobMetrics(app.db, (await findJob(app, req.params.id)).id, req.query.name),
+    async (req) => listJobMetrics(app.db, (await findJob(app, req.params.id)).id, req.query),
   )
 }
 

@@ -429,7 +429,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: jobMetricsResponse, ...errorResponses(400, 404) },
       },
     },
-    async (req) => listJobMetrics(app.db, (await getJob(app.db, req.projectId, req.params.id)).id, req.query.name),
+    async (req) => listJobMetrics(app.db, (await getJob(app.db, req.projectId, req.params.id)).id, req.query),
   )
 }
 
