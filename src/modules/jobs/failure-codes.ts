@@ -107,6 +107,10 @@ export const JOB_FAILURE_CODES = {
   invalid_image: dataset('An image could not be decoded or is too large; the message names the entry.'),
   validation_failed: dataset('The dataset failed validation.'),
   chat_format_not_supported: dataset('Chat-format JSONL is not trained by Refit (it trains classifiers).'),
+  too_many_classes: dataset('The dataset has more classes than MAX_CLASSES.'),
+  invalid_label: dataset(
+    'A label is empty, too long (MAX_LABEL_CHARS) or holds forbidden characters; the message names the row.',
+  ),
 } as const satisfies Record<string, FailureEntry>
 
 export type JobFailureCode = keyof typeof JOB_FAILURE_CODES
