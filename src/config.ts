@@ -120,6 +120,10 @@ export interface Config {
   cookieSecure: boolean
   /** open connections the API accepts at once; more are refused at accept */
   maxConnections: number
+  /** a request body arriving slower than this (bytes/s, averaged over each `uploadRateWindowMs`) is cut; 0 = off */
+  minUploadBytesPerSec: number
+  /** the window MIN_UPLOAD_BYTES_PER_SEC is averaged over */
+  uploadRateWindowMs: number
 }
 
 export class ConfigError extends Error {
@@ -244,6 +248,8 @@ function safetySettings(env: Env) {
     trustProxy: trustProxy(env),
     cookieSecure: bool(env, 'COOKIE_SECURE', false),
     maxConnections: int(env, 'MAX_CONNECTIONS', 1000, 1, 1_000_000),
+    minUploadBytesPerSec: int(env, 'MIN_UPLOAD_BYTES_PER_SEC', 10_240, 0, 1_073_741_824),
+    uploadRateWindowMs: int(env, 'UPLOAD_RATE_WINDOW_MS', 30_000, 500, 3_600_000),
   }
 }
 

@@ -261,6 +261,12 @@ export const ERROR_CATALOGUE = {
     description:
       'The inference process ran out of its memory budget and was killed while answering; a fresh one replaces it. Retry with fewer inputs.',
   },
+  prediction_timeout: {
+    status: 504,
+    type: 'server_error',
+    description:
+      'The prediction took longer than REQUEST_TIMEOUT_MS; its inference process was killed and replaced. Send fewer or smaller inputs, or retry.',
+  },
   // OpenAI compatibility (issue 15): OpenAI's own codes where the concepts coincide.
   invalid_training_file: {
     status: 400,

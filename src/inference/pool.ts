@@ -1,6 +1,8 @@
 // The API's pool of inference processes. The API never runs TensorFlow.js: each request is handed to a
 // child process (forked on first use, one per slot), preferably the one that already holds the model in
-// its cache. A child that dies is replaced and its requests are retried once elsewhere.
+// its cache. A child that dies is replaced and its requests are retried once elsewhere. A prediction
+// still computing at its deadline (REQUEST_TIMEOUT_MS) kills its child: TensorFlow.js cannot be
+// interrupted mid-op, and a child left computing would hold every request routed to it.
 import { type ChildProcess, fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -42,6 +44,9 @@ export interface PredictOutcome {
 interface Pending {
   req: PredictRequest
   retried: boolean
+  /** the slot it was routed to, and whether the request has been sent to that child */
+  slot?: Slot
+  sent?: boolean
   resolve: (v: PredictOutcome) => void
   reject: (e: unknown) => void
 }
@@ -85,12 +90,46 @@ export class InferencePool {
     return this.slots.map((s) => (s ? [...s.held] : []))
   }
 
-  async predict(model: ModelRef, inputs: RawInputs): Promise<PredictOutcome> {
+  /** `timeoutMs`: past it the request answers 504 `prediction_timeout` and the child computing it is replaced. */
+  async predict(model: ModelRef, inputs: RawInputs, opts: { timeoutMs?: number } = {}): Promise<PredictOutcome> {
     if (this.closed) throw new AppError('service_unavailable', 'The inference pool is shutting down.')
     const req: PredictRequest = { type: 'predict', id: this.nextId++, model, inputs }
     return new Promise<PredictOutcome>((resolve, reject) => {
-      this.dispatch({ req, retried: false, resolve, reject })
+      let timer: NodeJS.Timeout | undefined
+      const p: Pending = {
+        req,
+        retried: false,
+        resolve: (v) => {
+          clearTimeout(timer)
+          resolve(v)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
+      if (opts.timeoutMs) timer = setTimeout(() => this.expire(p, opts.timeoutMs!), opts.timeoutMs)
+      this.dispatch(p)
     })
+  }
+
+  /** The deadline passed: answer 504; a child already computing the request is killed (its exit replaces it). */
+  private expire(p: Pending, timeoutMs: number): void {
+    const slot = p.slot
+    if (!slot?.pending.delete(p.req.id)) return
+    p.reject(
+      new AppError(
+        'prediction_timeout',
+        `The prediction took longer than ${timeoutMs} ms (REQUEST_TIMEOUT_MS); its inference process was replaced. Send fewer or smaller inputs.`,
+      ),
+    )
+    // Still waiting for a starting child: the child is not at fault, keep it.
+    if (!p.sent) return
+    this.opts.log.warn(
+      { pid: slot.child.pid, slot: slot.index, timeoutMs, model: p.req.model.key },
+      'prediction passed its deadline; killing its inference process',
+    )
+    slot.child.kill('SIGKILL')
   }
 
   /** Tells every child to drop the models whose key starts with `keyPrefix`. */
@@ -138,11 +177,15 @@ export class InferencePool {
   private dispatch(p: Pending): void {
     const i = this.choose(p.req.model.key)
     const slot = this.slots[i] ?? this.spawn(i)
+    p.slot = slot
+    p.sent = false
     slot.pending.set(p.req.id, p)
     slot.held.add(p.req.model.key)
     slot.ready.then(
       () => {
-        if (slot.child.connected) slot.child.send(p.req)
+        if (!slot.pending.has(p.req.id) || !slot.child.connected) return
+        p.sent = true
+        slot.child.send(p.req)
       },
       () => {
         // the child died before it was ready: its exit handler retries or rejects the request

@@ -48,9 +48,40 @@ function isStreamingRoute(schema: { consumes?: string[]; produces?: string[] } |
   return !!schema?.produces?.some((p) => !p.includes('json'))
 }
 
+/**
+ * Closes the connection of a request whose body arrives slower than `minBytesPerSec` over a window: a
+ * slowloris client trickling a body would otherwise hold its socket (and an upload slot) until the
+ * connection timeout. Reads the socket's byte counter, never the stream, so body parsers are untouched.
+ */
+function guardSlowBodies(app: FastifyInstance, minBytesPerSec: number, windowMs: number) {
+  if (minBytesPerSec <= 0) return
+  const minBytes = Math.ceil((minBytesPerSec * windowMs) / 1000)
+  app.addHook('onRequest', async (req) => {
+    const raw = req.raw
+    const hasBody = raw.headers['content-length'] !== undefined || raw.headers['transfer-encoding'] !== undefined
+    if (!hasBody || raw.complete) return
+    const socket = raw.socket
+    // app.inject's requests have no real socket to measure or close
+    if (typeof socket?.bytesRead !== 'number') return
+    let last = socket.bytesRead
+    const timer = setInterval(() => {
+      if (raw.complete || socket.destroyed) return clearInterval(timer)
+      const read = socket.bytesRead - last
+      last = socket.bytesRead
+      if (read >= minBytes) return
+      clearInterval(timer)
+      req.log.warn({ bytesRead: read, windowMs, minBytesPerSec }, 'request body too slow; closing the connection')
+      socket.destroy()
+    }, windowMs)
+    timer.unref()
+    raw.once('close', () => clearInterval(timer))
+  })
+}
+
 export const securityPlugin = fp(
   async (app: FastifyInstance) => {
     const config = app.config
+    guardSlowBodies(app, config.minUploadBytesPerSec, config.uploadRateWindowMs)
 
     // Every non-streaming route gets a handler timeout (a 503 request_timeout in our envelope).
     app.addHook('onRoute', (route) => {

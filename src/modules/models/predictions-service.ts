@@ -31,7 +31,9 @@ export async function predict(app: FastifyInstance, req: FastifyRequest, project
   // refused here, before an inference process spends it
   await assertPredictionFits(app, model, rows)
   const dir = await modelDir(app.storage, model)
-  const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs)
+  const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs, {
+    timeoutMs: app.config.requestTimeoutMs,
+  })
   if (out.classes !== classes.length)
     throw new AppError(
       'model_not_predictable',

@@ -183,6 +183,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { auth: 'project' },
       bodyLimit: 32 * 1024 * 1024,
+      // The inference pool enforces REQUEST_TIMEOUT_MS on the prediction itself (504 prediction_timeout, the
+      // child replaced); the handler's own limit comes later so that answer, not a generic one, is sent.
+      handlerTimeout: app.config.requestTimeoutMs + 2000,
       // JSON and multipart are both parsed by the handler, which names the input at fault in `details`;
       // this no-op validator lets the schema document both bodies.
       validatorCompiler: () => () => true,
