@@ -1265,6 +1265,11 @@ export interface components {
             queue_position: number | null;
             retry_of_job_id: string | null;
             init_checkpoint: string | null;
+            /**
+             * @description the hardware the job asked for
+             * @enum {string}
+             */
+            resource_class: "auto" | "cpu" | "gpu";
         };
         FineTuningJobEvent: {
             id: string;
@@ -2468,6 +2473,7 @@ export interface operations {
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
                      *           "init_checkpoint": null,
+                     *           "resource_class": "auto",
                      *           "project": {
                      *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *             "name": "digits"
@@ -2540,6 +2546,11 @@ export interface operations {
                             queue_position: number | null;
                             retry_of_job_id: string | null;
                             init_checkpoint: string | null;
+                            /**
+                             * @description the hardware the job asked for
+                             * @enum {string}
+                             */
+                            resource_class: "auto" | "cpu" | "gpu";
                             /** @description The owning project. */
                             project: {
                                 id: string;
@@ -2677,6 +2688,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -2743,6 +2755,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -2878,6 +2895,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -2944,6 +2962,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -3088,6 +3111,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -3154,6 +3178,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -3290,6 +3319,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -3356,6 +3386,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -3492,6 +3527,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -3558,6 +3594,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -5201,6 +5242,11 @@ export interface operations {
                         };
                     };
                     seed?: number | null;
+                    /**
+                     * @description Hardware the job runs on, in the words of WORKER_RESOURCE_CLASS: auto (a gpu worker when one is live at enqueue, else cpu), cpu or gpu (waits for a gpu worker).
+                     * @enum {string}
+                     */
+                    resource_class?: "auto" | "cpu" | "gpu";
                     suffix?: string | null;
                     metadata?: {
                         [key: string]: string;
@@ -5263,6 +5309,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "init_checkpoint": null,
+                     *       "resource_class": "auto",
                      *       "project": {
                      *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
                      *         "name": "digits"
@@ -5329,6 +5376,11 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         init_checkpoint: string | null;
+                        /**
+                         * @description the hardware the job asked for
+                         * @enum {string}
+                         */
+                        resource_class: "auto" | "cpu" | "gpu";
                         /** @description The owning project. */
                         project: {
                             id: string;
@@ -9029,7 +9081,8 @@ export interface operations {
                      *           },
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
-                     *           "init_checkpoint": null
+                     *           "init_checkpoint": null,
+                     *           "resource_class": "auto"
                      *         }
                      *       ],
                      *       "has_more": false
@@ -9098,6 +9151,11 @@ export interface operations {
                             queue_position: number | null;
                             retry_of_job_id: string | null;
                             init_checkpoint: string | null;
+                            /**
+                             * @description the hardware the job asked for
+                             * @enum {string}
+                             */
+                            resource_class: "auto" | "cpu" | "gpu";
                         }[];
                         has_more: boolean;
                     };
@@ -9254,6 +9312,11 @@ export interface operations {
                         };
                     };
                     seed?: number | null;
+                    /**
+                     * @description Hardware the job runs on, in the words of WORKER_RESOURCE_CLASS: auto (a gpu worker when one is live at enqueue, else cpu), cpu or gpu (waits for a gpu worker).
+                     * @enum {string}
+                     */
+                    resource_class?: "auto" | "cpu" | "gpu";
                     suffix?: string | null;
                     metadata?: {
                         [key: string]: string;
@@ -9315,7 +9378,8 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];
@@ -9448,7 +9512,8 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];
@@ -9564,7 +9629,8 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": "ftjob-1q2w3e4r5t6y7u8i9o0p1a2s",
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];
@@ -9697,7 +9763,8 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];
@@ -9830,7 +9897,8 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];
@@ -9955,7 +10023,8 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
-                     *       "init_checkpoint": null
+                     *       "init_checkpoint": null,
+                     *       "resource_class": "auto"
                      *     }
                      */
                     "application/json": components["schemas"]["FineTuningJob"];

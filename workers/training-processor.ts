@@ -31,6 +31,7 @@ import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifec
 import * as lifecycle from '../src/modules/jobs/lifecycle/lifecycle.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
+import { enqueueTraining, trainingClassFor } from '../src/queue/enqueue.js'
 import type { WorkerDeps } from './deps.js'
 import { buildTrainRequest } from './training-request.js'
 
@@ -390,6 +391,11 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     }
     if (stopRequested === 'hand-back' && (stoppedEarly || result === null)) {
       await retryTransient(() => lifecycle.handBack(deps, fence, process.pid))
+      // `auto` is decided again: when the job now belongs to the other class's queue, it moves there
+      if ((await trainingClassFor(deps, job)) !== config.workerResourceClass) {
+        await enqueueTraining(deps, job)
+        return { handedBack: true, requeued: 'other resource class' }
+      }
       if (token) {
         await bullJob.moveToDelayed(Date.now() + 100, token)
         throw new DelayedError()

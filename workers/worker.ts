@@ -17,7 +17,7 @@ import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput
 import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
 import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
 import { cancelChannel } from '../src/queue/catalog.js'
-import { enqueueTraining } from '../src/queue/enqueue.js'
+import { enqueueTraining, inTrainingQueue } from '../src/queue/enqueue.js'
 import { closeQueues, consume, enqueue, openQueues, QUEUE_REGISTRY } from '../src/queue/registry.js'
 import { createStorage } from '../src/storage/storage.js'
 import type { WorkerDeps } from './deps.js'
@@ -92,7 +92,8 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     })
     for (const f of files) await enqueue(queues, 'files', { fileId: f.id }, f.id)
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
-    for (const j of jobs) await enqueueTraining(queues, log, j)
+    // a job already waiting or running in a training queue stays where it is (no second copy elsewhere)
+    for (const j of jobs) if (!(await inTrainingQueue(queues, j.id))) await enqueueTraining(deps, j)
     // webhook deliveries whose enqueue was lost, and finished jobs without their delivery rows
     await relayDeliveries(db, queues.webhooks, log)
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })

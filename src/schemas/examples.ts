@@ -137,6 +137,7 @@ export const jobExample = {
   queue_position: null,
   retry_of_job_id: null,
   init_checkpoint: null,
+  resource_class: 'auto',
 }
 
 export const queuedJobExample = {

@@ -154,6 +154,7 @@ export const JobObject = Type.Object(
     queue_position: Nullable(Type.Integer({ description: '1-based place in the training queue while queued' })),
     retry_of_job_id: Nullable(Type.String()),
     init_checkpoint: Nullable(Type.String({ description: 'checkpoint the job started from, when `model` named one' })),
+    resource_class: StringEnum(['auto', 'cpu', 'gpu'], { description: 'the hardware the job asked for' }),
   },
   { $id: 'FineTuningJob' },
 )

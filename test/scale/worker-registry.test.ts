@@ -139,3 +139,78 @@ test('a queued job with no live worker of its class says so, once; the notice cl
   assert.match(text, /refit_job_duration_seconds_count\{method="transfer",status="succeeded"\} 1/)
   assert.match(text, /refit_job_duration_seconds_bucket\{method="transfer",status="succeeded",le="\+Inf"\} 1/)
 })
+
+test('resource_class routes a job: auto follows the live workers at enqueue, cpu and gpu are pinned, a gpu worker runs what reaches it', async () => {
+  worker ??= await startWorker(env.config, { reconcileEveryMs: 500 }) // validates the upload
+  const fileId = await uploadDigits(app, key, work, 200)
+  await worker.close()
+  worker = null
+  const create = async (resource_class?: string) => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/fine_tuning/jobs',
+      headers: bearer(key),
+      payload: {
+        model: 'mnist-cnn',
+        training_file: fileId,
+        seed: 5,
+        ...(resource_class ? { resource_class } : {}),
+        method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 1 } } },
+      },
+    })
+    assert.equal(res.statusCode, 200, res.body)
+    return res.json()
+  }
+  const queueOf = async (id: string) =>
+    (await app.queues.trainingGpu.getJob(id)) ? 'gpu' : (await app.queues.training.getJob(id)) ? 'cpu' : null
+
+  // no worker at all: auto is cpu; an explicit gpu job goes to the gpu queue and says it waits
+  const autoNoGpu = await create()
+  assert.equal(autoNoGpu.resource_class, 'auto')
+  assert.equal(await queueOf(autoNoGpu.id), 'cpu')
+  const pinnedGpu = await create('gpu')
+  assert.equal(pinnedGpu.resource_class, 'gpu')
+  assert.equal(await queueOf(pinnedGpu.id), 'gpu')
+  const check = await checkUnservedJobs(app, { graceMs: 0 })
+  assert.ok(check.flagged.includes(pinnedGpu.id))
+  const waiting = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: pinnedGpu.id } })
+  assert.equal(waiting.statusReason, noWorkerReason('gpu'))
+  const bad = await app.inject({
+    method: 'POST',
+    url: '/v1/fine_tuning/jobs',
+    headers: bearer(key),
+    payload: { model: 'mnist-cnn', training_file: fileId, resource_class: 'tpu' },
+  })
+  assert.equal(bad.statusCode, 400)
+  assert.equal(bad.json().error.param, 'resource_class')
+
+  // a worker with WORKER_RESOURCE_CLASS=gpu (a routing label on this cpu machine) starts: it runs the
+  // pinned job, and an auto job created now goes to it; a cpu-pinned job still waits for a cpu worker
+  worker = await startWorker({ ...env.config, workerResourceClass: 'gpu' }, { reconcileEveryMs: 500 })
+  assert.equal((await listWorkers()).data[0].resource_class, 'gpu')
+  const autoWithGpu = await create()
+  assert.equal(await queueOf(autoWithGpu.id), 'gpu')
+  const pinnedCpu = await create('cpu')
+  assert.equal(await queueOf(pinnedCpu.id), 'cpu')
+  for (const id of [pinnedGpu.id, autoWithGpu.id]) {
+    const done = await waitForTerminal(app, id, 180_000)
+    assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
+  }
+  const cleared = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: pinnedGpu.id } })
+  assert.notEqual(cleared.statusReason, noWorkerReason('gpu'))
+  for (const id of [autoNoGpu.id, pinnedCpu.id]) {
+    const row = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id } })
+    assert.equal(row.status, 'queued', 'a cpu job is not taken by the gpu worker')
+  }
+  // a retry keeps what the job asked for
+  for (const id of [autoNoGpu.id, pinnedCpu.id])
+    await app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${id}/cancel`, headers: bearer(key) })
+  const retried = await app.inject({
+    method: 'POST',
+    url: `/v1/fine_tuning/jobs/${pinnedCpu.id}/retry`,
+    headers: bearer(key),
+  })
+  assert.equal(retried.statusCode, 200, retried.body)
+  assert.equal(retried.json().resource_class, 'cpu')
+  await app.inject({ method: 'POST', url: `/v1/fine_tuning/jobs/${retried.json().id}/cancel`, headers: bearer(key) })
+})

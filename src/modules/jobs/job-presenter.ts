@@ -45,5 +45,6 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     queue_position: extra.queuePosition ?? null,
     retry_of_job_id: j.retryOfJobId,
     init_checkpoint: j.initCheckpointId,
+    resource_class: j.resourceClass ?? 'auto',
   }
 }

@@ -36,6 +36,8 @@ export interface CreateJobBody {
   /** OpenAI's legacy top-level hyperparameters; `method.<type>.hyperparameters` wins */
   hyperparameters?: HyperparametersInput
   seed?: number | null
+  /** auto | cpu | gpu (default auto) */
+  resource_class?: 'auto' | 'cpu' | 'gpu'
   suffix?: string | null
   metadata?: Record<string, string> | null
   /** OpenAI's integrations: Refit has none, so only [] or null */
@@ -164,6 +166,7 @@ export async function resolveJob(app: FastifyInstance, projectId: string, body: 
       userMetadata: body.metadata ?? null,
       status: (ready ? 'queued' : 'validating_files') as FineTuningJob['status'],
       initCheckpointId: checkpoint?.id ?? null,
+      resourceClass: body.resource_class ?? 'auto',
     },
   }
 }
@@ -258,6 +261,7 @@ export async function retryJob(app: FastifyInstance, projectId: string, id: stri
         [stored.type]: { ...config, hyperparameters: withoutMultiplier(source.hyperparameters) },
       } as MethodInput,
       seed: source.seed,
+      resource_class: source.resourceClass,
       suffix: source.suffix ?? undefined,
       metadata: (source.userMetadata as Record<string, string> | null) ?? undefined,
     },
@@ -283,14 +287,8 @@ export async function queuePosition(db: Db, job: FineTuningJob): Promise<number 
 }
 
 /** Enqueues a training job (see queue/enqueue.ts); kept for callers that hold the app. */
-export async function enqueueJob(
-  app: {
-    queues: Pick<FastifyInstance['queues'], 'training' | 'trainingGpu'>
-    log: { warn(obj: object, msg?: string): void }
-  },
-  job: FineTuningJob,
-) {
-  await enqueueTraining(app.queues, app.log, job)
+export async function enqueueJob(app: FastifyInstance, job: FineTuningJob) {
+  await enqueueTraining(app, job)
 }
 
 /** A `metadata[<key>]` query parameter, as OpenAI's SDKs send the `metadata` filter of `jobs.list`. */

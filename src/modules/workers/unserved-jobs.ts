@@ -8,8 +8,7 @@
 
 import type { ResourceClass } from '../../config.js'
 import * as lifecycle from '../jobs/lifecycle/lifecycle.js'
-import { jobResourceClass } from './resource-class.js'
-import { isAlive, listWorkers } from './worker-registry.js'
+import { jobResourceClass, liveResourceClasses } from './resource-class.js'
 
 export const noWorkerReason = (rc: ResourceClass) => `no live ${rc} worker: the job waits until one starts`
 
@@ -25,15 +24,14 @@ export async function checkUnservedJobs(d: lifecycle.LifecycleDeps, opts: { grac
   const result: UnservedCheck = { flagged: [], cleared: [] }
   const queued = await d.db.fineTuningJob.findMany({
     where: { status: 'queued' },
-    select: { id: true, updatedAt: true, statusReason: true },
+    select: { id: true, updatedAt: true, statusReason: true, resourceClass: true },
     take: 1000,
   })
   if (!queued.length) return result
-  const workers = (await listWorkers(d.redis, d.config.queuePrefix)).filter((w) => isAlive(w))
-  const live = new Set(workers.map((w) => w.resource_class))
+  const live = await liveResourceClasses(d.redis, d.config.queuePrefix)
   const cutoff = Date.now() - opts.graceMs
   for (const job of queued) {
-    const rc = jobResourceClass(job)
+    const rc = jobResourceClass(job, live)
     const reason = noWorkerReason(rc)
     if (live.has(rc)) {
       if (job.statusReason === reason && (await lifecycle.clearUnserved(d, job.id, reason))) result.cleared.push(job.id)

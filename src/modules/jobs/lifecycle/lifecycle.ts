@@ -139,7 +139,7 @@ export async function createJob(
     if (!opts.ready) await addJobEvent(tx, job.id, 'info', 'Waiting for the training file to be validated')
     return job
   })
-  if (opts.ready) await enqueueTraining(d.queues, d.log, job)
+  if (opts.ready) await enqueueTraining(d, job)
   await afterCommit(d, 'create', job, null, [])
   return job
 }
@@ -248,7 +248,7 @@ export async function resume(d: LifecycleDeps, jobId: string) {
       }
     },
   })
-  if (job?.status === 'queued') await enqueueTraining(d.queues, d.log, job)
+  if (job?.status === 'queued') await enqueueTraining(d, job)
   return job
 }
 
@@ -291,7 +291,7 @@ export async function promote(d: LifecycleDeps, jobId: string, hyperparameters: 
       event: { level: 'info', message: 'Files validated; job queued', data: { hyperparameters } },
     }),
   })
-  if (job) await enqueueTraining(d.queues, d.log, job)
+  if (job) await enqueueTraining(d, job)
   return job
 }
 

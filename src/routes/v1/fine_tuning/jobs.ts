@@ -167,6 +167,12 @@ export const CreateJobBody = Type.Object(
     method: Type.Optional(Method),
     hyperparameters: Type.Optional(Hyperparameters),
     seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 2147483647 }))),
+    resource_class: Type.Optional(
+      StringEnum(['auto', 'cpu', 'gpu'], {
+        description:
+          'Hardware the job runs on, in the words of WORKER_RESOURCE_CLASS: auto (a gpu worker when one is live at enqueue, else cpu), cpu or gpu (waits for a gpu worker).',
+      }),
+    ),
     suffix: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-zA-Z0-9_-]+$' }))),
     metadata: Type.Optional(
       Nullable(
