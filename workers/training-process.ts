@@ -17,6 +17,8 @@ import { runTransferOnCachedFeatures, servableFromCache } from '../src/engine/tr
 import { CannotComposeFiles } from '../src/engine/whole-model-files.js'
 
 let cancelRequested = false
+/** a pause: checkpoint mid-epoch at the end of the batch, then stop */
+let pauseRequested = false
 let started = false
 let finishing = false
 
@@ -113,6 +115,7 @@ async function train(req: TrainRequest): Promise<void> {
     initFrom: req.initFrom ?? null,
     emit: (m: ChildMessage) => void send(m),
     isCancelled: () => cancelRequested,
+    isPaused: () => pauseRequested,
     graph: req.graph,
   }
   let result: RunResult
@@ -154,6 +157,7 @@ function finishDone(result: RunResult): Promise<never> {
       evaluation: result.evaluation,
       trainedSamples: result.trainedSamples,
       cancelled: result.cancelled,
+      paused: result.paused ?? false,
       bestEpoch: result.bestEpoch,
     },
     0,
@@ -188,6 +192,7 @@ async function trainOnCachedFeatures(
       resumeFrom: req.resumeFrom ?? null,
       emit: (m: ChildMessage) => void send(m),
       isCancelled: () => cancelRequested,
+      isPaused: () => pauseRequested,
     })
   } catch (err) {
     if (!(err instanceof CannotComposeFiles)) throw err
@@ -213,6 +218,8 @@ if (!process.send) {
 process.on('message', (raw: ParentMessage) => {
   if (raw?.type === 'cancel') {
     cancelRequested = true
+  } else if (raw?.type === 'pause') {
+    pauseRequested = true
   } else if (raw?.type === 'probe' && !started) {
     started = true
     selectBackend(raw.backend)

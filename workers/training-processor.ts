@@ -81,6 +81,8 @@ interface ActiveTraining {
   cancel(): void
   /** stop at the end of the current batch and put the job back in the queue (worker shutting down) */
   handBack(): void
+  /** checkpoint mid-epoch at the end of the current batch, stop, and leave the job paused */
+  pause(): void
 }
 
 /** Jobs this worker process is training, so a cancel broadcast or a shutdown reaches the right child. */
@@ -134,7 +136,13 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         workerPid: process.pid,
         startedAt: current.startedAt,
         resumeCheckpointId: resumeFrom?.id ?? null,
-        statusReason: takeover ? `taken over after worker ${current.workerPid} stopped responding` : null,
+        // a pause asked of the lost worker still holds: the new training process checkpoints and stops
+        statusReason:
+          current.statusReason === lifecycle.PAUSING
+            ? lifecycle.PAUSING
+            : takeover
+              ? `taken over after worker ${current.workerPid} stopped responding`
+              : null,
         event: takeover
           ? {
               level: 'warn',
@@ -144,7 +152,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           : {
               level: 'info',
               message: resumeFrom
-                ? `Training resumed from the checkpoint of epoch ${resumeFrom.epoch} (attempt ${attempt}) on worker ${process.pid}`
+                ? `Training resumed from the ${(resumeFrom.metrics as { mid_epoch?: boolean }).mid_epoch ? 'mid-epoch ' : ''}checkpoint of epoch ${resumeFrom.epoch}, step ${resumeFrom.step} (attempt ${attempt}) on worker ${process.pid}`
                 : `Training started (attempt ${attempt}) on worker ${process.pid}`,
             },
       },
@@ -185,19 +193,31 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       limitBytes: config.trainingMemoryBytes,
       onKill: (k) => jobLog.warn({ ...k }, 'training process over its memory budget: killed'),
     })
-    let stopRequested: 'cancel' | 'hand-back' | null = null
-    const stop = (why: 'cancel' | 'hand-back') => {
-      if (stopRequested === 'cancel' || !child.connected) return
+    // A cancel overrides anything; a pause overrides a hand-back (the job waits for its user, not a worker)
+    // and is not undone by one.
+    let stopRequested: 'cancel' | 'hand-back' | 'pause' | null = null
+    const stop = (why: 'cancel' | 'hand-back' | 'pause') => {
+      if (stopRequested === 'cancel' || stopRequested === why || !child.connected) return
+      if (why === 'hand-back' && stopRequested === 'pause') return
       stopRequested = why
-      child.send({ type: 'cancel' })
+      child.send({ type: why === 'pause' ? 'pause' : 'cancel' })
     }
-    activeTrainings.set(jobId, { child, cancel: () => stop('cancel'), handBack: () => stop('hand-back') })
+    activeTrainings.set(jobId, {
+      child,
+      cancel: () => stop('cancel'),
+      handBack: () => stop('hand-back'),
+      pause: () => stop('pause'),
+    })
     await lifecycle.recordTrainerPid(deps, fence, child.pid ?? null).catch((err) => {
       if (!(err instanceof StaleAttemptError)) throw err
     })
     // A cancel may have arrived between the claim and now.
-    const fresh = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true } })
+    const fresh = await db.fineTuningJob.findUnique({
+      where: { id: jobId },
+      select: { status: true, statusReason: true },
+    })
     if (fresh?.status === 'cancelling') stop('cancel')
+    else if (fresh?.statusReason === lifecycle.PAUSING) stop('pause')
     let stale = false
     let outcome = null as Outcome | null
     let backend: string | null = null
@@ -291,6 +311,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         case 'checkpoint': {
           // fs: already in place; s3: uploaded now, before the row that points at it
           const digest = await storage.putDir(storage.keyOf(msg.dir), msg.dir)
+          // a pause's checkpoint: the metrics of its epoch so far
+          const metrics = msg.midEpoch ? { ...msg.metrics, mid_epoch: true } : msg.metrics
           await fenced(db, fence, async (tx) => {
             const artifact = await tx.artifact.create({
               data: {
@@ -309,10 +331,10 @@ export function createTrainingProcessor(deps: WorkerDeps) {
                 jobId,
                 epoch: msg.epoch,
                 step: msg.step,
-                metrics: msg.metrics as object,
+                metrics: metrics as object,
                 artifactId: artifact.id,
               },
-              update: { epoch: msg.epoch, metrics: msg.metrics as object, artifactId: artifact.id },
+              update: { epoch: msg.epoch, metrics: metrics as object, artifactId: artifact.id },
             })
           })
           deps.notify(jobId)
@@ -388,6 +410,11 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         limited_by: k.by,
       })
       throw new UnrecoverableError(message)
+    }
+    if (stopRequested === 'pause' && stoppedEarly) {
+      // paused: this queue job is done; resume enqueues a new one
+      await retryTransient(() => lifecycle.finishPause(deps, fence))
+      return { paused: true }
     }
     if (stopRequested === 'hand-back' && (stoppedEarly || result === null)) {
       await retryTransient(() => lifecycle.handBack(deps, fence, process.pid))

@@ -12,11 +12,12 @@ import { createDb } from '../src/db/client.js'
 import { backendCapabilities } from '../src/engine/backend.js'
 import { deleteExpiredFiles } from '../src/modules/files/files-service.js'
 import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
+import { PAUSING } from '../src/modules/jobs/lifecycle/lifecycle.js'
 import { detectDevice, trainingQueueName } from '../src/modules/workers/resource-class.js'
 import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
 import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
 import { IDEMPOTENCY_TTL_MS } from '../src/plugins/idempotency.js'
-import { cancelChannel } from '../src/queue/catalog.js'
+import { cancelChannel, pauseChannel } from '../src/queue/catalog.js'
 import { enqueueTraining, inTrainingQueue } from '../src/queue/enqueue.js'
 import { closeQueues, consume, enqueue, openQueues, QUEUE_REGISTRY } from '../src/queue/registry.js'
 import { createStorage } from '../src/storage/storage.js'
@@ -69,19 +70,31 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     w.on('error', (err) => log.warn({ err: err.message }, 'worker error'))
   }
 
-  // Cancel broadcasts: whichever worker process owns the job forwards it to the training process.
+  // Cancel and pause broadcasts: whichever worker process owns the job forwards it to the training process.
   const subscriber = redis.duplicate()
   subscriber.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'))
-  await subscriber.subscribe(cancelChannel(config.queuePrefix))
-  subscriber.on('message', (_channel, jobId: string) => activeTrainings.get(jobId)?.cancel())
+  const pauses = pauseChannel(config.queuePrefix)
+  await subscriber.subscribe(cancelChannel(config.queuePrefix), pauses)
+  subscriber.on('message', (channel, jobId: string) =>
+    channel === pauses ? activeTrainings.get(jobId)?.pause() : activeTrainings.get(jobId)?.cancel(),
+  )
 
-  // The database is the source of truth for cancel too: a broadcast lost while Redis blinked is caught here.
+  // The database is the source of truth for cancel and pause too: a broadcast lost while Redis blinked is
+  // caught here.
   const pollCancels = setInterval(async () => {
     if (!activeTrainings.size) return
     const rows = await db.fineTuningJob
-      .findMany({ where: { id: { in: [...activeTrainings.keys()] }, status: 'cancelling' }, select: { id: true } })
+      .findMany({
+        where: {
+          id: { in: [...activeTrainings.keys()] },
+          OR: [{ status: 'cancelling' }, { status: 'running', statusReason: PAUSING }],
+        },
+        select: { id: true, status: true },
+      })
       .catch(() => [])
-    for (const r of rows) activeTrainings.get(r.id)?.cancel()
+    for (const r of rows)
+      if (r.status === 'cancelling') activeTrainings.get(r.id)?.cancel()
+      else activeTrainings.get(r.id)?.pause()
   }, 1000)
 
   const reconcile = async () => {

@@ -137,13 +137,18 @@ export interface CancelRequest {
   type: 'cancel'
 }
 
+/** Sent by the worker to pause: a mid-epoch checkpoint at the end of the current batch, then stop. */
+export interface PauseRequest {
+  type: 'pause'
+}
+
 /** Sent instead of `train` when the worker starts: pick and self-test the backend, report it, exit. */
 export interface ProbeRequest {
   type: 'probe'
   backend: BackendName | 'auto'
 }
 
-export type ParentMessage = TrainRequest | CancelRequest | ProbeRequest
+export type ParentMessage = TrainRequest | CancelRequest | PauseRequest | ProbeRequest
 
 export interface EpochMetrics {
   loss: number
@@ -185,7 +190,10 @@ export type ChildMessage =
       step: number
       /** a whole model (model.json, weights.bin, metadata.json) plus optimizer.json/.bin and state.json */
       dir: string
+      /** mid-epoch (a pause): the epoch's metrics so far */
       metrics: EpochMetrics
+      /** written by a pause in the middle of epoch `epoch` (state.json records its place in the epoch) */
+      midEpoch?: boolean
     }
   | {
       type: 'done'
@@ -193,8 +201,10 @@ export type ChildMessage =
       modelDir: string
       evaluation: Evaluation | null
       trainedSamples: number
-      /** true when stopped by a cancel request */
+      /** true when stopped by a cancel or pause request */
       cancelled: boolean
+      /** true when stopped by a pause, after its mid-epoch checkpoint */
+      paused?: boolean
       /** with early stopping: the epoch whose weights were restored and saved; else null */
       bestEpoch: number | null
     }

@@ -209,6 +209,7 @@ export async function trainAllLayers(
     tf,
     emit: opts.emit,
     isCancelled: opts.isCancelled,
+    isPaused: opts.isPaused,
     model,
     phases: [
       () => ({

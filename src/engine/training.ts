@@ -198,6 +198,22 @@ export interface LoopState {
   bestCheckpointDir: string | null
   /** epochs since the last improvement */
   wait: number
+  /** a mid-epoch checkpoint (pause): where in epoch `epoch + 1` it stopped; null at an epoch's end */
+  inEpoch?: EpochPosition | null
+}
+
+/**
+ * Where a paused epoch stopped. Its batch order is drawn again from `orderRngState` (the generator's state
+ * when the epoch drew it), the running sums make its epoch metrics those of an uninterrupted epoch, and the
+ * generator goes on from the checkpoint's `rng_state` (dropout masks of the batches still to come).
+ */
+export interface EpochPosition {
+  orderRngState: number
+  /** batches of the epoch already trained */
+  batches: number
+  lossSum: number
+  correctSum: number
+  seen: number
 }
 
 /** state.json of a checkpoint. */
@@ -298,6 +314,8 @@ export interface LoopParams {
   tf: Tf
   emit: (m: ChildMessage) => void
   isCancelled: () => boolean
+  /** pause requested: write a mid-epoch checkpoint at the end of the batch and stop */
+  isPaused?: () => boolean
   /** logits of a batch; layers in inference mode, dropout drawn while `withDropout` is active */
   forward: (x: Tensor) => Tensor
   variables: Variable[]
@@ -317,14 +335,14 @@ export interface LoopParams {
   /** the model whose weights early stopping snapshots and restores (the one saved) */
   model: LayersModel
   bestSnapshot: { weights: WeightSnapshot | null }
-  /** writes epoch's checkpoint, returns its directory */
-  checkpoint: (epoch: number, metrics: EpochMetrics) => Promise<string>
+  /** writes epoch's checkpoint (mid-epoch when `position` is given: a pause), returns its directory */
+  checkpoint: (epoch: number, metrics: EpochMetrics, position?: EpochPosition) => Promise<string>
   progressIntervalMs?: number
   onEpochEnd?: (epoch: number) => void
 }
 
 /** How a phase ended. */
-export type LoopEnd = 'completed' | 'early_stopped' | 'cancelled'
+export type LoopEnd = 'completed' | 'early_stopped' | 'cancelled' | 'paused'
 
 function improved(es: EarlyStopping, best: number | null, value: number): boolean {
   if (best === null) return true
@@ -351,12 +369,21 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
   }
   while (state.epoch < p.lastEpoch) {
     const epoch = state.epoch + 1
+    // resuming a paused epoch: the same order, drawn from the same generator state; then the generator
+    // goes on from where the pause left it
+    const at = state.inEpoch ?? null
+    state.inEpoch = null
+    const current = rng.state
+    const orderRngState = at ? at.orderRngState : current
+    rng.state = orderRngState
     const order = shuffledIndices(n, () => rng.next())
+    if (at) rng.state = current
     const epochStart = performance.now()
-    let lossSum = 0
-    let correctSum = 0
-    let seen = 0
-    for (let s = 0; s < stepsPerEpoch; s++) {
+    let lossSum = at?.lossSum ?? 0
+    let correctSum = at?.correctSum ?? 0
+    let seen = at?.seen ?? 0
+    let seenHere = 0
+    for (let s = at?.batches ?? 0; s < stepsPerEpoch; s++) {
       const idx = order.subarray(s * p.batchSize, Math.min(n, (s + 1) * p.batchSize))
       const rows = Int32Array.from(idx, (i) => train.rows[i])
       const x = train.source.input(tf, rows)
@@ -405,6 +432,7 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
         tf.dispose([x, labels, ...(soft ? [soft] : []), ...(correct ? [correct] : []), ...(cost ? [cost] : [])])
       }
       seen += rows.length
+      seenHere += rows.length
       state.trainedSamples += rows.length
       state.step++
       if (state.step % BATCH_REPORT_EVERY === 0)
@@ -418,7 +446,7 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
           totalEpochs: p.totalEpochs,
           step: state.step,
           totalSteps,
-          samplesPerSecond: Math.round((seen / Math.max(now - epochStart, 1)) * 1000),
+          samplesPerSecond: Math.round((seenHere / Math.max(now - epochStart, 1)) * 1000),
         })
       }
       // Let the IPC channel deliver a cancel; a turn of the event loop per batch costs throughput, so
@@ -435,6 +463,19 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
           data: { epoch, step: state.step },
         })
         return 'cancelled'
+      }
+      if (p.isPaused?.()) {
+        const position: EpochPosition = { orderRngState, batches: s + 1, lossSum, correctSum, seen }
+        const partial: EpochMetrics = { loss: lossSum / seen, accuracy: correctSum / seen }
+        const dir = await p.checkpoint(epoch, partial, position)
+        p.emit({ type: 'checkpoint', epoch, step: state.step, dir, metrics: partial, midEpoch: true })
+        p.emit({
+          type: 'event',
+          level: 'info',
+          message: `paused at epoch ${epoch}, step ${state.step} (batch ${s + 1} of ${stepsPerEpoch}): mid-epoch checkpoint written`,
+          data: { epoch, step: state.step, batch: s + 1, batches: stepsPerEpoch },
+        })
+        return 'paused'
       }
     }
     const metrics: EpochMetrics = { loss: lossSum / seen, accuracy: correctSum / seen }
@@ -516,6 +557,7 @@ export function loopStateFrom(s: CheckpointState): LoopState {
     bestEpoch: s.bestEpoch,
     bestCheckpointDir: s.bestCheckpointDir,
     wait: s.wait,
+    inEpoch: s.inEpoch ?? null,
   }
 }
 
@@ -566,7 +608,13 @@ export async function resumeInto(tf: Tf, model: LayersModel, dir: string): Promi
   const checkpoint = await readCheckpointState(dir)
   let bestWeights: WeightSnapshot | null = null
   const bestDir = checkpoint.bestCheckpointDir
-  if (bestDir && checkpoint.bestEpoch !== checkpoint.epoch && existsSync(path.join(bestDir, 'model.json'))) {
+  // a mid-epoch checkpoint's weights are never the best epoch's: those are in the best epoch's checkpoint
+  const midEpoch = !!checkpoint.inEpoch
+  if (
+    bestDir &&
+    (midEpoch || checkpoint.bestEpoch !== checkpoint.epoch) &&
+    existsSync(path.join(bestDir, 'model.json'))
+  ) {
     await copyWeightsByName(tf, model, bestDir)
     bestWeights = await snapshotWeights(model)
   }
@@ -578,7 +626,7 @@ export async function resumeInto(tf: Tf, model: LayersModel, dir: string): Promi
       `checkpoint ${dir} lacks weights for layers ${missing.join(', ')}`,
       true,
     )
-  if (checkpoint.bestEpoch === checkpoint.epoch) bestWeights = await snapshotWeights(model)
+  if (!midEpoch && checkpoint.bestEpoch === checkpoint.epoch) bestWeights = await snapshotWeights(model)
   return { dir, checkpoint, bestWeights }
 }
 
@@ -597,6 +645,7 @@ export interface PhasesOptions {
   tf: Tf
   emit: (m: ChildMessage) => void
   isCancelled: () => boolean
+  isPaused?: () => boolean
   /** the model that is checkpointed and saved (weights shared with the phases' forward passes) */
   model: LayersModel
   /** phases still to build lazily: index 0 is phase 1 */
@@ -636,17 +685,20 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
     o.emit({
       type: 'event',
       level: 'info',
-      message: `resumed from the checkpoint of epoch ${state.epoch} (step ${state.step})`,
+      message: state.inEpoch
+        ? `resumed from the mid-epoch checkpoint of epoch ${state.epoch + 1} (step ${state.step})`
+        : `resumed from the checkpoint of epoch ${state.epoch} (step ${state.step})`,
       data: { epoch: state.epoch, step: state.step, dir: r.dir },
     })
   }
   let optimizer: Optimizer | null = null
   const es = hp.early_stopping ?? null
-  const checkpoint = async (epoch: number, metrics: EpochMetrics): Promise<string> => {
-    const dir = path.join(o.outputDir, 'checkpoints', `epoch-${epoch}`)
-    if (state.bestEpoch === epoch) state.bestCheckpointDir = dir
+  const checkpoint = async (epoch: number, metrics: EpochMetrics, position?: EpochPosition): Promise<string> => {
+    const dir = path.join(o.outputDir, 'checkpoints', position ? `step-${state.step}` : `epoch-${epoch}`)
+    if (!position && state.bestEpoch === epoch) state.bestCheckpointDir = dir
     const cs: CheckpointState = {
       ...state,
+      inEpoch: position ?? null,
       rng_state: rng.state,
       seed: o.seed,
       method: o.method,
@@ -658,7 +710,7 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
       tf,
       dir,
       o.model,
-      { ...o.metadata(), checkpoint: { epoch, step: state.step, metrics } },
+      { ...o.metadata(), checkpoint: { epoch, step: state.step, metrics, ...(position ? { mid_epoch: true } : {}) } },
       optimizer!,
       cs,
     )
@@ -690,6 +742,7 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
       tf,
       emit: o.emit,
       isCancelled: o.isCancelled,
+      isPaused: o.isPaused,
       forward: phase.forward,
       variables: phase.variables,
       optimizer,
@@ -712,7 +765,7 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
     end = await runEpochs(params)
     optimizer.dispose()
     optimizer = null
-    if (end === 'cancelled') return { end, state, last }
+    if (end === 'cancelled' || end === 'paused') return { end, state, last }
     restoreBest(params)
   }
   return { end, state, last }
@@ -728,6 +781,8 @@ export interface RunOptions {
   outputDir: string
   emit: (message: ChildMessage) => void
   isCancelled: () => boolean
+  /** pause requested: checkpoint mid-epoch at the end of the batch and stop (`paused` in the result) */
+  isPaused?: () => boolean
   backend?: BackendName
   /** continue this job from one of its checkpoint directories */
   resumeFrom?: { checkpointDir: string } | null
@@ -747,6 +802,8 @@ export interface RunResult {
   evaluation: Evaluation | null
   trainedSamples: number
   cancelled: boolean
+  /** stopped by a pause, after a mid-epoch checkpoint (then `cancelled` too: no model) */
+  paused?: boolean
   /** with early stopping, the epoch whose weights were saved */
   bestEpoch: number | null
 }
@@ -799,8 +856,15 @@ export async function finishRun(
   metadata: (evaluation: Evaluation | null) => ModelMetadata,
 ): Promise<RunResult> {
   const bestEpoch = o.hyperparameters.early_stopping ? result.state.bestEpoch : null
-  if (result.end === 'cancelled')
-    return { modelDir: null, evaluation: null, trainedSamples: result.state.trainedSamples, cancelled: true, bestEpoch }
+  if (result.end === 'cancelled' || result.end === 'paused')
+    return {
+      modelDir: null,
+      evaluation: null,
+      trainedSamples: result.state.trainedSamples,
+      cancelled: true,
+      paused: result.end === 'paused',
+      bestEpoch,
+    }
   let evaluation: Evaluation | null = null
   const last = result.last
   if (last?.val) {

@@ -124,6 +124,7 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
       tf,
       emit,
       isCancelled: opts.isCancelled,
+      isPaused: opts.isPaused,
       model: h.model,
       phases: [
         () => ({

@@ -239,6 +239,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
       tf,
       emit,
       isCancelled: opts.isCancelled,
+      isPaused: opts.isPaused,
       model: whole,
       phases,
       hyperparameters: hp,

@@ -240,6 +240,100 @@ test('a checkpoint name as model; legacy hyperparameters on a preset; nulls; lea
   for (const j of [fromCkpt, legacy, supervised]) assert.equal((await terminal(j.id)).status, 'succeeded')
 })
 
+test('jobs.pause / resume: queued at once; running after a mid-epoch checkpoint; continues to the metrics of an uninterrupted run', async () => {
+  const refit = createRefitClient({ baseUrl: service.url, apiKey: (client as unknown as { apiKey: string }).apiKey })
+  // cnn-small trained from scratch: 360 training rows in batches of 8, 45 steps per epoch
+  const body: OpenAI.FineTuning.JobCreateParams = {
+    model: 'cnn-small',
+    training_file: fileId,
+    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 8 } } },
+    seed: 9,
+  }
+  const straight = await client.fineTuning.jobs.create(body)
+  const paused = await client.fineTuning.jobs.create(body)
+  // waiting behind the first (one job per worker): paused at once, out of the queue
+  const early = refitJob(await client.fineTuning.jobs.pause(paused.id))
+  assert.equal(early.status, 'paused')
+  const straightDone = await terminal(straight.id, 300_000)
+  assert.equal(straightDone.status, 'succeeded', JSON.stringify(straightDone.error))
+  assert.equal(refitJob(await client.fineTuning.jobs.retrieve(paused.id)).status, 'paused', 'a paused job is not run')
+
+  // resumed, then paused as soon as it runs: it checkpoints at the end of its batch and stops
+  assert.equal((await client.fineTuning.jobs.resume(paused.id)).status, 'queued')
+  await waitFor(
+    async () => (await client.fineTuning.jobs.retrieve(paused.id)).status === 'running',
+    120_000,
+    'the resumed job to run',
+  )
+  const pausing = refitJob(await client.fineTuning.jobs.pause(paused.id))
+  assert.ok(
+    (pausing.status === 'running' && pausing.status_reason === 'pausing') || pausing.status === 'paused',
+    JSON.stringify(pausing),
+  )
+  const stopped = await waitFor(
+    async () => {
+      const j = refitJob(await client.fineTuning.jobs.retrieve(paused.id))
+      return j.status !== 'running' && j
+    },
+    120_000,
+    'the pause to land',
+  )
+  assert.equal(stopped.status, 'paused', JSON.stringify(stopped))
+  const [mid] = (await client.fineTuning.jobs.checkpoints.list(paused.id)).data
+  assert.equal((mid.metrics as { mid_epoch?: boolean }).mid_epoch, true, 'the newest checkpoint is the pause')
+  assert.ok(mid.step_number >= 1 && mid.step_number < 90 && mid.step_number % 45 !== 0, String(mid.step_number))
+  assert.equal(stopped.status_reason, `paused by user at step ${mid.step_number}`)
+
+  await assert.rejects(client.fineTuning.jobs.pause(straight.id), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.ConflictError, String(err))
+    assert.equal(err.code, 'job_not_pausable')
+    return true
+  })
+  await assert.rejects(client.fineTuning.jobs.resume(straight.id), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.ConflictError, String(err))
+    assert.equal(err.code, 'job_not_paused')
+    return true
+  })
+
+  await client.fineTuning.jobs.resume(paused.id)
+  const done = await terminal(paused.id, 300_000)
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error))
+
+  // continued, not restarted: the events say so, the pause checkpoint stays listed between the epochs'
+  const messages = []
+  for await (const e of client.fineTuning.jobs.listEvents(paused.id)) messages.push(e.message)
+  assert.ok(
+    messages.includes(`Job resumed: queued to continue from checkpoint ${mid.id} (step ${mid.step_number})`),
+    messages.join('\n'),
+  )
+  assert.ok(
+    messages.some(
+      (m) =>
+        m ===
+        `resumed from the mid-epoch checkpoint of epoch ${Math.floor(mid.step_number / 45) + 1} (step ${mid.step_number})`,
+    ),
+  )
+  const steps = (await client.fineTuning.jobs.checkpoints.list(paused.id)).data.map((c) => c.step_number)
+  assert.deepEqual(
+    steps,
+    [90, 45, mid.step_number].sort((a, b) => b - a),
+  )
+  assert.equal(refitJob(done).trained_samples, refitJob(straightDone).trained_samples)
+
+  // the same metric rows as the uninterrupted job (float32 optimizer state: equal to 1e-6)
+  const rows = async (id: string) =>
+    (await refit.GET('/v1/fine_tuning/jobs/{id}/metrics', { params: { path: { id } } })).data!.data.filter(
+      (r) => !r.name.startsWith('batch_'),
+    )
+  const [a, b] = [await rows(straight.id), await rows(paused.id)]
+  assert.deepEqual(
+    b.map((r) => [r.step, r.epoch, r.name]),
+    a.map((r) => [r.step, r.epoch, r.name]),
+  )
+  for (let i = 0; i < a.length; i++)
+    assert.ok(Math.abs(a[i].value - b[i].value) <= 1e-6, `${a[i].name}: ${a[i].value} vs ${b[i].value}`)
+})
+
 test('models.retrieve / delete of the fine-tuned model', async () => {
   const model = await client.models.retrieve(job.fine_tuned_model!)
   assert.equal(model.id, job.fine_tuned_model)

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
@@ -138,6 +138,36 @@ test('cancel stops within one batch and reports done with cancelled: true', asyn
   const stepsDone = done.trainedSamples / 8
   assert.ok(stepsDone >= stepAtCancel && stepsDone <= stepAtCancel + 3, `${stepsDone} steps, cancel at ${stepAtCancel}`)
   assert.ok(!messages.some((m) => m.type === 'epoch'))
+})
+
+test('pause writes a mid-epoch checkpoint at the end of its batch and reports done with paused: true', async () => {
+  let progressSeen = 0
+  let stepAtPause = -1
+  const { messages, code } = await run(
+    request({
+      outputDir: path.join(work, 'pause'),
+      hyperparameters: { n_epochs: 50, batch_size: 8, learning_rate: 1e-3, validation_split: 0.1 },
+    }),
+    (m, child) => {
+      if (m.type === 'progress' && ++progressSeen === 2) {
+        stepAtPause = m.step
+        child.send({ type: 'pause' })
+      }
+    },
+  )
+  assert.equal(code, 0)
+  const done = messages.at(-1) as Extract<ChildMessage, { type: 'done' }>
+  assert.equal(done.type, 'done')
+  assert.equal(done.paused, true)
+  assert.equal(done.cancelled, true)
+  const ckpt = messages.filter((m) => m.type === 'checkpoint').at(-1) as Extract<ChildMessage, { type: 'checkpoint' }>
+  assert.equal(ckpt.midEpoch, true)
+  assert.equal(ckpt.step, done.trainedSamples / 8, 'checkpointed at the batch it stopped on')
+  assert.ok(ckpt.step >= stepAtPause && ckpt.step <= stepAtPause + 3, `${ckpt.step}, pause at ${stepAtPause}`)
+  assert.equal(ckpt.dir, path.join(work, 'pause', 'checkpoints', `step-${ckpt.step}`))
+  const state = JSON.parse(await readFile(path.join(ckpt.dir, 'state.json'), 'utf8'))
+  assert.equal(state.step, ckpt.step)
+  assert.equal(state.inEpoch.batches, ckpt.step - state.epoch * Math.ceil(540 / 8))
 })
 
 test('a dataset the model cannot take is a permanent error', async () => {

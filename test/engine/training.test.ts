@@ -111,6 +111,57 @@ test('checkpoints hold a whole stock-loadable model; 4 epochs straight = 2 epoch
   assert.ok(!mj.includes('RefitDropout'))
 })
 
+test('pause mid-epoch then resume = straight run: same batch order, dropout masks, optimizer state, epoch sums', async () => {
+  type Ckpt = Extract<ChildMessage, { type: 'checkpoint' }>
+  const cases = [
+    { kind: 'supervised' as const, hyperparameters: hp({ n_epochs: 3 }), pauseAt: 13 },
+    { kind: 'transfer' as const, hyperparameters: hp({ n_epochs: 3 }), pauseAt: 17 },
+    // early stopping: the best epoch's weights live in an earlier (epoch) checkpoint, not the pause's
+    {
+      kind: 'supervised' as const,
+      hyperparameters: hp({ n_epochs: 4, early_stopping: { patience: 2, min_delta: 0, monitor: 'val_loss' } }),
+      pauseAt: 25,
+    },
+  ]
+  for (const c of cases) {
+    const straight = await run(c.kind, { hyperparameters: c.hyperparameters, seed: 5 })
+    let batches = 0
+    const paused = await run(c.kind, {
+      hyperparameters: c.hyperparameters,
+      seed: 5,
+      isPaused: () => ++batches >= c.pauseAt,
+    })
+    assert.equal(paused.result.paused, true, c.kind)
+    assert.equal(paused.result.cancelled, true)
+    assert.equal(paused.result.modelDir, null)
+    const ckpt = paused.messages.filter((m): m is Ckpt => m.type === 'checkpoint').at(-1)!
+    assert.equal(ckpt.midEpoch, true)
+    assert.equal(ckpt.step, c.pauseAt, 'checkpoint at the batch the pause landed on')
+    const stepsPerEpoch = c.kind === 'transfer' ? 8 : 10 // 225 or 300 training rows, batch 32
+    assert.equal(ckpt.epoch, Math.floor((c.pauseAt - 1) / stepsPerEpoch) + 1)
+    const state = JSON.parse(await readFile(path.join(ckpt.dir, 'state.json'), 'utf8'))
+    assert.equal(state.inEpoch.batches, c.pauseAt % stepsPerEpoch)
+    assert.equal(state.epoch, ckpt.epoch - 1, 'state.epoch counts finished epochs')
+    for (const f of ['model.json', 'weights.bin', 'optimizer.json', 'optimizer.bin'])
+      assert.ok(existsSync(path.join(ckpt.dir, f)), f)
+
+    const resumed = await run(c.kind, {
+      hyperparameters: c.hyperparameters,
+      seed: 5,
+      resumeFrom: { checkpointDir: ckpt.dir },
+    })
+    const resumedEpochs = resumed.messages.filter((m) => m.type === 'epoch').map((m) => (m as { epoch: number }).epoch)
+    assert.equal(resumedEpochs[0], ckpt.epoch, 'continues the paused epoch, does not restart it')
+    const all = [...paused.epochs, ...resumed.epochs]
+    assert.equal(all.length, straight.epochs.length, c.kind)
+    for (let i = 0; i < all.length; i++) close(straight.epochs[i], all[i], 1e-6)
+    assert.ok(Math.abs(straight.result.evaluation!.loss - resumed.result.evaluation!.loss) <= 1e-6)
+    assert.equal(straight.result.evaluation!.accuracy, resumed.result.evaluation!.accuracy)
+    assert.equal(straight.result.trainedSamples, resumed.result.trainedSamples)
+    assert.equal(straight.result.bestEpoch, resumed.result.bestEpoch)
+  }
+})
+
 test('early stopping: stops after `patience` epochs without improvement, restores and saves the best epoch', async () => {
   const { result, messages, outputDir } = await run('supervised', {
     hyperparameters: hp({

@@ -406,9 +406,15 @@ export async function finishPause(d: LifecycleDeps, fence: Fence) {
     fence,
     step: async (tx) => {
       const last = await tx.checkpoint.findFirst({ where: { jobId: fence.jobId }, orderBy: { step: 'desc' } })
+      const { progress } = await tx.fineTuningJob.findUniqueOrThrow({
+        where: { id: fence.jobId },
+        select: { progress: true },
+      })
       return {
         to: 'paused',
         data: {
+          // a paused job has no finish to estimate; its place (epoch, step, fraction) stays
+          ...(progress ? { progress: { ...(progress as object), estimated_finish: null } } : {}),
           statusReason: last ? `paused by user at step ${last.step}` : 'paused by user',
           workerPid: null,
           trainerPid: null,
