@@ -21,6 +21,8 @@ const USAGE = `Usage: refit <command> [options]
   jobs get JOB_ID                             show a job
   jobs follow JOB_ID                          print the job's events and progress live until it ends
   jobs cancel JOB_ID                          cancel a job
+  jobs pause JOB_ID                           pause a job (a running one checkpoints mid-epoch first)
+  jobs resume JOB_ID                          resume a paused job from its last checkpoint
   models download MODEL_ID [-o FILE]          download a model as a zip (default ./<model id>.zip)
 
 Options: --url URL (REFIT_URL, default http://127.0.0.1:8080), --api-key KEY (REFIT_API_KEY),
@@ -160,6 +162,24 @@ async function main() {
       print(
         ok(
           await client('project').POST('/v1/fine_tuning/jobs/{id}/cancel', {
+            params: { path: { id: arg(2, 'JOB_ID') } },
+          }),
+        ),
+      )
+      return 0
+    case 'jobs pause':
+      print(
+        ok(
+          await client('project').POST('/v1/fine_tuning/jobs/{id}/pause', {
+            params: { path: { id: arg(2, 'JOB_ID') } },
+          }),
+        ),
+      )
+      return 0
+    case 'jobs resume':
+      print(
+        ok(
+          await client('project').POST('/v1/fine_tuning/jobs/{id}/resume', {
             params: { path: { id: arg(2, 'JOB_ID') } },
           }),
         ),

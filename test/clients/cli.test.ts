@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
 import { projectRoot } from '../../src/lib/paths.js'
-import { ADMIN_TOKEN, createTestEnv, type TestEnv } from '../helpers/env.js'
+import { ADMIN_TOKEN, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
 import { type RunningService, startService } from '../helpers/service.js'
 import { unzipToDir } from '../helpers/zip.js'
 
@@ -145,4 +145,40 @@ test('refit jobs cancel stops a queued or running job', async () => {
   const follow = await refit(['jobs', 'follow', JSON.parse(created.stdout).id], as)
   assert.equal(follow.code, 1, 'a job that did not succeed exits 1')
   assert.match(follow.stdout, /^Job cancelled$/m)
+})
+
+test('refit jobs pause / resume: paused (a running job after its mid-epoch checkpoint), resumed to the queue', async () => {
+  const project = await refit(['projects', 'create', 'cli-pause'], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const key = await refit(['keys', 'create', JSON.parse(project.stdout).id], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const as = { REFIT_API_KEY: JSON.parse(key.stdout).key }
+  const upload = await refit(['files', 'upload', 'd.zip', '--wait'], as)
+  const created = await refit(
+    ['jobs', 'create', '--model', 'mnist-cnn', '--training-file', JSON.parse(upload.stdout).id, '--epochs', '100'],
+    as,
+  )
+  const id = JSON.parse(created.stdout).id
+  const notPaused = await refit(['jobs', 'resume', id], as)
+  assert.equal(notPaused.code, 1)
+  assert.match(notPaused.stderr, /^refit: job_not_paused: /)
+  const pause = await refit(['jobs', 'pause', id], as)
+  assert.equal(pause.code, 0, pause.stderr)
+  const answered = JSON.parse(pause.stdout)
+  assert.ok(
+    answered.status === 'paused' || (answered.status === 'running' && answered.status_reason === 'pausing'),
+    pause.stdout,
+  )
+  await waitFor(
+    async () => JSON.parse((await refit(['jobs', 'get', id], as)).stdout).status === 'paused',
+    120_000,
+    'the job to be paused',
+  )
+  const resume = await refit(['jobs', 'resume', id], as)
+  assert.equal(resume.code, 0, resume.stderr)
+  assert.equal(JSON.parse(resume.stdout).status, 'queued')
+  await refit(['jobs', 'cancel', id], as)
+  const follow = await refit(['jobs', 'follow', id], as)
+  assert.match(follow.stdout, /^Job cancelled$/m)
+  const terminal = await refit(['jobs', 'pause', id], as)
+  assert.equal(terminal.code, 1)
+  assert.match(terminal.stderr, /^refit: job_not_pausable: /)
 })
