@@ -122,6 +122,10 @@ export interface Config {
   maxConnections: number
   /** a request body arriving slower than this (bytes/s, averaged over each `uploadRateWindowMs`) is cut; 0 = off */
   minUploadBytesPerSec: number
+  /** live event streams (`?stream=true`) one API key may hold open, across API processes */
+  maxStreamsPerKey: number
+  /** live event streams one project may hold open, across API processes */
+  maxStreamsPerProject: number
   /** the window MIN_UPLOAD_BYTES_PER_SEC is averaged over */
   uploadRateWindowMs: number
 }
@@ -248,6 +252,8 @@ function safetySettings(env: Env) {
     trustProxy: trustProxy(env),
     cookieSecure: bool(env, 'COOKIE_SECURE', false),
     maxConnections: int(env, 'MAX_CONNECTIONS', 1000, 1, 1_000_000),
+    maxStreamsPerKey: int(env, 'MAX_STREAMS_PER_KEY', 10, 1, 100_000),
+    maxStreamsPerProject: int(env, 'MAX_STREAMS_PER_PROJECT', 50, 1, 1_000_000),
     minUploadBytesPerSec: int(env, 'MIN_UPLOAD_BYTES_PER_SEC', 10_240, 0, 1_073_741_824),
     uploadRateWindowMs: int(env, 'UPLOAD_RATE_WINDOW_MS', 30_000, 500, 3_600_000),
   }

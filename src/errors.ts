@@ -261,6 +261,12 @@ export const ERROR_CATALOGUE = {
     description:
       'The inference process ran out of its memory budget and was killed while answering; a fresh one replaces it. Retry with fewer inputs.',
   },
+  too_many_streams: {
+    status: 429,
+    type: 'rate_limit_error',
+    description:
+      'This API key (MAX_STREAMS_PER_KEY) or its project (MAX_STREAMS_PER_PROJECT) already has its maximum of open event streams; close one or retry after `Retry-After` seconds.',
+  },
   prediction_timeout: {
     status: 504,
     type: 'server_error',

@@ -4,10 +4,13 @@
 // from PostgreSQL, woken by Redis pings and by a periodic re-read. The `job` event is the job as GET shows
 // it, queue position included, so a client can replace its copy with it; `metrics` events carry the
 // training process's batch rows (batch_loss, batch_accuracy) as they are written, for live per-step curves.
+// A stream holds one of its key's and its project's stream slots (stream-slots.ts) while open, and closes
+// when its key is revoked (a Redis ping; the heartbeat re-reads the key in case the ping was lost).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { BATCH_METRICS } from './batch-metrics.js'
 import { presentEvent } from './job-events.js'
 import { presentJob, queuePosition, TERMINAL } from './jobs-service.js'
+import { takeStreamSlots } from './stream-slots.js'
 
 const POLL_MS = 2000
 const BATCH_PAGE = 2000
@@ -20,6 +23,9 @@ export async function streamJobEvents(
   jobId: string,
   lastEventId: bigint,
 ) {
+  // refused (429) before the answer starts
+  const slots = await takeStreamSlots(app, req)
+  const keyId = req.apiKeyId
   reply.hijack()
   const res = reply.raw
   res.writeHead(200, {
@@ -113,13 +119,23 @@ export async function streamJobEvents(
 
   const off = app.jobUpdates.on(jobId, () => void pump())
   const untrack = app.jobUpdates.track(() => close())
+  const offRevoked = app.jobUpdates.onKeyRevoked(keyId, () => close())
   const poll = setInterval(() => void pump(), POLL_MS)
-  const heartbeat = setInterval(() => !closed && res.write(': ping\n\n'), HEARTBEAT_MS)
+  const heartbeat = setInterval(() => {
+    if (closed) return
+    res.write(': ping\n\n')
+    app.db.apiKey
+      .findUnique({ where: { id: keyId }, select: { revokedAt: true } })
+      .then((k) => (!k || k.revokedAt) && close())
+      .catch(() => {})
+  }, HEARTBEAT_MS)
   function close() {
     if (closed) return
     closed = true
     off()
+    offRevoked()
     untrack()
+    void slots.release()
     clearInterval(poll)
     clearInterval(heartbeat)
     res.end()

@@ -5,6 +5,13 @@
 import type { Redis } from 'ioredis'
 
 export const jobUpdatesChannel = (prefix: string) => `${prefix}:job-updates`
+/** "API key X was revoked": every API process closes the live streams opened with it. */
+export const keyRevokedChannel = (prefix: string) => `${prefix}:key-revoked`
+
+export function notifyKeyRevoked(redis: Redis, prefix: string, keyId: string): Promise<unknown> {
+  // Redis down: the streams' own periodic check of their key closes them a little later.
+  return redis.publish(keyRevokedChannel(prefix), keyId).catch(() => {})
+}
 
 export function notifyJobChanged(redis: Redis, prefix: string, jobId: string): void {
   redis.publish(jobUpdatesChannel(prefix), jobId).catch(() => {

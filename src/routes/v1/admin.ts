@@ -1,4 +1,5 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
+import { notifyKeyRevoked } from '../../modules/jobs/job-updates.js'
 import { projectUsage } from '../../modules/limits/limits-service.js'
 import {
   createApiKey,
@@ -138,6 +139,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       const revoked = await revokeApiKey(app.db, req.params.id, req.params.key_id)
       // every API process forgets the key row before this answers: the next request with it is refused
       await app.lookups.invalidate()
+      // and closes the live event streams opened with it
+      await notifyKeyRevoked(app.redis, app.config.queuePrefix, req.params.key_id)
       return revoked
     },
   )

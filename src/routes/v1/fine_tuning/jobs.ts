@@ -387,7 +387,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         params: IdParams,
         querystring: JobEventsQuery,
         headers: JobEventsHeaders,
-        response: { 200: jobEventsResponse, ...errorResponses(400, 404) },
+        response: { 200: jobEventsResponse, ...errorResponses(400, 404, 429) },
       },
     },
     async (req, reply) =>
