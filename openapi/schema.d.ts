@@ -431,7 +431,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Download any model as a zip of model.json, weights.bin, metadata.json */
+        /** Download any model as a zip of model.json, weights.bin, metadata.json (or a frozen SavedModel: `format=saved_model`) */
         get: operations["adminDownloadModel"];
         put?: never;
         post?: never;
@@ -784,7 +784,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Download the whole model (raw input to classes) as a zip of model.json, weights.bin, metadata.json */
+        /** Download the whole model (raw input to classes) as a zip: TF.js layers files, or a frozen SavedModel (`format=saved_model`) */
         get: operations["downloadModel"];
         put?: never;
         post?: never;
@@ -1122,7 +1122,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -4832,7 +4832,10 @@ export interface operations {
     };
     adminDownloadModel: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `tfjs_layers` (default): model.json + weights.bin + metadata.json for `tf.loadLayersModel`. `saved_model`: the whole model compiled into a frozen TensorFlow SavedModel (saved_model.pb with a `serving_default` signature, weights as constants, an empty variables/) + metadata.json (classes, preprocessing, and a `saved_model` block naming the signature input and output); 409 `model_not_freezable` when a layer has no TensorFlow graph translation. */
+                format?: "tfjs_layers" | "saved_model";
+            };
             header?: never;
             path: {
                 id: string;
@@ -4848,6 +4851,15 @@ export interface operations {
                 };
                 content: {
                     "application/zip": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
@@ -4870,6 +4882,15 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8106,7 +8127,10 @@ export interface operations {
     };
     downloadModel: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `tfjs_layers` (default): model.json + weights.bin + metadata.json for `tf.loadLayersModel`. `saved_model`: the whole model compiled into a frozen TensorFlow SavedModel (saved_model.pb with a `serving_default` signature, weights as constants, an empty variables/) + metadata.json (classes, preprocessing, and a `saved_model` block naming the signature input and output); 409 `model_not_freezable` when a layer has no TensorFlow graph translation. */
+                format?: "tfjs_layers" | "saved_model";
+            };
             header?: never;
             path: {
                 id: string;
@@ -8122,6 +8146,15 @@ export interface operations {
                 };
                 content: {
                     "application/zip": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
@@ -8144,6 +8177,15 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -157,6 +157,12 @@ export const ERROR_CATALOGUE = {
     description:
       'The model cannot answer predictions or evaluations: it is an untrained architecture or has no class names.',
   },
+  model_not_freezable: {
+    status: 409,
+    type: 'conflict_error',
+    description:
+      'The model cannot be exported as a frozen SavedModel (`format=saved_model`): a layer has no TensorFlow graph translation; the message and `details` name it. The default download (TF.js layers) still works.',
+  },
   checkpoint_not_downloadable: {
     status: 409,
     type: 'conflict_error',

@@ -4,10 +4,16 @@
 // PostgreSQL or Redis. When the parent goes away it exits at once.
 import { selectBackend } from '../src/engine/backend.js'
 import { EngineError } from '../src/engine/errors.js'
+import { exportSavedModel } from '../src/engine/graph/export.js'
 import type { Tf } from '../src/engine/tf.js'
 import { evaluateDataset, InputError, loadCachedModel, predictInputs } from '../src/inference/compute.js'
 import { ModelCache } from '../src/inference/model-cache.js'
-import type { InferenceChildMessage, InferenceParentMessage, PredictRequest } from '../src/inference/protocol.js'
+import type {
+  ExportRequest,
+  InferenceChildMessage,
+  InferenceParentMessage,
+  PredictRequest,
+} from '../src/inference/protocol.js'
 
 let tf: Tf | null = null
 let cache: ModelCache | null = null
@@ -47,6 +53,35 @@ async function predict(req: PredictRequest): Promise<void> {
   }
 }
 
+async function exportModel(req: ExportRequest): Promise<void> {
+  const t0 = performance.now()
+  try {
+    if (!cache) throw new Error('export before init')
+    const out = await cache.use(req.model.key, req.model.dir, async (m) => exportSavedModel(m.model, m.meta))
+    if ('reason' in out) {
+      const where = out.layer ? `layer "${out.layer}" (${out.className}): ` : ''
+      await send({
+        type: 'failed',
+        id: req.id,
+        code: 'model_not_freezable',
+        message: `${where}${out.reason}`,
+        details: out.layer ? [{ field: `layers.${out.layer}`, message: out.reason }] : [],
+      })
+      return
+    }
+    await send({
+      type: 'exported',
+      id: req.id,
+      savedModel: out.savedModel,
+      saved_model: out.saved_model,
+      held: cache.keys(),
+      ms: Math.round(performance.now() - t0),
+    })
+  } catch (err) {
+    await send({ type: 'failed', id: req.id, code: 'inference_failed', message: (err as Error).message })
+  }
+}
+
 function fatal(err: unknown): void {
   const e = err as { name?: string; code?: unknown; message?: string; permanent?: boolean }
   const permanent = err instanceof EngineError ? err.permanent : e?.name === 'DatasetValidationError'
@@ -75,6 +110,9 @@ process.on('message', (msg: InferenceParentMessage) => {
       break
     case 'predict':
       void predict(msg)
+      break
+    case 'export':
+      void exportModel(msg)
       break
     case 'evict':
       cache?.drop(msg.keyPrefix)

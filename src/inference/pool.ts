@@ -7,10 +7,11 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { SavedModelMetadata } from '../engine/graph/export.js'
 import type { BackendName } from '../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../errors.js'
 import { ChildMemory, type ChildMemoryOptions } from './child-memory.js'
-import type { InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
+import type { ExportRequest, InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const compiled = import.meta.url.endsWith('.js')
@@ -41,15 +42,24 @@ export interface PredictOutcome {
   ms: number
 }
 
-interface Pending {
-  req: PredictRequest
+/** A model compiled into a frozen SavedModel by an inference process. */
+export interface ExportOutcome {
+  savedModel: Uint8Array
+  saved_model: SavedModelMetadata
+  pid: number
+  ms: number
+}
+
+type Pending = {
   retried: boolean
   /** the slot it was routed to, and whether the request has been sent to that child */
   slot?: Slot
   sent?: boolean
-  resolve: (v: PredictOutcome) => void
   reject: (e: unknown) => void
-}
+} & (
+  | { req: PredictRequest; resolve: (v: PredictOutcome) => void }
+  | { req: ExportRequest; resolve: (v: ExportOutcome) => void }
+)
 
 interface Slot {
   index: number
@@ -99,7 +109,7 @@ export class InferencePool {
       const p: Pending = {
         req,
         retried: false,
-        resolve: (v) => {
+        resolve: (v: PredictOutcome) => {
           clearTimeout(timer)
           resolve(v)
         },
@@ -110,6 +120,18 @@ export class InferencePool {
       }
       if (opts.timeoutMs) timer = setTimeout(() => this.expire(p, opts.timeoutMs!), opts.timeoutMs)
       this.dispatch(p)
+    })
+  }
+
+  /**
+   * Compiles the model whole into a frozen SavedModel in the process that holds it (or loads it there);
+   * 409 `model_not_freezable` when a layer has no graph translation.
+   */
+  async exportSavedModel(model: ModelRef): Promise<ExportOutcome> {
+    if (this.closed) throw new AppError('service_unavailable', 'The inference pool is shutting down.')
+    const req: ExportRequest = { type: 'export', id: this.nextId++, model }
+    return new Promise<ExportOutcome>((resolve, reject) => {
+      this.dispatch({ req, retried: false, resolve, reject })
     })
   }
 
@@ -238,13 +260,31 @@ export class InferencePool {
         slot.backend = msg.backend
         this.opts.log.info({ pid: child.pid, slot: index, backend: msg.backend }, 'inference process ready')
         markReady()
-      } else if (msg.type === 'result' || msg.type === 'failed') {
+      } else if (msg.type === 'result' || msg.type === 'exported' || msg.type === 'failed') {
         const p = slot.pending.get(msg.id)
         if (!p) return
         slot.pending.delete(msg.id)
-        if (msg.type === 'result') {
+        if (msg.type === 'result' && p.req.type === 'predict') {
           slot.held = new Set(msg.held)
-          p.resolve({ probs: msg.probs, classes: msg.classes, backend: slot.backend!, pid: child.pid!, ms: msg.ms })
+          ;(p.resolve as (v: PredictOutcome) => void)({
+            probs: msg.probs,
+            classes: msg.classes,
+            backend: slot.backend!,
+            pid: child.pid!,
+            ms: msg.ms,
+          })
+        } else if (msg.type === 'exported' && p.req.type === 'export') {
+          slot.held = new Set(msg.held)
+          ;(p.resolve as (v: ExportOutcome) => void)({
+            savedModel: msg.savedModel,
+            saved_model: msg.saved_model,
+            pid: child.pid!,
+            ms: msg.ms,
+          })
+        } else if (msg.type !== 'failed') {
+          p.reject(new Error(`inference process answered ${msg.type} to a ${p.req.type} request`))
+        } else if (msg.code === 'model_not_freezable') {
+          p.reject(new AppError('model_not_freezable', msg.message, { param: 'format', details: msg.details ?? [] }))
         } else if (msg.code === 'invalid_input') {
           p.reject(new ChildInputError(msg.message, msg.details ?? []))
         } else {

@@ -3,6 +3,7 @@
 // it reads model directories and dataset files, and answers over the IPC channel (advanced serialization,
 // so typed arrays travel as bytes, not JSON).
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
+import type { SavedModelMetadata } from '../engine/graph/export.js'
 import type { GraphSettings } from '../engine/graph/forward.js'
 import type { BackendName, Evaluation } from '../engine/protocol.js'
 import type { ErrorDetail } from '../errors.js'
@@ -32,6 +33,13 @@ export interface PredictRequest {
   inputs: RawInputs
 }
 
+/** Compile a cached model whole into a frozen SavedModel (engine/graph/export.ts). */
+export interface ExportRequest {
+  type: 'export'
+  id: number
+  model: ModelRef
+}
+
 /** Drop cached models whose key starts with `keyPrefix` (a deleted model). */
 export interface EvictRequest {
   type: 'evict'
@@ -50,7 +58,7 @@ export interface EvaluateRequest {
   graph?: GraphSettings
 }
 
-export type InferenceParentMessage = InitRequest | PredictRequest | EvictRequest | EvaluateRequest
+export type InferenceParentMessage = InitRequest | PredictRequest | ExportRequest | EvictRequest | EvaluateRequest
 
 export type InferenceChildMessage =
   | { type: 'ready'; backend: BackendName; selfTestMs: number }
@@ -64,6 +72,22 @@ export type InferenceChildMessage =
       held: string[]
       ms: number
     }
-  | { type: 'failed'; id: number; code: 'invalid_input' | 'inference_failed'; message: string; details?: ErrorDetail[] }
+  | {
+      type: 'exported'
+      id: number
+      /** saved_model.pb */
+      savedModel: Uint8Array
+      saved_model: SavedModelMetadata
+      held: string[]
+      ms: number
+    }
+  | {
+      type: 'failed'
+      id: number
+      /** model_not_freezable: an export whose model has a layer the graph compiler does not translate */
+      code: 'invalid_input' | 'inference_failed' | 'model_not_freezable'
+      message: string
+      details?: ErrorDetail[]
+    }
   | { type: 'evaluated'; backend: BackendName; evaluation: Evaluation; ms: number }
   | { type: 'fatal'; code: string; message: string; permanent: boolean }

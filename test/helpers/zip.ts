@@ -8,6 +8,11 @@ export async function unzipToDir(buf: Buffer, dir: string): Promise<string[]> {
   for (const [name, content] of entries) {
     if (name.includes('..') || name.startsWith('/')) throw new Error(`unsafe ${name}`)
     const out = join(dir, name)
+    // a directory entry (a SavedModel's empty variables/)
+    if (name.endsWith('/')) {
+      await mkdir(out, { recursive: true })
+      continue
+    }
     await mkdir(dirname(out), { recursive: true })
     await writeFile(out, content)
   }

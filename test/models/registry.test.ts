@@ -11,13 +11,24 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { Worker } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
+import yazl from 'yazl'
 import { loadMnist } from '../../src/engine/mnist-idx.js'
+import { saveModel } from '../../src/engine/model-io.js'
 import { preprocessRows, rowRange } from '../../src/engine/preprocess.js'
 import { newId } from '../../src/lib/ids.js'
 import { startEvaluationWorker } from '../../workers/evaluation-processor.js'
 import { writeCsv, writeIdxZip } from '../engine/helpers.js'
-import { bearer, buildTestApp, createProjectKey, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
-import { unzipToDir } from '../helpers/zip.js'
+import {
+  adminAuth,
+  bearer,
+  buildTestApp,
+  createProjectKey,
+  createTestEnv,
+  multipart,
+  type TestEnv,
+  waitFor,
+} from '../helpers/env.js'
+import { unzipToDir, unzipToMemory } from '../helpers/zip.js'
 import { fineTuneMnist, pngOf, registerWholeModelCheckpoint, uploadProcessedFile } from './helpers.js'
 
 const require = createRequire(import.meta.url)
@@ -186,6 +197,104 @@ test('the downloaded model zip loads with stock TF.js and predicts what the serv
   const dir = join(work, 'model')
   assert.deepEqual((await unzipToDir(res.rawPayload, dir)).sort(), ['metadata.json', 'model.json', 'weights.bin'])
   assertClose(await localPredictions(dir, 16), await servicePredictions(ft.modelId, 16))
+})
+
+test('format=saved_model: a frozen SavedModel that tfjs-node loads and that predicts like the service and the eager model', async () => {
+  const tf: Tf = require('@tensorflow/tfjs-node')
+  const url = `/v1/models/${enc(ft.modelId)}/content?format=saved_model`
+  const res = await app.inject({ method: 'GET', url, headers: bearer(key) })
+  assert.equal(res.statusCode, 200, res.body)
+  assert.equal(res.headers['content-type'], 'application/zip')
+  const dir = join(work, 'saved-model')
+  assert.deepEqual((await unzipToDir(res.rawPayload, dir)).sort(), ['metadata.json', 'saved_model.pb', 'variables/'])
+  const meta = JSON.parse(await readFile(join(dir, 'metadata.json'), 'utf8'))
+  assert.deepEqual(meta.classes, ['5', '6', '7', '8', '9'])
+  assert.deepEqual(meta.saved_model.inputs, [{ name: 'input', dtype: 'float32', shape: [-1, ...meta.input_shape] }])
+  assert.deepEqual(meta.saved_model.outputs, [{ name: 'probabilities', dtype: 'float32', shape: [-1, 5] }])
+  assert.equal(meta.saved_model.signature, 'serving_default')
+
+  const n = 16
+  const graph = await tf.node.loadSavedModel(dir, ['serve'], 'serving_default')
+  // tfjs-node names the signature's keys
+  assert.deepEqual([graph.inputs[0].name, graph.outputs[0].name], ['input', 'probabilities'])
+  const x = preprocessRows(test5to9, rowRange(0, n), meta.preprocessing, meta.input_shape)
+  const out = graph.predict(tf.tensor(x, [n, ...meta.input_shape])) as import('@tensorflow/tfjs-node').Tensor
+  const probs = out.dataSync()
+  out.dispose()
+  graph.dispose()
+  const exported = Array.from({ length: n }, (_, i) =>
+    Object.fromEntries((meta.classes as string[]).map((c, j) => [c, probs[i * 5 + j]])),
+  )
+  const layersDir = join(work, 'model-for-export')
+  await unzipToDir(
+    (await app.inject({ method: 'GET', url: `/v1/models/${enc(ft.modelId)}/content`, headers: bearer(key) }))
+      .rawPayload,
+    layersDir,
+  )
+  const eager = await localPredictions(layersDir, n)
+  const service = await servicePredictions(ft.modelId, n)
+  const maxEager = Math.max(...eager.flatMap((r) => Object.values(r).map(Math.abs)))
+  const tolerance = 1e-4 * Math.max(1, maxEager)
+  for (const [name, other] of [
+    ['eager', eager],
+    ['service', service],
+  ] as const) {
+    let diff = 0
+    for (let i = 0; i < n; i++)
+      for (const c of Object.keys(other[i])) diff = Math.max(diff, Math.abs(exported[i][c] - other[i][c]))
+    assert.ok(diff <= tolerance, `SavedModel vs ${name}: max diff ${diff} > ${tolerance}`)
+  }
+
+  // the admin twin serves the same graph
+  const admin = await app.inject({
+    method: 'GET',
+    url: `/v1/admin/models/${enc(ft.modelId)}/content?format=saved_model`,
+    headers: adminAuth,
+  })
+  assert.equal(admin.statusCode, 200, admin.body)
+  const adminPb = (await unzipToMemory(admin.rawPayload)).get('saved_model.pb')!
+  assert.ok(adminPb.equals(await readFile(join(dir, 'saved_model.pb'))))
+
+  const bad = await app.inject({ method: 'GET', url: `${url.split('?')[0]}?format=onnx`, headers: bearer(key) })
+  assert.equal(bad.statusCode, 400)
+})
+
+test('format=saved_model: a model with a layer the graph compiler does not translate is 409 model_not_freezable', async () => {
+  const tf: Tf = require('@tensorflow/tfjs-node')
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ name: 'hidden', inputShape: [4], units: 8, activation: 'relu' }),
+      tf.layers.layerNormalization({ name: 'norm' }),
+      tf.layers.dense({ name: 'out', units: 3, activation: 'softmax' }),
+    ],
+  })
+  const modelDir = join(work, 'unfreezable')
+  await saveModel(tf as never, model as never, modelDir)
+  model.dispose()
+  const zip = new yazl.ZipFile()
+  for (const f of ['model.json', 'weights.bin']) zip.addFile(join(modelDir, f), f)
+  zip.end()
+  const chunks: Buffer[] = []
+  for await (const c of zip.outputStream) chunks.push(c as Buffer)
+  const body = multipart(
+    { input_shape: '[4]', classes: '["a","b","c"]' },
+    { name: 'unfreezable.zip', content: Buffer.concat(chunks) },
+  )
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/models',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
+  assert.equal(up.statusCode, 201, up.body)
+  const id = up.json().id as string
+  const res = await get(`/v1/models/${enc(id)}/content?format=saved_model`)
+  assert.equal(res.statusCode, 409, res.body)
+  assert.equal(res.json().error.code, 'model_not_freezable')
+  assert.match(res.json().error.message, /layer "norm" \(LayerNormalization\)/)
+  assert.equal(res.json().error.param, 'format')
+  // the default download is unchanged
+  assert.equal((await get(`/v1/models/${enc(id)}/content`)).statusCode, 200)
 })
 
 test('checkpoint download: a whole-model checkpoint zips, loads and predicts like the service; a partial one is 409', async () => {

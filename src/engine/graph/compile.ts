@@ -145,13 +145,22 @@ export interface CompiledGraph {
   outputShape: number[]
 }
 
-/** Reads the plan's weights, fingerprints them and emits the SavedModel (input `x`, output `y`). */
-export function compileGraph(plan: GraphPlan): CompiledGraph {
+/** Names of the graph's input and output: node names and `serving_default` signature keys. */
+export interface GraphNames {
+  input: string
+  output: string
+}
+
+/**
+ * Reads the plan's weights, fingerprints them and emits the SavedModel (input `x`, output `y` unless `names`
+ * says otherwise; the names are not part of `contentSha256`, so cached graphs keep the defaults).
+ */
+export function compileGraph(plan: GraphPlan, names: GraphNames = { input: 'x', output: 'y' }): CompiledGraph {
   const hash = createHash('sha256')
   hash.update(`refit-graph-v${GRAPH_COMPILER_VERSION}\n`)
   hash.update(JSON.stringify({ input: plan.inputShape, output: plan.outputKey }))
   const g = new GraphBuilder()
-  const x = g.placeholder('x', [-1, ...plan.inputShape])
+  const x = g.placeholder(names.input, [-1, ...plan.inputShape])
   const tensors = new Map<string, string>([[plan.inputKey, x]])
   for (const step of plan.steps) {
     const weights = readWeights(step.layer)
@@ -163,10 +172,13 @@ export function compileGraph(plan: GraphPlan): CompiledGraph {
     const inputs = step.inputs.map((k) => tensors.get(k)!)
     tensors.set(step.key, GRAPH_LAYERS[step.call.className].translate(g, step.call, inputs, weights))
   }
-  const y = g.node('y', 'Identity', [tensors.get(plan.outputKey)!], { T: attr.float() })
+  const y = g.node(names.output, 'Identity', [tensors.get(plan.outputKey)!], { T: attr.float() })
   return {
     contentSha256: hash.digest('hex'),
-    savedModel: g.savedModel({ name: x, dims: [-1, ...plan.inputShape] }, { name: y, dims: [-1, ...plan.outputShape] }),
+    savedModel: g.savedModel(
+      { name: x, dims: [-1, ...plan.inputShape], key: names.input },
+      { name: y, dims: [-1, ...plan.outputShape], key: names.output },
+    ),
     constBytes: g.constBytes,
     inputShape: plan.inputShape,
     outputShape: plan.outputShape,

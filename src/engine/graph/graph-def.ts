@@ -134,10 +134,14 @@ export class GraphBuilder {
   }
 
   /**
-   * The SavedModel bytes (saved_model.pb) of this graph with one signature: `x` (the placeholder) -> `y`.
-   * tfjs-node reads the TensorInfos' shapes, so both carry one.
+   * The SavedModel bytes (saved_model.pb) of this graph with one signature `serving_default`: the placeholder
+   * under key `input.key` (default `x`) -> the output under `output.key` (default `y`). tfjs-node reads the
+   * TensorInfos' shapes, so both carry one.
    */
-  savedModel(input: { name: string; dims: number[] }, output: { name: string; dims: number[] }): Uint8Array {
+  savedModel(
+    input: { name: string; dims: number[]; key?: string },
+    output: { name: string; dims: number[]; key?: string },
+  ): Uint8Array {
     const P = pb()
     const info = (name: string, dims: number[]) => {
       const t = new P.TensorInfo()
@@ -148,8 +152,8 @@ export class GraphBuilder {
     }
     const sig = new P.SignatureDef()
     sig.setMethodName('tensorflow/serving/predict')
-    sig.getInputsMap().set('x', info(input.name, input.dims))
-    sig.getOutputsMap().set('y', info(output.name, output.dims))
+    sig.getInputsMap().set(input.key ?? 'x', info(input.name, input.dims))
+    sig.getOutputsMap().set(output.key ?? 'y', info(output.name, output.dims))
     const meta = new P.MetaGraphDef()
     const metaInfo = new P.MetaGraphDef.MetaInfoDef()
     metaInfo.setTagsList(['serve'])

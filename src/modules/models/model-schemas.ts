@@ -16,6 +16,19 @@ export const ModelListQuery = Type.Object(
   { additionalProperties: false },
 )
 
+/** `GET /v1/models/{id}/content` (and the admin twin): which format the zip holds. */
+export const ModelDownloadQuery = Type.Object(
+  {
+    format: Type.Optional(
+      StringEnum(['tfjs_layers', 'saved_model'], {
+        description:
+          '`tfjs_layers` (default): model.json + weights.bin + metadata.json for `tf.loadLayersModel`. `saved_model`: the whole model compiled into a frozen TensorFlow SavedModel (saved_model.pb with a `serving_default` signature, weights as constants, an empty variables/) + metadata.json (classes, preprocessing, and a `saved_model` block naming the signature input and output); 409 `model_not_freezable` when a layer has no TensorFlow graph translation.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
 export const LineageObject = Type.Object(
   {
     object: Type.Literal('model.lineage'),

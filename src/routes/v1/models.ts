@@ -1,12 +1,17 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
-import { ModelListQuery, PredictionsJsonBody, PredictionsMultipartBody } from '../../modules/models/model-schemas.js'
+import { modelDownload } from '../../modules/models/model-export.js'
+import {
+  ModelDownloadQuery,
+  ModelListQuery,
+  PredictionsJsonBody,
+  PredictionsMultipartBody,
+} from '../../modules/models/model-schemas.js'
 import { uploadModel } from '../../modules/models/model-upload.js'
 import {
   deleteModel,
   getModel,
   listModels,
   modelLineage,
-  modelZip,
   presentModelWithMetrics,
 } from '../../modules/models/models-service.js'
 import { predict } from '../../modules/models/predictions-service.js'
@@ -141,20 +146,22 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['models'],
         operationId: 'downloadModel',
-        summary: 'Download the whole model (raw input to classes) as a zip of model.json, weights.bin, metadata.json',
+        summary:
+          'Download the whole model (raw input to classes) as a zip: TF.js layers files, or a frozen SavedModel (`format=saved_model`)',
         params: IdParams,
+        querystring: ModelDownloadQuery,
         response: {
           200: {
             description: 'zip archive',
             content: { 'application/zip': { schema: { type: 'string', format: 'binary' } } },
           },
-          ...errorResponses(404),
+          ...errorResponses(400, 404, 409, 503),
         },
       },
     },
     async (req, reply) => {
       const model = await getModel(app.db, req.projectId, req.params.id)
-      const stream = await modelZip(app, model)
+      const stream = await modelDownload(app, model, req.query.format)
       const name = model.id.replace(/[^a-zA-Z0-9._-]+/g, '_')
       return reply
         .header('content-type', 'application/zip')

@@ -3,10 +3,11 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import type { FastifyInstance } from 'fastify'
 import { notFound } from '../../../errors.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
+import { modelDownload } from '../../../modules/models/model-export.js'
+import { ModelDownloadQuery } from '../../../modules/models/model-schemas.js'
 import {
   metricRowsFor,
   modelLineage,
-  modelZip,
   presentModel,
   presentModelWithMetrics,
 } from '../../../modules/models/models-service.js'
@@ -107,20 +108,22 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         operationId: 'adminDownloadModel',
-        summary: 'Download any model as a zip of model.json, weights.bin, metadata.json',
+        summary:
+          'Download any model as a zip of model.json, weights.bin, metadata.json (or a frozen SavedModel: `format=saved_model`)',
         params: IdParams,
+        querystring: ModelDownloadQuery,
         response: {
           200: {
             description: 'zip archive',
             content: { 'application/zip': { schema: { type: 'string', format: 'binary' } } },
           },
-          ...errorResponses(404),
+          ...errorResponses(400, 404, 409, 503),
         },
       },
     },
     async (req, reply) => {
       const model = await findModel(app, req.params.id)
-      const stream = await modelZip(app, model)
+      const stream = await modelDownload(app, model, req.query.format)
       const name = model.id.replace(/[^a-zA-Z0-9._-]+/g, '_')
       return reply
         .header('content-type', 'application/zip')
