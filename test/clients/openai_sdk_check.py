@@ -154,6 +154,13 @@ transfer = client.fine_tuning.jobs.create(
 )
 assert transfer.method.type == "transfer"
 report("jobs.create method.transfer", transfer.id)
+# Waiting behind the others: paused at once, out of the queue; resumed to the queue.
+paused = client.fine_tuning.jobs.pause(transfer.id)
+assert paused.status == "paused", paused.status
+report("jobs.pause (queued)", paused.status)
+resumed = client.fine_tuning.jobs.resume(transfer.id)
+assert resumed.status == "queued", resumed.status
+report("jobs.resume", resumed.status)
 doomed = client.fine_tuning.jobs.create(model="mnist-cnn", training_file=up.id, hyperparameters={"n_epochs": 50})
 cancelled = client.fine_tuning.jobs.cancel(doomed.id)
 assert cancelled.status in ("cancelled", "cancelling"), cancelled.status
@@ -197,6 +204,44 @@ report("jobs finish", "supervised, transfer and from-checkpoint jobs succeeded")
 stopped = wait_terminal(doomed.id)
 assert stopped.status == "cancelled" and stopped.fine_tuned_model is None
 report("cancelled job ends cancelled")
+
+# Pause of a running job: it checkpoints mid-epoch and stops; resume continues from that checkpoint.
+pausable = client.fine_tuning.jobs.create(
+    model="cnn-small",
+    training_file=up.id,
+    seed=5,
+    method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8}}},
+)
+end = time.time() + 120
+while client.fine_tuning.jobs.retrieve(pausable.id).status != "running":
+    assert time.time() < end, "the job did not start"
+    time.sleep(0.1)
+pausing = client.fine_tuning.jobs.pause(pausable.id)
+reason = pausing.model_extra["status_reason"]
+assert pausing.status == "paused" or (pausing.status == "running" and reason == "pausing"), (pausing.status, reason)
+end = time.time() + 120
+while (job := client.fine_tuning.jobs.retrieve(pausable.id)).status == "running":
+    assert time.time() < end, "the pause did not land"
+    time.sleep(0.2)
+assert job.status == "paused", (job.status, job.error)
+mid = client.fine_tuning.jobs.checkpoints.list(pausable.id).data[0]
+assert mid.metrics.to_dict().get("mid_epoch") is True, mid.metrics
+assert job.model_extra["status_reason"] == f"paused by user at step {mid.step_number}", job.model_extra
+report("jobs.pause (running)", f"paused at step {mid.step_number} with a mid-epoch checkpoint")
+err = expect_error(openai.ConflictError, lambda: strict.fine_tuning.jobs.pause(legacy.id), "job_not_pausable")
+report("409 job_not_pausable", err.code)
+err = expect_error(openai.ConflictError, lambda: strict.fine_tuning.jobs.resume(legacy.id), "job_not_paused")
+report("409 job_not_paused", err.code)
+assert client.fine_tuning.jobs.resume(pausable.id).status == "queued"
+job = wait_terminal(pausable.id)
+assert job.status == "succeeded", job.error
+messages = [e.message for e in client.fine_tuning.jobs.list_events(pausable.id)]
+assert f"Job resumed: queued to continue from checkpoint {mid.id} (step {mid.step_number})" in messages, messages
+assert any(m.startswith("resumed from the mid-epoch checkpoint of epoch") and m.endswith(f"(step {mid.step_number})") for m in messages), messages
+assert sum(m.startswith("Training started") for m in messages) == 1, messages
+steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(pausable.id)]
+assert mid.step_number in steps and len(steps) == 3, steps
+report("jobs.resume (continued)", f"from step {mid.step_number}; checkpoints at steps {sorted(steps)}")
 
 # Models of the project
 assert client.models.retrieve(legacy.fine_tuned_model).id == legacy.fine_tuned_model

@@ -258,6 +258,35 @@ test('7. a failure you can act on: banner with the code and message, empty chart
   assert.equal(await page.locator('#f-suffix').inputValue(), 'bad-val')
 })
 
+test('6. pause and resume from the job page: the buttons follow the status, the API agrees', { skip }, async () => {
+  // queued behind J1 and J2 (paused at once), or running if they are done (paused after its checkpoint)
+  const id = await createJob(digits.id, {
+    training_file: trainFile,
+    suffix: 'pause-me',
+    method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 30 } } },
+  })
+  await go(`#/jobs/${id}`, '#pause-job')
+  assert.equal(await page.locator('#resume-job').isVisible(), false)
+  await page.click('#pause-job')
+  await waitFor(async () => (await job(id)).status === 'paused', 120_000, 'the job to be paused')
+  await page.locator('#resume-job:visible').waitFor()
+  assert.equal(await text('#job-status'), 'paused')
+  assert.equal(await page.locator('#pause-job').isVisible(), false)
+  assert.equal(await page.locator('#cancel-job').isVisible(), true)
+  await page.click('#resume-job')
+  await waitFor(async () => (await job(id)).status !== 'paused', 30_000, 'the job to be resumed')
+  assert.ok(['queued', 'running'].includes((await job(id)).status))
+  await page.locator('#pause-job:visible').waitFor()
+  assert.equal(await page.locator('#resume-job').isVisible(), false)
+  const events = (await admin.get(`/v1/admin/jobs/${id}/events`)).body.data.map((e: { message: string }) => e.message)
+  assert.match(events[0], /^Job resumed: queued/)
+  assert.ok(
+    events.some((m: string) => /^Job paused/.test(m)),
+    events.join('\n'),
+  )
+  assert.equal((await admin.post(`/v1/admin/jobs/${id}/cancel`, {})).status, 200)
+})
+
 test('1 and 6. the job form shows what the API resolves (dry run) and creates the job through the admin route', {
   skip,
 }, async () => {

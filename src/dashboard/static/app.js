@@ -6,7 +6,18 @@
 
 const POLL_MS = 2000
 const TERMINAL = ['succeeded', 'failed', 'cancelled']
-const JOB_STATUSES = ['validating_files', 'queued', 'running', 'cancelling', 'succeeded', 'failed', 'cancelled']
+const JOB_STATUSES = [
+  'validating_files',
+  'queued',
+  'running',
+  'cancelling',
+  'paused',
+  'succeeded',
+  'failed',
+  'cancelled',
+]
+/** Statuses Pause applies to (the API refuses the others with job_not_pausable). */
+const PAUSABLE = ['validating_files', 'queued', 'running']
 const PALETTE = ['#2563eb', '#dc2626', '#15803d', '#b45309', '#7c3aed', '#0891b2', '#db2777', '#4d7c0f']
 const main = document.getElementById('main')
 const nav = document.getElementById('nav')
@@ -973,6 +984,8 @@ async function jobPage(id) {
   const status = h('span', { id: 'job-status', role: 'status', 'aria-live': 'polite' })
   const cancelBtn = h('button', { class: 'danger', id: 'cancel-job', type: 'button' }, 'Stop job')
   const retryBtn = h('button', { id: 'retry-job', type: 'button' }, 'Retry')
+  const pauseBtn = h('button', { id: 'pause-job', type: 'button' }, 'Pause')
+  const resumeBtn = h('button', { id: 'resume-job', type: 'button' }, 'Resume')
   const cloneLink = h('a', { id: 'clone-job', href: `#/new-job?from=${enc(id)}` }, 'Clone and edit')
   const download = h('a', { id: 'download-model' }, 'Download model')
   const actionError = h('p', { class: 'error-text', role: 'alert' })
@@ -996,6 +1009,12 @@ async function jobPage(id) {
     const finished = TERMINAL.includes(job.status)
     cancelBtn.hidden = finished
     cancelBtn.disabled = job.status === 'cancelling'
+    // a running job asked to pause stays running ("pausing") until its mid-epoch checkpoint is written
+    const pausing = job.status === 'running' && job.status_reason === 'pausing'
+    pauseBtn.hidden = !PAUSABLE.includes(job.status)
+    pauseBtn.disabled = pausing
+    pauseBtn.textContent = pausing ? 'Pausing…' : 'Pause'
+    resumeBtn.hidden = job.status !== 'paused'
     const canRetry = ['failed', 'cancelled'].includes(job.status)
     const notRetryable = job.error?.retryable === false
     retryBtn.hidden = !canRetry || notRetryable
@@ -1064,6 +1083,22 @@ async function jobPage(id) {
       actionError.textContent = err.message
     }
   })
+  for (const [btn, action] of [
+    [pauseBtn, 'pause'],
+    [resumeBtn, 'resume'],
+  ]) {
+    btn.addEventListener('click', async () => {
+      actionError.textContent = ''
+      btn.disabled = true
+      try {
+        job = { ...job, ...(await api(`/v1/admin/jobs/${enc(job.id)}/${action}`, { method: 'POST' })) }
+      } catch (err) {
+        actionError.textContent = err.message
+      }
+      btn.disabled = false
+      render()
+    })
+  }
   retryBtn.addEventListener('click', async () => {
     actionError.textContent = ''
     try {
@@ -1082,7 +1117,7 @@ async function jobPage(id) {
       'Job ',
       h('span', { class: 'mono' }, job.id),
       status,
-      h('span', { class: 'actions' }, download, cancelBtn, retryBtn, cloneLink),
+      h('span', { class: 'actions' }, download, pauseBtn, resumeBtn, cancelBtn, retryBtn, cloneLink),
     ),
     actionError,
     bannerSlot,
