@@ -129,6 +129,7 @@ test('training: refused by the estimator; let through, then killed past the work
   const [oom, ok] = await Promise.all([finished(a, big.body.id), finished(b, small.body.id)])
   assert.equal(oom.status, 'failed', JSON.stringify(oom))
   assert.equal(oom.error.code, 'out_of_memory', JSON.stringify(oom.error))
+  assert.equal(oom.error.retryable, false)
   assert.match(
     oom.error.message,
     /reached \d+ MiB \(\d+ bytes\), over its 700 MiB \(734003200 bytes, TRAINING_MEMORY_BYTES\) budget/,
@@ -145,6 +146,9 @@ test('training: refused by the estimator; let through, then killed past the work
   assert.ok(created, 'the creation event carries the estimate')
   assert.ok(created.data.memory_estimate_bytes <= API_TRAINING, 'the estimate let it through')
   assert.ok(created.data.memory_estimate_bytes > WORKER_TRAINING, 'and it is over the worker budget')
+  // the code is in the published job failure catalogue
+  const doc = (await (await fetch(`${api.url}/docs/json`)).json()) as { info: { description: string } }
+  assert.match(doc.info.description, /\| `out_of_memory` \| no \| The training process passed its memory budget/)
 
   assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error))
   assert.ok(ok.fine_tuned_model)
@@ -215,46 +219,47 @@ test('inference: an upload and a prediction refused by the estimator; a child ki
   assert.match(four.body.error.message, /Predicting 4 input\(s\)/)
 
   // models of 95 MiB of weights: each passes the estimate alone (~550 MiB); cached side by side in the
-  // one inference process they outgrow it by the third or fourth
+  // one inference process they outgrow it after a few (how many depends on what the allocator returns)
   const wideZip = await modelZip(denseModel(1000, 25_000))
-  const ids: string[] = []
-  for (let i = 0; i < 5; i++) {
-    const m = await upload(wideZip, [1000])
-    assert.equal(m.status, 201, JSON.stringify(m.body))
-    ids.push(m.body.id)
-  }
+  const features = Array.from({ length: 1000 }, (_, i) => (i % 10) / 10)
   let polling = true
   const health: number[] = []
   const poller = (async () => {
     while (polling) {
-      health.push((await fetch(`${api.url}/healthz`)).status)
+      health.push(
+        await fetch(`${api.url}/healthz`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      )
       await new Promise((r) => setTimeout(r, 50))
     }
   })()
-  const features = Array.from({ length: 1000 }, (_, i) => (i % 10) / 10)
   let killed: any = null
   let answered = 0
-  for (const id of ids) {
-    const r = await c.post(`/v1/models/${id}/predictions`, { inputs: [{ features }] })
-    if (r.status === 503) {
-      killed = r.body
-      break
+  try {
+    for (let i = 0; i < 12 && !killed; i++) {
+      const m = await upload(wideZip, [1000])
+      assert.equal(m.status, 201, JSON.stringify(m.body))
+      const r = await c.post(`/v1/models/${m.body.id}/predictions`, { inputs: [{ features }] })
+      if (r.status === 503) killed = r.body
+      else {
+        assert.equal(r.status, 200, JSON.stringify(r.body))
+        answered++
+      }
     }
-    assert.equal(r.status, 200, JSON.stringify(r.body))
-    answered++
+  } finally {
+    polling = false
+    await poller
   }
-  assert.ok(killed, 'the inference process was killed for memory')
+  assert.ok(killed, `the inference process was killed for memory\n${api.output().slice(-3000)}`)
   assert.ok(answered >= 1, 'the first model alone fits')
   assert.equal(killed.error.code, 'inference_out_of_memory')
   assert.equal(detail(killed, 'limit_bytes'), INFERENCE)
   assert.ok(detail(killed, 'rss_bytes') > INFERENCE)
-  // a fresh process answers the next requests
+  // a fresh process answers the next request: the one-conv model on one input, where four were refused
   const one = await c.post(`/v1/models/${conv.body.id}/predictions`, { inputs: [{ image: png }] })
   assert.equal(one.status, 200, JSON.stringify(one.body))
-  const again = await c.post(`/v1/models/${ids[0]}/predictions`, { inputs: [{ features }] })
-  assert.equal(again.status, 200, JSON.stringify(again.body))
-  polling = false
-  await poller
   assert.ok(health.length >= 3, `${health.length} health checks`)
   assert.deepEqual([...new Set(health)], [200], '/healthz answered 200 throughout')
   processesUp()

@@ -31,7 +31,7 @@ export const JOB_FAILURE_CODES = {
   out_of_memory: {
     retryable: false,
     description:
-      'The training process passed its memory budget (TRAINING_MEMORY_BYTES) and was killed; the event data gives the figures. Lower batch_size or use smaller images.',
+      'The training process passed its memory budget (TRAINING_MEMORY_BYTES) and was killed; the message and the failure event (`rss_bytes`, `limit_bytes`, `peak_rss_bytes`) give the figures. Lower batch_size or use smaller images.',
   },
   storage_quota_exceeded: {
     retryable: false,
