@@ -1,5 +1,6 @@
 // Base models shipped with Refit. `mnist-cnn` is committed under src/builtin-models/ (see its README);
-// `mobilenet-v2` is materialized from the MobileNetV2 bundled in the nsfwjs npm package.
+// `mobilenet-v2` and `inception-v3` are materialized from the MobileNetV2 and InceptionV3 layers models
+// bundled in the nsfwjs npm package (dist/models/mobilenet_v2, dist/models/inception_v3).
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -11,7 +12,7 @@ import type { ModelMetadata } from './protocol.js'
 const require = createRequire(import.meta.url)
 
 /** Identifier of a built-in base model. */
-export type BuiltinModelId = 'mnist-cnn' | 'mobilenet-v2'
+export type BuiltinModelId = 'mnist-cnn' | 'mobilenet-v2' | 'inception-v3'
 
 /** A built-in base model as listed by the API. */
 export interface BuiltinModel {
@@ -22,6 +23,8 @@ export interface BuiltinModel {
 
 export const MNIST_CNN_FEATURE_LAYER = 'flatten'
 export const MOBILENET_V2_FEATURE_LAYER = 'flatten_1'
+/** InceptionV3's 8x8 average pool of mixed10, flattened: 2048-d. */
+export const INCEPTION_V3_FEATURE_LAYER = 'flatten_1'
 /** nsfwjs's output order (its NSFW_CLASSES). */
 export const NSFW_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy']
 
@@ -40,6 +43,33 @@ const MOBILENET_BLOCK_SUFFIXES = ['expand', 'expand_BN', 'depthwise', 'depthwise
 export const MOBILENET_V2_BLOCKS = Array.from({ length: 16 }, (_, i) => ({
   name: `block_${i + 1}`,
   layers: [...MOBILENET_BLOCK_SUFFIXES.map((s) => `block_${i + 1}_${s}`), ...(i === 15 ? ['Conv_1', 'Conv_1_bn'] : [])],
+}))
+
+/**
+ * inception-v3's blocks: its 11 Inception modules `mixed0`..`mixed10`, bottom to top, each the Conv2D and
+ * BatchNormalization layers numbered as Keras's InceptionV3 numbers them (conv2d_N with batch_normalization_N;
+ * nsfwjs's model keeps Keras's names). The stem (conv2d_1..5) is not a block: it stays frozen.
+ */
+export const INCEPTION_V3_BLOCKS = (
+  [
+    [6, 12],
+    [13, 19],
+    [20, 26],
+    [27, 30],
+    [31, 40],
+    [41, 50],
+    [51, 60],
+    [61, 70],
+    [71, 76],
+    [77, 85],
+    [86, 94],
+  ] as const
+).map(([first, last], i) => ({
+  name: `mixed${i}`,
+  layers: Array.from({ length: last - first + 1 }, (_, j) => [
+    `conv2d_${first + j}`,
+    `batch_normalization_${first + j}`,
+  ]).flat(),
 }))
 
 export function mnistCnnMetadata(): ModelMetadata {
@@ -65,6 +95,18 @@ export function mobilenetV2Metadata(): ModelMetadata {
   }
 }
 
+export function inceptionV3Metadata(): ModelMetadata {
+  return {
+    input_shape: [299, 299, 3],
+    preprocessing: { scale: 1 / 255, offset: 0, resize: true, channels: 'as_model' },
+    classes: [...NSFW_CLASSES],
+    feature_layer: INCEPTION_V3_FEATURE_LAYER,
+    blocks: INCEPTION_V3_BLOCKS,
+    description:
+      'InceptionV3 (ImageNet weights) fine-tuned by nsfwjs 4.4 as a five-class NSFW classifier (weights uint8-quantized by nsfwjs); 2048-d features at `flatten_1`',
+  }
+}
+
 export const BUILTIN_MODELS: readonly BuiltinModel[] = [
   {
     id: 'mnist-cnn',
@@ -75,6 +117,11 @@ export const BUILTIN_MODELS: readonly BuiltinModel[] = [
     id: 'mobilenet-v2',
     description: 'MobileNetV2 224x224 RGB backbone from nsfwjs (five NSFW classes), 1280-d features',
     metadata: mobilenetV2Metadata(),
+  },
+  {
+    id: 'inception-v3',
+    description: 'InceptionV3 299x299 RGB backbone from nsfwjs (five NSFW classes), 2048-d features',
+    metadata: inceptionV3Metadata(),
   },
 ]
 
@@ -127,6 +174,12 @@ export async function ensureBuiltinModelDir(id: BuiltinModelId, modelsDir: strin
   return pending
 }
 
+/** The built-ins taken from nsfwjs: its models directory and their metadata. */
+const NSFW_BUILTINS: Record<Exclude<BuiltinModelId, 'mnist-cnn'>, { dir: string; metadata: () => ModelMetadata }> = {
+  'mobilenet-v2': { dir: 'mobilenet_v2', metadata: mobilenetV2Metadata },
+  'inception-v3': { dir: 'inception_v3', metadata: inceptionV3Metadata },
+}
+
 async function materialize(id: BuiltinModelId, modelsDir: string, target: string): Promise<string> {
   await mkdir(modelsDir, { recursive: true })
   await writeDirAtomically(target, async (tmp) => {
@@ -135,12 +188,13 @@ async function materialize(id: BuiltinModelId, modelsDir: string, target: string
       for (const f of [MODEL_JSON, WEIGHTS_BIN, METADATA_JSON]) await copyFile(path.join(src, f), path.join(tmp, f))
       return
     }
-    const { modelJson, weights } = nsfwModelFiles('mobilenet_v2')
+    const nsfw = NSFW_BUILTINS[id]
+    const { modelJson, weights } = nsfwModelFiles(nsfw.dir)
     const weightSpecs = modelJson.weightsManifest.flatMap((g: { weights: unknown[] }) => g.weights)
     const out = { ...modelJson, weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: weightSpecs }] }
     await writeFile(path.join(tmp, MODEL_JSON), JSON.stringify(out))
     await writeFile(path.join(tmp, WEIGHTS_BIN), weights)
-    await writeMetadata(tmp, { ...mobilenetV2Metadata(), source: 'nsfwjs@4.4 dist/models/mobilenet_v2' })
+    await writeMetadata(tmp, { ...nsfw.metadata(), source: `nsfwjs@4.4 dist/models/${nsfw.dir}` })
   })
   return target
 }

@@ -97,7 +97,7 @@ async function compare(model: LayersModel, inputShape: number[], cuts: (string |
 }
 
 test('built-ins: graph == eager at the feature layer and on probabilities', async () => {
-  for (const id of ['mnist-cnn', 'mobilenet-v2'] as const) {
+  for (const id of ['mnist-cnn', 'mobilenet-v2', 'inception-v3'] as const) {
     const dir = await ensureBuiltinModelDir(id, path.join(work, 'models'))
     const meta = await readMetadata(dir)
     const model = await loadModel(tf, dir)

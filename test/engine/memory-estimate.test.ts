@@ -62,7 +62,7 @@ test('presets: the topology the estimator walks has the layers, shapes and param
 })
 
 test('built-ins: shapes and parameters from model.json alone match the loaded model', async () => {
-  for (const ref of ['mnist-cnn', 'mobilenet-v2']) {
+  for (const ref of ['mnist-cnn', 'mobilenet-v2', 'inception-v3']) {
     const dir = await modelRefDir(ref, work)
     const m = await readModelShape(dir)
     const cost = analyzeTopology(m.topology, m.inputShape)

@@ -168,7 +168,7 @@ export async function writeModelDir(
 export async function modelRefDir(ref: string, work: string): Promise<string> {
   const { builtinModelSourceDir, ensureBuiltinModelDir } = await import('../../src/engine/builtin-models.js')
   if (ref === 'mnist-cnn') return builtinModelSourceDir('mnist-cnn')
-  if (ref === 'mobilenet-v2') return ensureBuiltinModelDir('mobilenet-v2', join(work, 'models'))
+  if (ref === 'mobilenet-v2' || ref === 'inception-v3') return ensureBuiltinModelDir(ref, join(work, 'models'))
   const side = Number(/^conv:(\d+)$/.exec(ref)?.[1])
   if (!side) throw new Error(`unknown model reference ${ref}`)
   return writeModelDir(join(work, `conv${side}`), convModel(side), [side, side, 3])

@@ -74,7 +74,7 @@ test('GET /v1/models filters by kind, base_model and job', async () => {
     [ft.modelId],
   )
   const builtin = (await get('/v1/models?kind=builtin')).json().data.map((m: { id: string }) => m.id)
-  assert.deepEqual(builtin.sort(), ['mnist-cnn', 'mobilenet-v2'])
+  assert.deepEqual(builtin.sort(), ['inception-v3', 'mnist-cnn', 'mobilenet-v2'])
   assert.deepEqual(
     (await get('/v1/models?base_model=mnist-cnn')).json().data.map((m: { id: string }) => m.id),
     [ft.modelId],
