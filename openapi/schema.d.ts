@@ -1224,15 +1224,88 @@ export interface components {
             status_reason: string | null;
             validation_file: string | null;
             training_file: string;
+            /** @description As resolved ("auto" until the files are processed) */
             hyperparameters: {
-                [key: string]: unknown;
+                n_epochs: "auto" | number;
+                batch_size: "auto" | number;
+                learning_rate: "auto" | number;
+                learning_rate_multiplier: "auto" | number;
+                validation_split: "auto" | number;
+                optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                early_stopping: {
+                    patience?: number;
+                    min_delta?: number;
+                    /** @enum {string} */
+                    monitor?: "val_loss" | "val_accuracy";
+                } | null;
             };
             /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
             method: {
                 /** @enum {string} */
                 type: "transfer" | "supervised" | "distillation";
-            } & {
-                [key: string]: unknown;
+                transfer?: {
+                    head: {
+                        hidden_units: number;
+                        dropout: number;
+                    };
+                    unfreeze_top_blocks: number;
+                    fine_tune: {
+                        n_epochs: number;
+                        learning_rate: number;
+                    } | null;
+                    /** @description As resolved ("auto" until the files are processed) */
+                    hyperparameters: {
+                        n_epochs: "auto" | number;
+                        batch_size: "auto" | number;
+                        learning_rate: "auto" | number;
+                        learning_rate_multiplier: "auto" | number;
+                        validation_split: "auto" | number;
+                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                        early_stopping: {
+                            patience?: number;
+                            min_delta?: number;
+                            /** @enum {string} */
+                            monitor?: "val_loss" | "val_accuracy";
+                        } | null;
+                    };
+                };
+                supervised?: {
+                    /** @description As resolved ("auto" until the files are processed) */
+                    hyperparameters: {
+                        n_epochs: "auto" | number;
+                        batch_size: "auto" | number;
+                        learning_rate: "auto" | number;
+                        learning_rate_multiplier: "auto" | number;
+                        validation_split: "auto" | number;
+                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                        early_stopping: {
+                            patience?: number;
+                            min_delta?: number;
+                            /** @enum {string} */
+                            monitor?: "val_loss" | "val_accuracy";
+                        } | null;
+                    };
+                };
+                distillation?: {
+                    teacher_model: string;
+                    temperature: number;
+                    alpha: number;
+                    /** @description As resolved ("auto" until the files are processed) */
+                    hyperparameters: {
+                        n_epochs: "auto" | number;
+                        batch_size: "auto" | number;
+                        learning_rate: "auto" | number;
+                        learning_rate_multiplier: "auto" | number;
+                        validation_split: "auto" | number;
+                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                        early_stopping: {
+                            patience?: number;
+                            min_delta?: number;
+                            /** @enum {string} */
+                            monitor?: "val_loss" | "val_accuracy";
+                        } | null;
+                    };
+                };
             };
             trained_tokens: null;
             trained_samples: number | null;
@@ -1260,7 +1333,17 @@ export interface components {
             backend: string | null;
             attempt: number;
             progress: {
-                [key: string]: unknown;
+                /** @description 1-based epoch being trained */
+                epoch?: number;
+                total_epochs?: number;
+                /** @description batch within the epoch */
+                step?: number;
+                /** @description batches per epoch */
+                total_steps?: number;
+                /** @description share of the training done */
+                fraction: number;
+                samples_per_second?: number;
+                estimated_finish: number | null;
             } | null;
             queue_position: number | null;
             retry_of_job_id: string | null;
@@ -2505,15 +2588,88 @@ export interface operations {
                             status_reason: string | null;
                             validation_file: string | null;
                             training_file: string;
+                            /** @description As resolved ("auto" until the files are processed) */
                             hyperparameters: {
-                                [key: string]: unknown;
+                                n_epochs: "auto" | number;
+                                batch_size: "auto" | number;
+                                learning_rate: "auto" | number;
+                                learning_rate_multiplier: "auto" | number;
+                                validation_split: "auto" | number;
+                                optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping: {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                } | null;
                             };
                             /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                             method: {
                                 /** @enum {string} */
                                 type: "transfer" | "supervised" | "distillation";
-                            } & {
-                                [key: string]: unknown;
+                                transfer?: {
+                                    head: {
+                                        hidden_units: number;
+                                        dropout: number;
+                                    };
+                                    unfreeze_top_blocks: number;
+                                    fine_tune: {
+                                        n_epochs: number;
+                                        learning_rate: number;
+                                    } | null;
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
+                                supervised?: {
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
+                                distillation?: {
+                                    teacher_model: string;
+                                    temperature: number;
+                                    alpha: number;
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
                             };
                             trained_tokens: null;
                             trained_samples: number | null;
@@ -2541,7 +2697,17 @@ export interface operations {
                             backend: string | null;
                             attempt: number;
                             progress: {
-                                [key: string]: unknown;
+                                /** @description 1-based epoch being trained */
+                                epoch?: number;
+                                total_epochs?: number;
+                                /** @description batch within the epoch */
+                                step?: number;
+                                /** @description batches per epoch */
+                                total_steps?: number;
+                                /** @description share of the training done */
+                                fraction: number;
+                                samples_per_second?: number;
+                                estimated_finish: number | null;
                             } | null;
                             queue_position: number | null;
                             retry_of_job_id: string | null;
@@ -2714,15 +2880,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -2750,7 +2989,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -2921,15 +3170,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -2957,7 +3279,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -3137,15 +3469,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -3173,7 +3578,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -3345,15 +3760,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -3381,7 +3869,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -3553,15 +4051,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -3589,7 +4160,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -5356,15 +5937,88 @@ export interface operations {
                         status_reason: string | null;
                         validation_file: string | null;
                         training_file: string;
+                        /** @description As resolved ("auto" until the files are processed) */
                         hyperparameters: {
-                            [key: string]: unknown;
+                            n_epochs: "auto" | number;
+                            batch_size: "auto" | number;
+                            learning_rate: "auto" | number;
+                            learning_rate_multiplier: "auto" | number;
+                            validation_split: "auto" | number;
+                            optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                            early_stopping: {
+                                patience?: number;
+                                min_delta?: number;
+                                /** @enum {string} */
+                                monitor?: "val_loss" | "val_accuracy";
+                            } | null;
                         };
                         /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                         method: {
                             /** @enum {string} */
                             type: "transfer" | "supervised" | "distillation";
-                        } & {
-                            [key: string]: unknown;
+                            transfer?: {
+                                head: {
+                                    hidden_units: number;
+                                    dropout: number;
+                                };
+                                unfreeze_top_blocks: number;
+                                fine_tune: {
+                                    n_epochs: number;
+                                    learning_rate: number;
+                                } | null;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            supervised?: {
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
+                            distillation?: {
+                                teacher_model: string;
+                                temperature: number;
+                                alpha: number;
+                                /** @description As resolved ("auto" until the files are processed) */
+                                hyperparameters: {
+                                    n_epochs: "auto" | number;
+                                    batch_size: "auto" | number;
+                                    learning_rate: "auto" | number;
+                                    learning_rate_multiplier: "auto" | number;
+                                    validation_split: "auto" | number;
+                                    optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping: {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    } | null;
+                                };
+                            };
                         };
                         trained_tokens: null;
                         trained_samples: number | null;
@@ -5392,7 +6046,17 @@ export interface operations {
                         backend: string | null;
                         attempt: number;
                         progress: {
-                            [key: string]: unknown;
+                            /** @description 1-based epoch being trained */
+                            epoch?: number;
+                            total_epochs?: number;
+                            /** @description batch within the epoch */
+                            step?: number;
+                            /** @description batches per epoch */
+                            total_steps?: number;
+                            /** @description share of the training done */
+                            fraction: number;
+                            samples_per_second?: number;
+                            estimated_finish: number | null;
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
@@ -9152,15 +9816,88 @@ export interface operations {
                             status_reason: string | null;
                             validation_file: string | null;
                             training_file: string;
+                            /** @description As resolved ("auto" until the files are processed) */
                             hyperparameters: {
-                                [key: string]: unknown;
+                                n_epochs: "auto" | number;
+                                batch_size: "auto" | number;
+                                learning_rate: "auto" | number;
+                                learning_rate_multiplier: "auto" | number;
+                                validation_split: "auto" | number;
+                                optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping: {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                } | null;
                             };
                             /** @description `{type, <type>: {hyperparameters, ...}}`, as resolved */
                             method: {
                                 /** @enum {string} */
                                 type: "transfer" | "supervised" | "distillation";
-                            } & {
-                                [key: string]: unknown;
+                                transfer?: {
+                                    head: {
+                                        hidden_units: number;
+                                        dropout: number;
+                                    };
+                                    unfreeze_top_blocks: number;
+                                    fine_tune: {
+                                        n_epochs: number;
+                                        learning_rate: number;
+                                    } | null;
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
+                                supervised?: {
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
+                                distillation?: {
+                                    teacher_model: string;
+                                    temperature: number;
+                                    alpha: number;
+                                    /** @description As resolved ("auto" until the files are processed) */
+                                    hyperparameters: {
+                                        n_epochs: "auto" | number;
+                                        batch_size: "auto" | number;
+                                        learning_rate: "auto" | number;
+                                        learning_rate_multiplier: "auto" | number;
+                                        validation_split: "auto" | number;
+                                        optimizer: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping: {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        } | null;
+                                    };
+                                };
                             };
                             trained_tokens: null;
                             trained_samples: number | null;
@@ -9188,7 +9925,17 @@ export interface operations {
                             backend: string | null;
                             attempt: number;
                             progress: {
-                                [key: string]: unknown;
+                                /** @description 1-based epoch being trained */
+                                epoch?: number;
+                                total_epochs?: number;
+                                /** @description batch within the epoch */
+                                step?: number;
+                                /** @description batches per epoch */
+                                total_steps?: number;
+                                /** @description share of the training done */
+                                fraction: number;
+                                samples_per_second?: number;
+                                estimated_finish: number | null;
                             } | null;
                             queue_position: number | null;
                             retry_of_job_id: string | null;

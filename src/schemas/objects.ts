@@ -2,6 +2,7 @@
 import { Type } from '@fastify/type-provider-typebox'
 import { JOB_FAILURE_CODES, type JobFailureCode } from '../modules/jobs/failure-codes.js'
 import { AnyObject, Nullable, StringEnum } from './common.js'
+import { JobHyperparameters, JobMethod, JobProgress } from './jobs.js'
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
 
@@ -134,11 +135,8 @@ export const JobObject = Type.Object(
     status_reason: Nullable(Type.String()),
     validation_file: Nullable(Type.String()),
     training_file: Type.String(),
-    hyperparameters: AnyObject,
-    method: Type.Object(
-      { type: StringEnum(['transfer', 'supervised', 'distillation']) },
-      { additionalProperties: true, description: '`{type, <type>: {hyperparameters, ...}}`, as resolved' },
-    ),
+    hyperparameters: JobHyperparameters,
+    method: JobMethod,
     trained_tokens: Type.Null(),
     trained_samples: Nullable(Type.Integer()),
     error: Nullable(JobError),
@@ -150,7 +148,7 @@ export const JobObject = Type.Object(
     estimated_finish: Nullable(Unix),
     backend: Nullable(Type.String({ description: 'TensorFlow.js backend that ran the job: tensorflow, wasm or cpu.' })),
     attempt: Type.Integer(),
-    progress: Nullable(AnyObject),
+    progress: Nullable(JobProgress),
     queue_position: Nullable(Type.Integer({ description: '1-based place in the training queue while queued' })),
     retry_of_job_id: Nullable(Type.String()),
     init_checkpoint: Nullable(Type.String({ description: 'checkpoint the job started from, when `model` named one' })),

@@ -10,10 +10,8 @@ import type { LoadedDataset } from '../../src/datasets/types.js'
 import { builtinModelSourceDir } from '../../src/engine/builtin-models.js'
 import type { ChildMessage, TrainRequest } from '../../src/engine/protocol.js'
 import { fineTunedModelId, newId } from '../../src/lib/ids.js'
-import { createFileProcessor } from '../../workers/file-processor.js'
 import { bearer, multipart } from '../helpers/env.js'
-
-const quietLog = { info() {}, warn() {}, error() {} }
+import { fileProcessorFor } from '../helpers/file-processor.js'
 
 /** Uploads `content` through the API and validates it with the worker's file processor. */
 export async function uploadProcessedFile(app: FastifyInstance, key: string, name: string, content: Buffer) {
@@ -26,17 +24,7 @@ export async function uploadProcessedFile(app: FastifyInstance, key: string, nam
   })
   if (res.statusCode !== 201) throw new Error(`upload ${name}: ${res.statusCode} ${res.body}`)
   const fileId = res.json().id as string
-  const deps = {
-    config: app.config,
-    db: app.db,
-    redis: app.redis,
-    storage: app.storage,
-    queues: app.queues,
-    log: quietLog,
-    notify() {},
-  } as never
-  // A queue job as BullMQ hands it over: the processor reads attempts to tell a last failure from a retry.
-  await createFileProcessor(deps)({ data: { fileId }, opts: {}, attemptsMade: 0 } as never)
+  await fileProcessorFor(app)(fileId)
   const file = await app.db.file.findUniqueOrThrow({ where: { id: fileId } })
   if (file.status !== 'processed') throw new Error(`file ${name} not processed: ${JSON.stringify(file.statusDetails)}`)
   return fileId

@@ -5,13 +5,12 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { type Job, Queue } from 'bullmq'
+import { Queue } from 'bullmq'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
 import { QUEUES, redisConnection } from '../../src/queue/catalog.js'
-import type { WorkerDeps } from '../../workers/deps.js'
-import { createFileProcessor } from '../../workers/file-processor.js'
 import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv } from '../helpers/env.js'
+import { fileProcessorFor } from '../helpers/file-processor.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -24,8 +23,6 @@ let idxFile: string
 let csvFile: string
 let badFile: string
 
-const silent = { info() {}, warn() {}, error() {} }
-
 before(async () => {
   env = await createTestEnv('jobs')
   app = await buildTestApp(env.config)
@@ -34,17 +31,7 @@ before(async () => {
     connection: redisConnection(env.config.redisUrl),
     prefix: env.config.queuePrefix,
   })
-  const deps: WorkerDeps = {
-    config: env.config,
-    db: app.db,
-    redis: app.redis,
-    storage: app.storage,
-    queues: app.queues,
-    log: silent,
-    notify: () => {},
-  }
-  const processor = createFileProcessor(deps)
-  processFile = (fileId) => processor({ data: { fileId }, opts: {}, attemptsMade: 0 } as unknown as Job)
+  processFile = fileProcessorFor(app)
   dataDir = await mkdtemp(join(tmpdir(), 'refit-jobs-data-'))
   const out = join(dataDir, 'digits-5-6.zip')
   const { rows } = await makeMnistDataset({ split: 'train', digits: [5, 6], format: 'idx', limit: 200, out })

@@ -6,13 +6,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import type { Job } from 'bullmq'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
 import { deleteExpiredFiles } from '../../src/modules/files/files-service.js'
-import type { WorkerDeps } from '../../workers/deps.js'
-import { createFileProcessor } from '../../workers/file-processor.js'
 import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv } from '../helpers/env.js'
+import { fileProcessorFor } from '../helpers/file-processor.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -22,24 +20,13 @@ let dataDir: string
 let idxFile: string
 let tableFile: string
 
-const silent = { info() {}, warn() {}, error() {} }
 const TABLE = ['x1,x2,label', '1,2,a', '3,4,b', '5,6,a', '7,8,b'].join('\n')
 
 before(async () => {
   env = await createTestEnv('openai_compat', { MAX_CONCURRENT_JOBS: '1000' })
   app = await buildTestApp(env.config)
   auth = bearer((await createProjectKey(app, 'compat')).key)
-  const deps: WorkerDeps = {
-    config: env.config,
-    db: app.db,
-    redis: app.redis,
-    storage: app.storage,
-    queues: app.queues,
-    log: silent,
-    notify: () => {},
-  }
-  const processor = createFileProcessor(deps)
-  processFile = (fileId) => processor({ data: { fileId }, opts: {}, attemptsMade: 0 } as unknown as Job)
+  processFile = fileProcessorFor(app)
   dataDir = await mkdtemp(join(tmpdir(), 'refit-compat-'))
   const out = join(dataDir, 'digits.zip')
   await makeMnistDataset({ split: 'train', digits: [5, 6], format: 'idx', limit: 100, out })

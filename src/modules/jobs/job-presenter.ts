@@ -2,17 +2,13 @@
 // the services can both use it without importing each other.
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { resultFileId, unixSeconds } from '../../lib/ids.js'
+import { readHyperparameters, readMethod, readProgress } from '../../schemas/jobs.js'
 import { presentJobError } from './failure-codes.js'
-import type { StoredMethod } from './methods.js'
 
-/** OpenAI's shape: `{type, <type>: {hyperparameters, ...}}`, with the hyperparameters as resolved. */
-function presentMethod(m: StoredMethod, hyperparameters: Record<string, unknown>) {
-  const config = (m as Record<string, unknown>)[m.type] as Record<string, unknown> | undefined
-  return { type: m.type, [m.type]: { ...(config ?? {}), hyperparameters } }
-}
-
+/** The job as the API shows it; its JSON columns are read through the job contract (src/schemas/jobs.ts). */
 export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | null } = {}) {
-  const hp = j.hyperparameters as Record<string, unknown>
+  const hp = readHyperparameters(j.hyperparameters)
+  const progress = readProgress(j.progress)
   return {
     id: j.id,
     object: 'fine_tuning.job' as const,
@@ -29,7 +25,7 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     validation_file: j.validationFileId,
     training_file: j.trainingFileId,
     hyperparameters: hp,
-    method: presentMethod(j.method as unknown as StoredMethod, hp),
+    method: readMethod(j.method, hp),
     trained_tokens: null,
     trained_samples: j.trainedSamples === null ? null : Number(j.trainedSamples),
     error: presentJobError(j.errorCode, j.errorMessage, j.errorParam),
@@ -38,10 +34,10 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     user_provided_suffix: j.suffix,
     metadata: (j.userMetadata as Record<string, string> | null) ?? null,
     integrations: [] as Record<string, unknown>[],
-    estimated_finish: ((j.progress as { estimated_finish?: number } | null)?.estimated_finish ?? null) as number | null,
+    estimated_finish: progress?.estimated_finish ?? null,
     backend: j.backend,
     attempt: j.attempt,
-    progress: (j.progress as Record<string, unknown> | null) ?? null,
+    progress,
     queue_position: extra.queuePosition ?? null,
     retry_of_job_id: j.retryOfJobId,
     init_checkpoint: j.initCheckpointId,
