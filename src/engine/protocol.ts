@@ -2,7 +2,16 @@
 // for each job (TensorFlow.js only). The training process never touches PostgreSQL or Redis: it reads
 // files, writes artifacts under `outputDir`, and reports everything as messages over the IPC channel.
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
-import type { GraphSettings } from './graph/forward.js'
+
+/** How frozen forward passes run (src/engine/graph/): part of every request that runs one. */
+export interface GraphSettings {
+  /** `auto`: graph wherever possible; `off`: always eager */
+  mode: 'auto' | 'off'
+  /** on-disk cache of compiled graphs shared by processes; null = a private temp directory per compile */
+  cacheDir: string | null
+  /** on-disk cache budget; least recently used graphs beyond it are removed */
+  cacheBytes: number
+}
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
 

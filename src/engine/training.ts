@@ -8,7 +8,6 @@ import type { LoadedDataset } from '../datasets/types.js'
 import { withDropout } from './dropout.js'
 import { EngineError } from './errors.js'
 import { evaluateProbabilities, lossAndAccuracy } from './evaluate.js'
-import type { GraphSettings } from './graph/forward.js'
 import { loadModel, saveModel } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type {
@@ -17,6 +16,7 @@ import type {
   EarlyStopping,
   EpochMetrics,
   Evaluation,
+  GraphSettings,
   ModelMetadata,
   OptimizerName,
   Preprocessing,

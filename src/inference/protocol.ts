@@ -4,8 +4,7 @@
 // so typed arrays travel as bytes, not JSON).
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
 import type { SavedModelMetadata } from '../engine/graph/export.js'
-import type { GraphSettings } from '../engine/graph/forward.js'
-import type { BackendName, Evaluation } from '../engine/protocol.js'
+import type { BackendName, Evaluation, GraphSettings } from '../engine/protocol.js'
 import type { ErrorDetail } from '../errors.js'
 
 /** Raw samples of one predictions request, already checked for type and size by the API. */

@@ -6,7 +6,8 @@ import { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { createDb, type Db } from '../db/client.js'
 import { closeQueues, openQueues, type Queues } from '../queue/registry.js'
-import { createStorage, type Storage } from '../storage/storage.js'
+import { createStorage } from '../storage/create-storage.js'
+import type { Storage } from '../storage/storage.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -6,7 +6,6 @@
 // whole prefix) into the local root, and `putDir` stores a directory a training process wrote under
 // `workPath(key)`. With `fs` both are the stored files themselves; with `s3` the local root is a cache.
 import type { Readable } from 'node:stream'
-import type { Config } from '../config.js'
 
 /** What a write or a digest reports: the key, total bytes and sha256 (see `digest` for directories). */
 export interface StoredObject {
@@ -71,15 +70,4 @@ export function checkKey(key: string): string {
   const k = key.replace(/\\/g, '/').replace(/\/+$/, '')
   if (k.startsWith('/') || k.split('/').some((s) => s === '..' || s === '.')) throw new Error(`bad storage key: ${key}`)
   return k
-}
-
-/** The driver STORAGE_DRIVER names. */
-export async function createStorage(config: Config): Promise<Storage> {
-  if (config.storageDriver === 's3') {
-    const { S3Storage } = await import('./s3-storage.js')
-    if (!config.s3) throw new Error('STORAGE_DRIVER=s3 needs S3_BUCKET')
-    return new S3Storage(config.storageDir, config.s3)
-  }
-  const { LocalStorage } = await import('./local-storage.js')
-  return new LocalStorage(config.storageDir)
 }

@@ -12,16 +12,11 @@ import { after, before, test } from 'node:test'
 import { ARCHITECTURES } from '../../src/engine/architectures.js'
 import { selectBackend } from '../../src/engine/backend.js'
 import { ensureBuiltinModelDir } from '../../src/engine/builtin-models.js'
-import {
-  forwardRows,
-  frozenForward,
-  GRAPH_TOLERANCE,
-  type GraphSettings,
-  savedModelSha256,
-} from '../../src/engine/graph/forward.js'
+import { forwardRows, frozenForward, GRAPH_TOLERANCE, savedModelSha256 } from '../../src/engine/graph/forward.js'
 import { GRAPH_LAYERS } from '../../src/engine/graph/layers.js'
 import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { loadModel, readMetadata, saveModel } from '../../src/engine/model-io.js'
+import type { GraphSettings } from '../../src/engine/protocol.js'
 import type { LayersModel, SymbolicTensor, Tensor, Tf } from '../../src/engine/tf.js'
 
 let tf: Tf

@@ -10,7 +10,8 @@ import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import S3rver from 's3rver'
 import { loadConfig } from '../../src/config.js'
-import { createStorage, type Storage } from '../../src/storage/storage.js'
+import { createStorage } from '../../src/storage/create-storage.js'
+import type { Storage } from '../../src/storage/storage.js'
 import { freePort } from '../helpers/service.js'
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')

@@ -17,21 +17,12 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import type { BackendName } from '../protocol.js'
+import type { BackendName, GraphSettings } from '../protocol.js'
 import type { LayersModel, SymbolicTensor, Tensor, Tf } from '../tf.js'
 import { compileGraph, GRAPH_COMPILER_VERSION, isUncovered, planGraph } from './compile.js'
 import { findGraph, type GraphEntryMeta, pruneGraphs, removePrivateGraph, writeGraph } from './saved-model-cache.js'
 
 /** REFIT_FROZEN_GRAPH and where compiled graphs are kept (config.ts: `frozenGraph`). */
-export interface GraphSettings {
-  /** `auto`: graph wherever possible; `off`: always eager */
-  mode: 'auto' | 'off'
-  /** on-disk cache of compiled graphs shared by processes; null = a private temp directory per compile */
-  cacheDir: string | null
-  /** on-disk cache budget; least recently used graphs beyond it are removed */
-  cacheBytes: number
-}
-
 export const DEFAULT_GRAPH_SETTINGS: GraphSettings = { mode: 'auto', cacheDir: null, cacheBytes: 2 * 1024 ** 3 }
 
 /** Largest difference between graph and eager outputs accepted, relative to max(1, max|eager|). */
