@@ -21,7 +21,14 @@ import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import type { InferenceChildMessage, RawInputs } from '../src/inference/protocol.js'
 import { readProcMemory } from '../src/lib/memory-watchdog.js'
 import { projectRoot } from '../src/lib/paths.js'
-import { convModel, imageZip, solidPng, tabularCsv, writeModelDir } from '../test/helpers/memory-fixtures.js'
+import {
+  convModel,
+  denseModel,
+  imageZip,
+  solidPng,
+  tabularCsv,
+  writeModelDir,
+} from '../test/helpers/memory-fixtures.js'
 import { writeResult } from './common.js'
 
 const MiB = 1024 ** 2
@@ -299,6 +306,25 @@ async function main(): Promise<void> {
     const conv2048 = await writeModelDir(path.join(work, 'conv2048'), convModel(2048), [2048, 2048, 3])
     refOf.set(conv2048, 'conv:2048')
     await infer('probe: one-conv model 2048x2048x3, batch 1 (8x8 PNG)', conv2048, 1, await solidPng(8, 8, 90))
+
+    // models whose weights dominate: loading holds them three times at the peak (file, decoded, tensors)
+    for (const [features, units] of [
+      [1000, 25_000],
+      [4000, 20_000],
+    ]) {
+      const name = `predict dense model ${features}->${units} (${Math.round((features * units * 4) / MiB)} MiB of weights), batch 1`
+      if (only && !only.test(name)) continue
+      const dir = await writeModelDir(path.join(work, `dense${features}x${units}`), denseModel(features, units), [
+        features,
+      ])
+      const m = await readModelShape(dir)
+      const e = estimateInference(analyzeTopology(m.topology, m.inputShape), 1, m.params ?? undefined)
+      const inputs: RawInputs = { kind: 'tabular', features: new Float32Array(features), rows: 1 }
+      record(name, 'inference', e, await measureInference(dir, inputs), {
+        model: `dense:${features}x${units}`,
+        batch: 1,
+      })
+    }
 
     const ratios = cases.map((c) => c.ratio)
     if (only) return

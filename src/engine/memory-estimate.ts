@@ -54,6 +54,12 @@ export const RUNTIME_BYTES = 450 * 1024 ** 2
  * are three tensors of the output's size; backward passes then hold gradients of about the same sizes.
  */
 const TRAIN_TAPE_FACTOR = 2.5
+/**
+ * A model read from its files is held three times at the peak of the load: the file's bytes, the decoded
+ * weights and the tensors made from them (a 305 MiB dense model takes an inference process from 463 to
+ * 1,384 MiB). The first two are garbage once it is loaded, but the watchdog sees the peak.
+ */
+const LOAD_COPIES = 3
 /** An inference pass inside `tf.tidy` keeps every intermediate until the pass ends. */
 const INFER_FACTOR = 1.5
 /** ...but no more than this many copies of its largest layer output (measured on MobileNetV2: ~6). */
@@ -316,8 +322,8 @@ function total(e: Omit<MemoryEstimate, 'totalBytes'>): MemoryEstimate {
 }
 
 /**
- * An inference process answering `rows` inputs with one model (its cache holds the weights): all inputs are
- * decoded and preprocessed up front, then run `passBatch` at a time.
+ * An inference process answering `rows` inputs with one model, loaded for the request (its cache then holds
+ * the weights): all inputs are decoded and preprocessed up front, then run `passBatch` at a time.
  */
 export function estimateInference(
   cost: TopologyCost,
@@ -327,7 +333,7 @@ export function estimateInference(
 ): MemoryEstimate {
   return total({
     runtimeBytes: RUNTIME_BYTES,
-    parameterBytes: params * F32,
+    parameterBytes: params * F32 * LOAD_COPIES,
     gradientBytes: 0,
     optimizerBytes: 0,
     activationBytes: Math.round(Math.min(rows, passBatch) * inferenceElements(cost) * F32),
@@ -338,7 +344,8 @@ export function estimateInference(
 /** What one cached model accounts for in an inference process: its weights plus its largest pass. */
 export function cachedModelBytes(cost: TopologyCost, batch: number, params = cost.params): number {
   const e = estimateInference(cost, batch, params)
-  return e.totalBytes - e.runtimeBytes
+  // once loaded, one copy of the weights stays
+  return e.totalBytes - e.runtimeBytes - params * F32 * (LOAD_COPIES - 1)
 }
 
 /** What a training process holds for one job. */

@@ -163,12 +163,18 @@ export async function writeModelDir(
 
 /**
  * A model named in bench/results/memory.json as a directory: `mnist-cnn`, `mobilenet-v2` (materialized
- * under `work`) or `conv:<side>` (the probe's one-conv model at that input size).
+ * under `work`), `conv:<side>` (the probe's one-conv model at that input size) or `dense:<features>x<units>`
+ * (a model whose weights dominate, see denseModel).
  */
 export async function modelRefDir(ref: string, work: string): Promise<string> {
   const { builtinModelSourceDir, ensureBuiltinModelDir } = await import('../../src/engine/builtin-models.js')
   if (ref === 'mnist-cnn') return builtinModelSourceDir('mnist-cnn')
   if (ref === 'mobilenet-v2' || ref === 'inception-v3') return ensureBuiltinModelDir(ref, join(work, 'models'))
+  const dense = /^dense:(\d+)x(\d+)$/.exec(ref)
+  if (dense) {
+    const [features, units] = [Number(dense[1]), Number(dense[2])]
+    return writeModelDir(join(work, `dense${features}x${units}`), denseModel(features, units), [features])
+  }
   const side = Number(/^conv:(\d+)$/.exec(ref)?.[1])
   if (!side) throw new Error(`unknown model reference ${ref}`)
   return writeModelDir(join(work, `conv${side}`), convModel(side), [side, side, 3])
