@@ -146,7 +146,7 @@ function isComplete(dir: string): boolean {
 }
 
 /** nsfwjs's dist/models/<name>: model.min.js exports model.json, each shard `<path>.min.js` a base64 string. */
-function nsfwModelFiles(name: string): { modelJson: any; weights: Buffer } {
+export function nsfwModelFiles(name: string): { modelJson: any; weights: Buffer } {
   const dir = path.join(path.dirname(require.resolve('nsfwjs')), '..', 'models', name)
   const modelJson = require(path.join(dir, 'model.min.js'))
   const buffers: Buffer[] = []

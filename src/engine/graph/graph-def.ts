@@ -15,6 +15,11 @@ function pb(): Pb {
   return pbModule
 }
 
+/** The protobuf classes, for code that builds attribute values of its own (graph-model.ts). */
+export function protobuf(): Pb {
+  return pb()
+}
+
 function shapeProto(dims: readonly number[]): Pb {
   const P = pb()
   const s = new P.TensorShape()
