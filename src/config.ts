@@ -49,7 +49,7 @@ export interface Config {
   inferenceProcesses: number
   /** per inference process: bytes of loaded model weights kept in its LRU cache, in MiB */
   inferenceCacheMb: number
-  /** dataset bytes a project may keep stored, unless Project.storageQuotaBytes overrides it */
+  /** bytes a project may keep stored (datasets, result files, models, checkpoints, cached features), unless Project.storageQuotaBytes overrides it */
   storageQuotaBytes: number
   /** jobs a project may have unfinished (validating, queued, running, cancelling, paused), unless the project overrides it */
   maxConcurrentJobs: number

@@ -172,7 +172,7 @@ export const ERROR_CATALOGUE = {
     status: 403,
     type: 'permission_error',
     description:
-      "The upload would take the project's stored dataset bytes over its quota; delete files or ask for a larger quota. 403, not 429: waiting does not help.",
+      "The upload would take the project's stored bytes (datasets, result files, models, checkpoints, cached features) over its quota; delete files or models, or ask for a larger quota. 403, not 429: waiting does not help.",
   },
   too_many_jobs: {
     status: 429,

@@ -139,15 +139,18 @@ test('a corrupt entry is never used: the next job computes the features again an
   assert.equal(sha(await readFile(await app.storage.localPath(fresh.path))), fresh.sha256)
 })
 
-test('cached features count toward the project storage usage', async () => {
+test('cached features count toward the project storage usage, with its files and models', async () => {
   const [entry] = await entries()
   // The dataset and the jobs' result files (fine-tune-results CSVs) are the project's stored files.
   const files = await app.db.file.findMany({ where: { projectId, deletedAt: null, status: { not: 'error' } } })
   assert.ok(files.some((f) => f.id === fileId))
   const fileBytes = files.reduce((sum, f) => sum + Number(f.bytes), 0)
+  // and the jobs' fine-tuned models (artifacts)
+  const artifacts = await app.db.artifact.findMany({ where: { projectId } })
+  const artifactBytes = artifacts.reduce((sum, a) => sum + Number(a.bytes), 0)
   const usage = await app.inject({ method: 'GET', url: `/v1/admin/projects/${projectId}/usage`, headers: adminAuth })
   assert.equal(usage.statusCode, 200, usage.body)
-  assert.equal(usage.json().storage_used_bytes, fileBytes + Number(entry.bytes))
+  assert.equal(usage.json().storage_used_bytes, fileBytes + artifactBytes + Number(entry.bytes))
 })
 
 test('eviction removes least recently used entries until the cache fits', async () => {

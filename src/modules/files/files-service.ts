@@ -7,7 +7,7 @@ import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, newerThan, OLDEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { FILE_JOB_OPTIONS } from '../../queue/catalog.js'
 import { deleteFileFeatures } from '../features/feature-cache-service.js'
-import { assertStorageQuota } from '../limits/limits-service.js'
+import { reserveUpload } from '../limits/storage-reservation.js'
 
 const FORMATS: DatasetFormat[] = ['csv', 'jsonl', 'image_zip', 'idx']
 export const UNFINISHED = ['validating_files', 'queued', 'running', 'cancelling', 'paused'] as const
@@ -97,7 +97,10 @@ export async function uploadFile(
   app: FastifyInstance,
   projectId: string,
   parts: AsyncIterableIterator<MultipartFile | MultipartValue>,
+  contentLength?: number,
 ) {
+  // before a byte is read: a body that cannot fit the quota is refused here
+  const reservation = await reserveUpload(app, projectId, contentLength)
   const id = newId('file')
   const key = `files/${id}`
   const fields: Record<string, string> = {}
@@ -113,7 +116,7 @@ export async function uploadFile(
           })
         }
         filename = part.filename || 'upload'
-        stored = await app.storage.writeStream(key, part.file)
+        stored = await app.storage.writeStream(key, reservation.through(part.file))
         if (part.file.truncated) throw new AppError('file_too_large', 'The file is larger than the upload limit.')
       } else {
         fields[part.fieldname] = String(part.value)
@@ -140,7 +143,6 @@ export async function uploadFile(
       if (!['purpose', 'format', 'label_column', 'expires_after[anchor]', 'expires_after[seconds]'].includes(name))
         throw new AppError('invalid_field', `Unknown multipart field "${name}".`, { param: name })
     if (stored.bytes === 0) throw new AppError('invalid_request', 'The file is empty.', { param: 'file' })
-    await assertStorageQuota(app, projectId, stored.bytes)
     const createdAt = new Date()
     const row = await app.db.file.create({
       data: {
@@ -165,6 +167,9 @@ export async function uploadFile(
   } catch (err) {
     await app.storage.remove(key)
     throw err
+  } finally {
+    // the row (when created) counts the bytes from now on
+    await reservation.release()
   }
 }
 

@@ -8,7 +8,7 @@ import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination
 import { cancelChannel, pauseChannel } from '../../queue/catalog.js'
 import { enqueueTraining } from '../../queue/enqueue.js'
 import type { Storage } from '../../storage/storage.js'
-import { assertJobSlots } from '../limits/limits-service.js'
+import { assertJobSlots, withJobSlotLock } from '../limits/limits-service.js'
 import { assertJobFits } from '../limits/memory-budget.js'
 import { getModel } from '../models/models-service.js'
 import { catalogued, JobFailure, type JobFailureCode } from './failure-codes.js'
@@ -201,20 +201,23 @@ export async function createJob(
 ) {
   const { checkpoint, ready, estimate, data } = await resolveJob(app, projectId, body)
   const id = newId('ftjob')
-  await assertJobSlots(app, projectId)
   const { status: _status, ...row } = data
   const from = checkpoint ? ` from checkpoint ${checkpoint.id} (epoch ${checkpoint.epoch} of ${checkpoint.jobId})` : ''
-  return lifecycle.createJob(
-    app,
-    { ...row, id, userMetadata: body.metadata ?? undefined, retryOfJobId: opts.retryOf ?? null },
-    {
-      ready,
-      message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
-      data: estimate
-        ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
-        : undefined,
-    },
-  )
+  // the count and the insert as one step per project (exact under simultaneous creates)
+  return withJobSlotLock(app, projectId, async () => {
+    await assertJobSlots(app, projectId)
+    return lifecycle.createJob(
+      app,
+      { ...row, id, userMetadata: body.metadata ?? undefined, retryOfJobId: opts.retryOf ?? null },
+      {
+        ready,
+        message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+        data: estimate
+          ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
+          : undefined,
+      },
+    )
+  })
 }
 
 /** The checkpoint `model` names, by `ftckpt-` id or `ft:…:ckpt-step-N` name; null when it names no checkpoint. */

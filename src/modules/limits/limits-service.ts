@@ -1,7 +1,8 @@
 // Per-project limits: stored dataset bytes and unfinished jobs. The server defaults come from the
 // config; a project's own `storageQuotaBytes` / `maxConcurrentJobs` override them (set through
-// PATCH /v1/admin/projects/{id}). The checks are count-then-act: two requests racing for the last slot
-// can both pass, so a limit can be overshot by the number of concurrent requests, never more.
+// PATCH /v1/admin/projects/{id}). Both are exact under concurrency: uploads reserve their bytes first
+// (storage-reservation.ts), and job creation counts and inserts under a per-project lock (withJobSlotLock).
+import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { AppError, notFound } from '../../errors.js'
 import { featureBytes } from '../features/feature-cache-service.js'
@@ -35,16 +36,22 @@ async function projectLimits(app: LimitsApp, projectId: string) {
   }
 }
 
+/** The storage quota in force for the project. */
+export async function projectStorageQuota(app: LimitsApp, projectId: string): Promise<number> {
+  return (await projectLimits(app, projectId)).storageQuotaBytes
+}
+
 /**
- * Bytes the project keeps stored: files not deleted and not rejected (a rejected file's bytes are removed),
- * and the backbone features cached for its files.
+ * Bytes the project keeps stored: files not deleted and not rejected (datasets and job result files; a
+ * rejected file's bytes are removed), artifacts (uploaded and fine-tuned models, checkpoints) and the
+ * backbone features cached for its files.
  */
 export async function storageUsed(app: LimitsApp, projectId: string): Promise<number> {
-  const sum = await app.db.file.aggregate({
-    where: { projectId, deletedAt: null, status: { not: 'error' } },
-    _sum: { bytes: true },
-  })
-  return Number(sum._sum.bytes ?? 0n) + (await featureBytes(app.db, projectId))
+  const [files, artifacts] = await Promise.all([
+    app.db.file.aggregate({ where: { projectId, deletedAt: null, status: { not: 'error' } }, _sum: { bytes: true } }),
+    app.db.artifact.aggregate({ where: { projectId }, _sum: { bytes: true } }),
+  ])
+  return Number(files._sum.bytes ?? 0n) + Number(artifacts._sum.bytes ?? 0n) + (await featureBytes(app.db, projectId))
 }
 
 export async function projectUsage(app: LimitsApp, projectId: string): Promise<ProjectUsage> {
@@ -61,28 +68,6 @@ export async function projectUsage(app: LimitsApp, projectId: string): Promise<P
   }
 }
 
-/**
- * Refuses `incomingBytes` more when they would take the project over its quota. Called after the upload
- * is streamed (its size is known only then; the caller removes the bytes when this throws). 403, not
- * 429: the answer does not change by waiting, only by deleting files or raising the quota.
- */
-export async function assertStorageQuota(app: LimitsApp, projectId: string, incomingBytes: number): Promise<void> {
-  const { storageQuotaBytes } = await projectLimits(app, projectId)
-  const used = await storageUsed(app, projectId)
-  if (used + incomingBytes <= storageQuotaBytes) return
-  throw new AppError(
-    'storage_quota_exceeded',
-    `This upload (${incomingBytes} bytes) would bring the project's stored datasets to ${used + incomingBytes} bytes; the quota is ${storageQuotaBytes}. Delete files you no longer need.`,
-    {
-      param: 'file',
-      details: [
-        { field: 'storage_used_bytes', message: String(used) },
-        { field: 'storage_quota_bytes', message: String(storageQuotaBytes) },
-      ],
-    },
-  )
-}
-
 /** Refuses a new job while the project already has its maximum of unfinished jobs: 429 with Retry-After. */
 export async function assertJobSlots(app: LimitsApp, projectId: string): Promise<void> {
   const { maxConcurrentJobs } = await projectLimits(app, projectId)
@@ -95,4 +80,36 @@ export async function assertJobSlots(app: LimitsApp, projectId: string): Promise
     `The project has ${unfinished} unfinished jobs, its limit is ${maxConcurrentJobs}; wait for one to finish or cancel one.`,
     { headers: { 'retry-after': String(TOO_MANY_JOBS_RETRY_AFTER_S) } },
   )
+}
+
+const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
+/** How long a create may hold its project's job-slot lock (a process that dies frees it after this). */
+const JOB_SLOT_LOCK_MS = 15_000
+
+/**
+ * Runs `fn` (count the unfinished jobs, then create one) holding the project's job-slot lock in Redis, so
+ * simultaneous creates in any API process take turns: each counts the jobs the ones before it committed,
+ * and 20 creates at once with a limit of 1 make exactly one job. Waiting happens on Redis, not on a held
+ * database connection.
+ */
+export async function withJobSlotLock<T>(
+  app: Pick<FastifyInstance, 'redis' | 'config'>,
+  projectId: string,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const key = `${app.config.queuePrefix}:locks:job-slots:${projectId}`
+  const token = randomUUID()
+  const deadline = Date.now() + JOB_SLOT_LOCK_MS
+  while ((await app.redis.set(key, token, 'PX', JOB_SLOT_LOCK_MS, 'NX')) !== 'OK') {
+    if (Date.now() > deadline)
+      throw new AppError('service_unavailable', 'Other job creates of this project are still running; retry shortly.', {
+        headers: { 'retry-after': '2' },
+      })
+    await new Promise((r) => setTimeout(r, 20 + Math.random() * 30))
+  }
+  try {
+    return await fn()
+  } finally {
+    await app.redis.eval(UNLOCK, 1, key, token).catch(() => {})
+  }
 }

@@ -5,7 +5,7 @@
 // directory layout every other model has, and the rows recorded. On any fault nothing stays behind.
 
 import { createWriteStream } from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import type { MultipartFile, MultipartValue } from '@fastify/multipart'
@@ -18,6 +18,7 @@ import type { ModelMetadata } from '../../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { assertUploadFits } from '../limits/memory-budget.js'
+import { reserveUpload } from '../limits/storage-reservation.js'
 import { presentModel } from './models-service.js'
 import { TFJS_CLASS_NAMES } from './tfjs-classes.js'
 
@@ -515,6 +516,14 @@ async function writeModelDir(
   await writeMetadata(dir, metadata)
 }
 
+/** Bytes of the files directly in `dir` (a model directory is flat: model.json, shards, metadata.json). */
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0
+  for (const e of await readdir(dir, { withFileTypes: true }))
+    if (e.isFile()) n += (await stat(path.join(dir, e.name))).size
+  return n
+}
+
 /**
  * Streams a multipart model upload to storage, checks it, and registers it as an `uploaded` model of the
  * project. Fields may come before or after the file part. Answers the model object.
@@ -523,8 +532,11 @@ export async function uploadModel(
   app: FastifyInstance,
   projectId: string,
   parts: AsyncIterableIterator<MultipartFile | MultipartValue>,
+  contentLength?: number,
 ) {
   const storage = app.storage
+  // the zip counts against the quota while it is read, the unpacked model once it is placed
+  const reservation = await reserveUpload(app, projectId, contentLength)
   const id = newId('model')
   const zipKey = `tmp/upload-${id}.zip`
   const modelKey = `models/${id}`
@@ -543,7 +555,7 @@ export async function uploadModel(
           })
         }
         stored = true
-        await storage.writeStream(zipKey, part.file)
+        await storage.writeStream(zipKey, reservation.through(part.file))
         if (part.file.truncated) throw new AppError('file_too_large', 'The file is larger than the upload limit.')
       } else {
         fields[part.fieldname] = String(part.value)
@@ -599,6 +611,9 @@ export async function uploadModel(
     }
     zip.close()
     zip = null
+    // The unpacked model may be larger than its zip: reserve the difference before it is placed.
+    const unpacked = await dirBytes(workDir)
+    if (unpacked > reservation.reserved) await reservation.reserve(unpacked - reservation.reserved, 'This model')
     // Files first, then the rows that point at them.
     placed = true
     const digest = await storage.putDir(modelKey, workDir)
@@ -634,5 +649,6 @@ export async function uploadModel(
     zip?.close()
     await rm(workDir, { recursive: true, force: true })
     await storage.remove(zipKey)
+    await reservation.release()
   }
 }
