@@ -170,8 +170,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List jobs of every project, newest first, with their project
-         * @description Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).
+         * List jobs of every project (newest first, or ranked by `sort`), with their project
+         * @description Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). `sort` and `order` rank them (newest first by default). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).
          */
         get: operations["adminListJobs"];
         put?: never;
@@ -2485,6 +2485,10 @@ export interface operations {
                 model?: string;
                 /** @description Search: jobs whose id, suffix, base model or fine-tuned model contains this (any case). */
                 q?: string;
+                /** @description created (default), status, project (name), duration, final or best (validation accuracy, else training accuracy, of the last or best epoch). Any sort but created ranks the newest 1,000 matching jobs. */
+                sort?: "created" | "status" | "project" | "duration" | "final" | "best";
+                /** @description desc (default) or asc; jobs without a value last */
+                order?: "desc" | "asc";
             };
             header?: never;
             path?: never;

@@ -134,6 +134,40 @@ test('jobs across projects, newest first, with project and filters', async () =>
   assert.equal(missing.statusCode, 404)
 })
 
+test('jobs ranked by sort and order across pages: project name, oldest first, paged with after', async () => {
+  const ids = async (url: string) => {
+    const res = await app.inject({ method: 'GET', url, headers: adminAuth })
+    assert.equal(res.statusCode, 200, res.body)
+    return res.json() as { data: { id: string; project: { name: string } }[]; has_more: boolean }
+  }
+  // beta's job is newer, but alpha sorts first by project name ascending; descending turns it round
+  assert.deepEqual(
+    (await ids('/v1/admin/jobs?sort=project&order=asc')).data.map((j) => j.id),
+    [jobA, jobB],
+  )
+  assert.deepEqual(
+    (await ids('/v1/admin/jobs?sort=project')).data.map((j) => j.id),
+    [jobB, jobA],
+  )
+  assert.deepEqual(
+    (await ids('/v1/admin/jobs?order=asc')).data.map((j) => j.id),
+    [jobA, jobB],
+  )
+  // one per page: the second page follows the first job, and ends the list
+  const first = await ids('/v1/admin/jobs?sort=project&order=asc&limit=1')
+  assert.deepEqual([first.data.map((j) => j.id), first.has_more], [[jobA], true])
+  const second = await ids(`/v1/admin/jobs?sort=project&order=asc&limit=1&after=${jobA}`)
+  assert.deepEqual([second.data.map((j) => j.id), second.has_more], [[jobB], false])
+  // jobs that never ran have no duration or metrics: they keep newest-first order among themselves
+  assert.deepEqual(
+    (await ids('/v1/admin/jobs?sort=best')).data.map((j) => j.id),
+    [jobB, jobA],
+  )
+  const bad = await app.inject({ method: 'GET', url: '/v1/admin/jobs?sort=loss', headers: adminAuth })
+  assert.equal(bad.statusCode, 400)
+  assert.equal(bad.json().error.param, 'querystring.sort')
+})
+
 test('sign-in: the cookie is HttpOnly, SameSite=Strict, expiring, and works on /v1/admin; a wrong token is 401', async () => {
   const probe = await app.inject({ method: 'GET', url: '/admin/session' })
   assert.equal(probe.statusCode, 200)

@@ -476,15 +476,6 @@ menuToggle.addEventListener('click', () => {
 
 // ---------- jobs: the run table ----------
 
-const SORTS = {
-  created: (j) => j.created_at,
-  status: (j) => j.status,
-  project: (j) => j.project.name,
-  duration: (j) => jobDuration(j) ?? -1,
-  final: (j) => valMetric(j.metrics?.final) ?? -1,
-  best: (j) => valMetric(j.metrics?.best) ?? -1,
-}
-
 async function jobsPage() {
   const { params } = hashParts()
   const projects = (await api('/v1/admin/projects')).data
@@ -537,8 +528,8 @@ async function jobsPage() {
   const tbody = h('tbody', { id: 'jobs-body' })
   const note = h('p', { class: 'muted', role: 'status' })
   const compareBtn = h('button', { id: 'compare-selected', type: 'button' }, 'Compare')
-  const prev = h('button', { id: 'prev-page', type: 'button' }, '← Newer')
-  const next = h('button', { id: 'next-page', type: 'button' }, 'Older →')
+  const prev = h('button', { id: 'prev-page', type: 'button' }, '← Previous')
+  const next = h('button', { id: 'next-page', type: 'button' }, 'Next →')
   let lastList = null
 
   const writeUrl = () => {
@@ -576,8 +567,11 @@ async function jobsPage() {
           onclick: () => {
             dir = sort === key && dir === 'desc' ? 'asc' : 'desc'
             sort = key
+            // the API ranks every matching job (not only this page): start again from the first page
+            after = ''
+            back = []
             writeUrl()
-            render()
+            restart()
             for (const th of headRow.querySelectorAll('th[aria-sort]'))
               th.setAttribute(
                 'aria-sort',
@@ -653,16 +647,10 @@ async function jobsPage() {
   }
   const render = () => {
     if (!lastList) return
-    const key = SORTS[sort] ?? SORTS.created
-    const sign = dir === 'asc' ? 1 : -1
-    const items = [...lastList.data].sort((a, b) => {
-      const x = key(a)
-      const y = key(b)
-      return (x < y ? -1 : x > y ? 1 : 0) * sign || (a.created_at - b.created_at) * -1
-    })
+    const items = lastList.data // in the API's order (`sort`, `order`)
     syncRows(tbody, items, (j) => j.id, row)
     note.textContent = items.length
-      ? `${items.length} job(s) on this page${lastList.has_more ? '; older ones on the next page' : ''}. Live every 2 s.`
+      ? `${items.length} job(s) on this page${lastList.has_more ? '; more on the next page' : ''}. Live every 2 s.`
       : 'No jobs match these filters.'
     prev.disabled = !after
     next.disabled = !lastList.has_more
@@ -677,6 +665,8 @@ async function jobsPage() {
   const refresh = async () => {
     const q = new URLSearchParams({ limit: '20' })
     for (const el of fields) if (el.value.trim()) q.set(el.name, el.value.trim())
+    if (sort !== 'created') q.set('sort', sort)
+    if (dir !== 'desc') q.set('order', dir)
     if (after) q.set('after', after)
     lastList = await api(`/v1/admin/jobs?${q}`)
     render()

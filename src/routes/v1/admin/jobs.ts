@@ -15,6 +15,7 @@ import {
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
 import { type MetricRow, summarizeMetrics } from '../../../modules/jobs/lifecycle/metrics-summary.js'
+import { isTerminal } from '../../../modules/jobs/lifecycle/transitions.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
 import {
   cancellingJobExample,
@@ -30,7 +31,7 @@ import {
   jobEventsResponse,
   jobMetricsResponse,
 } from '../../../schemas/job-reads.js'
-import { AdminJob, AdminJobQuery, adminJobExample } from './schemas.js'
+import { AdminJob, AdminJobQuery, adminJobExample, type JOB_SORTS } from './schemas.js'
 
 const project = adminJobExample.project
 
@@ -62,6 +63,60 @@ function metricsSummary(rows: MetricRow[] | undefined) {
   return { final, best }
 }
 
+/** What a job is ranked by for each `sort`; null sorts last in either order. */
+const SORT_KEYS: Record<(typeof JOB_SORTS)[number], (j: JobWithProject, m: MetricRow[] | undefined) => unknown> = {
+  created: (j) => j.createdAt.getTime(),
+  status: (j) => j.status,
+  project: (j) => j.project.name,
+  duration: (j) =>
+    j.startedAt
+      ? (j.finishedAt ?? (isTerminal(j.status) ? j.startedAt : new Date())).getTime() - j.startedAt.getTime()
+      : null,
+  final: (_j, m) => headline(metricsSummary(m)?.final),
+  best: (_j, m) => headline(metricsSummary(m)?.best),
+}
+const headline = (m: Record<string, unknown> | null | undefined) =>
+  (m?.val_accuracy ?? m?.accuracy ?? null) as number | null
+
+/** Most jobs a sort other than newest-first ranks (the newest matching ones): a bound on one request's work. */
+const RANKED_JOBS = 1000
+
+/**
+ * A page of jobs in another order than newest first: the newest RANKED_JOBS matching jobs ranked by `sort`
+ * (ties newest first), `after` being the last job of the previous page. Metrics come from the same one
+ * definition of final and best as everywhere (metrics-summary.ts).
+ */
+async function rankedJobs(
+  app: FastifyInstance,
+  where: object,
+  sort: (typeof JOB_SORTS)[number],
+  order: 'asc' | 'desc',
+  after: string | undefined,
+  limit: number,
+) {
+  const all = await app.db.fineTuningJob.findMany({
+    where,
+    orderBy: NEWEST_FIRST,
+    include: { project: true },
+    take: RANKED_JOBS,
+  })
+  const metrics = await epochRows(
+    app,
+    all.map((j) => j.id),
+  )
+  const key = SORT_KEYS[sort]
+  const sign = order === 'asc' ? 1 : -1
+  const keyed = all.map((j, newest) => ({ j, k: key(j, metrics.get(j.id)), newest }))
+  keyed.sort((a, b) => {
+    if (a.k === b.k) return a.newest - b.newest
+    if (a.k === null) return 1
+    if (b.k === null) return -1
+    return ((a.k as number | string) < (b.k as number | string) ? -1 : 1) * sign
+  })
+  const start = after ? keyed.findIndex((x) => x.j.id === after) + 1 : 0
+  return { rows: keyed.slice(start, start + limit + 1).map((x) => x.j), metrics }
+}
+
 const presentAdminJob = (j: JobWithProject, extra: { queuePosition?: number | null; metrics?: MetricRow[] } = {}) => ({
   ...presentJob(j, extra),
   project: { id: j.project.id, name: j.project.name },
@@ -76,9 +131,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         operationId: 'adminListJobs',
-        summary: 'List jobs of every project, newest first, with their project',
+        summary: 'List jobs of every project (newest first, or ranked by `sort`), with their project',
         description:
-          'Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).',
+          'Filters combine: `status`, `project` (proj-…), `method` (transfer, supervised, distillation), `model` (base model id), `q` (search in id, suffix, base and fine-tuned model). `sort` and `order` rank them (newest first by default). Pages with `limit` and `after`. Each job carries `queue_position` while queued and `metrics` (its last and best epoch).',
         querystring: AdminJobQuery,
         response: { 200: jsonResponse(listOf(AdminJob), listExample(adminJobExample)), ...errorResponses(400) },
       },
@@ -99,18 +154,24 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
             }
           : {}),
       }
-      const cursor = q.after ? await app.db.fineTuningJob.findUnique({ where: { id: q.after } }) : null
-      const rows = await app.db.fineTuningJob.findMany({
-        where: { AND: [filters, olderThan(cursor)] },
-        orderBy: NEWEST_FIRST,
-        include: { project: true },
-        take: limit + 1,
-      })
+      let rows: JobWithProject[]
+      let metrics: Map<string, MetricRow[]>
+      if ((q.sort ?? 'created') === 'created' && (q.order ?? 'desc') === 'desc') {
+        const cursor = q.after ? await app.db.fineTuningJob.findUnique({ where: { id: q.after } }) : null
+        rows = await app.db.fineTuningJob.findMany({
+          where: { AND: [filters, olderThan(cursor)] },
+          orderBy: NEWEST_FIRST,
+          include: { project: true },
+          take: limit + 1,
+        })
+        metrics = await epochRows(
+          app,
+          rows.slice(0, limit).map((j) => j.id),
+        )
+      } else {
+        ;({ rows, metrics } = await rankedJobs(app, filters, q.sort ?? 'created', q.order ?? 'desc', q.after, limit))
+      }
       const page = rows.slice(0, limit)
-      const metrics = await epochRows(
-        app,
-        page.map((j) => j.id),
-      )
       // The queue is short (it is what waits for the workers): one count per queued job on the page.
       const positions = new Map(
         await Promise.all(

@@ -41,6 +41,8 @@ export const AdminListQuery = {
   project: Type.Optional(Type.String({ maxLength: 200, description: 'Only this project (proj-…).' })),
 }
 
+export const JOB_SORTS = ['created', 'status', 'project', 'duration', 'final', 'best'] as const
+
 export const AdminJobQuery = Type.Object(
   {
     ...AdminListQuery,
@@ -53,6 +55,15 @@ export const AdminJobQuery = Type.Object(
         maxLength: 200,
         description: 'Search: jobs whose id, suffix, base model or fine-tuned model contains this (any case).',
       }),
+    ),
+    sort: Type.Optional(
+      StringEnum([...JOB_SORTS], {
+        description:
+          'created (default), status, project (name), duration, final or best (validation accuracy, else training accuracy, of the last or best epoch). Any sort but created ranks the newest 1,000 matching jobs.',
+      }),
+    ),
+    order: Type.Optional(
+      StringEnum(['desc', 'asc'], { description: 'desc (default) or asc; jobs without a value last' }),
     ),
   },
   { additionalProperties: false },
