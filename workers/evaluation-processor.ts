@@ -5,13 +5,14 @@
 // runs under the training processes' hard limit (TRAINING_MEMORY_BYTES, it shares their machine): past it
 // it is killed and the evaluation fails `out_of_memory` for good (a rerun would be killed again).
 import { type ChildProcess, fork } from 'node:child_process'
-import { type Job, UnrecoverableError, Worker } from 'bullmq'
+import { type Job, UnrecoverableError, type Worker } from 'bullmq'
 import type { DatasetFormat } from '../src/datasets/types.js'
 import { inferenceProcessCommand } from '../src/inference/pool.js'
 import type { InferenceChildMessage } from '../src/inference/protocol.js'
 import { type MemoryKill, memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { modelDir } from '../src/modules/models/models-service.js'
-import { parseEvaluationPayload, QUEUES, redisConnection } from '../src/queue/catalog.js'
+import type { EvaluationPayload } from '../src/queue/catalog.js'
+import { consume } from '../src/queue/registry.js'
 import type { WorkerDeps } from './deps.js'
 
 /** What the evaluation processor needs of the worker. */
@@ -52,8 +53,7 @@ function runChild(
 
 export function createEvaluationProcessor(deps: EvaluationDeps) {
   const { db, storage, config, log } = deps
-  return async (job: Job) => {
-    const { evaluationId } = parseEvaluationPayload(job.data)
+  return async ({ evaluationId }: EvaluationPayload, job: Pick<Job, 'attemptsMade' | 'opts'>) => {
     const row = await db.evaluation.findUnique({
       where: { id: evaluationId },
       include: { model: { include: { artifact: true } }, file: true },
@@ -131,9 +131,8 @@ export function createEvaluationProcessor(deps: EvaluationDeps) {
  * closes its Redis connection, so worker.ts needs one line to register it.
  */
 export function startEvaluationWorker(deps: EvaluationDeps): Worker {
-  const worker = new Worker(QUEUES.evaluations, createEvaluationProcessor(deps), {
-    connection: redisConnection(deps.config.redisUrl),
-    prefix: deps.config.queuePrefix,
+  const evaluate = createEvaluationProcessor(deps)
+  const worker = consume('evaluations', deps.config, (payload, job) => evaluate(payload, job), {
     // evaluations compete with training for the same cores
     concurrency: 1,
     lockDuration: 30_000,
