@@ -18,6 +18,7 @@ import * as lifecycle from '../../src/modules/jobs/lifecycle/lifecycle.js'
 import { summarizeMetrics } from '../../src/modules/jobs/lifecycle/metrics-summary.js'
 import { isTerminal, type TransitionName } from '../../src/modules/jobs/lifecycle/transitions.js'
 import { jobDurationText } from '../../src/observability/job-metrics.js'
+import { inTrainingQueue } from '../../src/queue/enqueue.js'
 import { buildTestApp, createProjectKey, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
 
 let env: TestEnv
@@ -230,6 +231,50 @@ test('hand back vs cancel, then the worker finishes the cancel: the job ends can
     assert.equal(await app.db.webhookDelivery.count({ where: { jobId } }), 1)
   }
   console.log('hand back/cancel outcomes:', Object.fromEntries(outcomes))
+})
+
+test('pause vs pause on a running job, then finish the pause vs succeed vs cancel: paused sends no webhook; resume queues it', async () => {
+  const outcomes = new Map<string, number>()
+  let paused = 0
+  for (let i = 0; i < 10; i++) {
+    const jobId = await newJob()
+    const fence = await claimed(jobId)
+    const first = await race(jobId, () => [
+      jitter().then(() => lifecycle.pauseByUser(api, jobId)),
+      jitter().then(() => lifecycle.pauseByUser(api, jobId)),
+    ])
+    assert.deepEqual(first, ['request_pause'], 'one of two pauses applies')
+    // the training process stopped at the pause, or finished first, while the user cancels; the last
+    // iteration pauses for sure
+    const last = i === 9 && !paused
+    const second = await race(jobId, () => [
+      jitter().then(() => lifecycle.finishPause(worker, fence)),
+      ...(last
+        ? []
+        : [
+            jitter().then(() => lifecycle.succeed(worker, fence, trained())),
+            jitter().then(() => lifecycle.cancelByUser(api, jobId)),
+          ]),
+    ])
+    tally(outcomes, second)
+    const job = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: jobId } })
+    assert.ok(['paused', 'succeeded', 'cancelling', 'cancelled'].includes(job.status), job.status)
+    assert.equal(await app.db.webhookDelivery.count({ where: { jobId } }), isTerminal(job.status) ? 1 : 0)
+    if (job.status === 'cancelling') await lifecycle.finishCancel(worker, fence, 'stopped')
+    if (job.status !== 'paused') continue
+    paused++
+    assert.deepEqual(second, ['finish_pause'])
+    assert.equal(job.statusReason, 'paused by user')
+    assert.equal(job.workerPid, null)
+    const resumed = await lifecycle.resume(api, jobId)
+    assert.equal(resumed?.status, 'queued')
+    assert.ok(await inTrainingQueue(app.queues, jobId), 'a resumed job is enqueued')
+    assert.equal(await lifecycle.finishPause(worker, fence), null, 'the old attempt cannot pause it again')
+    assert.equal(await lifecycle.resume(api, jobId), null, 'resume applies to a paused job only')
+    assert.equal(await lifecycle.cancelByUser(api, jobId), 'cancel')
+  }
+  assert.ok(paused > 0)
+  console.log('finish_pause/succeed/cancel outcomes:', Object.fromEntries(outcomes))
 })
 
 test('claim vs claim vs cancel on a queued job: at most one worker gets it', async () => {

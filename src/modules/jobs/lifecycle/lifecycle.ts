@@ -148,7 +148,11 @@ export async function createJob(
  * A user's cancel: a job that has not started is cancelled at once (and leaves the queue); a running one
  * becomes `cancelling` (the caller broadcasts it to the worker). Returns which transition applied.
  */
-export async function cancelByUser(d: LifecycleDeps, jobId: string): Promise<'cancel' | 'request_cancel' | null> {
+export async function cancelByUser(
+  d: LifecycleDeps,
+  jobId: string,
+  opts: { again?: boolean } = {},
+): Promise<'cancel' | 'request_cancel' | null> {
   const now = new Date()
   const cancelled = await apply(d, 'cancel', jobId, {
     step: (_tx, row) => ({
@@ -178,7 +182,10 @@ export async function cancelByUser(d: LifecycleDeps, jobId: string): Promise<'ca
       event: { level: 'info', message: 'Cancel requested; stopping at the end of the current batch' },
     }),
   })
-  return requested ? 'request_cancel' : null
+  if (requested) return 'request_cancel'
+  // Between the two, a running job may have become paused (or been handed back to the queue): the
+  // cancel is not lost, it applies to the job as it is now. Once only: a terminal job stays refused.
+  return opts.again === false ? null : cancelByUser(d, jobId, { again: false })
 }
 
 /** status_reason of a running job whose pause was requested, until its training process has stopped. */
@@ -192,7 +199,11 @@ export const PAUSED_WHILE_VALIDATING = 'paused by user while its files were bein
  * process has written a mid-epoch checkpoint and exited. Returns which transition applied (null: none,
  * e.g. already pausing).
  */
-export async function pauseByUser(d: LifecycleDeps, jobId: string): Promise<'pause' | 'request_pause' | null> {
+export async function pauseByUser(
+  d: LifecycleDeps,
+  jobId: string,
+  opts: { again?: boolean } = {},
+): Promise<'pause' | 'request_pause' | null> {
   const paused = await apply(d, 'pause', jobId, {
     step: (_tx, row) => ({
       to: 'paused',
@@ -220,7 +231,10 @@ export async function pauseByUser(d: LifecycleDeps, jobId: string): Promise<'pau
       },
     }),
   })
-  return requested ? 'request_pause' : null
+  if (requested) return 'request_pause'
+  // Between the two, a running job may have been handed back to the queue: pause it as it is now, once.
+  const row = await d.db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true } })
+  return opts.again === false || row?.status !== 'queued' ? null : pauseByUser(d, jobId, { again: false })
 }
 
 /**
