@@ -1,26 +1,12 @@
 // Hyperparameters shared by every method, with "auto" resolved by documented rules from the training
 // set's size and echoed back on the job. The rules are in the README and the OpenAPI document.
 import { AppError } from '../../errors.js'
+import { BOUNDS, type HyperparametersInput } from '../../schemas/jobs.js'
 
 export type Auto<T> = T | 'auto'
 export type OptimizerName = 'adam' | 'sgd' | 'rmsprop'
 
-export interface EarlyStoppingInput {
-  patience?: number
-  min_delta?: number
-  monitor?: 'val_loss' | 'val_accuracy'
-}
-
-export interface HyperparametersInput {
-  n_epochs?: Auto<number>
-  batch_size?: Auto<number>
-  learning_rate?: Auto<number>
-  /** OpenAI's relative rate: learning_rate = BASE_LEARNING_RATE × multiplier (never with learning_rate) */
-  learning_rate_multiplier?: Auto<number>
-  validation_split?: Auto<number>
-  optimizer?: Auto<OptimizerName>
-  early_stopping?: EarlyStoppingInput | null
-}
+export type { HyperparametersInput }
 
 export interface Hyperparameters {
   n_epochs: number
@@ -33,13 +19,7 @@ export interface Hyperparameters {
   early_stopping: { patience: number; min_delta: number; monitor: 'val_loss' | 'val_accuracy' } | null
 }
 
-export const BOUNDS = {
-  n_epochs: { min: 1, max: 200 },
-  batch_size: { min: 1, max: 4096 },
-  learning_rate: { min: 1e-7, max: 1 },
-  validation_split: { min: 0, max: 0.5 },
-  learning_rate_multiplier: { min: 1e-4, max: 1000 },
-} as const
+export { BOUNDS }
 
 /** Every method's default rate; OpenAI's `learning_rate_multiplier` multiplies it. */
 export const BASE_LEARNING_RATE = 0.001

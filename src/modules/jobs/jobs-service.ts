@@ -7,6 +7,7 @@ import { checkpointModelId, newId, parseCheckpointModelId } from '../../lib/ids.
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { cancelChannel, pauseChannel } from '../../queue/catalog.js'
 import { enqueueTraining } from '../../queue/enqueue.js'
+import type { CreateJobBody } from '../../schemas/jobs.js'
 import type { Storage } from '../../storage/storage.js'
 import { assertJobSlots, withJobSlotLock } from '../limits/limits-service.js'
 import { assertJobFits } from '../limits/memory-budget.js'
@@ -25,24 +26,8 @@ import { isTerminal } from './lifecycle/transitions.js'
 import { checkTeacher, type MethodInput, methodHyperparameters, normalizeMethod, type StoredMethod } from './methods.js'
 
 export { TERMINAL } from './lifecycle/transitions.js'
+export type { CreateJobBody }
 export { presentJob }
-
-export interface CreateJobBody {
-  model: string
-  training_file: string
-  /** null = none (OpenAI's SDKs send explicit nulls for their nullable parameters) */
-  validation_file?: string | null
-  method?: MethodInput
-  /** OpenAI's legacy top-level hyperparameters; `method.<type>.hyperparameters` wins */
-  hyperparameters?: HyperparametersInput
-  seed?: number | null
-  /** auto | cpu | gpu (default auto) */
-  resource_class?: 'auto' | 'cpu' | 'gpu'
-  suffix?: string | null
-  metadata?: Record<string, string> | null
-  /** OpenAI's integrations: Refit has none, so only [] or null */
-  integrations?: unknown[] | null
-}
 
 async function findFile(
   db: Db,

@@ -3,27 +3,13 @@
 import type { Db } from '../../db/client.js'
 import { AppError, notFound } from '../../errors.js'
 import type { File, Model } from '../../generated/prisma/client.js'
+import type { HyperparametersInput, MethodInput } from '../../schemas/jobs.js'
 import { getModel } from '../models/models-service.js'
-import { type Auto, type HyperparametersInput, roundRate } from './hyperparameters.js'
+import { type Auto, roundRate } from './hyperparameters.js'
 
 export type MethodType = 'transfer' | 'supervised' | 'distillation'
 
-export interface MethodInput {
-  type: string
-  transfer?: {
-    hyperparameters?: HyperparametersInput
-    head?: { hidden_units?: Auto<number>; dropout?: Auto<number> }
-    unfreeze_top_blocks?: number
-    fine_tune?: { n_epochs?: Auto<number>; learning_rate?: Auto<number> } | null
-  }
-  supervised?: { hyperparameters?: HyperparametersInput }
-  distillation?: {
-    hyperparameters?: HyperparametersInput
-    teacher_model: string
-    temperature?: Auto<number>
-    alpha?: Auto<number>
-  }
-}
+export type { MethodInput }
 
 /** What the job row keeps in `method` (config without hyperparameters, every "auto" resolved). */
 export type StoredMethod =

@@ -40,9 +40,9 @@ import {
   uploadedFileExample,
   uploadedModelExample,
 } from '../../../schemas/examples.js'
+import { CreateJobBody } from '../../../schemas/jobs.js'
 import { CheckpointObject, DeletedObject } from '../../../schemas/objects.js'
 import { FileUploadBody } from '../files.js'
-import { CreateJobBody } from '../fine_tuning/jobs.js'
 import { ModelUploadBody } from '../models.js'
 import { CreatedWebhookObject, CreateWebhookBody, DeliveryObject, WebhookObject } from '../webhooks.js'
 import { AdminJob, ProjectRef } from './schemas.js'
