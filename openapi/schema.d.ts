@@ -2524,6 +2524,7 @@ export interface operations {
                      *             "n_epochs": 5,
                      *             "batch_size": 128,
                      *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
                      *             "validation_split": 0.1,
                      *             "optimizer": "adam",
                      *             "early_stopping": null
@@ -2531,9 +2532,20 @@ export interface operations {
                      *           "method": {
                      *             "type": "transfer",
                      *             "transfer": {
+                     *               "head": {
+                     *                 "hidden_units": 128,
+                     *                 "dropout": 0.5
+                     *               },
+                     *               "unfreeze_top_blocks": 0,
+                     *               "fine_tune": null,
                      *               "hyperparameters": {
                      *                 "n_epochs": 5,
-                     *                 "batch_size": 128
+                     *                 "batch_size": 128,
+                     *                 "learning_rate": 0.001,
+                     *                 "learning_rate_multiplier": 1,
+                     *                 "validation_split": 0.1,
+                     *                 "optimizer": "adam",
+                     *                 "early_stopping": null
                      *               }
                      *             }
                      *           },
@@ -2822,6 +2834,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -2829,9 +2842,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -3112,6 +3136,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -3119,9 +3144,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -3411,6 +3447,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -3418,9 +3455,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -3710,6 +3758,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -3717,9 +3766,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -4001,6 +4061,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -4008,9 +4069,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -5313,9 +5385,20 @@ export interface operations {
                      *         "method": {
                      *           "type": "transfer",
                      *           "transfer": {
+                     *             "head": {
+                     *               "hidden_units": 128,
+                     *               "dropout": 0.5
+                     *             },
+                     *             "unfreeze_top_blocks": 0,
+                     *             "fine_tune": null,
                      *             "hyperparameters": {
                      *               "n_epochs": 5,
-                     *               "batch_size": 128
+                     *               "batch_size": 128,
+                     *               "learning_rate": 0.001,
+                     *               "learning_rate_multiplier": 1,
+                     *               "validation_split": 0.1,
+                     *               "optimizer": "adam",
+                     *               "early_stopping": null
                      *             }
                      *           }
                      *         },
@@ -5323,6 +5406,7 @@ export interface operations {
                      *           "n_epochs": 5,
                      *           "batch_size": 128,
                      *           "learning_rate": 0.001,
+                     *           "learning_rate_multiplier": 1,
                      *           "validation_split": 0.1,
                      *           "optimizer": "adam",
                      *           "early_stopping": null
@@ -5887,6 +5971,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -5894,9 +5979,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -8925,9 +9021,20 @@ export interface operations {
                      *         "method": {
                      *           "type": "transfer",
                      *           "transfer": {
+                     *             "head": {
+                     *               "hidden_units": 128,
+                     *               "dropout": 0.5
+                     *             },
+                     *             "unfreeze_top_blocks": 0,
+                     *             "fine_tune": null,
                      *             "hyperparameters": {
                      *               "n_epochs": 5,
-                     *               "batch_size": 128
+                     *               "batch_size": 128,
+                     *               "learning_rate": 0.001,
+                     *               "learning_rate_multiplier": 1,
+                     *               "validation_split": 0.1,
+                     *               "optimizer": "adam",
+                     *               "early_stopping": null
                      *             }
                      *           }
                      *         },
@@ -8935,6 +9042,7 @@ export interface operations {
                      *           "n_epochs": 5,
                      *           "batch_size": 128,
                      *           "learning_rate": 0.001,
+                     *           "learning_rate_multiplier": 1,
                      *           "validation_split": 0.1,
                      *           "optimizer": "adam",
                      *           "early_stopping": null
@@ -9756,6 +9864,7 @@ export interface operations {
                      *             "n_epochs": 5,
                      *             "batch_size": 128,
                      *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
                      *             "validation_split": 0.1,
                      *             "optimizer": "adam",
                      *             "early_stopping": null
@@ -9763,9 +9872,20 @@ export interface operations {
                      *           "method": {
                      *             "type": "transfer",
                      *             "transfer": {
+                     *               "head": {
+                     *                 "hidden_units": 128,
+                     *                 "dropout": 0.5
+                     *               },
+                     *               "unfreeze_top_blocks": 0,
+                     *               "fine_tune": null,
                      *               "hyperparameters": {
                      *                 "n_epochs": 5,
-                     *                 "batch_size": 128
+                     *                 "batch_size": 128,
+                     *                 "learning_rate": 0.001,
+                     *                 "learning_rate_multiplier": 1,
+                     *                 "validation_split": 0.1,
+                     *                 "optimizer": "adam",
+                     *                 "early_stopping": null
                      *               }
                      *             }
                      *           },
@@ -10144,6 +10264,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10151,9 +10272,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -10270,6 +10402,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10277,9 +10410,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -10395,6 +10539,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10402,9 +10547,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -10521,6 +10677,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10528,9 +10685,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -10655,6 +10823,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10662,9 +10831,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },
@@ -10789,6 +10969,7 @@ export interface operations {
                      *         "n_epochs": 5,
                      *         "batch_size": 128,
                      *         "learning_rate": 0.001,
+                     *         "learning_rate_multiplier": 1,
                      *         "validation_split": 0.1,
                      *         "optimizer": "adam",
                      *         "early_stopping": null
@@ -10796,9 +10977,20 @@ export interface operations {
                      *       "method": {
                      *         "type": "transfer",
                      *         "transfer": {
+                     *           "head": {
+                     *             "hidden_units": 128,
+                     *             "dropout": 0.5
+                     *           },
+                     *           "unfreeze_top_blocks": 0,
+                     *           "fine_tune": null,
                      *           "hyperparameters": {
                      *             "n_epochs": 5,
-                     *             "batch_size": 128
+                     *             "batch_size": 128,
+                     *             "learning_rate": 0.001,
+                     *             "learning_rate_multiplier": 1,
+                     *             "validation_split": 0.1,
+                     *             "optimizer": "adam",
+                     *             "early_stopping": null
                      *           }
                      *         }
                      *       },

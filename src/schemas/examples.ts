@@ -91,6 +91,17 @@ export const uploadedModelExample = {
 
 export const deletedExample = (id: string, object: string) => ({ id, object, deleted: true })
 
+/** A resolved job's hyperparameters (src/schemas/jobs.ts: every field, as the API shows them). */
+const JOB_HYPERPARAMETERS = {
+  n_epochs: 5,
+  batch_size: 128,
+  learning_rate: 0.001,
+  learning_rate_multiplier: 1,
+  validation_split: 0.1,
+  optimizer: 'adam',
+  early_stopping: null,
+}
+
 export const jobExample = {
   id: JOB_ID,
   object: 'fine_tuning.job',
@@ -105,15 +116,16 @@ export const jobExample = {
   status_reason: null,
   validation_file: null,
   training_file: FILE_ID,
-  hyperparameters: {
-    n_epochs: 5,
-    batch_size: 128,
-    learning_rate: 0.001,
-    validation_split: 0.1,
-    optimizer: 'adam',
-    early_stopping: null,
+  hyperparameters: JOB_HYPERPARAMETERS,
+  method: {
+    type: 'transfer',
+    transfer: {
+      head: { hidden_units: 128, dropout: 0.5 },
+      unfreeze_top_blocks: 0,
+      fine_tune: null,
+      hyperparameters: JOB_HYPERPARAMETERS,
+    },
   },
-  method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 5, batch_size: 128 } } },
   trained_tokens: null,
   trained_samples: 132318,
   error: null,
