@@ -261,6 +261,12 @@ export const ERROR_CATALOGUE = {
     description:
       'The model (upload) or the request (predictions) is estimated to need more memory than an inference process may use (INFERENCE_MEMORY_BYTES); the message gives both figures. Send fewer inputs per request or use a model with a smaller input.',
   },
+  evaluation_memory_exceeded: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      "The evaluation (model plus file) is estimated to need more memory than an evaluation process may use (TRAINING_MEMORY_BYTES, the training processes' budget on the workers); the message gives both figures. Evaluate on a smaller file or with a smaller model.",
+  },
   inference_out_of_memory: {
     status: 503,
     type: 'server_error',

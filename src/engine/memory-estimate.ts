@@ -341,6 +341,28 @@ export function estimateInference(
   })
 }
 
+/**
+ * An evaluation process (worker side): the model loaded, the whole labelled file held as stored (images one
+ * byte per value, tabular four), and `passBatch` samples at a time preprocessed to float32 and run.
+ */
+export function estimateEvaluation(
+  cost: TopologyCost,
+  rows: number,
+  sample: { elements: number; bytesPerValue: number },
+  params = cost.params,
+  passBatch = 256,
+): MemoryEstimate {
+  const batch = Math.min(rows, passBatch)
+  return total({
+    runtimeBytes: RUNTIME_BYTES,
+    parameterBytes: params * F32 * LOAD_COPIES,
+    gradientBytes: 0,
+    optimizerBytes: 0,
+    activationBytes: Math.round(batch * inferenceElements(cost) * F32),
+    dataBytes: rows * sample.elements * sample.bytesPerValue + batch * cost.inputElements * F32,
+  })
+}
+
 /** What one cached model accounts for in an inference process: its weights plus its largest pass. */
 export function cachedModelBytes(cost: TopologyCost, batch: number, params = cost.params): number {
   const e = estimateInference(cost, batch, params)

@@ -158,8 +158,22 @@ test('training: refused by the estimator; let through, then killed past the work
   assert.match(worker.output(), /training process over its memory budget: killed/)
 })
 
-test('evaluation: an evaluation process past the worker limit is killed; the evaluation fails out_of_memory', async () => {
+test('evaluation: refused by the estimator; an evaluation process past the worker limit is killed (out_of_memory)', async () => {
   const c = await project('evaluate')
+  // the one-conv model on twelve 1024x1024 images: ~170 MiB of activations each, ~2.6 GiB in all
+  const conv = await c.upload('/v1/models', await modelZip(convModel(1024)), 'conv.zip', {
+    input_shape: JSON.stringify([1024, 1024, 3]),
+    classes: '["class_0","class_1"]',
+  })
+  assert.equal(conv.status, 201, JSON.stringify(conv.body))
+  const photos = await processedFile(c, await imageZip(12, 1024, 1024, 2), 'photos.zip')
+  const refused = await c.post(`/v1/models/${conv.body.id}/evaluations`, { file: photos })
+  assert.equal(refused.status, 400, JSON.stringify(refused.body))
+  assert.equal(refused.body.error.code, 'evaluation_memory_exceeded')
+  assert.equal(detail(refused.body, 'limit_bytes'), API_TRAINING)
+  assert.ok(detail(refused.body, 'estimated_bytes') > API_TRAINING)
+  assert.match(refused.body.error.message, /Evaluating .* \(12 samples\) is estimated to need .*TRAINING_MEMORY_BYTES/)
+
   // 1400 features -> 25,000 units: 134 MiB of weights, estimated at ~850 MiB to load and run (under the
   // API's 1100 MiB, so the upload passes); loading holds the weights three times at its peak, over the
   // worker's 700 MiB

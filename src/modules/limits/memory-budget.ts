@@ -5,6 +5,7 @@
 import type { Config } from '../../config.js'
 import {
   analyzeTopology,
+  estimateEvaluation,
   estimateInference,
   estimateJob,
   formatBytes,
@@ -26,6 +27,8 @@ type Budget = Pick<Config, 'trainingMemoryBytes' | 'inferenceMemoryBytes'>
 
 /** Samples an inference process runs per forward pass (compute.ts predictProbabilities). */
 export const PREDICTION_PASS_BATCH = 64
+/** Samples an evaluation process runs per forward pass (compute.ts evaluateDataset). */
+export const EVALUATION_PASS_BATCH = 256
 
 /** Model shapes by cache key (id@sha256): parsing a MobileNet model.json costs more than the check itself. */
 const shapes = new Map<string, Promise<ModelShape>>()
@@ -177,6 +180,41 @@ export async function assertPredictionFits(deps: { storage: Storage; config: Bud
       limit,
       'INFERENCE_MEMORY_BYTES',
       rows > 1 ? 'Send fewer inputs per request.' : 'This model cannot be run here; use one with a smaller input.',
+    )
+  return e
+}
+
+/**
+ * Refuses an evaluation whose process would exceed TRAINING_MEMORY_BYTES: evaluations run on the workers,
+ * under the training processes' hard limit, so they are held to the same budget before they are queued.
+ */
+export async function assertEvaluationFits(
+  deps: { storage: Storage; config: Budget },
+  model: ModelRow,
+  file: File,
+): Promise<MemoryEstimate | null> {
+  const stats = file.stats as FileStats | null
+  if (!stats?.rows) return null
+  const m = await storedModelShape(deps.storage, model)
+  const image = stats.image_shape
+  const e = estimateEvaluation(
+    analyzeTopology(m.topology, m.inputShape),
+    stats.rows,
+    image
+      ? { elements: image.reduce((a, b) => a * b, 1), bytesPerValue: 1 }
+      : { elements: stats.feature_count ?? 0, bytesPerValue: 4 },
+    m.params ?? undefined,
+    EVALUATION_PASS_BATCH,
+  )
+  const limit = deps.config.trainingMemoryBytes
+  if (e.totalBytes > limit)
+    throw refuse(
+      'evaluation_memory_exceeded',
+      `Evaluating ${model.id} on ${file.id} (${stats.rows} samples)`,
+      e,
+      limit,
+      'TRAINING_MEMORY_BYTES',
+      'Evaluate on a smaller file or with a smaller model.',
     )
   return e
 }

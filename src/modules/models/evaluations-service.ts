@@ -8,6 +8,7 @@ import { newId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
 import { EVALUATION_JOB_OPTIONS } from '../../queue/catalog.js'
 import { checkCompatible } from '../jobs/jobs-service.js'
+import { assertEvaluationFits } from '../limits/memory-budget.js'
 import { getModel, predictableSpec } from './models-service.js'
 
 export function presentEvaluation(e: Evaluation) {
@@ -60,6 +61,7 @@ export async function createEvaluation(app: FastifyInstance, projectId: string, 
         })),
       },
     )
+  await assertEvaluationFits(app, model, file)
   const row = await app.db.evaluation.create({
     data: { id: newId('eval'), projectId, modelId: model.id, fileId: file.id },
   })
