@@ -12,22 +12,40 @@
 // - mnist-transfer: Keras mnist_transfer_cnn protocol end to end. Refit: POST a transfer job on a processed
 //   file of digits 5-9 -> succeeded, through the HTTP API of a real service. Keras: load the same IDX arrays
 //   -> end of `fit` with frozen conv layers. 5 epochs, batch 128 on both sides.
+// - export (issue 16): transfer jobs from mnist-cnn, mobilenet-v2 and inception-v3 on the same PNG digits
+//   through the service (features ms/image from the job's event, accuracy on held-out PNGs by an evaluation),
+//   then each fine-tuned model's `?format=saved_model` export loaded by Python `tf.saved_model.load`,
+//   `serving_default` called on 32 held-out images and compared with the eager TF.js model:
+//   max |diff| <= 1e-4 * max(1, max|eager|).
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { homedir, loadavg, tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { makeMnistDataset } from '../scripts/make-mnist-dataset.js'
+import { loadDataset } from '../src/datasets/load.js'
 import { selectBackend } from '../src/engine/backend.js'
 import { ensureBuiltinModelDir } from '../src/engine/builtin-models.js'
 import { frozenForward } from '../src/engine/graph/forward.js'
 import { loadMnist, mnistDataDir } from '../src/engine/mnist-idx.js'
 import { loadModel, readMetadata } from '../src/engine/model-io.js'
+import { preprocessRows, rowRange } from '../src/engine/preprocess.js'
 import type { ChildMessage } from '../src/engine/protocol.js'
 import { runSupervised } from '../src/engine/supervised.js'
 import type { Tensor, Tf } from '../src/engine/tf.js'
-import { createJob, followJob, mustSucceed, round, startBench, uploadFile, writeBenchResult } from './service-bench.js'
+import {
+  createJob,
+  downloadModel,
+  evaluate,
+  followJob,
+  jobEvents,
+  mustSucceed,
+  round,
+  startBench,
+  uploadFile,
+  writeBenchResult,
+} from './service-bench.js'
 
 const VENV = path.join(homedir(), '.cache', 'refit', 'peer-keras')
 const PY = path.join(VENV, 'bin', 'python')
@@ -35,7 +53,7 @@ const PEER = fileURLToPath(new URL('./peer-keras/peer.py', import.meta.url))
 const RESULT = fileURLToPath(new URL('./results/peer-keras.json', import.meta.url))
 const only = (() => {
   const i = process.argv.indexOf('--only')
-  return i > 0 ? process.argv[i + 1].split(',') : ['mobilenet', 'cnn-small', 'mnist-transfer']
+  return i > 0 ? process.argv[i + 1].split(',') : ['mobilenet', 'cnn-small', 'mnist-transfer', 'export']
 })()
 
 function ensureVenv(): void {
@@ -132,6 +150,82 @@ async function refitMnistTransfer(work: string) {
   }
 }
 
+const EXPORT_BASES = ['mnist-cnn', 'mobilenet-v2', 'inception-v3']
+const EXPORT_TRAIN = Number(process.env.EXPORT_TRAIN ?? 200)
+const EXPORT_TEST = 200
+const EXPORT_ROWS = 32
+
+async function refitExports(tf: Tf, work: string) {
+  const bench = await startBench('peer_keras_export')
+  try {
+    const trainZip = path.join(work, 'export-train.zip')
+    const testZip = path.join(work, 'export-test.zip')
+    const digits = [5, 6, 7, 8, 9]
+    await makeMnistDataset({ split: 'train', digits, format: 'image_zip', limit: EXPORT_TRAIN, out: trainZip })
+    await makeMnistDataset({ split: 'test', digits, format: 'image_zip', limit: EXPORT_TEST, out: testZip })
+    const trainFile = await uploadFile(bench.api, trainZip)
+    const testFile = await uploadFile(bench.api, testZip)
+    const out: Record<string, unknown> = {}
+    for (const base of EXPORT_BASES) {
+      const followed = await followJob(
+        bench.api,
+        (
+          await createJob(bench.api, {
+            model: base,
+            training_file: trainFile,
+            seed: 42,
+            method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 5, batch_size: 32 } } },
+          })
+        ).id,
+      )
+      const job = mustSucceed(followed)
+      const features = (await jobEvents(bench.api, job.id)).find((e) => /computed backbone features/.test(e.message))
+      const ev = await evaluate(bench.api, job.fine_tuned_model, testFile)
+      const dir = path.join(work, 'export', base)
+      const layersDir = await downloadModel(bench.api, job.fine_tuned_model, path.join(dir, 'layers'))
+      const t0 = performance.now()
+      const smDir = await downloadModel(bench.api, job.fine_tuned_model, path.join(dir, 'saved'), '?format=saved_model')
+      const exportMs = performance.now() - t0
+      await mkdir(path.join(smDir, 'variables'), { recursive: true })
+      // 32 held-out PNGs through the service's own decoding and preprocessing, then the eager TF.js model
+      const meta = await readMetadata(layersDir)
+      const ds = await loadDataset(testZip, 'image_zip', { imageShape: meta.input_shape as [number, number, number] })
+      const x = preprocessRows(ds, rowRange(0, EXPORT_ROWS), meta.preprocessing, meta.input_shape)
+      const model = await loadModel(tf, layersDir)
+      const eager = tf.tidy(() =>
+        (model.predict(tf.tensor(x, [EXPORT_ROWS, ...meta.input_shape], 'float32')) as Tensor).dataSync(),
+      ) as Float32Array
+      model.dispose()
+      await writeFile(path.join(dir, 'x.f32'), Buffer.from(x.buffer, x.byteOffset, x.byteLength))
+      await writeFile(path.join(dir, 'eager.f32'), Buffer.from(eager.buffer, eager.byteOffset, eager.byteLength))
+      const python = keras([
+        'saved-model',
+        '--dir',
+        smDir,
+        '--inputs',
+        path.join(dir, 'x.f32'),
+        '--eager',
+        path.join(dir, 'eager.f32'),
+      ])
+      if (!python.ok) throw new Error(`${base}: SavedModel export differs from eager TF.js: ${JSON.stringify(python)}`)
+      out[base] = {
+        job: job.id,
+        train_images: EXPORT_TRAIN,
+        features_ms_per_image: round(features.data.ms / features.data.computed, 1),
+        features_path: features.data.forward,
+        test_images: EXPORT_TEST,
+        test_accuracy: round(ev.result.accuracy, 3),
+        export_ms: round(exportMs),
+        saved_model_check: { rows: EXPORT_ROWS, ...python },
+      }
+      console.log(base, JSON.stringify(out[base]))
+    }
+    return out
+  } finally {
+    await bench.close()
+  }
+}
+
 async function main() {
   ensureVenv()
   const work = await mkdtemp(path.join(tmpdir(), 'refit-peer-keras-'))
@@ -166,13 +260,14 @@ async function main() {
       result.mnist_transfer = { refit, keras: peer, ratio_refit_vs_keras: round(refit.wall_s / peer.wall_s, 2) }
       console.log('mnist-transfer', JSON.stringify(result.mnist_transfer))
     }
+    if (only.includes('export')) result.export = await refitExports(tf, work)
   } finally {
     await rm(work, { recursive: true, force: true })
   }
   // --only reruns some sections: keep the others from the previous run
   const previous = existsSync(RESULT) ? JSON.parse(readFileSync(RESULT, 'utf8')) : {}
   const kept = Object.fromEntries(
-    ['mobilenet', 'cnn_small', 'mnist_transfer']
+    ['mobilenet', 'cnn_small', 'mnist_transfer', 'export']
       .filter((k) => !(k in result) && k in previous)
       .map((k) => [k, previous[k]]),
   )

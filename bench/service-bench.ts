@@ -264,9 +264,9 @@ export async function evaluate(api: Api, modelId: string, fileId: string, timeou
   return { ...done, seconds: (performance.now() - t0) / 1000 }
 }
 
-/** Downloads GET /v1/models/{id}/content and unzips it into `dir`. */
-export async function downloadModel(api: Api, modelId: string, dir: string): Promise<string> {
-  const res = await api.download(`${modelPath(modelId)}/content`)
+/** Downloads GET /v1/models/{id}/content (`query`: e.g. `?format=saved_model`) and unzips it into `dir`. */
+export async function downloadModel(api: Api, modelId: string, dir: string, query = ''): Promise<string> {
+  const res = await api.download(`${modelPath(modelId)}/content${query}`)
   if (res.status !== 200) throw new Error(`download ${modelId}: ${res.status} ${res.body.toString().slice(0, 300)}`)
   await mkdir(dir, { recursive: true })
   await unzip(res.body, dir)

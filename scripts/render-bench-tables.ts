@@ -124,7 +124,30 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
       const load = r.load_average
         ? ` Load average (1, 5, 15 min) before ${r.load_average.before?.join(', ')}, after ${r.load_average.after?.join(', ')}: the machine was shared, ratios matter more than absolute figures.`
         : ''
-      return `${mdTable(['figure', 'unit', 'Refit (graph path / default)', 'Refit eager (REFIT_FROZEN_GRAPH=off)', 'Keras tf.function / compiled fit', 'Keras eager'], rows)}\n\nKeras ${m?.keras?.threads?.keras ?? '?'} on TensorFlow ${m?.keras?.threads?.tensorflow ?? '?'}, default thread pools on both sides (intra/inter op 0 = one per core). MobileNetV2 graph path / Keras tf.function: ${m?.ratio_graph_vs_tf_function ?? '–'} (goal ≤ 1.25).${load}`
+      const e = r.export as Record<string, Json> | undefined
+      const exportTable = e
+        ? `\n\nTransfer from each built-in on the same PNG digits 5-9 through the service, then its \`?format=saved_model\` export loaded by Python \`tf.saved_model.load\` and called through \`serving_default\` on 32 held-out images, against the eager TF.js model (goal: max diff ≤ 1e-4 × max(1, max|eager|)):\n\n${mdTable(
+            [
+              'base',
+              'train PNGs',
+              'features ms / image (path)',
+              'test accuracy (held-out PNGs)',
+              'export s',
+              'SavedModel vs eager TF.js, max diff',
+              'argmax agree',
+            ],
+            Object.entries(e).map(([base, x]) => [
+              base,
+              x.train_images,
+              `${fmt(x.features_ms_per_image)} (${x.features_path})`,
+              `${fmt(x.test_accuracy)} (${fmt(x.test_images)})`,
+              typeof x.export_ms === 'number' ? (x.export_ms / 1000).toFixed(1) : '–',
+              `${Number(x.saved_model_check?.max_diff).toExponential(1)} (${x.saved_model_check?.ok ? 'ok' : '**over**'})`,
+              `${fmt(x.saved_model_check?.argmax_agree)} / ${fmt(x.saved_model_check?.rows)}`,
+            ]),
+          )}`
+        : ''
+      return `${mdTable(['figure', 'unit', 'Refit (graph path / default)', 'Refit eager (REFIT_FROZEN_GRAPH=off)', 'Keras tf.function / compiled fit', 'Keras eager'], rows)}\n\nKeras ${m?.keras?.threads?.keras ?? '?'} on TensorFlow ${m?.keras?.threads?.tensorflow ?? '?'}, default thread pools on both sides (intra/inter op 0 = one per core). MobileNetV2 graph path / Keras tf.function: ${m?.ratio_graph_vs_tf_function ?? '–'} (goal ≤ 1.25).${load}${exportTable}`
     },
   },
   'mobilenet-transfer': {

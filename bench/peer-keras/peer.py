@@ -3,6 +3,7 @@
 #   peer.py mobilenet [--batch 32 --batches 5]
 #   peer.py mnist-transfer --idx DIR [--epochs 5 --batch 128]
 #   peer.py cnn-small --idx DIR [--epochs 3 --batch 128 --samples 10000]
+#   peer.py saved-model --dir EXPORT --inputs X.f32 --eager P.f32   (a Refit SavedModel export vs TF.js eager)
 import json
 import os
 import struct
@@ -156,8 +157,34 @@ def cnn_small():
             "samples_per_second": len(x) * len(steady) / sum(steady)}
 
 
+def saved_model():
+    # A Refit export (GET /v1/models/{id}/content?format=saved_model, unzipped): load it the way Python users
+    # do, call serving_default with the signature's input name from metadata.json on real preprocessed inputs
+    # (float32, row-major, written by the Node side), compare with the eager TF.js probabilities.
+    export = arg("--dir", None)
+    with open(os.path.join(export, "metadata.json")) as f:
+        meta = json.load(f)["saved_model"]
+    inp, outp = meta["inputs"][0], meta["outputs"][0]
+    x = np.fromfile(arg("--inputs", None), dtype="<f4").reshape([-1, *inp["shape"][1:]])
+    eager = np.fromfile(arg("--eager", None), dtype="<f4").reshape([-1, *outp["shape"][1:]])
+    t0 = time.perf_counter()
+    loaded = tf.saved_model.load(export, tags=meta["tags"])
+    fn = loaded.signatures[meta["signature"]]
+    load_ms = (time.perf_counter() - t0) * 1000
+    t1 = time.perf_counter()
+    got = fn(**{inp["name"]: tf.constant(x)})[outp["name"]].numpy()
+    call_ms = (time.perf_counter() - t1) * 1000
+    diff = float(np.max(np.abs(got - eager)))
+    tolerance = 1e-4 * max(1.0, float(np.max(np.abs(eager))))
+    return {"rows": int(len(x)), "max_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance,
+            "argmax_agree": int(np.sum(np.argmax(got, -1) == np.argmax(eager, -1))),
+            "signature_inputs": {k: str(v) for k, v in fn.structured_input_signature[1].items()},
+            "load_ms": round(load_ms, 1), "call_ms": round(call_ms, 1)}
+
+
 if __name__ == "__main__":
     which = sys.argv[1]
-    out = {"mobilenet": mobilenet, "mnist-transfer": mnist_transfer, "cnn-small": cnn_small}[which]()
+    out = {"mobilenet": mobilenet, "mnist-transfer": mnist_transfer, "cnn-small": cnn_small,
+           "saved-model": saved_model}[which]()
     out["threads"] = threads()
     print(json.dumps(out))

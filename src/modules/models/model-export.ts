@@ -9,6 +9,9 @@ import { modelCacheKey, modelDir, modelZip, predictableSpec } from './models-ser
 
 type ModelRow = Model & { artifact?: Artifact | null }
 
+/** Deadline of a model download's handler (the compile of a SavedModel export; the zip then streams freely). */
+export const EXPORT_TIMEOUT_MS = 10 * 60_000
+
 /** What `GET /v1/models/{id}/content?format=` serves: TF.js layers files (default) or a frozen SavedModel. */
 export type ModelDownloadFormat = 'tfjs_layers' | 'saved_model'
 

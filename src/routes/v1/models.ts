@@ -1,6 +1,6 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
 import { contentLength } from '../../modules/limits/storage-reservation.js'
-import { modelDownload } from '../../modules/models/model-export.js'
+import { EXPORT_TIMEOUT_MS, modelDownload } from '../../modules/models/model-export.js'
 import {
   ModelDownloadQuery,
   ModelListQuery,
@@ -144,6 +144,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/models/:id/content',
     {
       config: { auth: 'project' },
+      // a download, not held to REQUEST_TIMEOUT_MS: `format=saved_model` compiles the model in an inference
+      // process before the zip streams (inception-v3: ~20 s on a busy 2-core machine)
+      handlerTimeout: EXPORT_TIMEOUT_MS,
       schema: {
         tags: ['models'],
         operationId: 'downloadModel',

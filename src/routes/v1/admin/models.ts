@@ -3,7 +3,7 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import type { FastifyInstance } from 'fastify'
 import { notFound } from '../../../errors.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
-import { modelDownload } from '../../../modules/models/model-export.js'
+import { EXPORT_TIMEOUT_MS, modelDownload } from '../../../modules/models/model-export.js'
 import { ModelDownloadQuery } from '../../../modules/models/model-schemas.js'
 import {
   metricRowsFor,
@@ -105,6 +105,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/admin/models/:id/content',
     {
       config: { auth: 'admin' },
+      // a download, not held to REQUEST_TIMEOUT_MS: `format=saved_model` compiles the model in an inference
+      // process before the zip streams (inception-v3: ~20 s on a busy 2-core machine)
+      handlerTimeout: EXPORT_TIMEOUT_MS,
       schema: {
         tags: ['admin'],
         operationId: 'adminDownloadModel',
