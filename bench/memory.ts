@@ -46,7 +46,7 @@ export interface MemoryCase {
 
 /** Forks a training process (dist), trains `req`, returns its peak RSS read just before it exits. */
 function measureTraining(req: TrainRequest): Promise<number> {
-  const child = fork(path.join(projectRoot, 'dist/workers/training-process.js'), [], {
+  const child = fork(path.join(projectRoot, 'dist/workers/children/training-child.js'), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'advanced',
   })
@@ -69,7 +69,7 @@ function measureTraining(req: TrainRequest): Promise<number> {
 
 /** Forks an inference process (dist), runs one prediction, returns its peak RSS. */
 function measureInference(dir: string, inputs: RawInputs): Promise<number> {
-  const child = fork(path.join(projectRoot, 'dist/workers/inference-process.js'), [], {
+  const child = fork(path.join(projectRoot, 'dist/workers/children/inference-child.js'), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'advanced',
   })

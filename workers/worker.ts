@@ -24,7 +24,7 @@ import { createStorage } from '../src/storage/create-storage.js'
 import type { WorkerDeps } from './deps.js'
 import { activeEvaluations, startEvaluationWorker } from './evaluation-processor.js'
 import { createFileProcessor } from './file-processor.js'
-import { activeTrainings, createTrainingProcessor, probeBackend } from './training-processor.js'
+import { activeTrainings, createTrainingProcessor, probeBackend } from './training-job.js'
 import { relayDeliveries, startWebhookDispatcher } from './webhook-dispatcher.js'
 
 export interface WorkerHandle {

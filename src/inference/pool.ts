@@ -18,9 +18,9 @@ const compiled = import.meta.url.endsWith('.js')
 
 /** The inference process entry: compiled JS under dist/, the TypeScript source under tsx. */
 export function inferenceProcessCommand(): { path: string; execArgv: string[] } {
-  const js = join(here, '..', '..', 'workers', 'inference-process.js')
+  const js = join(here, '..', '..', 'workers', 'children', 'inference-child.js')
   if (compiled && existsSync(js)) return { path: js, execArgv: [] }
-  return { path: join(here, '..', '..', 'workers', 'inference-process.ts'), execArgv: ['--import', 'tsx'] }
+  return { path: join(here, '..', '..', 'workers', 'children', 'inference-child.ts'), execArgv: ['--import', 'tsx'] }
 }
 
 /** Settings of the pool. */

@@ -39,7 +39,7 @@ export function pngOf(ds: LoadedDataset, i: number): Promise<Buffer> {
     .toBuffer()
 }
 
-const trainingEntry = fileURLToPath(new URL('../../workers/training-process.ts', import.meta.url))
+const trainingEntry = fileURLToPath(new URL('../../workers/children/training-child.ts', import.meta.url))
 
 /** Runs the training process on `request` and collects its messages until it exits. */
 export function runTraining(request: TrainRequest): Promise<ChildMessage[]> {

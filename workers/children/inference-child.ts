@@ -2,18 +2,18 @@
 // LRU cache) or by the evaluation processor (one `evaluate`, then exit). TensorFlow.js lives only here:
 // tfjs-node cannot run in worker threads, and the API's event loop must stay free. It never touches
 // PostgreSQL or Redis. When the parent goes away it exits at once.
-import { selectBackend } from '../src/engine/backend.js'
-import { EngineError } from '../src/engine/errors.js'
-import { exportSavedModel } from '../src/engine/graph/export.js'
-import type { Tf } from '../src/engine/tf.js'
-import { evaluateDataset, InputError, loadCachedModel, predictInputs } from '../src/inference/compute.js'
-import { ModelCache } from '../src/inference/model-cache.js'
+import { selectBackend } from '../../src/engine/backend.js'
+import { EngineError } from '../../src/engine/errors.js'
+import { exportSavedModel } from '../../src/engine/graph/export.js'
+import type { Tf } from '../../src/engine/tf.js'
+import { evaluateDataset, InputError, loadCachedModel, predictInputs } from '../../src/inference/compute.js'
+import { ModelCache } from '../../src/inference/model-cache.js'
 import type {
   ExportRequest,
   InferenceChildMessage,
   InferenceParentMessage,
   PredictRequest,
-} from '../src/inference/protocol.js'
+} from '../../src/inference/protocol.js'
 
 let tf: Tf | null = null
 let cache: ModelCache | null = null
@@ -90,7 +90,7 @@ function fatal(err: unknown): void {
 }
 
 if (!process.send) {
-  console.error('inference-process must be started with child_process.fork (no IPC channel)')
+  console.error('inference-child must be started with child_process.fork (no IPC channel)')
   process.exit(1)
 }
 

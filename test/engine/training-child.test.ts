@@ -11,7 +11,7 @@ import { loadMnist } from '../../src/engine/mnist-idx.js'
 import type { ChildMessage, TrainRequest } from '../../src/engine/protocol.js'
 import { writeCsv, writeIdxZip } from './helpers.js'
 
-const entry = fileURLToPath(new URL('../../workers/training-process.ts', import.meta.url))
+const entry = fileURLToPath(new URL('../../workers/children/training-child.ts', import.meta.url))
 let work: string
 let trainZip: string
 

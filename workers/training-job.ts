@@ -41,8 +41,8 @@ const compiled = import.meta.url.endsWith('.js')
 /** The training process entry: compiled JS when we run from dist/, the TypeScript source under tsx. */
 export function trainingProcessCommand(): { path: string; execArgv: string[] } {
   return compiled
-    ? { path: join(here, 'training-process.js'), execArgv: [] }
-    : { path: join(here, 'training-process.ts'), execArgv: ['--import', 'tsx'] }
+    ? { path: join(here, 'children', 'training-child.js'), execArgv: [] }
+    : { path: join(here, 'children', 'training-child.ts'), execArgv: ['--import', 'tsx'] }
 }
 
 function forkTrainingProcess(): ChildProcess {

@@ -1,20 +1,26 @@
 // The training process: forked by the worker, one per job (wasm memory never shrinks, tfjs-node cannot run in
 // worker threads). It receives one `train` request over IPC, reports everything as ChildMessages and exits.
 // It never touches PostgreSQL or Redis. If the parent goes away, it exits at once: no orphan keeps training.
-import { loadDataset } from '../src/datasets/load.js'
-import type { LoadedDataset } from '../src/datasets/types.js'
-import { checkCapabilities, selectBackend } from '../src/engine/backend.js'
-import { runDistillation } from '../src/engine/distillation.js'
-import { EngineError } from '../src/engine/errors.js'
-import { openFeatureCache } from '../src/engine/feature-cache.js'
-import { PRESET_MAX_IMAGE_SIDE } from '../src/engine/memory-estimate.js'
-import { readMetadata, readTopology } from '../src/engine/model-io.js'
-import type { BackendName, ChildMessage, ModelMetadata, ParentMessage, TrainRequest } from '../src/engine/protocol.js'
-import { runSupervised } from '../src/engine/supervised.js'
-import type { RunResult } from '../src/engine/training.js'
-import { runTransfer } from '../src/engine/transfer.js'
-import { runTransferOnCachedFeatures, servableFromCache } from '../src/engine/transfer-cached.js'
-import { CannotComposeFiles } from '../src/engine/whole-model-files.js'
+import { loadDataset } from '../../src/datasets/load.js'
+import type { LoadedDataset } from '../../src/datasets/types.js'
+import { checkCapabilities, selectBackend } from '../../src/engine/backend.js'
+import { runDistillation } from '../../src/engine/distillation.js'
+import { EngineError } from '../../src/engine/errors.js'
+import { openFeatureCache } from '../../src/engine/feature-cache.js'
+import { PRESET_MAX_IMAGE_SIDE } from '../../src/engine/memory-estimate.js'
+import { readMetadata, readTopology } from '../../src/engine/model-io.js'
+import type {
+  BackendName,
+  ChildMessage,
+  ModelMetadata,
+  ParentMessage,
+  TrainRequest,
+} from '../../src/engine/protocol.js'
+import { runSupervised } from '../../src/engine/supervised.js'
+import type { RunResult } from '../../src/engine/training.js'
+import { runTransfer } from '../../src/engine/transfer.js'
+import { runTransferOnCachedFeatures, servableFromCache } from '../../src/engine/transfer-cached.js'
+import { CannotComposeFiles } from '../../src/engine/whole-model-files.js'
 
 let cancelRequested = false
 /** a pause: checkpoint mid-epoch at the end of the batch, then stop */
@@ -211,7 +217,7 @@ function fail(err: unknown): void {
 }
 
 if (!process.send) {
-  console.error('training-process must be started with child_process.fork (no IPC channel)')
+  console.error('training-child must be started with child_process.fork (no IPC channel)')
   process.exit(1)
 }
 
