@@ -10,7 +10,7 @@
 // miss the released upload's row while no longer seeing its reservation) is refused by the script and
 // tried again with a fresh figure.
 import { randomUUID } from 'node:crypto'
-import { type Readable, Transform } from 'node:stream'
+import { pipeline, type Readable, Transform } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AppError } from '../../errors.js'
 import { projectStorageQuota, storageUsed } from './limits-service.js'
@@ -119,11 +119,14 @@ export class StorageReservation {
       .catch(() => {})
   }
 
-  /** `source` piped through `gate()`; an error of the source fails the gate too. */
+  /**
+   * `source` piped through `gate()`. pipeline, not pipe: an error or a premature end of the source (a
+   * truncated multipart body) destroys the gate too, so the reader sees it instead of waiting forever.
+   */
   through(source: Readable): Readable {
-    const gate = this.gate()
-    source.on('error', (err) => gate.destroy(err))
-    return source.pipe(gate)
+    return pipeline(source, this.gate(), () => {
+      // the error reaches the reader of the returned stream
+    })
   }
 
   /**
