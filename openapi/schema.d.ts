@@ -1198,7 +1198,34 @@ export interface components {
             } | null;
             feature_layer: string | null;
             metrics: {
-                [key: string]: unknown;
+                final: ({
+                    step: number;
+                    epoch: number;
+                } & {
+                    [key: string]: number;
+                }) | null;
+                best: ({
+                    step: number;
+                    epoch: number;
+                } & {
+                    [key: string]: number;
+                }) | null;
+                best_epoch?: number | null;
+                best_by?: {
+                    /** @description the metric that decided, e.g. val_accuracy */
+                    metric: string;
+                    /** @enum {string} */
+                    mode: "max" | "min";
+                    /**
+                     * @description early_stopping: the engine's monitor, whose weights it restored; highest: the best epoch seen
+                     * @enum {string}
+                     */
+                    rule: "early_stopping" | "highest";
+                } | null;
+                delivered_epoch?: number | null;
+                evaluation?: {
+                    [key: string]: unknown;
+                } | null;
             } | null;
             backend: string | null;
             seed: number | null;
@@ -2739,12 +2766,18 @@ export interface operations {
                                 name: string;
                             };
                             metrics?: {
-                                final: {
+                                final: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
                                     [key: string]: number;
-                                } | null;
-                                best: {
+                                }) | null;
+                                best: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
                                     [key: string]: number;
-                                } | null;
+                                }) | null;
                             } | null;
                         }[];
                         has_more: boolean;
@@ -3043,12 +3076,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -3345,12 +3384,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -3656,12 +3701,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -3959,12 +4010,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -4262,12 +4319,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -5084,10 +5147,34 @@ export interface operations {
                      *           },
                      *           "feature_layer": "flatten",
                      *           "metrics": {
-                     *             "accuracy": 0.9921,
-                     *             "val_accuracy": 0.9935,
-                     *             "loss": 0.0254,
-                     *             "val_loss": 0.0212
+                     *             "final": {
+                     *               "step": 1035,
+                     *               "epoch": 5,
+                     *               "loss": 0.0254,
+                     *               "accuracy": 0.9921,
+                     *               "val_loss": 0.0212,
+                     *               "val_accuracy": 0.9935
+                     *             },
+                     *             "best": {
+                     *               "step": 1035,
+                     *               "epoch": 5,
+                     *               "loss": 0.0254,
+                     *               "accuracy": 0.9921,
+                     *               "val_loss": 0.0212,
+                     *               "val_accuracy": 0.9935
+                     *             },
+                     *             "best_epoch": 5,
+                     *             "best_by": {
+                     *               "metric": "val_accuracy",
+                     *               "mode": "max",
+                     *               "rule": "highest"
+                     *             },
+                     *             "delivered_epoch": 5,
+                     *             "evaluation": {
+                     *               "accuracy": 0.9935,
+                     *               "loss": 0.0212,
+                     *               "samples": 2475
+                     *             }
                      *           },
                      *           "backend": "tensorflow",
                      *           "seed": 42,
@@ -5131,7 +5218,34 @@ export interface operations {
                             } | null;
                             feature_layer: string | null;
                             metrics: {
-                                [key: string]: unknown;
+                                final: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                                best: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                                best_epoch?: number | null;
+                                best_by?: {
+                                    /** @description the metric that decided, e.g. val_accuracy */
+                                    metric: string;
+                                    /** @enum {string} */
+                                    mode: "max" | "min";
+                                    /**
+                                     * @description early_stopping: the engine's monitor, whose weights it restored; highest: the best epoch seen
+                                     * @enum {string}
+                                     */
+                                    rule: "early_stopping" | "highest";
+                                } | null;
+                                delivered_epoch?: number | null;
+                                evaluation?: {
+                                    [key: string]: unknown;
+                                } | null;
                             } | null;
                             backend: string | null;
                             seed: number | null;
@@ -5240,10 +5354,34 @@ export interface operations {
                      *       },
                      *       "feature_layer": "flatten",
                      *       "metrics": {
-                     *         "accuracy": 0.9921,
-                     *         "val_accuracy": 0.9935,
-                     *         "loss": 0.0254,
-                     *         "val_loss": 0.0212
+                     *         "final": {
+                     *           "step": 1035,
+                     *           "epoch": 5,
+                     *           "loss": 0.0254,
+                     *           "accuracy": 0.9921,
+                     *           "val_loss": 0.0212,
+                     *           "val_accuracy": 0.9935
+                     *         },
+                     *         "best": {
+                     *           "step": 1035,
+                     *           "epoch": 5,
+                     *           "loss": 0.0254,
+                     *           "accuracy": 0.9921,
+                     *           "val_loss": 0.0212,
+                     *           "val_accuracy": 0.9935
+                     *         },
+                     *         "best_epoch": 5,
+                     *         "best_by": {
+                     *           "metric": "val_accuracy",
+                     *           "mode": "max",
+                     *           "rule": "highest"
+                     *         },
+                     *         "delivered_epoch": 5,
+                     *         "evaluation": {
+                     *           "accuracy": 0.9935,
+                     *           "loss": 0.0212,
+                     *           "samples": 2475
+                     *         }
                      *       },
                      *       "backend": "tensorflow",
                      *       "seed": 42,
@@ -5281,7 +5419,34 @@ export interface operations {
                         } | null;
                         feature_layer: string | null;
                         metrics: {
-                            [key: string]: unknown;
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
+                                [key: string]: number;
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
+                                [key: string]: number;
+                            }) | null;
+                            best_epoch?: number | null;
+                            best_by?: {
+                                /** @description the metric that decided, e.g. val_accuracy */
+                                metric: string;
+                                /** @enum {string} */
+                                mode: "max" | "min";
+                                /**
+                                 * @description early_stopping: the engine's monitor, whose weights it restored; highest: the best epoch seen
+                                 * @enum {string}
+                                 */
+                                rule: "early_stopping" | "highest";
+                            } | null;
+                            delivered_epoch?: number | null;
+                            evaluation?: {
+                                [key: string]: unknown;
+                            } | null;
                         } | null;
                         backend: string | null;
                         seed: number | null;
@@ -6172,12 +6337,18 @@ export interface operations {
                             name: string;
                         };
                         metrics?: {
-                            final: {
+                            final: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
-                            best: {
+                            }) | null;
+                            best: ({
+                                step: number;
+                                epoch: number;
+                            } & {
                                 [key: string]: number;
-                            } | null;
+                            }) | null;
                         } | null;
                     };
                 };
@@ -7455,7 +7626,9 @@ export interface operations {
                             step_number: number;
                             epoch: number;
                             metrics: {
-                                [key: string]: unknown;
+                                mid_epoch?: boolean;
+                            } & {
+                                [key: string]: number;
                             };
                         }[];
                         has_more: boolean;
@@ -8431,10 +8604,34 @@ export interface operations {
                      *           },
                      *           "feature_layer": "flatten",
                      *           "metrics": {
-                     *             "accuracy": 0.9921,
-                     *             "val_accuracy": 0.9935,
-                     *             "loss": 0.0254,
-                     *             "val_loss": 0.0212
+                     *             "final": {
+                     *               "step": 1035,
+                     *               "epoch": 5,
+                     *               "loss": 0.0254,
+                     *               "accuracy": 0.9921,
+                     *               "val_loss": 0.0212,
+                     *               "val_accuracy": 0.9935
+                     *             },
+                     *             "best": {
+                     *               "step": 1035,
+                     *               "epoch": 5,
+                     *               "loss": 0.0254,
+                     *               "accuracy": 0.9921,
+                     *               "val_loss": 0.0212,
+                     *               "val_accuracy": 0.9935
+                     *             },
+                     *             "best_epoch": 5,
+                     *             "best_by": {
+                     *               "metric": "val_accuracy",
+                     *               "mode": "max",
+                     *               "rule": "highest"
+                     *             },
+                     *             "delivered_epoch": 5,
+                     *             "evaluation": {
+                     *               "accuracy": 0.9935,
+                     *               "loss": 0.0212,
+                     *               "samples": 2475
+                     *             }
                      *           },
                      *           "backend": "tensorflow",
                      *           "seed": 42,
@@ -8474,7 +8671,34 @@ export interface operations {
                             } | null;
                             feature_layer: string | null;
                             metrics: {
-                                [key: string]: unknown;
+                                final: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                                best: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                                best_epoch?: number | null;
+                                best_by?: {
+                                    /** @description the metric that decided, e.g. val_accuracy */
+                                    metric: string;
+                                    /** @enum {string} */
+                                    mode: "max" | "min";
+                                    /**
+                                     * @description early_stopping: the engine's monitor, whose weights it restored; highest: the best epoch seen
+                                     * @enum {string}
+                                     */
+                                    rule: "early_stopping" | "highest";
+                                } | null;
+                                delivered_epoch?: number | null;
+                                evaluation?: {
+                                    [key: string]: unknown;
+                                } | null;
                             } | null;
                             backend: string | null;
                             seed: number | null;
@@ -8732,10 +8956,34 @@ export interface operations {
                      *       },
                      *       "feature_layer": "flatten",
                      *       "metrics": {
-                     *         "accuracy": 0.9921,
-                     *         "val_accuracy": 0.9935,
-                     *         "loss": 0.0254,
-                     *         "val_loss": 0.0212
+                     *         "final": {
+                     *           "step": 1035,
+                     *           "epoch": 5,
+                     *           "loss": 0.0254,
+                     *           "accuracy": 0.9921,
+                     *           "val_loss": 0.0212,
+                     *           "val_accuracy": 0.9935
+                     *         },
+                     *         "best": {
+                     *           "step": 1035,
+                     *           "epoch": 5,
+                     *           "loss": 0.0254,
+                     *           "accuracy": 0.9921,
+                     *           "val_loss": 0.0212,
+                     *           "val_accuracy": 0.9935
+                     *         },
+                     *         "best_epoch": 5,
+                     *         "best_by": {
+                     *           "metric": "val_accuracy",
+                     *           "mode": "max",
+                     *           "rule": "highest"
+                     *         },
+                     *         "delivered_epoch": 5,
+                     *         "evaluation": {
+                     *           "accuracy": 0.9935,
+                     *           "loss": 0.0212,
+                     *           "samples": 2475
+                     *         }
                      *       },
                      *       "backend": "tensorflow",
                      *       "seed": 42,
@@ -11274,7 +11522,9 @@ export interface operations {
                             step_number: number;
                             epoch: number;
                             metrics: {
-                                [key: string]: unknown;
+                                mid_epoch?: boolean;
+                            } & {
+                                [key: string]: number;
                             };
                         }[];
                         has_more: boolean;

@@ -3,6 +3,7 @@ import { Type } from '@fastify/type-provider-typebox'
 import { JOB_FAILURE_CODES, type JobFailureCode } from '../modules/jobs/failure-codes.js'
 import { AnyObject, Nullable, StringEnum } from './common.js'
 import { JobHyperparameters, JobMethod, JobProgress } from './jobs.js'
+import { CheckpointMetrics, MetricsSummary } from './metrics.js'
 
 const Unix = Type.Integer({ description: 'Unix seconds' })
 
@@ -84,7 +85,7 @@ export const ModelObject = Type.Object(
     classes: Nullable(Type.Array(Type.String())),
     preprocessing: Nullable(AnyObject),
     feature_layer: Nullable(Type.String()),
-    metrics: Nullable(AnyObject),
+    metrics: Nullable(MetricsSummary),
     backend: Nullable(Type.String()),
     seed: Nullable(Type.Integer()),
     bytes: Nullable(Type.Integer()),
@@ -179,7 +180,7 @@ export const CheckpointObject = Type.Object(
     fine_tuning_job_id: Type.String(),
     step_number: Type.Integer(),
     epoch: Type.Integer(),
-    metrics: AnyObject,
+    metrics: CheckpointMetrics,
   },
   { $id: 'FineTuningJobCheckpoint' },
 )

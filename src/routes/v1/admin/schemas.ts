@@ -3,6 +3,7 @@ import { type TObject, Type } from '@fastify/type-provider-typebox'
 import { QUEUE_NAMES } from '../../../queue/registry.js'
 import { Nullable, StringEnum } from '../../../schemas/common.js'
 import { fileExample, jobExample, modelExample } from '../../../schemas/examples.js'
+import { EpochMetrics } from '../../../schemas/metrics.js'
 import { FileObject, JobObject, JobStatus, ModelObject } from '../../../schemas/objects.js'
 
 /** The project an object belongs to, named, so an operator sees whose it is. */
@@ -14,8 +15,6 @@ export const ProjectRef = Type.Object(
 const withProject = <T extends TObject>(schema: T, nullable = false) =>
   Type.Object({ ...schema.properties, project: nullable ? Nullable(ProjectRef) : ProjectRef })
 
-const EpochMetrics = Type.Record(Type.String(), Type.Number())
-
 /** A job as the project routes show it, plus its project and a summary of its epoch metrics. */
 export const AdminJob = Type.Object({
   ...withProject(JobObject).properties,
@@ -23,9 +22,11 @@ export const AdminJob = Type.Object({
     Nullable(
       Type.Object(
         { final: Nullable(EpochMetrics), best: Nullable(EpochMetrics) },
+        // closed like the models' summary (src/schemas/metrics.ts): the page needs only these two
         {
+          additionalProperties: false,
           description:
-            'The last epoch and the best epoch (by val_accuracy, else accuracy) as `{step, epoch, loss, accuracy, val_loss, val_accuracy}`; null before the first epoch.',
+            "The last epoch and the best epoch (the one definition of best: see the model's metrics.best_by) as `{step, epoch, loss, accuracy, val_loss, val_accuracy}`; null before the first epoch.",
         },
       ),
     ),
