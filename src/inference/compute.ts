@@ -6,10 +6,16 @@ import { loadDataset } from '../datasets/load.js'
 import { EngineError } from '../engine/errors.js'
 import { evaluateProbabilities } from '../engine/evaluate.js'
 import { forwardRows, frozenForward } from '../engine/graph/forward.js'
-import { analyzeTopology, cachedModelBytes, readModelShape, type TopologyCost } from '../engine/memory-estimate.js'
+import {
+  analyzeTopology,
+  cachedModelBytes,
+  estimateInference,
+  readModelShape,
+  type TopologyCost,
+} from '../engine/memory-estimate.js'
 import { loadModel, readMetadata } from '../engine/model-io.js'
 import { checkCompatible, preprocessRows, rowRange } from '../engine/preprocess.js'
-import type { Evaluation, ModelMetadata } from '../engine/protocol.js'
+import type { Evaluation, GraphSettings, ModelMetadata } from '../engine/protocol.js'
 import type { LayersModel, Tf } from '../engine/tf.js'
 import type { ErrorDetail } from '../errors.js'
 import type { CachedModel } from './model-cache.js'
@@ -33,10 +39,27 @@ export class InputError extends Error {
 }
 
 /**
- * Loads a model directory and measures its weights (float32 in memory, whatever the stored dtype) and, from
- * its topology, what a batch of inputs adds (memory-estimate.ts).
+ * Compiling a graph holds, at its peak, three more copies of the weights (the GraphDef's constants, its
+ * serialized bytes, the session's tensors) and one stays: a model that would then outgrow the process's
+ * limit (INFERENCE_MEMORY_BYTES, 0 = none), or whose topology the estimator cannot walk under a limit, runs
+ * eager instead of being killed for memory on load.
  */
-export async function loadCachedModel(tf: Tf, key: string, dir: string): Promise<CachedModel> {
+export const GRAPH_COMPILE_WEIGHT_COPIES = 3
+
+/**
+ * Loads a model directory and prepares its forward pass: the whole model as a TensorFlow graph through a
+ * SavedModel session where the engine can compile it (engine/graph/forward.ts), else the LayersModel op by
+ * op. Bytes: the weights (float32 in memory, whatever the stored dtype), the constants the compiled session
+ * holds (a second copy: the LayersModel stays for exports and the graph's first-batch check) and, from the
+ * topology, what a batch of inputs adds (memory-estimate.ts).
+ */
+export async function loadCachedModel(
+  tf: Tf,
+  key: string,
+  dir: string,
+  graph?: GraphSettings,
+  limitBytes = 0,
+): Promise<CachedModel> {
   const [model, meta, shape] = await Promise.all([loadModel(tf, dir), readMetadata(dir), readModelShape(dir)])
   const weights = model.countParams() * 4
   let cost: TopologyCost | null = null
@@ -45,9 +68,24 @@ export async function loadCachedModel(tf: Tf, key: string, dir: string): Promise
   } catch {
     // a topology the estimator cannot walk: weights only
   }
-  // predictProbabilities runs 64 inputs per pass at most
-  const bytesFor = (batch: number) => (cost ? weights + cachedModelBytes(cost, Math.min(batch, 64), 0) : weights)
-  return { key, model, meta, bytes: weights, bytesFor }
+  const fits =
+    limitBytes <= 0 ||
+    (cost !== null &&
+      estimateInference(cost, 1, model.countParams()).totalBytes + GRAPH_COMPILE_WEIGHT_COPIES * weights <= limitBytes)
+  let forward: CachedModel['forward']
+  if (fits)
+    try {
+      forward = await frozenForward(tf, { model, backend: tf.getBackend(), settings: graph })
+    } catch (err) {
+      model.dispose()
+      throw err
+    }
+  const f = forward
+  // predictProbabilities and forwardRows run 64 inputs per pass at most; the session's bytes drop to 0 if the
+  // first batch's check sends the model back to eager
+  const bytesFor = (batch: number) =>
+    (cost ? weights + cachedModelBytes(cost, Math.min(batch, 64), 0) : weights) + (f?.bytes ?? 0)
+  return { key, model, meta, forward, bytes: weights + (f?.bytes ?? 0), bytesFor }
 }
 
 /** Flat preprocessed model input for `inputs` (`rows * prod(input_shape)` values). */
@@ -115,11 +153,26 @@ export async function predictProbabilities(
   return { probs, classes: k }
 }
 
-/** Predicts `inputs` with a cached model. */
-export async function predictInputs(tf: Tf, m: CachedModel, inputs: RawInputs) {
+/**
+ * Predicts `inputs` with a cached model, through its compiled graph when it has one; `forward` says which
+ * path computed them (the graph may turn eager after its first batch's check).
+ */
+export async function predictInputs(
+  tf: Tf,
+  m: CachedModel,
+  inputs: RawInputs,
+): Promise<{ probs: Float32Array; classes: number; forward: 'graph' | 'eager' }> {
   const x = await preprocessInputs(inputs, m.meta)
   const rows = inputs.kind === 'image' ? inputs.images.length : inputs.rows
-  return predictProbabilities(tf, m.model, x, rows, m.meta.input_shape)
+  const shape = m.meta.input_shape
+  const f = m.forward
+  if (f?.path !== 'graph') return { ...(await predictProbabilities(tf, m.model, x, rows, shape)), forward: 'eager' }
+  const per = shape.reduce((a, b) => a * b, 1)
+  const k = f.outputShape[f.outputShape.length - 1] ?? 0
+  const probs = await forwardRows(f, rows, 64, (start, end) =>
+    tf.tensor(x.subarray(start * per, end * per), [end - start, ...shape], 'float32'),
+  )
+  return { probs: probs!, classes: k, forward: f.path }
 }
 
 /**

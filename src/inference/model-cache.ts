@@ -2,6 +2,7 @@
 // the byte budget: weights plus the activations of the largest batch each has run (the allocator keeps
 // those pages after the tensors are freed, so they are the model's real cost). A model in use by a request is never evicted under it; the newest model always stays,
 // even when it alone exceeds the budget (otherwise it could never answer).
+import type { FrozenForward } from '../engine/graph/forward.js'
 import type { ModelMetadata } from '../engine/protocol.js'
 import type { LayersModel } from '../engine/tf.js'
 
@@ -10,7 +11,9 @@ export interface CachedModel {
   key: string
   model: LayersModel
   meta: ModelMetadata
-  /** weights */
+  /** the whole model's forward pass (graph or eager); its SavedModel session is closed with the model */
+  forward?: FrozenForward
+  /** weights (and the compiled session's constants) */
   bytes: number
   /** weights plus what a pass over `batch` inputs holds */
   bytesFor?(batch: number): number
@@ -100,5 +103,6 @@ export class ModelCache {
 async function disposeWhenIdle(e: Entry): Promise<void> {
   while (e.users > 0) await new Promise((r) => setTimeout(r, 50))
   const m = await e.value.catch(() => null)
+  m?.forward?.dispose()
   m?.model.dispose()
 }

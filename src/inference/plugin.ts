@@ -19,6 +19,7 @@ export const inferencePlugin = fp(
       processes: app.config.inferenceProcesses,
       cacheBytes: app.config.inferenceCacheMb * 1024 * 1024,
       backend: app.config.tfBackend,
+      graph: app.config.frozenGraph,
       log: app.log,
       memory: {
         limitBytes: app.config.inferenceMemoryBytes,

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SavedModelMetadata } from '../engine/graph/export.js'
-import type { BackendName } from '../engine/protocol.js'
+import type { BackendName, GraphSettings } from '../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../errors.js'
 import { ChildMemory, type ChildMemoryOptions } from './child-memory.js'
 import type { ExportRequest, InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
@@ -28,6 +28,8 @@ export interface InferencePoolOptions {
   processes: number
   cacheBytes: number
   backend: BackendName | 'auto'
+  /** whole models as TensorFlow graphs in the children (REFIT_FROZEN_GRAPH, config `frozenGraph`) */
+  graph?: GraphSettings
   log: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void }
   /** hard limit and recycle threshold of each child (child-memory.ts); omitted: no limit */
   memory?: ChildMemoryOptions
@@ -38,6 +40,8 @@ export interface PredictOutcome {
   probs: Float32Array
   classes: number
   backend: string
+  /** the compiled TensorFlow graph or the LayersModel op by op */
+  forward: 'graph' | 'eager'
   pid: number
   ms: number
 }
@@ -270,6 +274,7 @@ export class InferencePool {
             probs: msg.probs,
             classes: msg.classes,
             backend: slot.backend!,
+            forward: msg.forward,
             pid: child.pid!,
             ms: msg.ms,
           })
@@ -327,7 +332,13 @@ export class InferencePool {
         }
       }
     })
-    child.send({ type: 'init', backend: this.opts.backend, cacheBytes: this.opts.cacheBytes })
+    child.send({
+      type: 'init',
+      backend: this.opts.backend,
+      cacheBytes: this.opts.cacheBytes,
+      graph: this.opts.graph,
+      memoryLimitBytes: this.opts.memory?.limitBytes ?? 0,
+    })
     return slot
   }
 }

@@ -23,6 +23,10 @@ export interface InitRequest {
   type: 'init'
   backend: BackendName | 'auto'
   cacheBytes: number
+  /** whole models as TensorFlow graphs (engine/graph/forward.ts); absent: the engine's default */
+  graph?: GraphSettings
+  /** INFERENCE_MEMORY_BYTES (0: none): a model whose graph compile would outgrow it stays eager */
+  memoryLimitBytes?: number
 }
 
 export interface PredictRequest {
@@ -67,6 +71,8 @@ export type InferenceChildMessage =
       /** rows * classes probabilities, row-major */
       probs: Float32Array
       classes: number
+      /** which path computed them: the compiled TensorFlow graph or the LayersModel op by op */
+      forward: 'graph' | 'eager'
       /** model keys held in the cache after this request (the pool routes by it) */
       held: string[]
       ms: number

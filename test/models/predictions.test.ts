@@ -19,12 +19,14 @@ import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { saveModel } from '../../src/engine/model-io.js'
 import { preprocessRows, rowRange } from '../../src/engine/preprocess.js'
 import { ModelCache } from '../../src/inference/model-cache.js'
+import { InferencePool } from '../../src/inference/pool.js'
 import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv } from '../helpers/env.js'
 import { pngOf } from './helpers.js'
 
 const require = createRequire(import.meta.url)
 type TfNode = typeof import('@tensorflow/tfjs-node')
 const tf: TfNode = require('@tensorflow/tfjs-node')
+type TfTensor = import('@tensorflow/tfjs-node').Tensor
 
 let env: TestEnv
 let app: FastifyInstance
@@ -188,6 +190,50 @@ test('images: predictions equal stock TF.js on decodeImageToShape + preprocessRo
   for (const [i, d] of mp.json().data.entries()) {
     assert.equal(d.predictions.length, 2)
     assert.deepEqual(d.predictions, body.data[i].predictions.slice(0, 2))
+  }
+})
+
+test('the inference process runs a covered model as a TensorFlow graph, equal to eager; REFIT_FROZEN_GRAPH=off keeps eager', async () => {
+  const images = await Promise.all(Array.from({ length: 8 }, (_, i) => pngOf(digits, i)))
+  const dir = builtinModelSourceDir('mnist-cnn')
+  const meta = JSON.parse(await readFile(join(dir, 'metadata.json'), 'utf8'))
+  const pixels = new Uint8Array(images.length * 784)
+  for (const [i, b] of images.entries()) pixels.set(await decodeImageToShape(b, [28, 28, 1]), i * 784)
+  const x = preprocessRows(
+    { kind: 'image', x: pixels, sampleShape: [28, 28, 1] },
+    rowRange(0, images.length),
+    meta.preprocessing,
+    [28, 28, 1],
+  )
+  const model = await localModel(dir)
+  const eager = tf.tidy(() => (model.predict(tf.tensor(x, [images.length, 28, 28, 1])) as TfTensor).dataSync())
+  model.dispose()
+  const bound = 1e-4 * Math.max(1, ...Array.from(eager, Math.abs))
+  const maxDiff = (probs: Float32Array) => {
+    assert.equal(probs.length, eager.length)
+    return Math.max(...Array.from(probs, (v, i) => Math.abs(v - eager[i])))
+  }
+  const inputs = { kind: 'image' as const, images: images.map((b) => new Uint8Array(b)) }
+  const ref = { key: `graph-check@${randomBytes(3).toString('hex')}`, dir }
+
+  const graph = await app.inference.predict(ref, inputs)
+  assert.equal(graph.backend, 'tensorflow', 'the graph path needs the tensorflow backend')
+  assert.equal(graph.forward, 'graph')
+  assert.ok(maxDiff(graph.probs) <= bound, `graph vs eager ${maxDiff(graph.probs)} > ${bound}`)
+
+  const off = new InferencePool({
+    processes: 1,
+    cacheBytes: env.config.inferenceCacheMb * 1024 * 1024,
+    backend: env.config.tfBackend,
+    graph: { ...env.config.frozenGraph, mode: 'off' },
+    log: { warn() {}, info() {} },
+  })
+  try {
+    const plain = await off.predict(ref, inputs)
+    assert.equal(plain.forward, 'eager')
+    assert.ok(maxDiff(plain.probs) <= 1e-6, `eager child vs eager ${maxDiff(plain.probs)}`)
+  } finally {
+    await off.close()
   }
 })
 

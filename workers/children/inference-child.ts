@@ -32,7 +32,7 @@ async function predict(req: PredictRequest): Promise<void> {
     if (!tf || !cache) throw new Error('predict before init')
     const t = tf
     const rows = req.inputs.kind === 'image' ? req.inputs.images.length : req.inputs.rows
-    const { probs, classes } = await cache.use(
+    const { probs, classes, forward } = await cache.use(
       req.model.key,
       req.model.dir,
       (m) => predictInputs(t, m, req.inputs),
@@ -43,6 +43,7 @@ async function predict(req: PredictRequest): Promise<void> {
       id: req.id,
       probs,
       classes,
+      forward,
       held: cache.keys(),
       ms: Math.round(performance.now() - t0),
     })
@@ -103,7 +104,9 @@ process.on('message', (msg: InferenceParentMessage) => {
         .then(async (selected) => {
           tf = selected.tf
           const t = selected.tf
-          cache = new ModelCache(msg.cacheBytes, (key, dir) => loadCachedModel(t, key, dir))
+          cache = new ModelCache(msg.cacheBytes, (key, dir) =>
+            loadCachedModel(t, key, dir, msg.graph, msg.memoryLimitBytes),
+          )
           await send({ type: 'ready', backend: selected.backend, selfTestMs: selected.selfTest.ms })
         })
         .catch(fatal)
