@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import { newId } from '../../src/lib/ids.js'
 import { adminAuth, buildTestApp, createProjectKey, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
+import { insertJobRow } from '../helpers/job-rows.js'
 
 let env: TestEnv
 let api1: FastifyInstance
@@ -26,39 +26,6 @@ after(async () => {
   await api2?.close()
   await env?.cleanup()
 })
-
-/** A running job row of the project: its stream stays open until the client or the server ends it. */
-async function runningJob(projectId: string) {
-  const fileId = newId('file')
-  await api1.db.file.create({
-    data: {
-      id: fileId,
-      projectId,
-      filename: 'data.csv',
-      purpose: 'fine-tune',
-      format: 'csv',
-      bytes: 10n,
-      sha256: '0'.repeat(64),
-      status: 'processed',
-      stats: { rows: 2, feature_count: 2 },
-    },
-  })
-  const id = newId('ftjob')
-  await api1.db.fineTuningJob.create({
-    data: {
-      id,
-      projectId,
-      baseModelId: 'mlp-small',
-      trainingFileId: fileId,
-      method: { type: 'supervised' },
-      hyperparameters: { n_epochs: 1, batch_size: 16, learning_rate: 0.001, validation_split: 0 },
-      seed: 1,
-      status: 'running',
-      startedAt: new Date(),
-    },
-  })
-  return id
-}
 
 interface Stream {
   status: number
@@ -96,7 +63,7 @@ test('streams are capped per key and per project across API processes; a revoked
   })
   const key2 = k2.json().key as string
   const key2Id = k2.json().id as string
-  const jobId = await runningJob(projectId)
+  const jobId = await insertJobRow(api1.db, projectId, 'running')
 
   const a = await open(urls[0], key1, jobId)
   const b = await open(urls[1], key1, jobId)

@@ -10,9 +10,9 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { Redis } from 'ioredis'
 import { createDb, type Db } from '../../src/db/client.js'
-import { newId } from '../../src/lib/ids.js'
 import { slotKey, takeSlot } from '../../src/queue/project-slots.js'
 import { ADMIN_TOKEN, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
+import { insertJobRow } from '../helpers/job-rows.js'
 import { httpClient, type RunningService, startService } from '../helpers/service.js'
 
 let env: TestEnv
@@ -110,38 +110,6 @@ test('a file whose validation throws on every attempt ends `error` (validation_f
   assert.match(failed.error?.message ?? failed.status_reason ?? '', /failed validation|validation/i)
 })
 
-/** A job row of the project moved straight to `succeeded`, as a worker would leave it. */
-async function succeededJob(projectId: string) {
-  const fileId = newId('file')
-  await db.file.create({
-    data: {
-      id: fileId,
-      projectId,
-      filename: 'data.csv',
-      purpose: 'fine-tune',
-      format: 'csv',
-      bytes: 10n,
-      sha256: '0'.repeat(64),
-      status: 'processed',
-      stats: { rows: 2, feature_count: 2 },
-    },
-  })
-  await db.fineTuningJob.create({
-    data: {
-      id: newId('ftjob'),
-      projectId,
-      baseModelId: 'mnist-cnn',
-      trainingFileId: fileId,
-      method: { type: 'transfer' },
-      hyperparameters: { n_epochs: 1, batch_size: 16, learning_rate: 0.001, validation_split: 0 },
-      seed: 1,
-      status: 'succeeded',
-      startedAt: new Date(),
-      finishedAt: new Date(),
-    },
-  })
-}
-
 /** A receiver: `hang` accepts and never answers; otherwise it answers 200. Counts requests open at once. */
 async function receiver(hang: boolean) {
   let open = 0
@@ -181,10 +149,10 @@ test("a project whose endpoint hangs holds WEBHOOK_CONCURRENCY_PER_PROJECT deliv
     }
     const hookB = await b.api.post('/v1/webhooks', { url: ok.url })
     assert.equal(hookB.status, 201, JSON.stringify(hookB.body))
-    await succeededJob(a.projectId)
-    await succeededJob(a.projectId)
+    await insertJobRow(db, a.projectId, 'succeeded')
+    await insertJobRow(db, a.projectId, 'succeeded')
     await waitFor(async () => hung.stats().open >= 2, 30_000, "A's deliveries to reach the hanging endpoint")
-    await succeededJob(b.projectId)
+    await insertJobRow(db, b.projectId, 'succeeded')
     await waitFor(async () => ok.stats().seen >= 1, 30_000, "B's delivery while A's hang")
     const deliveries = (await b.api.get(`/v1/webhooks/${hookB.body.id}/deliveries`)).body.data
     await waitFor(

@@ -8,11 +8,11 @@ import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { createDb, type Db } from '../../src/db/client.js'
 import type { JobStatus } from '../../src/generated/prisma/client.js'
-import { newId } from '../../src/lib/ids.js'
 import { recordJobTerminal } from '../../src/modules/webhooks/webhooks-service.js'
 import type { Logger } from '../../workers/deps.js'
 import { startWebhookDispatcher, type WebhookDispatcherOptions } from '../../workers/webhook-dispatcher.js'
 import { bearer, buildTestApp, createProjectKey, createTestEnv, type TestEnv, waitFor } from '../helpers/env.js'
+import { insertJobRow } from '../helpers/job-rows.js'
 
 let env: TestEnv
 let app: FastifyInstance
@@ -96,39 +96,9 @@ async function createHook(auth: { authorization: string }, payload: object) {
   return res.json() as { id: string; secret: string; events: string[]; url: string }
 }
 
-/** A minimal valid file and job row, then the job moved to a terminal state as a worker would. */
-async function finishedJob(projectId: string, status: JobStatus, finishedAt = new Date()) {
-  const fileId = newId('file')
-  await db.file.create({
-    data: {
-      id: fileId,
-      projectId,
-      filename: 'data.csv',
-      purpose: 'fine-tune',
-      format: 'csv',
-      bytes: 10n,
-      sha256: '0'.repeat(64),
-      status: 'processed',
-      stats: { rows: 2, feature_count: 2 },
-    },
-  })
-  const id = newId('ftjob')
-  await db.fineTuningJob.create({
-    data: {
-      id,
-      projectId,
-      baseModelId: 'mnist-cnn',
-      trainingFileId: fileId,
-      method: { type: 'transfer' },
-      hyperparameters: { n_epochs: 1, batch_size: 16, learning_rate: 0.001, validation_split: 0 },
-      seed: 1,
-      status: 'running',
-      startedAt: new Date(),
-    },
-  })
-  await db.fineTuningJob.update({ where: { id }, data: { status, finishedAt, statusReason: `test ${status}` } })
-  return id
-}
+/** A job row already ended `status`, as a worker would leave it (the reason names the test). */
+const finishedJob = (projectId: string, status: JobStatus, finishedAt = new Date()) =>
+  insertJobRow(db, projectId, status, { finishedAt, statusReason: `test ${status}` })
 
 async function deliveries(auth: { authorization: string }, webhookId: string) {
   const res = await app.inject({ method: 'GET', url: `/v1/webhooks/${webhookId}/deliveries?limit=100`, headers: auth })
