@@ -238,6 +238,40 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
         ]),
       ),
   },
+  'engine-eager': {
+    title: 'Eager layers before/after, no API (`bench/engine-eager.ts`, src/engine/fast-layers.ts)',
+    body: (r) => {
+      const m = r.mobilenet_v2 ?? {}
+      const h = r.head_logits ?? {}
+      const pct = (b: number, a: number) => (b && a ? `${Math.round((100 * (a - b)) / b)}%` : '–')
+      return `${mdTable(
+        ['figure', 'before (library layers)', 'after', 'change', 'applied'],
+        [
+          [
+            'MobileNetV2 fine-tuning step, batch 16, ms',
+            m.finetune_step_ms_before,
+            m.finetune_step_ms_after,
+            pct(m.finetune_step_ms_before, m.finetune_step_ms_after),
+            'yes (tensorflow backend)',
+          ],
+          [
+            'MobileNetV2 eager forward, batch 32, ms/image',
+            m.eager_forward_ms_per_image_before,
+            m.eager_forward_ms_per_image_after,
+            pct(m.eager_forward_ms_per_image_before, m.eager_forward_ms_per_image_after),
+            'yes (same layers)',
+          ],
+          [
+            'head logits step, matMul + add vs fused matMul, ms',
+            h.logits_step_ms_before,
+            h.logits_step_ms_after,
+            pct(h.logits_step_ms_before, h.logits_step_ms_after),
+            'no (no gain)',
+          ],
+        ],
+      )}\n\nAfter: inference-mode BatchNormalization as x * s + o, ReLU(6) as relu6. One run; load average ${r.load_average?.before?.join(' ') ?? '?'} before, ${r.load_average?.after?.join(' ') ?? '?'} after (2 cores shared with other work).`
+    },
+  },
   inference: {
     title: 'Inference through the API (`bench/inference.ts`)',
     body: (r) =>

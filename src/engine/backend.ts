@@ -3,6 +3,7 @@
 // libtensorflow than it targets, and wasm lacks kernels, so "it registered" is not proof that it computes.
 import { createRequire } from 'node:module'
 import path from 'node:path'
+import { useFastLayers } from './fast-layers.js'
 import type { BackendName, MethodSpec } from './protocol.js'
 import { mulberry32 } from './random.js'
 import type { Tf } from './tf.js'
@@ -257,6 +258,8 @@ export async function selectBackend(preferred: BackendName | 'auto'): Promise<Se
     try {
       const tf = loadFor(backend)
       const result = await selfTest(tf, backend)
+      // measured on tensorflow only (bench/engine-eager.ts): the other backends keep the library's layers
+      if (backend === 'tensorflow') useFastLayers(tf)
       return { tf, backend, selfTest: result, rejected }
     } catch (err) {
       rejected.push({ backend, reason: err instanceof Error ? err.message : String(err) })

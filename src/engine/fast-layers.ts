@@ -6,6 +6,8 @@
 //   the small ops (moving statistics are not trained in inference mode).
 // - ReLU(maxValue) runs relu then clipByValue; relu6 (maxValue 6) and relu + minimum are one op each.
 // Training-mode BatchNorm (never used by our training steps) keeps the library's own code path.
+// selectBackend (backend.ts) switches them on for the tensorflow backend, the only one measured; the
+// MobileNetV2 fine-tuning step went from 636 to 535 ms (README "Eager layers before/after").
 import type { Tensor, Tf } from './tf.js'
 
 type Call = (this: any, inputs: Tensor | Tensor[], kwargs: Record<string, unknown>) => Tensor | Tensor[]
