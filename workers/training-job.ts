@@ -10,10 +10,13 @@
 // - Status changes (claim, hand back, succeed, fail, cancel) are the lifecycle module's transitions; this
 //   file never writes the job row itself.
 // - Metrics upsert on (job, step, name) and checkpoints on (job, step): a replayed epoch never duplicates.
+// - Checkpoints and the model reserve their bytes in the project's storage quota before they are recorded
+//   (limits/storage-reservation.ts, as uploads do): one that does not fit is removed and the job fails
+//   `storage_quota_exceeded`; the checkpoints recorded before it stay.
 // - On shutdown (SIGTERM) the training process stops at the end of its batch and the job goes back to the
 //   queue, to resume from its last checkpoint, without spending an attempt.
 import { type ChildProcess, fork } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
@@ -22,13 +25,14 @@ import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
 import { memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
 import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
-import { storeResultFile } from '../src/modules/files/result-files.js'
+import { resultFileKey, storeResultFile } from '../src/modules/files/result-files.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
 import { catalogued, JobFailure } from '../src/modules/jobs/failure-codes.js'
 import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifecycle/fence.js'
 import * as lifecycle from '../src/modules/jobs/lifecycle/lifecycle.js'
+import { isQuotaRefusal, localDirBytes, StorageReservation } from '../src/modules/limits/storage-reservation.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import { enqueueTraining, trainingClassFor } from '../src/queue/enqueue.js'
@@ -219,6 +223,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (fresh?.status === 'cancelling') stop('cancel')
     else if (fresh?.statusReason === lifecycle.PAUSING) stop('pause')
     let stale = false
+    /** why a checkpoint was refused by the storage quota: the training process is stopped, the job fails */
+    let quotaRefusal: string | null = null
     let outcome = null as Outcome | null
     let backend: string | null = null
     let lastProgressWrite = 0
@@ -309,34 +315,27 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           break
         }
         case 'checkpoint': {
-          // fs: already in place; s3: uploaded now, before the row that points at it
-          const digest = await storage.putDir(storage.keyOf(msg.dir), msg.dir)
-          // a pause's checkpoint: the metrics of its epoch so far
-          const metrics = msg.midEpoch ? { ...msg.metrics, mid_epoch: true } : msg.metrics
-          await fenced(db, fence, async (tx) => {
-            const artifact = await tx.artifact.create({
-              data: {
-                id: newId('art'),
-                projectId: job.projectId,
-                kind: 'checkpoint',
-                path: digest.path,
-                sha256: digest.sha256,
-                bytes: BigInt(digest.bytes),
-              },
-            })
-            await tx.checkpoint.upsert({
-              where: { jobId_step: { jobId, step: msg.step } },
-              create: {
-                id: newId('ftckpt'),
-                jobId,
-                epoch: msg.epoch,
-                step: msg.step,
-                metrics: metrics as object,
-                artifactId: artifact.id,
-              },
-              update: { epoch: msg.epoch, metrics: metrics as object, artifactId: artifact.id },
-            })
-          })
+          if (quotaRefusal) {
+            await rm(msg.dir, { recursive: true, force: true })
+            break
+          }
+          // its bytes count in the project's quota before they are recorded (the row is what counts)
+          const held = new StorageReservation(deps, job.projectId)
+          try {
+            await held.reserve(await localDirBytes(msg.dir), `The checkpoint of epoch ${msg.epoch}`)
+          } catch (err) {
+            if (!isQuotaRefusal(err)) throw err
+            quotaRefusal = err.message
+            await rm(msg.dir, { recursive: true, force: true })
+            // stop at the end of the batch; not a user cancel, so the job fails once the process exits
+            if (child.connected) child.send({ type: 'cancel' })
+            break
+          }
+          try {
+            await recordCheckpoint(msg)
+          } finally {
+            await held.release()
+          }
           deps.notify(jobId)
           break
         }
@@ -348,6 +347,39 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         case 'error':
           outcome = msg.type === 'done' ? { kind: 'done', msg } : { kind: 'error', msg }
           break
+      }
+    }
+
+    const recordCheckpoint = async (msg: Extract<ChildMessage, { type: 'checkpoint' }>) => {
+      {
+        // fs: already in place; s3: uploaded now, before the row that points at it
+        const digest = await storage.putDir(storage.keyOf(msg.dir), msg.dir)
+        // a pause's checkpoint: the metrics of its epoch so far
+        const metrics = msg.midEpoch ? { ...msg.metrics, mid_epoch: true } : msg.metrics
+        await fenced(db, fence, async (tx) => {
+          const artifact = await tx.artifact.create({
+            data: {
+              id: newId('art'),
+              projectId: job.projectId,
+              kind: 'checkpoint',
+              path: digest.path,
+              sha256: digest.sha256,
+              bytes: BigInt(digest.bytes),
+            },
+          })
+          await tx.checkpoint.upsert({
+            where: { jobId_step: { jobId, step: msg.step } },
+            create: {
+              id: newId('ftckpt'),
+              jobId,
+              epoch: msg.epoch,
+              step: msg.step,
+              metrics: metrics as object,
+              artifactId: artifact.id,
+            },
+            update: { epoch: msg.epoch, metrics: metrics as object, artifactId: artifact.id },
+          })
+        })
       }
     }
 
@@ -411,6 +443,11 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       })
       throw new UnrecoverableError(message)
     }
+    if (quotaRefusal) {
+      // permanent: the same job would pass the quota again; its earlier checkpoints stay
+      await retryTransient(() => lifecycle.fail(deps, fence, 'storage_quota_exceeded', quotaRefusal!))
+      throw new UnrecoverableError(quotaRefusal)
+    }
     if (stopRequested === 'pause' && stoppedEarly) {
       // paused: this queue job is done; resume enqueues a new one
       await retryTransient(() => lifecycle.finishPause(deps, fence))
@@ -445,14 +482,19 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       return { failed: code }
     }
 
-    const modelId = await registerModel(deps, fence, job, result.msg, backend, (Date.now() - startedAt) / 1000, () =>
+    const registered = await registerModel(deps, fence, job, result.msg, backend, (Date.now() - startedAt) / 1000, () =>
       waitingForDb(jobId),
     )
-    return modelId ? { fineTunedModel: modelId } : { stale: true }
+    if (typeof registered === 'object' && registered) throw new UnrecoverableError(registered.quotaRefusal)
+    return registered ? { fineTunedModel: registered } : { stale: true }
   }
 }
 
-/** The model directory uploaded first, then the lifecycle's `succeed` records it with the job's success. */
+/**
+ * The model directory uploaded first, then the lifecycle's `succeed` records it with the job's success.
+ * The model and the result file reserve their bytes in the project's storage quota first: when they do
+ * not fit, both are removed and the job fails `storage_quota_exceeded` (its checkpoints stay).
+ */
 async function registerModel(
   deps: WorkerDeps,
   fence: Fence,
@@ -464,31 +506,49 @@ async function registerModel(
 ) {
   const { storage } = deps
   const modelKey = storage.keyOf(done.modelDir)
-  const digest = await storage.putDir(modelKey, done.modelDir)
-  const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
-  // which data the held-out evaluation used: the validation file, or the split kept out of the training file
-  const evaluation = done.evaluation && {
-    ...done.evaluation,
-    file: job.validationFileId ?? job.trainingFileId,
-    data: job.validationFileId ? 'validation_file' : 'validation_split',
+  const held = new StorageReservation(deps, job.projectId)
+  try {
+    await held.reserve(await localDirBytes(done.modelDir), 'The fine-tuned model')
+    return await storeModel()
+  } catch (err) {
+    if (!isQuotaRefusal(err)) throw err
+    await rm(done.modelDir, { recursive: true, force: true })
+    await storage.remove(modelKey)
+    await storage.remove(resultFileKey(job.id))
+    await retryTransient(() => lifecycle.fail(deps, fence, 'storage_quota_exceeded', err.message), { onRetry })
+    return { quotaRefusal: err.message }
+  } finally {
+    await held.release()
   }
-  const rows = await retryTransient(
-    () => deps.db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } }),
-    { onRetry },
-  )
-  const resultFile = await storeResultFile(storage, job, rows)
-  return retryTransient(
-    () =>
-      lifecycle.succeed(deps, fence, {
-        artifact: { path: modelKey, sha256: digest.sha256, bytes: digest.bytes },
-        metadata,
-        trainedSamples: done.trainedSamples,
-        evaluation: (evaluation as Record<string, unknown> | null) ?? null,
-        bestEpoch: done.bestEpoch ?? null,
-        backend,
-        seconds,
-        resultFile,
-      }),
-    { onRetry },
-  )
+
+  async function storeModel() {
+    const digest = await storage.putDir(modelKey, done.modelDir)
+    const metadata = JSON.parse(await readFile(join(done.modelDir, 'metadata.json'), 'utf8'))
+    // which data the held-out evaluation used: the validation file, or the split kept out of the training file
+    const evaluation = done.evaluation && {
+      ...done.evaluation,
+      file: job.validationFileId ?? job.trainingFileId,
+      data: job.validationFileId ? 'validation_file' : 'validation_split',
+    }
+    const rows = await retryTransient(
+      () => deps.db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } }),
+      { onRetry },
+    )
+    const resultFile = await storeResultFile(storage, job, rows)
+    await held.reserve(Number(resultFile.bytes), "The job's result file")
+    return retryTransient(
+      () =>
+        lifecycle.succeed(deps, fence, {
+          artifact: { path: modelKey, sha256: digest.sha256, bytes: digest.bytes },
+          metadata,
+          trainedSamples: done.trainedSamples,
+          evaluation: (evaluation as Record<string, unknown> | null) ?? null,
+          bestEpoch: done.bestEpoch ?? null,
+          backend,
+          seconds,
+          resultFile,
+        }),
+      { onRetry },
+    )
+  }
 }

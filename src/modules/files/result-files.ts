@@ -28,12 +28,15 @@ export function metricsCsv(rows: { step: number; epoch: number; name: string; va
  * Stores the CSV (under a key fixed by the job id, so a retried write overwrites rather than orphans) and
  * returns the file row (its id derived from the job's) to create in the transaction that marks the job succeeded.
  */
+/** Where a job's result file is stored. */
+export const resultFileKey = (jobId: string) => `results/${jobId}.csv`
+
 export async function storeResultFile(
   storage: Storage,
   job: { id: string; projectId: string },
   rows: { step: number; epoch: number; name: string; value: number }[],
 ): Promise<Prisma.FileUncheckedCreateInput> {
-  const key = `results/${job.id}.csv`
+  const key = resultFileKey(job.id)
   const stored = await storage.put(key, metricsCsv(rows))
   return {
     id: resultFileId(job.id),

@@ -10,6 +10,8 @@
 // miss the released upload's row while no longer seeing its reservation) is refused by the script and
 // tried again with a fresh figure.
 import { randomUUID } from 'node:crypto'
+import { readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { pipeline, type Readable, Transform } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AppError } from '../../errors.js'
@@ -170,4 +172,23 @@ export async function reserveUpload(app: QuotaApp, projectId: string, contentLen
 export function contentLength(req: FastifyRequest): number | undefined {
   const n = Number(req.headers['content-length'])
   return Number.isSafeInteger(n) && n > 0 ? n : undefined
+}
+
+/**
+ * Bytes of every file under the local directory `dir` (a checkpoint or model a training process wrote),
+ * reserved before the directory is stored and recorded.
+ */
+export async function localDirBytes(dir: string): Promise<number> {
+  let n = 0
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    if (e.isDirectory()) n += await localDirBytes(p)
+    else if (e.isFile()) n += (await stat(p)).size
+  }
+  return n
+}
+
+/** True for the refusal `reserve` throws when the project has no room left. */
+export function isQuotaRefusal(err: unknown): err is AppError {
+  return err instanceof AppError && err.code === 'storage_quota_exceeded'
 }
