@@ -1058,6 +1058,78 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/fine_tuning/sweeps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the project's sweeps, newest first */
+        get: operations["listFineTuningSweeps"];
+        put?: never;
+        /**
+         * Create a hyperparameter sweep: many trials (fine-tuning jobs), the best one kept
+         * @description Every trial is checked as a job before anything is created; the workers then run at most `max_parallel` trials at once (each one counts toward the project’s max_concurrent_jobs).
+         */
+        post: operations["createFineTuningSweep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/sweeps/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a sweep: status, progress, the best trial so far and its model */
+        get: operations["getFineTuningSweep"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/sweeps/{id}/trials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A sweep's trials in plan order: each trial's job, sampled values and metric */
+        get: operations["listFineTuningSweepTrials"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/sweeps/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a sweep: no new trial starts and every unfinished trial is cancelled like a job */
+        post: operations["cancelFineTuningSweep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks": {
         parameters: {
             query?: never;
@@ -1122,7 +1194,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "invalid_search_space" | "sweep_too_large" | "sweep_metric_unavailable" | "early_termination_not_supported" | "sweep_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -11703,6 +11775,1423 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listFineTuningSweeps: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *           "object": "fine_tuning.sweep",
+                     *           "created_at": 1764370000,
+                     *           "finished_at": null,
+                     *           "status": "running",
+                     *           "model": "mnist-cnn",
+                     *           "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "validation_file": null,
+                     *           "method": {
+                     *             "type": "transfer",
+                     *             "transfer": {
+                     *               "hyperparameters": {
+                     *                 "n_epochs": 3
+                     *               }
+                     *             }
+                     *           },
+                     *           "search_space": {
+                     *             "hyperparameters.learning_rate": {
+                     *               "min": 0.0001,
+                     *               "max": 0.01,
+                     *               "scale": "log"
+                     *             },
+                     *             "head.hidden_units": {
+                     *               "values": [
+                     *                 64,
+                     *                 128,
+                     *                 256
+                     *               ]
+                     *             }
+                     *           },
+                     *           "strategy": "random",
+                     *           "max_trials": 8,
+                     *           "max_parallel": 2,
+                     *           "metric": "val_accuracy",
+                     *           "goal": "maximize",
+                     *           "seed": 7,
+                     *           "suffix": null,
+                     *           "metadata": null,
+                     *           "status_reason": null,
+                     *           "progress": {
+                     *             "trials_total": 8,
+                     *             "trials_created": 3,
+                     *             "trials_done": 1,
+                     *             "trials_succeeded": 1
+                     *           },
+                     *           "best_trial": {
+                     *             "trial": 0,
+                     *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "values": {
+                     *               "hyperparameters.learning_rate": 0.00231,
+                     *               "head.hidden_units": 128
+                     *             },
+                     *             "metric_value": 0.9712
+                     *           },
+                     *           "best_model": "ft:mnist-cnn:digits:4f2k8d0s"
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep";
+                            created_at: number;
+                            finished_at: number | null;
+                            /** @enum {string} */
+                            status: "running" | "succeeded" | "failed" | "cancelled";
+                            model: string;
+                            training_file: string;
+                            validation_file: string | null;
+                            method: {
+                                /**
+                                 * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                                 * @example transfer
+                                 */
+                                type: string;
+                                transfer?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                    /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                    head?: {
+                                        hidden_units?: "auto" | number;
+                                        dropout?: "auto" | number;
+                                    };
+                                    /** @description Top backbone blocks to fine-tune in a second phase */
+                                    unfreeze_top_blocks?: number;
+                                    fine_tune?: null | {
+                                        n_epochs?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                    };
+                                };
+                                supervised?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                };
+                                /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                                distillation?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                    /** @description Built-in, uploaded or fine-tuned model */
+                                    teacher_model: string;
+                                    temperature?: "auto" | number;
+                                    alpha?: "auto" | number;
+                                };
+                            };
+                            search_space: {
+                                [key: string]: {
+                                    values: (number | string | boolean | null)[];
+                                } | {
+                                    min: number;
+                                    max: number;
+                                    /**
+                                     * @description default linear; log needs min > 0
+                                     * @enum {string}
+                                     */
+                                    scale?: "linear" | "log";
+                                    /**
+                                     * @description default float
+                                     * @enum {string}
+                                     */
+                                    type?: "float" | "int";
+                                };
+                            };
+                            /** @enum {string} */
+                            strategy: "grid" | "random";
+                            max_trials: number;
+                            max_parallel: number;
+                            /** @enum {string} */
+                            metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                            /** @enum {string} */
+                            goal: "maximize" | "minimize";
+                            seed: number;
+                            suffix: string | null;
+                            metadata: {
+                                [key: string]: string;
+                            } | null;
+                            status_reason: string | null;
+                            progress: {
+                                /** @description trials planned (grid size, or max_trials) */
+                                trials_total: number;
+                                trials_created: number;
+                                /** @description trials whose job has ended */
+                                trials_done: number;
+                                trials_succeeded: number;
+                            };
+                            best_trial: {
+                                /** @description 0-based index in the plan */
+                                trial: number;
+                                job_id: string;
+                                /** @description the sampled value of each path */
+                                values: {
+                                    [key: string]: unknown;
+                                };
+                                metric_value: number;
+                            } | null;
+                            best_model: string | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    createFineTuningSweep: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "model": "mnist-cnn",
+                 *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                 *       "method": {
+                 *         "type": "transfer",
+                 *         "transfer": {
+                 *           "hyperparameters": {
+                 *             "n_epochs": 3
+                 *           }
+                 *         }
+                 *       },
+                 *       "search_space": {
+                 *         "hyperparameters.learning_rate": {
+                 *           "min": 0.0001,
+                 *           "max": 0.01,
+                 *           "scale": "log"
+                 *         },
+                 *         "head.hidden_units": {
+                 *           "values": [
+                 *             64,
+                 *             128,
+                 *             256
+                 *           ]
+                 *         }
+                 *       },
+                 *       "strategy": "random",
+                 *       "max_trials": 8,
+                 *       "max_parallel": 2,
+                 *       "metric": "val_accuracy",
+                 *       "goal": "maximize",
+                 *       "seed": 7
+                 *     }
+                 */
+                "application/json": {
+                    /** @description What gets trained: a built-in, uploaded or fine-tuned model, an architecture preset (mlp-small, mlp-large, cnn-small, cnn-large; supervised or distillation), or a checkpoint id (ftckpt-…) to start from its weights */
+                    model: string;
+                    training_file: string;
+                    validation_file?: string | null;
+                    method: {
+                        /**
+                         * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                         * @example transfer
+                         */
+                        type: string;
+                        transfer?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                            /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                            head?: {
+                                hidden_units?: "auto" | number;
+                                dropout?: "auto" | number;
+                            };
+                            /** @description Top backbone blocks to fine-tune in a second phase */
+                            unfreeze_top_blocks?: number;
+                            fine_tune?: null | {
+                                n_epochs?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                            };
+                        };
+                        supervised?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                        };
+                        /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                        distillation?: {
+                            /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                            hyperparameters?: {
+                                n_epochs?: "auto" | number;
+                                batch_size?: "auto" | number;
+                                learning_rate?: "auto" | number;
+                                learning_rate_multiplier?: "auto" | number;
+                                validation_split?: "auto" | number;
+                                optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                early_stopping?: null | {
+                                    patience?: number;
+                                    min_delta?: number;
+                                    /** @enum {string} */
+                                    monitor?: "val_loss" | "val_accuracy";
+                                };
+                            };
+                            /** @description Built-in, uploaded or fine-tuned model */
+                            teacher_model: string;
+                            temperature?: "auto" | number;
+                            alpha?: "auto" | number;
+                        };
+                    };
+                    /** @description Paths relative to `method.<type>` (e.g. `hyperparameters.learning_rate`, `head.hidden_units`, `temperature`) mapped to `{values: [...]}` or `{min, max, scale, type}`; a trial sets each path to its sampled value. */
+                    search_space: {
+                        [key: string]: {
+                            values: (number | string | boolean | null)[];
+                        } | {
+                            min: number;
+                            max: number;
+                            /**
+                             * @description default linear; log needs min > 0
+                             * @enum {string}
+                             */
+                            scale?: "linear" | "log";
+                            /**
+                             * @description default float
+                             * @enum {string}
+                             */
+                            type?: "float" | "int";
+                        };
+                    };
+                    /**
+                     * @description grid: every combination of `values` (at most max_trials); random: max_trials draws
+                     * @enum {string}
+                     */
+                    strategy: "grid" | "random";
+                    /** @description at most MAX_SWEEP_TRIALS */
+                    max_trials: number;
+                    /** @description trials unfinished at once, at most */
+                    max_parallel: number;
+                    /**
+                     * @description ranks the trials, read from the epoch whose weights each trial's model holds
+                     * @enum {string}
+                     */
+                    metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                    /** @enum {string} */
+                    goal: "maximize" | "minimize";
+                    seed?: number | null;
+                    /** @description Only null for now: ASHA early termination is not built yet. */
+                    early_termination?: unknown;
+                    suffix?: string | null;
+                    metadata?: {
+                        [key: string]: string;
+                    } | null;
+                };
+            };
+        };
+        responses: {
+            /** @description The sweep, `running` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *       "object": "fine_tuning.sweep",
+                     *       "created_at": 1764370000,
+                     *       "finished_at": null,
+                     *       "status": "running",
+                     *       "model": "mnist-cnn",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "validation_file": null,
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 3
+                     *           }
+                     *         }
+                     *       },
+                     *       "search_space": {
+                     *         "hyperparameters.learning_rate": {
+                     *           "min": 0.0001,
+                     *           "max": 0.01,
+                     *           "scale": "log"
+                     *         },
+                     *         "head.hidden_units": {
+                     *           "values": [
+                     *             64,
+                     *             128,
+                     *             256
+                     *           ]
+                     *         }
+                     *       },
+                     *       "strategy": "random",
+                     *       "max_trials": 8,
+                     *       "max_parallel": 2,
+                     *       "metric": "val_accuracy",
+                     *       "goal": "maximize",
+                     *       "seed": 7,
+                     *       "suffix": null,
+                     *       "metadata": null,
+                     *       "status_reason": null,
+                     *       "progress": {
+                     *         "trials_total": 8,
+                     *         "trials_created": 3,
+                     *         "trials_done": 1,
+                     *         "trials_succeeded": 1
+                     *       },
+                     *       "best_trial": {
+                     *         "trial": 0,
+                     *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.00231,
+                     *           "head.hidden_units": 128
+                     *         },
+                     *         "metric_value": 0.9712
+                     *       },
+                     *       "best_model": "ft:mnist-cnn:digits:4f2k8d0s"
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.sweep";
+                        created_at: number;
+                        finished_at: number | null;
+                        /** @enum {string} */
+                        status: "running" | "succeeded" | "failed" | "cancelled";
+                        model: string;
+                        training_file: string;
+                        validation_file: string | null;
+                        method: {
+                            /**
+                             * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                             * @example transfer
+                             */
+                            type: string;
+                            transfer?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                head?: {
+                                    hidden_units?: "auto" | number;
+                                    dropout?: "auto" | number;
+                                };
+                                /** @description Top backbone blocks to fine-tune in a second phase */
+                                unfreeze_top_blocks?: number;
+                                fine_tune?: null | {
+                                    n_epochs?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                };
+                            };
+                            supervised?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                            };
+                            /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                            distillation?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description Built-in, uploaded or fine-tuned model */
+                                teacher_model: string;
+                                temperature?: "auto" | number;
+                                alpha?: "auto" | number;
+                            };
+                        };
+                        search_space: {
+                            [key: string]: {
+                                values: (number | string | boolean | null)[];
+                            } | {
+                                min: number;
+                                max: number;
+                                /**
+                                 * @description default linear; log needs min > 0
+                                 * @enum {string}
+                                 */
+                                scale?: "linear" | "log";
+                                /**
+                                 * @description default float
+                                 * @enum {string}
+                                 */
+                                type?: "float" | "int";
+                            };
+                        };
+                        /** @enum {string} */
+                        strategy: "grid" | "random";
+                        max_trials: number;
+                        max_parallel: number;
+                        /** @enum {string} */
+                        metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                        /** @enum {string} */
+                        goal: "maximize" | "minimize";
+                        seed: number;
+                        suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        status_reason: string | null;
+                        progress: {
+                            /** @description trials planned (grid size, or max_trials) */
+                            trials_total: number;
+                            trials_created: number;
+                            /** @description trials whose job has ended */
+                            trials_done: number;
+                            trials_succeeded: number;
+                        };
+                        best_trial: {
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            job_id: string;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number;
+                        } | null;
+                        best_model: string | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getFineTuningSweep: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *       "object": "fine_tuning.sweep",
+                     *       "created_at": 1764370000,
+                     *       "finished_at": null,
+                     *       "status": "running",
+                     *       "model": "mnist-cnn",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "validation_file": null,
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 3
+                     *           }
+                     *         }
+                     *       },
+                     *       "search_space": {
+                     *         "hyperparameters.learning_rate": {
+                     *           "min": 0.0001,
+                     *           "max": 0.01,
+                     *           "scale": "log"
+                     *         },
+                     *         "head.hidden_units": {
+                     *           "values": [
+                     *             64,
+                     *             128,
+                     *             256
+                     *           ]
+                     *         }
+                     *       },
+                     *       "strategy": "random",
+                     *       "max_trials": 8,
+                     *       "max_parallel": 2,
+                     *       "metric": "val_accuracy",
+                     *       "goal": "maximize",
+                     *       "seed": 7,
+                     *       "suffix": null,
+                     *       "metadata": null,
+                     *       "status_reason": null,
+                     *       "progress": {
+                     *         "trials_total": 8,
+                     *         "trials_created": 3,
+                     *         "trials_done": 1,
+                     *         "trials_succeeded": 1
+                     *       },
+                     *       "best_trial": {
+                     *         "trial": 0,
+                     *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.00231,
+                     *           "head.hidden_units": 128
+                     *         },
+                     *         "metric_value": 0.9712
+                     *       },
+                     *       "best_model": "ft:mnist-cnn:digits:4f2k8d0s"
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.sweep";
+                        created_at: number;
+                        finished_at: number | null;
+                        /** @enum {string} */
+                        status: "running" | "succeeded" | "failed" | "cancelled";
+                        model: string;
+                        training_file: string;
+                        validation_file: string | null;
+                        method: {
+                            /**
+                             * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                             * @example transfer
+                             */
+                            type: string;
+                            transfer?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                head?: {
+                                    hidden_units?: "auto" | number;
+                                    dropout?: "auto" | number;
+                                };
+                                /** @description Top backbone blocks to fine-tune in a second phase */
+                                unfreeze_top_blocks?: number;
+                                fine_tune?: null | {
+                                    n_epochs?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                };
+                            };
+                            supervised?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                            };
+                            /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                            distillation?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description Built-in, uploaded or fine-tuned model */
+                                teacher_model: string;
+                                temperature?: "auto" | number;
+                                alpha?: "auto" | number;
+                            };
+                        };
+                        search_space: {
+                            [key: string]: {
+                                values: (number | string | boolean | null)[];
+                            } | {
+                                min: number;
+                                max: number;
+                                /**
+                                 * @description default linear; log needs min > 0
+                                 * @enum {string}
+                                 */
+                                scale?: "linear" | "log";
+                                /**
+                                 * @description default float
+                                 * @enum {string}
+                                 */
+                                type?: "float" | "int";
+                            };
+                        };
+                        /** @enum {string} */
+                        strategy: "grid" | "random";
+                        max_trials: number;
+                        max_parallel: number;
+                        /** @enum {string} */
+                        metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                        /** @enum {string} */
+                        goal: "maximize" | "minimize";
+                        seed: number;
+                        suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        status_reason: string | null;
+                        progress: {
+                            /** @description trials planned (grid size, or max_trials) */
+                            trials_total: number;
+                            trials_created: number;
+                            /** @description trials whose job has ended */
+                            trials_done: number;
+                            trials_succeeded: number;
+                        };
+                        best_trial: {
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            job_id: string;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number;
+                        } | null;
+                        best_model: string | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listFineTuningSweepTrials: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "object": "fine_tuning.sweep.trial",
+                     *           "trial": 0,
+                     *           "values": {
+                     *             "hyperparameters.learning_rate": 0.00231,
+                     *             "head.hidden_units": 128
+                     *           },
+                     *           "metric_value": 0.9712,
+                     *           "job": {
+                     *             "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "object": "fine_tuning.job",
+                     *             "model": "mnist-cnn",
+                     *             "created_at": 1764370000,
+                     *             "started_at": 1764370002,
+                     *             "finished_at": 1764370024,
+                     *             "fine_tuned_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *             "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "result_files": [],
+                     *             "status": "succeeded",
+                     *             "status_reason": null,
+                     *             "validation_file": null,
+                     *             "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *             "hyperparameters": {
+                     *               "n_epochs": 5,
+                     *               "batch_size": 128,
+                     *               "learning_rate": 0.001,
+                     *               "learning_rate_multiplier": 1,
+                     *               "validation_split": 0.1,
+                     *               "optimizer": "adam",
+                     *               "early_stopping": null
+                     *             },
+                     *             "method": {
+                     *               "type": "transfer",
+                     *               "transfer": {
+                     *                 "head": {
+                     *                   "hidden_units": 128,
+                     *                   "dropout": 0.5
+                     *                 },
+                     *                 "unfreeze_top_blocks": 0,
+                     *                 "fine_tune": null,
+                     *                 "hyperparameters": {
+                     *                   "n_epochs": 5,
+                     *                   "batch_size": 128,
+                     *                   "learning_rate": 0.001,
+                     *                   "learning_rate_multiplier": 1,
+                     *                   "validation_split": 0.1,
+                     *                   "optimizer": "adam",
+                     *                   "early_stopping": null
+                     *                 }
+                     *               }
+                     *             },
+                     *             "trained_tokens": null,
+                     *             "trained_samples": 132318,
+                     *             "error": null,
+                     *             "seed": 42,
+                     *             "suffix": "digits",
+                     *             "user_provided_suffix": "digits",
+                     *             "metadata": null,
+                     *             "integrations": [],
+                     *             "estimated_finish": null,
+                     *             "backend": "tensorflow",
+                     *             "attempt": 1,
+                     *             "progress": {
+                     *               "epoch": 5,
+                     *               "total_epochs": 5,
+                     *               "step": 207,
+                     *               "total_steps": 207,
+                     *               "fraction": 1,
+                     *               "samples_per_second": 9400,
+                     *               "estimated_finish": null
+                     *             },
+                     *             "queue_position": null,
+                     *             "retry_of_job_id": null,
+                     *             "init_checkpoint": null,
+                     *             "resource_class": "auto"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep.trial";
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number | null;
+                            job: components["schemas"]["FineTuningJob"];
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    cancelFineTuningSweep: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *       "object": "fine_tuning.sweep",
+                     *       "created_at": 1764370000,
+                     *       "finished_at": null,
+                     *       "status": "cancelled",
+                     *       "model": "mnist-cnn",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "validation_file": null,
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 3
+                     *           }
+                     *         }
+                     *       },
+                     *       "search_space": {
+                     *         "hyperparameters.learning_rate": {
+                     *           "min": 0.0001,
+                     *           "max": 0.01,
+                     *           "scale": "log"
+                     *         },
+                     *         "head.hidden_units": {
+                     *           "values": [
+                     *             64,
+                     *             128,
+                     *             256
+                     *           ]
+                     *         }
+                     *       },
+                     *       "strategy": "random",
+                     *       "max_trials": 8,
+                     *       "max_parallel": 2,
+                     *       "metric": "val_accuracy",
+                     *       "goal": "maximize",
+                     *       "seed": 7,
+                     *       "suffix": null,
+                     *       "metadata": null,
+                     *       "status_reason": null,
+                     *       "progress": {
+                     *         "trials_total": 8,
+                     *         "trials_created": 3,
+                     *         "trials_done": 1,
+                     *         "trials_succeeded": 1
+                     *       },
+                     *       "best_trial": {
+                     *         "trial": 0,
+                     *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.00231,
+                     *           "head.hidden_units": 128
+                     *         },
+                     *         "metric_value": 0.9712
+                     *       },
+                     *       "best_model": "ft:mnist-cnn:digits:4f2k8d0s"
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.sweep";
+                        created_at: number;
+                        finished_at: number | null;
+                        /** @enum {string} */
+                        status: "running" | "succeeded" | "failed" | "cancelled";
+                        model: string;
+                        training_file: string;
+                        validation_file: string | null;
+                        method: {
+                            /**
+                             * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                             * @example transfer
+                             */
+                            type: string;
+                            transfer?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                head?: {
+                                    hidden_units?: "auto" | number;
+                                    dropout?: "auto" | number;
+                                };
+                                /** @description Top backbone blocks to fine-tune in a second phase */
+                                unfreeze_top_blocks?: number;
+                                fine_tune?: null | {
+                                    n_epochs?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                };
+                            };
+                            supervised?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                            };
+                            /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                            distillation?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description Built-in, uploaded or fine-tuned model */
+                                teacher_model: string;
+                                temperature?: "auto" | number;
+                                alpha?: "auto" | number;
+                            };
+                        };
+                        search_space: {
+                            [key: string]: {
+                                values: (number | string | boolean | null)[];
+                            } | {
+                                min: number;
+                                max: number;
+                                /**
+                                 * @description default linear; log needs min > 0
+                                 * @enum {string}
+                                 */
+                                scale?: "linear" | "log";
+                                /**
+                                 * @description default float
+                                 * @enum {string}
+                                 */
+                                type?: "float" | "int";
+                            };
+                        };
+                        /** @enum {string} */
+                        strategy: "grid" | "random";
+                        max_trials: number;
+                        max_parallel: number;
+                        /** @enum {string} */
+                        metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                        /** @enum {string} */
+                        goal: "maximize" | "minimize";
+                        seed: number;
+                        suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        status_reason: string | null;
+                        progress: {
+                            /** @description trials planned (grid size, or max_trials) */
+                            trials_total: number;
+                            trials_created: number;
+                            /** @description trials whose job has ended */
+                            trials_done: number;
+                            trials_succeeded: number;
+                        };
+                        best_trial: {
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            job_id: string;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number;
+                        } | null;
+                        best_model: string | null;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

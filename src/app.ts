@@ -36,6 +36,7 @@ import checkpointRoutes from './routes/v1/checkpoints.js'
 import evaluationRoutes from './routes/v1/evaluations.js'
 import fileRoutes from './routes/v1/files.js'
 import jobRoutes from './routes/v1/fine_tuning/jobs.js'
+import sweepRoutes from './routes/v1/fine_tuning/sweeps.js'
 import modelRoutes from './routes/v1/models.js'
 import { ErrorSchema } from './schemas/common.js'
 import { EventObject, FileObject, JobObject, ModelObject, ProjectObject } from './schemas/objects.js'
@@ -145,6 +146,7 @@ export async function buildApp({
   await app.register(evaluationRoutes)
   await app.register(checkpointRoutes)
   await app.register(jobRoutes)
+  await app.register(sweepRoutes)
   await app.register(import('./routes/v1/webhooks.js'))
   return app
 }

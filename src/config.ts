@@ -53,6 +53,8 @@ export interface Config {
   storageQuotaBytes: number
   /** jobs a project may have unfinished (validating, queued, running, cancelling, paused), unless the project overrides it */
   maxConcurrentJobs: number
+  /** trials one hyperparameter sweep may plan (its max_trials, or its grid's size) */
+  maxSweepTrials: number
   /** requests per minute per API key (per IP without one), counted in Redis across API processes; 0 = off */
   rateLimitPerMinute: number
   /** ms a non-upload route may take from arrival to answer before a 503 request_timeout */
@@ -206,6 +208,7 @@ export function loadConfig(env: Env = process.env): Config {
     inferenceCacheMb: int(env, 'INFERENCE_CACHE_MB', 512, 16, 1024 * 1024),
     storageQuotaBytes: int(env, 'STORAGE_QUOTA_BYTES', 10 * 1024 ** 3, 0, 2 ** 53 - 1),
     maxConcurrentJobs: int(env, 'MAX_CONCURRENT_JOBS', 4, 1, 10_000),
+    maxSweepTrials: int(env, 'MAX_SWEEP_TRIALS', 50, 1, 10_000),
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 600, 0, 10_000_000),
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
     connectionTimeoutMs: int(env, 'CONNECTION_TIMEOUT_MS', 120_000, 1_000, 3_600_000),

@@ -105,6 +105,29 @@ export const ERROR_CATALOGUE = {
     description: 'A request with this Idempotency-Key is still running; retry shortly.',
   },
   job_not_cancellable: { status: 409, type: 'conflict_error', description: 'The job has already finished.' },
+  invalid_search_space: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'A sweep `search_space` entry names no tunable field of `method.<type>`, has an empty or inverted range, or gives a value a job would refuse (`param` names the path).',
+  },
+  sweep_too_large: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'The sweep would run more trials than `max_trials` (a grid) or than MAX_SWEEP_TRIALS allows.',
+  },
+  sweep_metric_unavailable: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'The sweep ranks trials by a val_* metric but its trials have no validation data (no validation_file and validation_split 0).',
+  },
+  early_termination_not_supported: {
+    status: 400,
+    type: 'invalid_request_error',
+    description: 'Sweep early termination (ASHA) is not built yet: send `early_termination: null` or leave it out.',
+  },
+  sweep_not_cancellable: { status: 409, type: 'conflict_error', description: 'The sweep has already finished.' },
   job_not_pausable: {
     status: 409,
     type: 'conflict_error',

@@ -12,7 +12,9 @@ import { createDb } from '../src/db/client.js'
 import { backendCapabilities } from '../src/engine/backend.js'
 import { deleteExpiredFiles } from '../src/modules/files/files-service.js'
 import { notifyJobChanged } from '../src/modules/jobs/job-updates.js'
-import { PAUSING } from '../src/modules/jobs/lifecycle/lifecycle.js'
+import { onTransition, PAUSING } from '../src/modules/jobs/lifecycle/lifecycle.js'
+import { isTerminal } from '../src/modules/jobs/lifecycle/transitions.js'
+import { advanceRunningSweeps, advanceSweep } from '../src/modules/sweeps/sweep-scheduler.js'
 import { detectDevice, trainingQueueName } from '../src/modules/workers/resource-class.js'
 import { jobThroughput, lastThroughput } from '../src/modules/workers/throughput.js'
 import { type RegistryHandle, registerWorker } from '../src/modules/workers/worker-registry.js'
@@ -107,6 +109,9 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     const jobs = await db.fineTuningJob.findMany({ where: { status: 'queued', createdAt: { lt: old } }, take: 100 })
     // a job already waiting or running in a training queue stays where it is (no second copy elsewhere)
     for (const j of jobs) if (!(await inTrainingQueue(queues, j.id))) await enqueueTraining(deps, j)
+    // Sweeps are driven from here (see src/modules/sweeps/sweep-scheduler.ts): this pass survives a worker
+    // crash, so a trial that ended unseen, or waited for a project slot, starts on the next pass.
+    await advanceRunningSweeps(deps)
     // webhook deliveries whose enqueue was lost, and finished jobs without their delivery rows
     await relayDeliveries(db, queues.webhooks, log)
     await db.idempotencyKey.deleteMany({ where: { createdAt: { lt: new Date(Date.now() - IDEMPOTENCY_TTL_MS) } } })
@@ -116,6 +121,18 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     const swept = await storage.sweepTmp(config.tmpMaxAgeMs)
     if (swept) log.info({ swept }, 'removed abandoned temporary uploads')
   }
+  // A sweep's trial that ends in this process starts the sweep's next trial at once (the reconcile pass
+  // above is the safety net when this process dies first).
+  const stopSweepListener = onTransition((t) => {
+    if (!isTerminal(t.to)) return
+    void db.fineTuningJob
+      .findUnique({ where: { id: t.jobId }, select: { sweepId: true } })
+      .then((j) => (j?.sweepId ? advanceSweep(deps, j.sweepId) : false))
+      .catch((err) =>
+        log.warn({ err: err.message, jobId: t.jobId }, 'sweep advance failed; the reconcile pass retries'),
+      )
+  })
+
   // Once per cluster: every worker upserts the same scheduler (the last interval wins), and each
   // `reconcile` job runs on one worker.
   await queues.maintenance.upsertJobScheduler(
@@ -168,6 +185,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
     backend,
     async close() {
       await registry.close()
+      stopSweepListener()
       clearInterval(pollCancels)
       await maintenanceWorker.close()
       await webhookDispatcher.close()

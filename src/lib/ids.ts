@@ -16,6 +16,7 @@ export type IdPrefix =
   | 'wh'
   | 'whdel'
   | 'feat'
+  | 'sweep'
 
 /** A random id with ~124 bits of entropy: `<prefix>-<24 base36 chars>`. */
 export function newId(prefix: IdPrefix): string {

@@ -383,3 +383,46 @@ export const prometheusExample = `# HELP refit_queue_jobs Jobs per queue and sta
 # TYPE refit_queue_jobs gauge
 refit_queue_jobs{queue="training",state="waiting"} 0
 `
+
+export const SWEEP_ID = 'sweep-7h3k9d2m4n6p8q0r1s3t5v7w'
+
+export const sweepExample = {
+  id: SWEEP_ID,
+  object: 'fine_tuning.sweep',
+  created_at: T,
+  finished_at: null,
+  status: 'running',
+  model: 'mnist-cnn',
+  training_file: FILE_ID,
+  validation_file: null,
+  method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 3 } } },
+  search_space: {
+    'hyperparameters.learning_rate': { min: 0.0001, max: 0.01, scale: 'log' },
+    'head.hidden_units': { values: [64, 128, 256] },
+  },
+  strategy: 'random',
+  max_trials: 8,
+  max_parallel: 2,
+  metric: 'val_accuracy',
+  goal: 'maximize',
+  seed: 7,
+  suffix: null,
+  metadata: null,
+  status_reason: null,
+  progress: { trials_total: 8, trials_created: 3, trials_done: 1, trials_succeeded: 1 },
+  best_trial: {
+    trial: 0,
+    job_id: JOB_ID,
+    values: { 'hyperparameters.learning_rate': 0.00231, 'head.hidden_units': 128 },
+    metric_value: 0.9712,
+  },
+  best_model: MODEL_ID,
+}
+
+export const trialExample = {
+  object: 'fine_tuning.sweep.trial',
+  trial: 0,
+  values: { 'hyperparameters.learning_rate': 0.00231, 'head.hidden_units': 128 },
+  metric_value: 0.9712,
+  job: jobExample,
+}

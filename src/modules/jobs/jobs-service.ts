@@ -26,6 +26,9 @@ import { isTerminal } from './lifecycle/transitions.js'
 import { checkTeacher, type MethodInput, methodHyperparameters, normalizeMethod, type StoredMethod } from './methods.js'
 
 export { TERMINAL } from './lifecycle/transitions.js'
+
+/** What creating a job needs: the API app has it, and so do the worker's deps (a sweep's trials are created there). */
+export type JobServiceDeps = lifecycle.LifecycleDeps & { storage: Storage; config: Config }
 export type { CreateJobBody }
 export { presentJob }
 
@@ -90,7 +93,7 @@ export function checkCompatible(model: Model, file: File, param = 'training_file
  * Everything a new job would be, checked and resolved ("auto" values included when the files are
  * processed), without writing anything: createJob persists it, `?dry_run=true` answers it.
  */
-export async function resolveJob(app: FastifyInstance, projectId: string, body: CreateJobBody) {
+export async function resolveJob(app: JobServiceDeps, projectId: string, body: CreateJobBody) {
   if (body.integrations?.length)
     throw new AppError(
       'integrations_not_supported',
@@ -179,10 +182,10 @@ export async function previewJob(app: FastifyInstance, projectId: string, body: 
 }
 
 export async function createJob(
-  app: FastifyInstance,
+  app: JobServiceDeps,
   projectId: string,
   body: CreateJobBody,
-  opts: { retryOf?: string } = {},
+  opts: { retryOf?: string; sweep?: { id: string; trial: number; values: Record<string, unknown> } } = {},
 ) {
   const { checkpoint, ready, estimate, data } = await resolveJob(app, projectId, body)
   const id = newId('ftjob')
@@ -193,10 +196,18 @@ export async function createJob(
     await assertJobSlots(app, projectId)
     return lifecycle.createJob(
       app,
-      { ...row, id, userMetadata: body.metadata ?? undefined, retryOfJobId: opts.retryOf ?? null },
+      {
+        ...row,
+        id,
+        userMetadata: body.metadata ?? undefined,
+        retryOfJobId: opts.retryOf ?? null,
+        ...(opts.sweep
+          ? { sweepId: opts.sweep.id, sweepTrial: opts.sweep.trial, sweepValues: opts.sweep.values as object }
+          : {}),
+      },
       {
         ready,
-        message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}`,
+        message: `Created ${(data.method as StoredMethod).type} job ${id}${from}${opts.retryOf ? ` as a retry of ${opts.retryOf}` : ''}${opts.sweep ? ` as trial ${opts.sweep.trial + 1} of sweep ${opts.sweep.id}` : ''}`,
         data: estimate
           ? { memory_estimate_bytes: estimate.totalBytes, memory_limit_bytes: app.config.trainingMemoryBytes }
           : undefined,

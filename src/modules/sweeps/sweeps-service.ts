@@ -1,0 +1,210 @@
+// Sweeps as the API sees them: creation (every trial checked as a job up front, nothing written until all
+// pass), reads, and cancel. Running a sweep is sweep-scheduler.ts's (in the worker).
+import type { FastifyInstance } from 'fastify'
+import { AppError, notFound } from '../../errors.js'
+import type { FineTuningJob, Sweep } from '../../generated/prisma/client.js'
+import { newId, unixSeconds } from '../../lib/ids.js'
+import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
+import type { CreateJobBody } from '../../schemas/jobs.js'
+import type { CreateSweepBody, SweepObject } from '../../schemas/sweeps.js'
+import { cancelJob, type JobServiceDeps, presentJob, resolveJob } from '../jobs/jobs-service.js'
+import { isTerminal } from '../jobs/lifecycle/transitions.js'
+import { checkSearchSpace, checkTrialSchema, planTrials, rangeEnds, type TrialValues, trialBody } from './sweep-plan.js'
+import { type SweepSpec, trialMetrics, withSweepLease } from './sweep-scheduler.js'
+
+/** Checks the whole sweep, then writes it; the worker creates its trials (sweep-scheduler.ts). */
+export async function createSweep(app: FastifyInstance, projectId: string, body: CreateSweepBody) {
+  if (body.early_termination !== undefined && body.early_termination !== null)
+    throw new AppError(
+      'early_termination_not_supported',
+      'early_termination must be null: ASHA early termination is not built yet, so every trial runs its n_epochs.',
+      { param: 'early_termination' },
+    )
+  checkSearchSpace(body, app.config.maxSweepTrials)
+  const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
+  const plan = planTrials(body, seed)
+  await checkTrials(app, projectId, body, plan, seed)
+  const spec: SweepSpec = { ...body, seed, early_termination: null }
+  const sweep = await app.db.sweep.create({
+    data: { id: newId('sweep'), projectId, spec: spec as object, plan: plan as object[] },
+  })
+  return presentSweep(app, sweep)
+}
+
+/**
+ * Every trial (and each range's ends) must be a job the job routes would accept, checked by the same code
+ * (the schema, then resolveJob: model, files, method, bounds, memory), before anything is created.
+ */
+async function checkTrials(
+  app: JobServiceDeps,
+  projectId: string,
+  body: CreateSweepBody,
+  plan: TrialValues[],
+  seed: number,
+) {
+  const seen = new Set<string>()
+  for (const values of [...plan, ...rangeEnds(body, plan[0] ?? {})]) {
+    const job: CreateJobBody = trialBody(body, values, seed)
+    const key = JSON.stringify(job)
+    if (seen.has(key)) continue
+    seen.add(key)
+    checkTrialSchema(body, values, job)
+    if (body.metric.startsWith('val_') && !body.validation_file) {
+      const config = (job.method as Record<string, { hyperparameters?: { validation_split?: unknown } }>)[
+        body.method.type
+      ]
+      if (config?.hyperparameters?.validation_split === 0)
+        throw new AppError(
+          'sweep_metric_unavailable',
+          `metric ${body.metric} needs validation data, but a trial has no validation_file and validation_split 0: give a validation_file, a validation_split above 0, or rank by ${body.metric.slice(4)}.`,
+          { param: 'metric' },
+        )
+    }
+    try {
+      await resolveJob(app, projectId, job)
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err
+      const what = Object.keys(values).length ? ` (${JSON.stringify(values)})` : ''
+      throw new AppError(err.code, `A trial${what} would be refused as a job: ${err.message}`, {
+        param: err.param,
+        details: err.details,
+      })
+    }
+  }
+}
+
+async function findSweep(app: Pick<FastifyInstance, 'db'>, projectId: string, id: string) {
+  const sweep = await app.db.sweep.findFirst({ where: { id, projectId } })
+  if (!sweep) throw notFound('sweep', id)
+  return sweep
+}
+
+/** The API's sweep object: the request, the status, progress and the best trial so far. */
+export async function presentSweep(app: Pick<FastifyInstance, 'db'>, sweep: Sweep): Promise<SweepObject> {
+  const spec = sweep.spec as unknown as SweepSpec
+  const plan = sweep.plan as TrialValues[]
+  const trials = await app.db.fineTuningJob.findMany({
+    where: { sweepId: sweep.id },
+    select: { id: true, status: true, sweepTrial: true, sweepValues: true, fineTunedModelId: true },
+  })
+  const best = sweep.bestJobId ? trials.find((t) => t.id === sweep.bestJobId) : undefined
+  const bestValue = best ? (await trialMetrics(app, spec.metric, [best])).get(best.id) : undefined
+  return {
+    id: sweep.id,
+    object: 'fine_tuning.sweep',
+    created_at: unixSeconds(sweep.createdAt)!,
+    finished_at: unixSeconds(sweep.finishedAt),
+    status: sweep.status,
+    model: spec.model,
+    training_file: spec.training_file,
+    validation_file: spec.validation_file ?? null,
+    method: spec.method,
+    search_space: spec.search_space,
+    strategy: spec.strategy,
+    max_trials: spec.max_trials,
+    max_parallel: spec.max_parallel,
+    metric: spec.metric,
+    goal: spec.goal,
+    seed: spec.seed,
+    suffix: spec.suffix ?? null,
+    metadata: spec.metadata ?? null,
+    status_reason: sweep.statusReason,
+    progress: {
+      trials_total: plan.length,
+      trials_created: trials.length,
+      trials_done: trials.filter((t) => isTerminal(t.status)).length,
+      trials_succeeded: trials.filter((t) => t.status === 'succeeded').length,
+    },
+    best_trial:
+      best && bestValue !== undefined
+        ? {
+            trial: best.sweepTrial ?? 0,
+            job_id: best.id,
+            values: (best.sweepValues ?? {}) as TrialValues,
+            metric_value: bestValue,
+          }
+        : null,
+    best_model: best?.fineTunedModelId ?? null,
+  }
+}
+
+export async function getSweep(app: FastifyInstance, projectId: string, id: string) {
+  return presentSweep(app, await findSweep(app, projectId, id))
+}
+
+export async function listSweeps(app: FastifyInstance, projectId: string, query: Page) {
+  const limit = query.limit ?? 20
+  const cursor = query.after ? await app.db.sweep.findFirst({ where: { id: query.after, projectId } }) : null
+  const rows = await app.db.sweep.findMany({
+    where: { projectId, ...olderThan(cursor) },
+    orderBy: NEWEST_FIRST,
+    take: limit + 1,
+  })
+  const page = rows.slice(0, limit)
+  return {
+    object: 'list' as const,
+    data: await Promise.all(page.map((s) => presentSweep(app, s))),
+    has_more: rows.length > limit,
+  }
+}
+
+/** The sweep's trials in plan order, each its job (as every job route shows it) and its sampled values. */
+export async function listTrials(app: FastifyInstance, projectId: string, id: string, query: Page) {
+  const sweep = await findSweep(app, projectId, id)
+  const spec = sweep.spec as unknown as SweepSpec
+  const limit = query.limit ?? 20
+  const cursor = query.after
+    ? await app.db.fineTuningJob.findFirst({ where: { id: query.after, sweepId: id }, select: { sweepTrial: true } })
+    : null
+  const rows = await app.db.fineTuningJob.findMany({
+    where: { sweepId: id, ...(cursor ? { sweepTrial: { gt: cursor.sweepTrial ?? -1 } } : {}) },
+    orderBy: { sweepTrial: 'asc' },
+    take: limit + 1,
+  })
+  const values = await trialMetrics(app, spec.metric, rows)
+  return toList(rows, limit, (j: FineTuningJob) => ({
+    object: 'fine_tuning.sweep.trial' as const,
+    trial: j.sweepTrial ?? 0,
+    values: (j.sweepValues ?? {}) as TrialValues,
+    metric_value: values.get(j.id) ?? null,
+    job: presentJob(j),
+  }))
+}
+
+/**
+ * Cancel: the sweep is marked cancelled under its lease (so no pass creates a trial after it), then every
+ * unfinished trial is cancelled through the job's own cancel (the lifecycle's, with its broadcast).
+ */
+export async function cancelSweep(app: FastifyInstance, projectId: string, id: string) {
+  const sweep = await findSweep(app, projectId, id)
+  if (sweep.status !== 'running')
+    throw new AppError('sweep_not_cancellable', `Sweep ${id} has already ${sweep.status}.`)
+  const marked = await withSweepLease(
+    app,
+    id,
+    async () =>
+      app.db.sweep.updateMany({
+        where: { id, status: 'running' },
+        data: { status: 'cancelled', finishedAt: new Date() },
+      }),
+    30_000,
+  )
+  if (marked === null)
+    throw new AppError('service_unavailable', `Sweep ${id} is being updated; retry shortly.`, {
+      headers: { 'retry-after': '2' },
+    })
+  if (marked.count === 0) {
+    const now = await findSweep(app, projectId, id)
+    if (now.status !== 'cancelled')
+      throw new AppError('sweep_not_cancellable', `Sweep ${id} has already ${now.status}.`)
+  }
+  const open = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, select: { id: true, status: true } })
+  for (const j of open) {
+    if (isTerminal(j.status)) continue
+    await cancelJob(app, projectId, j.id).catch((err) => {
+      // it ended meanwhile: nothing to cancel
+      if (!(err instanceof AppError && err.code === 'job_not_cancellable')) throw err
+    })
+  }
+  return getSweep(app, projectId, id)
+}

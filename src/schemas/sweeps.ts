@@ -1,0 +1,148 @@
+// The sweep's contract: what a creation request may give and what the API shows. A sweep's trials are
+// fine-tuning jobs, so the job's own contract (jobs.ts) validates each trial; this file only adds the
+// search space and the ranking.
+import { type Static, Type } from '@fastify/type-provider-typebox'
+import { Nullable, StringEnum } from './common.js'
+import { CreateJobBody, MethodInput } from './jobs.js'
+
+/** Explicit values to try (grid: every one; random: drawn uniformly). */
+export const ValuesDimension = Type.Object(
+  {
+    values: Type.Array(Type.Union([Type.Number(), Type.String(), Type.Boolean(), Type.Null()]), { maxItems: 1000 }),
+  },
+  { additionalProperties: false },
+)
+
+/** A range to draw from (random only). */
+export const RangeDimension = Type.Object(
+  {
+    min: Type.Number(),
+    max: Type.Number(),
+    scale: Type.Optional(StringEnum(['linear', 'log'], { description: 'default linear; log needs min > 0' })),
+    type: Type.Optional(StringEnum(['float', 'int'], { description: 'default float' })),
+  },
+  { additionalProperties: false },
+)
+export type Dimension = Static<typeof ValuesDimension> | Static<typeof RangeDimension>
+
+export const SWEEP_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const
+
+/** The body of `POST /v1/fine_tuning/sweeps`. */
+export const CreateSweepBody = Type.Object(
+  {
+    model: CreateJobBody.properties.model,
+    training_file: CreateJobBody.properties.training_file,
+    validation_file: CreateJobBody.properties.validation_file,
+    method: MethodInput,
+    search_space: Type.Record(Type.String({ maxLength: 200 }), Type.Union([ValuesDimension, RangeDimension]), {
+      minProperties: 1,
+      maxProperties: 20,
+      description:
+        'Paths relative to `method.<type>` (e.g. `hyperparameters.learning_rate`, `head.hidden_units`, `temperature`) mapped to `{values: [...]}` or `{min, max, scale, type}`; a trial sets each path to its sampled value.',
+    }),
+    strategy: StringEnum(['grid', 'random'], {
+      description: 'grid: every combination of `values` (at most max_trials); random: max_trials draws',
+    }),
+    max_trials: Type.Integer({ minimum: 1, maximum: 10_000, description: 'at most MAX_SWEEP_TRIALS' }),
+    max_parallel: Type.Integer({ minimum: 1, maximum: 100, description: 'trials unfinished at once, at most' }),
+    metric: StringEnum([...SWEEP_METRICS], {
+      description: "ranks the trials, read from the epoch whose weights each trial's model holds",
+    }),
+    goal: StringEnum(['maximize', 'minimize']),
+    seed: Type.Optional(
+      Nullable(
+        Type.Integer({
+          minimum: 0,
+          maximum: 2147483647,
+          description: 'drives the sampling and is every trial’s job seed; random when not given',
+        }),
+      ),
+    ),
+    early_termination: Type.Optional(
+      Type.Unknown({ description: 'Only null for now: ASHA early termination is not built yet.' }),
+    ),
+    suffix: CreateJobBody.properties.suffix,
+    metadata: CreateJobBody.properties.metadata,
+  },
+  {
+    additionalProperties: false,
+    examples: [
+      {
+        model: 'mnist-cnn',
+        training_file: 'file-0a1b2c3d4e5f6g7h8i9j0k1l',
+        method: { type: 'transfer', transfer: { hyperparameters: { n_epochs: 3 } } },
+        search_space: {
+          'hyperparameters.learning_rate': { min: 0.0001, max: 0.01, scale: 'log' },
+          'head.hidden_units': { values: [64, 128, 256] },
+        },
+        strategy: 'random',
+        max_trials: 8,
+        max_parallel: 2,
+        metric: 'val_accuracy',
+        goal: 'maximize',
+        seed: 7,
+      },
+    ],
+  },
+)
+export type CreateSweepBody = Static<typeof CreateSweepBody>
+
+const TrialValues = Type.Record(Type.String(), Type.Unknown(), { description: 'the sampled value of each path' })
+
+export const SweepObject = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('fine_tuning.sweep'),
+    created_at: Type.Integer(),
+    finished_at: Nullable(Type.Integer()),
+    status: StringEnum(['running', 'succeeded', 'failed', 'cancelled']),
+    model: Type.String(),
+    training_file: Type.String(),
+    validation_file: Nullable(Type.String()),
+    method: MethodInput,
+    search_space: Type.Record(Type.String(), Type.Union([ValuesDimension, RangeDimension])),
+    strategy: StringEnum(['grid', 'random']),
+    max_trials: Type.Integer(),
+    max_parallel: Type.Integer(),
+    metric: StringEnum([...SWEEP_METRICS]),
+    goal: StringEnum(['maximize', 'minimize']),
+    seed: Type.Integer(),
+    suffix: Nullable(Type.String()),
+    metadata: Nullable(Type.Record(Type.String(), Type.String())),
+    status_reason: Nullable(Type.String({ description: 'why it failed' })),
+    progress: Type.Object(
+      {
+        trials_total: Type.Integer({ description: 'trials planned (grid size, or max_trials)' }),
+        trials_created: Type.Integer(),
+        trials_done: Type.Integer({ description: 'trials whose job has ended' }),
+        trials_succeeded: Type.Integer(),
+      },
+      { additionalProperties: false },
+    ),
+    best_trial: Nullable(
+      Type.Object(
+        {
+          trial: Type.Integer({ description: '0-based index in the plan' }),
+          job_id: Type.String(),
+          values: TrialValues,
+          metric_value: Type.Number(),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    best_model: Nullable(Type.String({ description: "the best trial's fine-tuned model" })),
+  },
+  { additionalProperties: false },
+)
+export type SweepObject = Static<typeof SweepObject>
+
+export const TrialObject = Type.Object(
+  {
+    object: Type.Literal('fine_tuning.sweep.trial'),
+    trial: Type.Integer({ description: '0-based index in the plan' }),
+    values: TrialValues,
+    metric_value: Nullable(Type.Number({ description: 'the sweep metric, once the trial succeeded' })),
+    job: Type.Ref('FineTuningJob'),
+  },
+  { additionalProperties: false },
+)

@@ -1,0 +1,319 @@
+// Hyperparameter sweeps through the API and a real worker: the up-front refusals, the seeded plan, a grid
+// sweep of three tiny supervised trials run two at a time to `succeeded` with its best trial, and cancel.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import type { FastifyInstance } from 'fastify'
+import { planTrials } from '../../src/modules/sweeps/sweep-plan.js'
+import type { CreateSweepBody } from '../../src/schemas/sweeps.js'
+import { startWorker, type WorkerHandle } from '../../workers/worker.js'
+import {
+  bearer,
+  buildTestApp,
+  createProjectKey,
+  createTestEnv,
+  multipart,
+  type TestEnv,
+  waitFor,
+} from '../helpers/env.js'
+
+let env: TestEnv
+let app: FastifyInstance
+let worker: WorkerHandle
+let key: string
+let fileId: string
+
+/** 240 rows of two features, labelled by which side of a line they fall on (learnable in one epoch). */
+function tinyCsv(): Buffer {
+  const lines = ['a,b,label']
+  let s = 7
+  const rnd = () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31
+    return s / 2 ** 31
+  }
+  for (let i = 0; i < 240; i++) {
+    const a = rnd() * 2 - 1
+    const b = rnd() * 2 - 1
+    lines.push(`${a.toFixed(4)},${b.toFixed(4)},${a + b > 0 ? 'up' : 'down'}`)
+  }
+  return Buffer.from(lines.join('\n'))
+}
+
+const base = () => ({
+  model: 'mlp-small',
+  training_file: fileId,
+  method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 32 } } },
+  metric: 'val_accuracy',
+  goal: 'maximize',
+  seed: 11,
+})
+
+const post = (payload: object) =>
+  app.inject({ method: 'POST', url: '/v1/fine_tuning/sweeps', headers: bearer(key), payload })
+const get = (url: string) => app.inject({ url, headers: bearer(key) })
+
+before(async () => {
+  env = await createTestEnv('sweeps', { WORKER_CONCURRENCY: '2' })
+  app = await buildTestApp(env.config)
+  worker = await startWorker(env.config, { reconcileEveryMs: 500 })
+  ;({ key } = await createProjectKey(app))
+  const body = multipart({ purpose: 'fine-tune' }, { name: 'tiny.csv', content: tinyCsv() })
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
+  assert.equal(up.statusCode, 201, up.body)
+  fileId = up.json().id
+  await waitFor(
+    async () => (await app.db.file.findUnique({ where: { id: fileId } }))?.status === 'processed',
+    60_000,
+    'file validation',
+  )
+})
+
+after(async () => {
+  await worker?.close()
+  await app?.close()
+  await env?.cleanup()
+})
+
+test('refusals before anything is created, each naming the field', async () => {
+  const cases: [object, string, string][] = [
+    [
+      { search_space: { 'hyperparameters.learnin_rate': { values: [0.01] } }, strategy: 'grid', max_trials: 2 },
+      'invalid_search_space',
+      'search_space.hyperparameters.learnin_rate',
+    ],
+    [
+      { search_space: { head: { values: [1] } }, strategy: 'grid', max_trials: 2 },
+      'invalid_search_space',
+      'search_space.head',
+    ],
+    [
+      {
+        search_space: { 'hyperparameters.learning_rate': { min: 0.1, max: 0.001, scale: 'log' } },
+        strategy: 'random',
+        max_trials: 2,
+      },
+      'invalid_search_space',
+      'search_space.hyperparameters.learning_rate',
+    ],
+    [
+      { search_space: { 'hyperparameters.learning_rate': { values: [] } }, strategy: 'random', max_trials: 2 },
+      'invalid_search_space',
+      'search_space.hyperparameters.learning_rate',
+    ],
+    [
+      // a value the job contract refuses (learning_rate at most 1)
+      { search_space: { 'hyperparameters.learning_rate': { values: [0.01, 5] } }, strategy: 'grid', max_trials: 2 },
+      'invalid_search_space',
+      'search_space.hyperparameters.learning_rate',
+    ],
+    [
+      { search_space: { 'hyperparameters.learning_rate': { min: 0.001, max: 0.1 } }, strategy: 'grid', max_trials: 2 },
+      'invalid_search_space',
+      'search_space.hyperparameters.learning_rate',
+    ],
+    [
+      {
+        search_space: {
+          'hyperparameters.learning_rate': { values: [0.1, 0.01] },
+          'hyperparameters.batch_size': { values: [16, 32] },
+        },
+        strategy: 'grid',
+        max_trials: 3,
+      },
+      'sweep_too_large',
+      'max_trials',
+    ],
+    [
+      { search_space: { 'hyperparameters.learning_rate': { values: [0.01] } }, strategy: 'random', max_trials: 51 },
+      'sweep_too_large',
+      'max_trials',
+    ],
+    [
+      {
+        search_space: { 'hyperparameters.validation_split': { values: [0, 0.2] } },
+        strategy: 'grid',
+        max_trials: 2,
+      },
+      'sweep_metric_unavailable',
+      'metric',
+    ],
+    [
+      {
+        search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
+        strategy: 'grid',
+        max_trials: 1,
+        early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 3 },
+      },
+      'early_termination_not_supported',
+      'early_termination',
+    ],
+  ]
+  for (const [extra, code, param] of cases) {
+    const res = await post({ ...base(), max_parallel: 1, ...extra })
+    assert.equal(res.statusCode, 400, `${code}: ${res.body}`)
+    assert.equal(res.json().error.code, code, res.body)
+    assert.equal(res.json().error.param, param, res.body)
+  }
+  // a trial refused as a job by the job's own checks (the file) keeps the job's code
+  const noFile = await post({
+    ...base(),
+    training_file: 'file-doesnotexist',
+    search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
+    strategy: 'grid',
+    max_trials: 1,
+    max_parallel: 1,
+  })
+  assert.equal(noFile.statusCode, 400, noFile.body)
+  assert.equal(noFile.json().error.code, 'invalid_training_file')
+  assert.equal(await app.db.sweep.count(), 0)
+  assert.equal(await app.db.fineTuningJob.count(), 0)
+})
+
+test('the plan is seeded: the same spec and seed give the same values in the same order', () => {
+  const spec = {
+    ...base(),
+    search_space: {
+      'hyperparameters.learning_rate': { min: 0.0001, max: 0.1, scale: 'log' },
+      'hyperparameters.batch_size': { min: 8, max: 64, type: 'int' },
+      'hyperparameters.optimizer': { values: ['adam', 'sgd', 'rmsprop'] },
+    },
+    strategy: 'random',
+    max_trials: 12,
+    max_parallel: 1,
+  } as unknown as CreateSweepBody
+  const a = planTrials(spec, 11)
+  assert.deepEqual(planTrials(spec, 11), a)
+  assert.equal(a.length, 12)
+  assert.notDeepEqual(planTrials(spec, 12), a)
+  for (const t of a) {
+    const lr = t['hyperparameters.learning_rate'] as number
+    const bs = t['hyperparameters.batch_size'] as number
+    assert.ok(lr >= 0.0001 && lr <= 0.1, `lr ${lr}`)
+    assert.ok(Number.isInteger(bs) && bs >= 8 && bs <= 64, `batch ${bs}`)
+  }
+  assert.ok(new Set(a.map((t) => t['hyperparameters.optimizer'])).size > 1)
+})
+
+test('a grid sweep runs its trials at most two at a time and ends succeeded with the best trial', async () => {
+  const res = await post({
+    ...base(),
+    search_space: { 'hyperparameters.learning_rate': { values: [0.05, 0.0001, 0.01] } },
+    strategy: 'grid',
+    max_trials: 3,
+    max_parallel: 2,
+    suffix: 'sweep',
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const sweep = res.json()
+  assert.match(sweep.id, /^sweep-/)
+  assert.equal(sweep.status, 'running')
+  assert.equal(sweep.progress.trials_total, 3)
+  const done = await waitFor(
+    async () => {
+      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
+      return s.status !== 'running' && s
+    },
+    90_000,
+    'the sweep to end',
+  )
+  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  assert.deepEqual(done.progress, { trials_total: 3, trials_created: 3, trials_done: 3, trials_succeeded: 3 })
+
+  const trials = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials?limit=2`)).json()
+  assert.equal(trials.data.length, 2)
+  assert.equal(trials.has_more, true)
+  const rest = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials?after=${trials.data[1].job.id}`)).json()
+  const all = [...trials.data, ...rest.data]
+  assert.deepEqual(
+    all.map((t: { trial: number; values: object }) => [t.trial, t.values]),
+    [0.05, 0.0001, 0.01].map((lr, i) => [i, { 'hyperparameters.learning_rate': lr }]),
+  )
+  // every trial is a normal job with the sampled value applied and the sweep's seed
+  for (const t of all) {
+    assert.equal(t.job.status, 'succeeded')
+    assert.equal(t.job.seed, 11)
+    assert.equal(t.job.method.supervised.hyperparameters.learning_rate, t.values['hyperparameters.learning_rate'])
+  }
+  // the best trial, recomputed from each job's own metric rows (no early stopping: the last epoch's)
+  const finals = new Map<string, number>()
+  for (const t of all) {
+    const rows = (await get(`/v1/fine_tuning/jobs/${t.job.id}/metrics?name=val_accuracy`)).json().data as {
+      step: number
+      value: number
+    }[]
+    const last = rows.sort((x, y) => x.step - y.step).at(-1)!
+    finals.set(t.job.id, last.value)
+    assert.equal(t.metric_value, last.value)
+  }
+  const bestValue = Math.max(...finals.values())
+  const bestJob = all.find((t: { job: { id: string } }) => finals.get(t.job.id) === bestValue)
+  assert.equal(done.best_trial.job_id, bestJob.job.id)
+  assert.equal(done.best_trial.metric_value, bestValue)
+  assert.deepEqual(done.best_trial.values, bestJob.values)
+  assert.equal(done.best_model, bestJob.job.fine_tuned_model)
+
+  // never more than max_parallel unfinished at once: at each trial's creation, count the others unfinished
+  const rows = await app.db.fineTuningJob.findMany({ where: { sweepId: sweep.id }, orderBy: { sweepTrial: 'asc' } })
+  for (const r of rows) {
+    const open = rows.filter((o) => o.createdAt <= r.createdAt && (!o.finishedAt || o.finishedAt > r.createdAt))
+    assert.ok(open.length <= 2, `${open.length} trials unfinished when trial ${r.sweepTrial} was created`)
+  }
+  // the third trial waited for one of the first two to end
+  const firstEnd = Math.min(rows[0]!.finishedAt!.getTime(), rows[1]!.finishedAt!.getTime())
+  assert.ok(rows[2]!.createdAt.getTime() >= firstEnd)
+
+  const list = (await get('/v1/fine_tuning/sweeps')).json()
+  assert.ok(list.data.some((s: { id: string }) => s.id === sweep.id))
+})
+
+test('cancel ends the unfinished trials and no trial starts after it; the values follow the seeded plan', async () => {
+  const body = {
+    ...base(),
+    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 30, batch_size: 8 } } },
+    search_space: { 'hyperparameters.learning_rate': { min: 0.001, max: 0.1, scale: 'log' } },
+    strategy: 'random',
+    max_trials: 5,
+    max_parallel: 2,
+  }
+  const res = await post(body)
+  assert.equal(res.statusCode, 200, res.body)
+  const id = res.json().id
+  await waitFor(async () => (await app.db.fineTuningJob.count({ where: { sweepId: id } })) === 2, 30_000, 'two trials')
+  const cancelled = await app.inject({
+    method: 'POST',
+    url: `/v1/fine_tuning/sweeps/${id}/cancel`,
+    headers: bearer(key),
+  })
+  assert.equal(cancelled.statusCode, 200, cancelled.body)
+  assert.equal(cancelled.json().status, 'cancelled')
+  const trials = await waitFor(
+    async () => {
+      const t = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
+      return t.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.status)) && t
+    },
+    60_000,
+    'the trials to end',
+  )
+  assert.ok(
+    trials.some((t) => t.status === 'cancelled'),
+    JSON.stringify(trials.map((t) => t.status)),
+  )
+  // a few reconcile passes later still no new trial, and the sweep stays cancelled
+  await new Promise((r) => setTimeout(r, 1500))
+  assert.equal(await app.db.fineTuningJob.count({ where: { sweepId: id } }), trials.length)
+  assert.ok(trials.length <= 3)
+  const after = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
+  assert.equal(after.status, 'cancelled')
+  const plan = planTrials(body as unknown as CreateSweepBody, 11)
+  assert.deepEqual(
+    trials.map((t) => t.sweepValues),
+    plan.slice(0, trials.length),
+  )
+  const again = await app.inject({ method: 'POST', url: `/v1/fine_tuning/sweeps/${id}/cancel`, headers: bearer(key) })
+  assert.equal(again.statusCode, 409)
+  assert.equal(again.json().error.code, 'sweep_not_cancellable')
+})
