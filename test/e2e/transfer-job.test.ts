@@ -168,6 +168,11 @@ test('a transfer job from mnist-cnn trains, reports metrics while running and yi
   assert.deepEqual(model.classes, ['5', '6', '7', '8', '9'])
   assert.deepEqual(model.input_shape, [28, 28, 1])
   assert.equal(model.backend, job.backend)
+  // the run table shows the model's final and best epochs (one definition of best, stored once)
+  const admin = createRefitClient({ baseUrl: service.url, apiKey: ADMIN_TOKEN })
+  const adminJob = (await admin.GET('/v1/admin/jobs/{id}', { params: { path: { id: jobId } } })).data!
+  assert.deepEqual(adminJob.metrics, { final: model.metrics!.final, best: model.metrics!.best })
+  assert.equal(model.metrics!.delivered_epoch, model.metrics!.final!.epoch, 'no early stopping: the last epoch')
 
   // Download and load with stock TF.js.
   const zip = await api.GET('/v1/models/{id}/content', {

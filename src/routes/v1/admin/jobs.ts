@@ -14,7 +14,11 @@ import {
   resumeJob,
   retryJob,
 } from '../../../modules/jobs/jobs-service.js'
-import { type MetricRow, summarizeMetrics } from '../../../modules/jobs/lifecycle/metrics-summary.js'
+import {
+  type MetricRow,
+  type MetricsSummary,
+  summarizeMetrics,
+} from '../../../modules/jobs/lifecycle/metrics-summary.js'
 import { isTerminal } from '../../../modules/jobs/lifecycle/transitions.js'
 import { errorResponses, IdParams, listOf } from '../../../schemas/common.js'
 import {
@@ -43,28 +47,42 @@ async function findJob(app: FastifyInstance, id: string) {
 
 type JobWithProject = Awaited<ReturnType<typeof findJob>>
 
-/** Epoch metric rows of some jobs, by job id (one query; batch rows left out). */
-async function epochRows(app: FastifyInstance, jobIds: string[]) {
-  const out = new Map<string, MetricRow[]>()
+type FinalAndBest = Pick<MetricsSummary, 'final' | 'best'>
+
+/**
+ * The last and the best epoch of some jobs, by job id (null before a job's first epoch): a succeeded
+ * job's from the summary the lifecycle stored on its model (best as early stopping restored it), any
+ * other job's from its epoch rows by the same definition (metrics-summary.ts). Two queries.
+ */
+async function finalAndBest(app: FastifyInstance, jobIds: string[]) {
+  const out = new Map<string, FinalAndBest | null>()
   if (!jobIds.length) return out
-  const rows = await app.db.metric.findMany({
-    where: { jobId: { in: jobIds }, ...EPOCH_ROWS_ONLY },
-    select: { jobId: true, step: true, epoch: true, name: true, value: true },
-    orderBy: [{ step: 'asc' }],
-  })
-  for (const r of rows) out.set(r.jobId, [...(out.get(r.jobId) ?? []), r])
+  const [rows, models] = await Promise.all([
+    app.db.metric.findMany({
+      where: { jobId: { in: jobIds }, ...EPOCH_ROWS_ONLY },
+      select: { jobId: true, step: true, epoch: true, name: true, value: true },
+      orderBy: [{ step: 'asc' }],
+    }),
+    app.db.model.findMany({ where: { jobId: { in: jobIds } }, select: { jobId: true, metadata: true } }),
+  ])
+  const byJob = new Map<string, MetricRow[]>()
+  for (const r of rows) byJob.set(r.jobId, [...(byJob.get(r.jobId) ?? []), r])
+  const stored = new Map(
+    models.map((m) => [m.jobId, (m.metadata as { metrics?: Partial<MetricsSummary> } | null)?.metrics]),
+  )
+  for (const id of jobIds) {
+    const s = stored.get(id)
+    const r = byJob.get(id)
+    out.set(id, s?.best_by ? { final: s.final ?? null, best: s.best ?? null } : r?.length ? summarizeMetrics(r) : null)
+  }
   return out
 }
 
-/** The last and the best epoch of a job's rows (the lifecycle's one definition of best), or null before its first epoch. */
-function metricsSummary(rows: MetricRow[] | undefined) {
-  if (!rows?.length) return null
-  const { final, best } = summarizeMetrics(rows)
-  return { final, best }
-}
-
 /** What a job is ranked by for each `sort`; null sorts last in either order. */
-const SORT_KEYS: Record<(typeof JOB_SORTS)[number], (j: JobWithProject, m: MetricRow[] | undefined) => unknown> = {
+const SORT_KEYS: Record<
+  (typeof JOB_SORTS)[number],
+  (j: JobWithProject, m: FinalAndBest | null | undefined) => unknown
+> = {
   created: (j) => j.createdAt.getTime(),
   status: (j) => j.status,
   project: (j) => j.project.name,
@@ -72,8 +90,8 @@ const SORT_KEYS: Record<(typeof JOB_SORTS)[number], (j: JobWithProject, m: Metri
     j.startedAt
       ? (j.finishedAt ?? (isTerminal(j.status) ? j.startedAt : new Date())).getTime() - j.startedAt.getTime()
       : null,
-  final: (_j, m) => headline(metricsSummary(m)?.final),
-  best: (_j, m) => headline(metricsSummary(m)?.best),
+  final: (_j, m) => headline(m?.final),
+  best: (_j, m) => headline(m?.best),
 }
 const headline = (m: Record<string, unknown> | null | undefined) =>
   (m?.val_accuracy ?? m?.accuracy ?? null) as number | null
@@ -100,7 +118,7 @@ async function rankedJobs(
     include: { project: true },
     take: RANKED_JOBS,
   })
-  const metrics = await epochRows(
+  const metrics = await finalAndBest(
     app,
     all.map((j) => j.id),
   )
@@ -117,10 +135,13 @@ async function rankedJobs(
   return { rows: keyed.slice(start, start + limit + 1).map((x) => x.j), metrics }
 }
 
-const presentAdminJob = (j: JobWithProject, extra: { queuePosition?: number | null; metrics?: MetricRow[] } = {}) => ({
+const presentAdminJob = (
+  j: JobWithProject,
+  extra: { queuePosition?: number | null; metrics?: FinalAndBest | null } = {},
+) => ({
   ...presentJob(j, extra),
   project: { id: j.project.id, name: j.project.name },
-  metrics: metricsSummary(extra.metrics),
+  metrics: extra.metrics ? { final: extra.metrics.final, best: extra.metrics.best } : null,
 })
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
@@ -155,7 +176,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           : {}),
       }
       let rows: JobWithProject[]
-      let metrics: Map<string, MetricRow[]>
+      let metrics: Map<string, FinalAndBest | null>
       if ((q.sort ?? 'created') === 'created' && (q.order ?? 'desc') === 'desc') {
         const cursor = q.after ? await app.db.fineTuningJob.findUnique({ where: { id: q.after } }) : null
         rows = await app.db.fineTuningJob.findMany({
@@ -164,7 +185,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           include: { project: true },
           take: limit + 1,
         })
-        metrics = await epochRows(
+        metrics = await finalAndBest(
           app,
           rows.slice(0, limit).map((j) => j.id),
         )
@@ -198,7 +219,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       const job = await findJob(app, req.params.id)
-      const metrics = await epochRows(app, [job.id])
+      const metrics = await finalAndBest(app, [job.id])
       return presentAdminJob(job, { queuePosition: await queuePosition(app.db, job), metrics: metrics.get(job.id) })
     },
   )
