@@ -7,6 +7,7 @@ import { planTrials } from '../../src/modules/sweeps/sweep-plan.js'
 import type { CreateSweepBody } from '../../src/schemas/sweeps.js'
 import { startWorker, type WorkerHandle } from '../../workers/worker.js'
 import {
+  adminAuth,
   bearer,
   buildTestApp,
   createProjectKey,
@@ -20,6 +21,7 @@ let env: TestEnv
 let app: FastifyInstance
 let worker: WorkerHandle
 let key: string
+let projectId: string
 let fileId: string
 
 /** 240 rows of two features, labelled by which side of a line they fall on (learnable in one epoch). */
@@ -55,7 +57,7 @@ before(async () => {
   env = await createTestEnv('sweeps', { WORKER_CONCURRENCY: '2' })
   app = await buildTestApp(env.config)
   worker = await startWorker(env.config, { reconcileEveryMs: 500 })
-  ;({ key } = await createProjectKey(app))
+  ;({ key, projectId } = await createProjectKey(app))
   const body = multipart({ purpose: 'fine-tune' }, { name: 'tiny.csv', content: tinyCsv() })
   const up = await app.inject({
     method: 'POST',
@@ -316,4 +318,54 @@ test('cancel ends the unfinished trials and no trial starts after it; the values
   const again = await app.inject({ method: 'POST', url: `/v1/fine_tuning/sweeps/${id}/cancel`, headers: bearer(key) })
   assert.equal(again.statusCode, 409)
   assert.equal(again.json().error.code, 'sweep_not_cancellable')
+})
+
+test("trials count toward the project's max_concurrent_jobs: with no free slot a trial waits, and the reconcile pass starts it", async () => {
+  const limits = (max: number | null) =>
+    app.inject({
+      method: 'PATCH',
+      url: `/v1/admin/projects/${projectId}/limits`,
+      headers: adminAuth,
+      payload: { max_concurrent_jobs: max },
+    })
+  assert.equal((await limits(1)).statusCode, 200)
+  try {
+    const job = await app.inject({
+      method: 'POST',
+      url: '/v1/fine_tuning/jobs',
+      headers: bearer(key),
+      payload: {
+        model: 'mlp-small',
+        training_file: fileId,
+        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 8 } } },
+      },
+    })
+    assert.equal(job.statusCode, 200, job.body)
+    const res = await post({
+      ...base(),
+      search_space: { 'hyperparameters.learning_rate': { values: [0.01, 0.02] } },
+      strategy: 'grid',
+      max_trials: 2,
+      max_parallel: 2,
+    })
+    assert.equal(res.statusCode, 200, res.body)
+    const id = res.json().id
+    const done = await waitFor(
+      async () => {
+        const s = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
+        return s.status !== 'running' && s
+      },
+      90_000,
+      'the sweep to end',
+    )
+    assert.equal(done.status, 'succeeded', JSON.stringify(done))
+    const other = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: job.json().id } })
+    const trials = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
+    assert.equal(trials.length, 2)
+    // the one slot was the other job's until it ended, then each trial's in turn (max_parallel 2 or not)
+    assert.ok(trials[0]!.createdAt >= other.finishedAt!, 'the first trial waited for the free slot')
+    assert.ok(trials[1]!.createdAt >= trials[0]!.finishedAt!, 'the second trial waited for the first')
+  } finally {
+    await limits(null)
+  }
 })
