@@ -1446,6 +1446,7 @@ export interface components {
             } | null;
             queue_position: number | null;
             retry_of_job_id: string | null;
+            sweep_id: string | null;
             init_checkpoint: string | null;
             /**
              * @description the hardware the job asked for
@@ -2670,6 +2671,7 @@ export interface operations {
                      *           },
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
+                     *           "sweep_id": null,
                      *           "init_checkpoint": null,
                      *           "resource_class": "auto",
                      *           "project": {
@@ -2826,6 +2828,7 @@ export interface operations {
                             } | null;
                             queue_position: number | null;
                             retry_of_job_id: string | null;
+                            sweep_id: string | null;
                             init_checkpoint: string | null;
                             /**
                              * @description the hardware the job asked for
@@ -2986,6 +2989,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3136,6 +3140,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -3294,6 +3299,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3444,6 +3450,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -3611,6 +3618,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3761,6 +3769,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -3920,6 +3929,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -4070,6 +4080,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -4229,6 +4240,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -4379,6 +4391,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -6247,6 +6260,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -6397,6 +6411,7 @@ export interface operations {
                         } | null;
                         queue_position: number | null;
                         retry_of_job_id: string | null;
+                        sweep_id: string | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -10231,6 +10246,7 @@ export interface operations {
                      *           },
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
+                     *           "sweep_id": null,
                      *           "init_checkpoint": null,
                      *           "resource_class": "auto"
                      *         }
@@ -10383,6 +10399,7 @@ export interface operations {
                             } | null;
                             queue_position: number | null;
                             retry_of_job_id: string | null;
+                            sweep_id: string | null;
                             init_checkpoint: string | null;
                             /**
                              * @description the hardware the job asked for
@@ -10623,6 +10640,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -10769,6 +10787,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -10898,6 +10917,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": "ftjob-1q2w3e4r5t6y7u8i9o0p1a2s",
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11044,6 +11064,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11190,6 +11211,7 @@ export interface operations {
                      *       },
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11328,6 +11350,7 @@ export interface operations {
                      *       "progress": null,
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
+                     *       "sweep_id": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -12865,6 +12888,7 @@ export interface operations {
                      *             },
                      *             "queue_position": null,
                      *             "retry_of_job_id": null,
+                     *             "sweep_id": null,
                      *             "init_checkpoint": null,
                      *             "resource_class": "auto"
                      *           }

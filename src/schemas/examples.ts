@@ -155,6 +155,7 @@ export const jobExample = {
   },
   queue_position: null,
   retry_of_job_id: null,
+  sweep_id: null,
   init_checkpoint: null,
   resource_class: 'auto',
 }

@@ -152,6 +152,9 @@ export const JobObject = Type.Object(
     progress: Nullable(JobProgress),
     queue_position: Nullable(Type.Integer({ description: '1-based place in the training queue while queued' })),
     retry_of_job_id: Nullable(Type.String()),
+    sweep_id: Nullable(
+      Type.String({ description: 'the sweep this job is a trial of (GET /v1/fine_tuning/sweeps/{id}/trials)' }),
+    ),
     init_checkpoint: Nullable(Type.String({ description: 'checkpoint the job started from, when `model` named one' })),
     resource_class: StringEnum(['auto', 'cpu', 'gpu'], { description: 'the hardware the job asked for' }),
   },

@@ -238,6 +238,7 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
   for (const t of all) {
     assert.equal(t.job.status, 'succeeded')
     assert.equal(t.job.seed, 11)
+    assert.equal(t.job.sweep_id, sweep.id)
     assert.equal(t.job.method.supervised.hyperparameters.learning_rate, t.values['hyperparameters.learning_rate'])
   }
   // the best trial, recomputed from each job's own metric rows (no early stopping: the last epoch's)

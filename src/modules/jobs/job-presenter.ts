@@ -40,6 +40,7 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     progress,
     queue_position: extra.queuePosition ?? null,
     retry_of_job_id: j.retryOfJobId,
+    sweep_id: j.sweepId ?? null,
     init_checkpoint: j.initCheckpointId,
     resource_class: j.resourceClass ?? 'auto',
   }
