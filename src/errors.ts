@@ -59,6 +59,18 @@ export const ERROR_CATALOGUE = {
     type: 'invalid_request_error',
     description: 'The model cannot be fine-tuned with this method.',
   },
+  graph_model_op_unsupported: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'An uploaded TF.js graph model has a node the graph path cannot run (a fused form with no TensorFlow rewrite, several inputs or outputs); the message and details name the node and op.',
+  },
+  graph_model_feature_node_not_found: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'An uploaded TF.js graph model has no node named by feature_layer (or no MatMul whose input is the default feature node); details list the default.',
+  },
   incompatible_dataset: {
     status: 400,
     type: 'invalid_request_error',

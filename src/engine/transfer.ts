@@ -7,6 +7,7 @@ import { checkCapabilities } from './backend.js'
 import { EngineError } from './errors.js'
 import type { CachedFeatures } from './feature-file.js'
 import { type FrozenForward, forwardEventData, frozenForward, frozenForwardEvent } from './graph/forward.js'
+import { graphModelOf, runGraphTransfer } from './graph/graph-transfer.js'
 import { loadModelForTraining, readMetadata } from './model-io.js'
 import type { MethodSpec, ModelMetadata, TransferHead } from './protocol.js'
 import {
@@ -80,6 +81,8 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   if (!meta.feature_layer) {
     throw new EngineError('base_model_not_transferable', 'base model metadata names no feature_layer', true)
   }
+  const graph = graphModelOf(meta)
+  if (graph) return runGraphTransfer(opts, meta, graph)
   checkTrainable(train)
   const classes = train.classes
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined

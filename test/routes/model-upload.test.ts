@@ -304,7 +304,8 @@ test('refuses symlink entries', async () => {
   await assertRefused(await upload(goodFields, zip), 400, 'invalid_model', { entry: 'tiny/link.bin' }, /symbolic link/)
 })
 
-test('refuses a graph model', async () => {
+test('refuses a model.json that says graph-model without a GraphDef, or names an unknown format', async () => {
+  // graph models themselves are accepted as frozen backbones: test/e2e/graph-model-base.test.ts
   const entries = modelEntries()
   const json = JSON.parse(entries['tiny/model.json'].toString())
   entries['tiny/model.json'] = Buffer.from(JSON.stringify({ ...json, format: 'graph-model' }))
@@ -313,7 +314,15 @@ test('refuses a graph model', async () => {
     400,
     'invalid_model',
     { entry: 'tiny/model.json' },
-    /layers-model/,
+    /GraphDef/,
+  )
+  entries['tiny/model.json'] = Buffer.from(JSON.stringify({ ...json, format: 'saved-model' }))
+  await assertRefused(
+    await upload(goodFields, await zipOf(entries)),
+    400,
+    'invalid_model',
+    { entry: 'tiny/model.json' },
+    /layers-model.*graph-model/,
   )
 })
 

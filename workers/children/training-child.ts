@@ -7,6 +7,7 @@ import { checkCapabilities, selectBackend } from '../../src/engine/backend.js'
 import { runDistillation } from '../../src/engine/distillation.js'
 import { EngineError } from '../../src/engine/errors.js'
 import { openFeatureCache } from '../../src/engine/feature-cache.js'
+import { graphModelOf } from '../../src/engine/graph/graph-transfer.js'
 import { PRESET_MAX_IMAGE_SIDE } from '../../src/engine/memory-estimate.js'
 import { readMetadata, readTopology } from '../../src/engine/model-io.js'
 import type {
@@ -75,9 +76,12 @@ async function train(req: TrainRequest): Promise<void> {
       `${method.type} needs baseModelDir${method.type === 'transfer' ? '' : ' or architecture'}`,
       true,
     )
-  await precheck(req, selected.backend)
   // images load at the trained model's height/width (an architecture takes the file's own size)
   const meta = req.baseModelDir ? await readMetadata(req.baseModelDir) : null
+  // a TF.js graph-model base has no layers topology to check, and its features are not in the feature cache
+  // (whose cached-feature path composes layers files)
+  const graphBase = meta !== null && graphModelOf(meta) !== null
+  if (!graphBase) await precheck(req, selected.backend)
   const shapeOf = (m: ModelMetadata | null) =>
     m && m.input_shape.length === 3 ? (m.input_shape as [number, number, number]) : undefined
   const imageShape = shapeOf(meta)
@@ -87,7 +91,7 @@ async function train(req: TrainRequest): Promise<void> {
       ...spec.options,
       ...(shape ? { imageShape: shape } : { fitWithin: PRESET_MAX_IMAGE_SIDE }),
     })
-  const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
+  const featureCache = method.type === 'transfer' && !graphBase ? await openFeatureCache(req, send) : null
   if (method.type === 'transfer' && featureCache) {
     const served = await trainOnCachedFeatures(req, method, featureCache, selected)
     if (served) return finishDone(served)

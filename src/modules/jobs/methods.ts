@@ -52,7 +52,20 @@ export async function normalizeMethod(
     throw new AppError('invalid_request', 'A distillation job needs method.distillation.teacher_model.', {
       param: 'method.distillation.teacher_model',
     })
-  const meta = model.metadata as { feature_layer?: string | null; blocks?: { name: string }[] }
+  const meta = model.metadata as { feature_layer?: string | null; blocks?: { name: string }[]; graph_model?: unknown }
+  // a TF.js graph model has no trainable layers here: it is a frozen backbone for a new head, nothing more
+  if (meta.graph_model && method.type !== 'transfer')
+    throw new AppError(
+      'model_not_trainable',
+      `${model.id} is a TF.js graph model: it can only be a frozen backbone; use method "transfer".`,
+      { param: 'model' },
+    )
+  if (meta.graph_model && (method.transfer?.unfreeze_top_blocks ?? 0) > 0)
+    throw new AppError(
+      'model_not_trainable',
+      `${model.id} is a TF.js graph model, whose layers cannot be trained: only a new head trains; send unfreeze_top_blocks 0.`,
+      { param: 'method.transfer.unfreeze_top_blocks' },
+    )
   if (method.type === 'transfer') {
     if (model.kind === 'architecture' || !meta.feature_layer)
       throw new AppError(
@@ -105,6 +118,12 @@ export async function normalizeMethod(
         throw notFound('model', cfg.teacher_model, 'method.distillation.teacher_model')
       throw err
     })
+    if ((teacher.metadata as { graph_model?: unknown }).graph_model)
+      throw new AppError(
+        'model_not_trainable',
+        `${teacher.id} is a TF.js graph model; graph models cannot teach yet (use one as a transfer backbone instead).`,
+        { param: 'method.distillation.teacher_model' },
+      )
     if (teacher.kind === 'architecture')
       throw new AppError('model_not_trainable', `${teacher.id} is an untrained architecture and cannot teach.`, {
         param: 'method.distillation.teacher_model',

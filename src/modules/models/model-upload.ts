@@ -12,6 +12,13 @@ import type { MultipartFile, MultipartValue } from '@fastify/multipart'
 import type { FastifyInstance } from 'fastify'
 import yauzl from 'yauzl'
 import { isIgnoredPath, nextEntry, readZipEntry } from '../../datasets/zip.js'
+import {
+  type GraphModelInfo,
+  type GraphModelJson,
+  inspectGraphModel,
+  isGraphModelProblem,
+} from '../../engine/graph/graph-model.js'
+import type { GraphModelMeta } from '../../engine/graph/graph-transfer.js'
 import { unwrapTopology } from '../../engine/memory-estimate.js'
 import { MODEL_JSON, WEIGHTS_BIN, writeMetadata } from '../../engine/model-io.js'
 import type { ModelMetadata } from '../../engine/protocol.js'
@@ -78,6 +85,8 @@ export interface InspectedModel {
   outputUnits: number | null
   outputLayer: string
   layerNames: string[]
+  /** a TF.js graph model (GraphDef topology): its input, output, default feature node and node names */
+  graph?: GraphModelInfo & { nodeNames: Set<string> }
 }
 
 const invalidModel = (message: string, details: ErrorDetail[]) => new AppError('invalid_model', message, { details })
@@ -284,10 +293,13 @@ export function inspectModelJson(
   }
   if (!isRecord(modelJson))
     throw at('model.json is not a JSON object.', `expected an object, found ${describe(modelJson)}`)
+  const graphTopology = isRecord(modelJson.modelTopology) && Array.isArray(modelJson.modelTopology.node)
+  if (modelJson.format === 'graph-model' || (modelJson.format === undefined && graphTopology))
+    return inspectGraphModelJson(modelJsonEntry, folder, modelJson, files)
   if (modelJson.format !== undefined && modelJson.format !== 'layers-model')
     throw at(
-      'model.json is not a TF.js layers model.',
-      `expected format "layers-model", found ${describe(modelJson.format)} (graph models cannot be fine-tuned)`,
+      'model.json is neither a TF.js layers model nor a graph model.',
+      `expected format "layers-model" or "graph-model", found ${describe(modelJson.format)}`,
     )
   // Keras-converted files may wrap the topology in `model_config`.
   const rawTopology = modelJson.modelTopology
@@ -363,6 +375,28 @@ export function inspectModelJson(
     }
   }
 
+  const { shards, weightSpecs, weightBytes } = inspectManifest(at, folder, modelJson, files)
+
+  return {
+    folder,
+    modelJson,
+    shards,
+    weightSpecs,
+    weightBytes,
+    inputShape: batchShape.slice(1) as (number | null)[],
+    outputUnits,
+    outputLayer: outputName,
+    layerNames: [...byName.keys()],
+  }
+}
+
+/** Checks the weights manifest: shard paths inside the model folder and present, sizes adding up. */
+function inspectManifest(
+  at: (message: string, detail: string) => AppError,
+  folder: string,
+  modelJson: Record<string, unknown>,
+  files: Map<string, { uncompressedSize: number }>,
+): { shards: string[]; weightSpecs: Record<string, unknown>[]; weightBytes: number } {
   const manifest = modelJson.weightsManifest
   if (!Array.isArray(manifest) || !manifest.every(isRecord))
     throw at('model.json has no weights manifest.', 'expected weightsManifest to be an array of {paths, weights}')
@@ -433,21 +467,67 @@ export function inspectModelJson(
       },
     ])
 
+  return { shards, weightSpecs, weightBytes }
+}
+
+/**
+ * Checks a TF.js graph model (GraphDef `modelTopology`, what tensorflowjs_converter writes) as JSON: one
+ * Placeholder input, one output, ops the graph path can run (graph-model.ts rewrites TF.js's fused forms;
+ * any other fused form is refused naming its node and op), and a sound weights manifest.
+ */
+function inspectGraphModelJson(
+  modelJsonEntry: string,
+  folder: string,
+  modelJson: Record<string, unknown>,
+  files: Map<string, { uncompressedSize: number }>,
+): InspectedModel {
+  const at = (message: string, detail: string) => invalidModel(message, [{ entry: modelJsonEntry, message: detail }])
+  const topology = modelJson.modelTopology as Record<string, unknown> | undefined
+  const nodes = topology?.node
+  if (!Array.isArray(nodes) || nodes.length === 0)
+    throw at(
+      'model.json says graph-model but holds no GraphDef.',
+      'expected modelTopology.node to be a non-empty array of GraphDef nodes (what tensorflowjs_converter writes)',
+    )
+  if (!nodes.every((n) => isRecord(n) && typeof n.name === 'string' && typeof n.op === 'string'))
+    throw at('model.json has a malformed graph.', 'expected modelTopology.node to be GraphDef nodes {name, op, input}')
+  const info = inspectGraphModel(modelJson as unknown as GraphModelJson)
+  if (isGraphModelProblem(info))
+    throw new AppError(
+      'graph_model_op_unsupported',
+      `The graph model cannot run here${info.node ? `: node "${info.node}"${info.op ? ` (op ${info.op})` : ''}` : info.op ? ` (op ${info.op})` : ''}: ${info.reason}.`,
+      {
+        param: 'file',
+        details: [
+          {
+            entry: modelJsonEntry,
+            message: `${info.node ? `node "${info.node}"` : 'graph'}${info.op ? ` (op ${info.op})` : ''}: ${info.reason}`,
+          },
+        ],
+      },
+    )
+  const { shards, weightSpecs, weightBytes } = inspectManifest(at, folder, modelJson, files)
+  const nodeNames = new Set((nodes as { name: string }[]).map((n) => n.name))
   return {
     folder,
     modelJson,
     shards,
     weightSpecs,
     weightBytes,
-    inputShape: batchShape.slice(1) as (number | null)[],
-    outputUnits,
-    outputLayer: outputName,
-    layerNames: [...byName.keys()],
+    inputShape: info.input.shape.map((d) => (d > 0 ? d : null)),
+    outputUnits: null,
+    outputLayer: info.output,
+    layerNames: [],
+    graph: { ...info, nodeNames },
   }
 }
 
 /** Checks that the fields describe this model: its input shape, its output width, one of its layers. */
 export function checkFieldsAgainstModel(fields: ModelUploadFields, model: InspectedModel): void {
+  if (model.graph) {
+    checkFieldsAgainstGraph(fields, model.graph)
+    return
+  }
   const modelShape = model.inputShape
   if (
     modelShape.length !== fields.inputShape.length ||
@@ -482,6 +562,41 @@ export function checkFieldsAgainstModel(fields: ModelUploadFields, model: Inspec
       `one of ${model.layerNames.slice(0, 30).join(', ')}${model.layerNames.length > 30 ? ', ...' : ''}`,
       fields.featureLayer,
     )
+}
+
+/** A graph model: input_shape equals the Placeholder's, the feature node (given or default) exists. */
+function checkFieldsAgainstGraph(fields: ModelUploadFields, graph: NonNullable<InspectedModel['graph']>): void {
+  const placeholder = graph.input.shape
+  if (
+    placeholder.length !== fields.inputShape.length ||
+    !placeholder.every((d, i) => d <= 0 || d === fields.inputShape[i])
+  )
+    throw invalidField(
+      'input_shape',
+      `input_shape ${describe(fields.inputShape)} does not match the graph model's Placeholder "${graph.input.name}" ${describe(placeholder)}.`,
+      `${describe(placeholder)} (the Placeholder's shape without the batch dimension; -1 is any size)`,
+      fields.inputShape,
+    )
+  const node = fields.featureLayer ?? graph.featureNode
+  if (node === null)
+    throw new AppError(
+      'graph_model_feature_node_not_found',
+      'The graph model has no MatMul, so it has no default feature node: name one in feature_layer.',
+      {
+        param: 'feature_layer',
+        details: [{ field: 'feature_layer', message: 'expected a node name of the graph, found none given' }],
+      },
+    )
+  if (!graph.nodeNames.has(node))
+    throw new AppError('graph_model_feature_node_not_found', `The graph model has no node named "${node}".`, {
+      param: 'feature_layer',
+      details: [
+        {
+          field: 'feature_layer',
+          message: `expected a node of the graph${graph.featureNode ? ` (default: the input of the last MatMul, "${graph.featureNode}")` : ''}, found ${describe(node)}`,
+        },
+      ],
+    })
 }
 
 /** Writes model.json (manifest rewritten to one weights.bin), weights.bin (the shards in manifest order) and metadata.json. */
@@ -585,20 +700,34 @@ export async function uploadModel(
     }
     const model = inspectModelJson(modelJsonEntry, text, opened.files)
     checkFieldsAgainstModel(parsed, model)
-    // one input must fit in an inference process, or the model could never answer
-    assertUploadFits(
-      app.config,
-      unwrapTopology(model.modelJson.modelTopology),
-      parsed.inputShape,
-      model.weightSpecs.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0),
-    )
+    // one input must fit in an inference process, or the model could never answer (graph models are not
+    // estimated: they never answer predictions themselves yet)
+    if (!model.graph)
+      assertUploadFits(
+        app.config,
+        unwrapTopology(model.modelJson.modelTopology),
+        parsed.inputShape,
+        model.weightSpecs.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0),
+      )
 
     const metadata: ModelMetadata = {
       input_shape: parsed.inputShape,
       preprocessing: { scale: parsed.scale, offset: parsed.offset, resize: true, channels: 'as_model' },
       classes: parsed.classes,
-      feature_layer: parsed.featureLayer,
+      feature_layer: model.graph ? (parsed.featureLayer ?? model.graph.featureNode) : parsed.featureLayer,
       ...(parsed.description !== null ? { description: parsed.description } : {}),
+      ...(model.graph
+        ? {
+            // a frozen backbone: transfer jobs run it as a TensorFlow graph (src/engine/graph/graph-transfer.ts)
+            graph_model: {
+              format: 'tfjs-graph-model',
+              input: model.graph.input.name,
+              output: model.graph.output,
+              // checkFieldsAgainstGraph refused a graph without one
+              feature_node: (parsed.featureLayer ?? model.graph.featureNode)!,
+            } satisfies GraphModelMeta,
+          }
+        : {}),
     }
     try {
       await writeModelDir(zip, opened.files, model, metadata, workDir)

@@ -184,6 +184,15 @@ export function predictableSpec(m: ModelRow): { inputShape: number[]; classes: s
     throw new AppError('model_not_predictable', `${m.id} is an untrained architecture: fine-tune it first.`, {
       param: 'id',
     })
+  if (
+    (m.metadata as { graph_model?: unknown; graph_base?: unknown }).graph_model ||
+    (m.metadata as { graph_base?: unknown }).graph_base
+  )
+    throw new AppError(
+      'model_not_predictable',
+      `${m.id} is (or is trained on) a TF.js graph model; predictions through graph models are not available yet.`,
+      { param: 'id' },
+    )
   if (!meta.classes?.length)
     throw new AppError(
       'model_not_predictable',

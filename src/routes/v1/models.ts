@@ -71,9 +71,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['models'],
         operationId: 'uploadModel',
-        summary: 'Upload a TF.js layers model (zip of model.json and weight shards) as a base model',
+        summary: 'Upload a TF.js layers model or graph model (zip of model.json and weight shards) as a base model',
         description:
-          'The zip holds `model.json` (format `layers-model`) and the weight shards its `weightsManifest` lists, at the root or under one folder. It is checked without running the model: safe entry names, at most 1000 entries and 1 GiB uncompressed, shard sizes equal to the manifest, `input_shape` equal to the input layer, one class name per output unit, `feature_layer` an existing layer. The stored model is `model.json` + one `weights.bin` + `metadata.json`, like every other model. Faults in the archive answer `invalid_model`, faults in the fields `invalid_field`, both with `details`.',
+          "The zip holds `model.json` (format `layers-model`) and the weight shards its `weightsManifest` lists, at the root or under one folder. It is checked without running the model: safe entry names, at most 1000 entries and 1 GiB uncompressed, shard sizes equal to the manifest, `input_shape` equal to the input layer, one class name per output unit, `feature_layer` an existing layer. The stored model is `model.json` + one `weights.bin` + `metadata.json`, like every other model. Faults in the archive answer `invalid_model`, faults in the fields `invalid_field`, both with `details`. A TF.js graph model (format `graph-model`, GraphDef `modelTopology`) is accepted as a frozen backbone for transfer jobs: `input_shape` must equal its Placeholder's, `feature_layer` names the feature node (default: the input of the last MatMul; unknown: `graph_model_feature_node_not_found`), and a node the graph path cannot run is `graph_model_op_unsupported` naming node and op.",
         consumes: ['multipart/form-data'],
         body: ModelUploadBody,
         response: {
