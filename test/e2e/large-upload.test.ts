@@ -184,8 +184,9 @@ test('a 200 MiB upload streams through a 96 MB heap, byte for byte', { timeout: 
   const afterUpload = await ask<{ maxRssKb: number; rss: number }>(child!, 'rss')
   // from the resident size before the upload to the peak since start (an upper bound of the growth)
   const growthMb = (afterUpload.maxRssKb * 1024 - before.rss) / 2 ** 20
-  // Buffering the body would add >= 200 MB; streaming keeps it to socket and file-stream buffers.
-  assert.ok(growthMb < 64, `peak RSS grew by ${growthMb.toFixed(1)} MB during a ${TOTAL / 2 ** 20} MiB upload`)
+  // Buffering the body would add >= 200 MB; streaming keeps it to socket and stream buffers plus chunks
+  // not yet collected (45-57 MB alone here, 84 MB once on a loaded CI machine): half the body separates the two.
+  assert.ok(growthMb < 100, `peak RSS grew by ${growthMb.toFixed(1)} MB during a ${TOTAL / 2 ** 20} MiB upload`)
   assert.ok(child!.exitCode === null, 'the API is still running')
   const health = await fetch(`${base}/healthz`)
   assert.equal(health.status, 200)
