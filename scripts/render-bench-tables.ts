@@ -42,7 +42,9 @@ function provenance(r: Json): string {
       ? `\`${r.commit.slice(0, 12)}${r.commit.endsWith('-dirty') ? '-dirty' : ''}\``
       : 'not recorded'
   const m = r.machine
-    ? `${r.machine.cpus} × ${r.machine.model}`
+    ? typeof r.machine === 'string'
+      ? r.machine
+      : `${r.machine.cpus} × ${r.machine.model}`
     : r.cpus || r.cores
       ? `${r.cpus ?? r.cores} cores${r.cpu_model ? ` × ${r.cpu_model}` : ''}`
       : null
@@ -287,6 +289,34 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           x.backend,
         ]),
       ),
+  },
+  abuse: {
+    title: 'Abuse: what each attack gets, and what it costs the others (`bench/abuse.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['attack', 'answer', 'API peak RSS MiB', 'worker peak RSS MiB', '/healthz p99 ms', '/healthz failures'],
+        (r.rows ?? []).map((x: Json) => [
+          x.attack,
+          x.answer,
+          x.api_peak_rss_mib,
+          x.worker_peak_rss_mib,
+          x.healthz_p99_ms,
+          x.healthz_failures,
+        ]),
+      )}\n\nOne API process and one worker on the 2 cores; /healthz polled throughout each attack.`,
+  },
+  memory: {
+    title: 'Memory estimator vs measured peak RSS (`bench/memory.ts`)',
+    body: (r) =>
+      `${mdTable(
+        ['case', 'estimate MiB', 'measured MiB', 'ratio'],
+        (r.cases ?? []).map((x: Json) => [
+          x.case,
+          Math.round(x.estimate_bytes / 2 ** 20),
+          Math.round(x.measured_peak_rss_bytes / 2 ** 20),
+          x.ratio,
+        ]),
+      )}\n\nGoal: ${r.goal ?? 'within 2x'}: ${goal(r.met)} (ratios ${fmt(r.min_ratio)}–${fmt(r.max_ratio)}${r.load_average ? `, load average ${fmt(Array.isArray(r.load_average) ? r.load_average[0] : r.load_average)}` : ''}).`,
   },
   load: {
     title: 'API load (`bench/load.ts`)',

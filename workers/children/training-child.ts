@@ -22,6 +22,7 @@ import type { RunResult } from '../../src/engine/training.js'
 import { runTransfer } from '../../src/engine/transfer.js'
 import { runTransferOnCachedFeatures, servableFromCache } from '../../src/engine/transfer-cached.js'
 import { CannotComposeFiles } from '../../src/engine/whole-model-files.js'
+import { clipMiddle } from '../../src/lib/clip.js'
 
 let cancelRequested = false
 /** a pause: checkpoint mid-epoch at the end of the batch, then stop */
@@ -38,6 +39,14 @@ function send(message: ChildMessage): Promise<void> {
 
 /** Maps any failure to the protocol's error message: stable snake_case code, permanent or retryable. */
 export function toErrorMessage(err: unknown): Extract<ChildMessage, { type: 'error' }> {
+  const m = classify(err)
+  return { ...m, message: clip(m.message) }
+}
+
+/** An error's message can quote whole inputs (a model.json of 100 KB): the job keeps its head and tail. */
+const clip = (s: string) => clipMiddle(s, 2000)
+
+function classify(err: unknown): Extract<ChildMessage, { type: 'error' }> {
   if (err instanceof EngineError)
     return { type: 'error', code: err.code, message: err.message, permanent: err.permanent }
   const e = err as { name?: string; code?: unknown; message?: string }
