@@ -93,14 +93,23 @@ const JOB_SLOT_LOCK_MS = 15_000
  * database connection.
  */
 export async function withJobSlotLock<T>(
-  app: Pick<FastifyInstance, 'redis' | 'config'>,
+  app: Pick<FastifyInstance, 'redis' | 'config'> & { log?: Pick<FastifyInstance['log'], 'warn'> },
   projectId: string,
   fn: () => Promise<T>,
 ): Promise<T> {
   const key = `${app.config.queuePrefix}:locks:job-slots:${projectId}`
   const token = randomUUID()
   const deadline = Date.now() + JOB_SLOT_LOCK_MS
-  while ((await app.redis.set(key, token, 'PX', JOB_SLOT_LOCK_MS, 'NX')) !== 'OK') {
+  const take = () =>
+    app.redis.set(key, token, 'PX', JOB_SLOT_LOCK_MS, 'NX').catch((err: Error) => {
+      // Redis down: a job is still accepted and stored (the reconciler queues it once Redis is back), at
+      // the price of exactness: creates racing in that window may overshoot the limit, as before the lock.
+      app.log?.warn({ err: err.message, projectId }, 'job-slot lock unavailable (Redis down); counting without it')
+      return 'UNLOCKED' as const
+    })
+  let got: string | null
+  while ((got = await take()) !== 'OK') {
+    if (got === 'UNLOCKED') return fn()
     if (Date.now() > deadline)
       throw new AppError('service_unavailable', 'Other job creates of this project are still running; retry shortly.', {
         headers: { 'retry-after': '2' },
