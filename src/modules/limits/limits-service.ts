@@ -107,8 +107,9 @@ export async function withJobSlotLock<T>(
       app.log?.warn({ err: err.message, projectId }, 'job-slot lock unavailable (Redis down); counting without it')
       return 'UNLOCKED' as const
     })
-  let got: string | null
-  while ((got = await take()) !== 'OK') {
+  for (;;) {
+    const got = await take()
+    if (got === 'OK') break
     if (got === 'UNLOCKED') return fn()
     if (Date.now() > deadline)
       throw new AppError('service_unavailable', 'Other job creates of this project are still running; retry shortly.', {
