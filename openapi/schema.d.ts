@@ -1194,7 +1194,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "graph_model_op_unsupported" | "graph_model_feature_node_not_found" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "invalid_search_space" | "sweep_too_large" | "sweep_metric_unavailable" | "early_termination_not_supported" | "sweep_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "graph_model_op_unsupported" | "graph_model_feature_node_not_found" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "invalid_search_space" | "sweep_too_large" | "sweep_metric_unavailable" | "invalid_early_termination" | "sweep_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -1447,6 +1447,9 @@ export interface components {
             queue_position: number | null;
             retry_of_job_id: string | null;
             sweep_id: string | null;
+            sweep_values: {
+                [key: string]: unknown;
+            } | null;
             init_checkpoint: string | null;
             /**
              * @description the hardware the job asked for
@@ -2829,6 +2832,9 @@ export interface operations {
                             queue_position: number | null;
                             retry_of_job_id: string | null;
                             sweep_id: string | null;
+                            sweep_values: {
+                                [key: string]: unknown;
+                            } | null;
                             init_checkpoint: string | null;
                             /**
                              * @description the hardware the job asked for
@@ -3141,6 +3147,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -3451,6 +3460,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -3770,6 +3782,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -4081,6 +4096,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -4392,6 +4410,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -6412,6 +6433,9 @@ export interface operations {
                         queue_position: number | null;
                         retry_of_job_id: string | null;
                         sweep_id: string | null;
+                        sweep_values: {
+                            [key: string]: unknown;
+                        } | null;
                         init_checkpoint: string | null;
                         /**
                          * @description the hardware the job asked for
@@ -10400,6 +10424,9 @@ export interface operations {
                             queue_position: number | null;
                             retry_of_job_id: string | null;
                             sweep_id: string | null;
+                            sweep_values: {
+                                [key: string]: unknown;
+                            } | null;
                             init_checkpoint: string | null;
                             /**
                              * @description the hardware the job asked for
@@ -12024,6 +12051,15 @@ export interface operations {
                             /** @enum {string} */
                             goal: "maximize" | "minimize";
                             seed: number;
+                            early_termination: {
+                                /** @enum {string} */
+                                type: "asha";
+                                /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                                min_epochs: number;
+                                /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                                reduction_factor: number;
+                            } | null;
+                            keep_all_models: boolean;
                             suffix: string | null;
                             metadata: {
                                 [key: string]: string;
@@ -12258,8 +12294,16 @@ export interface operations {
                     /** @enum {string} */
                     goal: "maximize" | "minimize";
                     seed?: number | null;
-                    /** @description Only null for now: ASHA early termination is not built yet. */
-                    early_termination?: unknown;
+                    early_termination?: {
+                        /** @enum {string} */
+                        type: "asha";
+                        /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                        min_epochs: number;
+                        /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                        reduction_factor: number;
+                    } | null;
+                    /** @description default false: when the sweep ends, every trial's model but the best is deleted (with its checkpoints) */
+                    keep_all_models?: boolean;
                     suffix?: string | null;
                     metadata?: {
                         [key: string]: string;
@@ -12445,6 +12489,15 @@ export interface operations {
                         /** @enum {string} */
                         goal: "maximize" | "minimize";
                         seed: number;
+                        early_termination: {
+                            /** @enum {string} */
+                            type: "asha";
+                            /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                            min_epochs: number;
+                            /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                            reduction_factor: number;
+                        } | null;
+                        keep_all_models: boolean;
                         suffix: string | null;
                         metadata: {
                             [key: string]: string;
@@ -12716,6 +12769,15 @@ export interface operations {
                         /** @enum {string} */
                         goal: "maximize" | "minimize";
                         seed: number;
+                        early_termination: {
+                            /** @enum {string} */
+                            type: "asha";
+                            /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                            min_epochs: number;
+                            /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                            reduction_factor: number;
+                        } | null;
+                        keep_all_models: boolean;
                         suffix: string | null;
                         metadata: {
                             [key: string]: string;
@@ -13160,6 +13222,15 @@ export interface operations {
                         /** @enum {string} */
                         goal: "maximize" | "minimize";
                         seed: number;
+                        early_termination: {
+                            /** @enum {string} */
+                            type: "asha";
+                            /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                            min_epochs: number;
+                            /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                            reduction_factor: number;
+                        } | null;
+                        keep_all_models: boolean;
                         suffix: string | null;
                         metadata: {
                             [key: string]: string;

@@ -134,10 +134,11 @@ export const ERROR_CATALOGUE = {
     description:
       'The sweep ranks trials by a val_* metric but its trials have no validation data (no validation_file and validation_split 0).',
   },
-  early_termination_not_supported: {
+  invalid_early_termination: {
     status: 400,
     type: 'invalid_request_error',
-    description: 'Sweep early termination (ASHA) is not built yet: send `early_termination: null` or leave it out.',
+    description:
+      "A sweep's `early_termination` (ASHA) is unusable: `min_epochs` must be >= 1 and below every trial's `n_epochs`, `reduction_factor` >= 2. `param` names the field.",
   },
   sweep_not_cancellable: { status: 409, type: 'conflict_error', description: 'The sweep has already finished.' },
   job_not_pausable: {

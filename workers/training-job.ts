@@ -33,6 +33,7 @@ import { addJobEvent, type EventLevel } from '../src/modules/jobs/job-events.js'
 import { type Fence, fenced, StaleAttemptError } from '../src/modules/jobs/lifecycle/fence.js'
 import * as lifecycle from '../src/modules/jobs/lifecycle/lifecycle.js'
 import { isQuotaRefusal, localDirBytes, StorageReservation } from '../src/modules/limits/storage-reservation.js'
+import { advanceSweep } from '../src/modules/sweeps/sweep-scheduler.js'
 import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.js'
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import { enqueueTraining, trainingClassFor } from '../src/queue/enqueue.js'
@@ -312,6 +313,15 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             { epoch: msg.epoch, step: msg.step, ...msg.metrics },
             'metrics',
           )
+          // A sweep trial's epoch rows are what ASHA ranks at its rungs (src/modules/sweeps/asha.ts): a pass
+          // over the sweep now, waiting for its lease, decides before this chain handles the next message.
+          // The training process goes on meanwhile, but a trial stopped here ends `cancelled` even if it
+          // finished its epochs (the outcome below reads `cancelling` first). A pass that fails or cannot get
+          // the lease is not fatal: the reconcile pass decides while the trial still runs.
+          if (job.sweepId)
+            await advanceSweep(deps, job.sweepId, 10_000).catch((err) =>
+              jobLog.warn({ err: err.message }, 'sweep pass after an epoch failed; the reconcile pass retries'),
+            )
           break
         }
         case 'checkpoint': {

@@ -21,6 +21,9 @@ export const LOOKUP_TTL_MS = 60_000
 /** Entries kept per process; the oldest go first beyond it. */
 export const LOOKUP_MAX_ENTRIES = 10_000
 
+/** The Redis key holding the lookup epoch: any process that deletes a looked-up row bumps it. */
+export const lookupEpochKey = (queuePrefix: string) => `${queuePrefix}:lookups:epoch`
+
 export class LookupCache {
   private epoch: string | null = null
   private readonly entries = new Map<string, { value: unknown; at: number }>()
@@ -88,7 +91,7 @@ export class LookupCache {
 
 export const lookupCachePlugin = fp(
   async (app: FastifyInstance) => {
-    app.decorate('lookups', new LookupCache(app.redis, `${app.config.queuePrefix}:lookups:epoch`))
+    app.decorate('lookups', new LookupCache(app.redis, lookupEpochKey(app.config.queuePrefix)))
   },
   { name: 'lookup-cache', dependencies: ['redis'] },
 )

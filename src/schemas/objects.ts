@@ -155,6 +155,11 @@ export const JobObject = Type.Object(
     sweep_id: Nullable(
       Type.String({ description: 'the sweep this job is a trial of (GET /v1/fine_tuning/sweeps/{id}/trials)' }),
     ),
+    sweep_values: Nullable(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description: "a sweep trial's sampled value of each search_space path (null unless sweep_id is set)",
+      }),
+    ),
     init_checkpoint: Nullable(Type.String({ description: 'checkpoint the job started from, when `model` named one' })),
     resource_class: StringEnum(['auto', 'cpu', 'gpu'], { description: 'the hardware the job asked for' }),
   },

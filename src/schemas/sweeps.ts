@@ -25,6 +25,20 @@ export const RangeDimension = Type.Object(
 )
 export type Dimension = Static<typeof ValuesDimension> | Static<typeof RangeDimension>
 
+/** ASHA: trials compared at rungs (epochs min_epochs, min_epochs*rf, ...); the bottom of each rung stops. */
+export const EarlyTermination = Type.Object(
+  {
+    type: StringEnum(['asha']),
+    min_epochs: Type.Integer({ description: 'the first rung, in epochs; >= 1 and below the trials’ n_epochs' }),
+    reduction_factor: Type.Integer({
+      description:
+        '>= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on',
+    }),
+  },
+  { additionalProperties: false },
+)
+export type EarlyTermination = Static<typeof EarlyTermination>
+
 export const SWEEP_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const
 
 /** The body of `POST /v1/fine_tuning/sweeps`. */
@@ -58,8 +72,12 @@ export const CreateSweepBody = Type.Object(
         }),
       ),
     ),
-    early_termination: Type.Optional(
-      Type.Unknown({ description: 'Only null for now: ASHA early termination is not built yet.' }),
+    early_termination: Type.Optional(Nullable(EarlyTermination)),
+    keep_all_models: Type.Optional(
+      Type.Boolean({
+        description:
+          "default false: when the sweep ends, every trial's model but the best is deleted (with its checkpoints)",
+      }),
     ),
     suffix: CreateJobBody.properties.suffix,
     metadata: CreateJobBody.properties.metadata,
@@ -107,6 +125,8 @@ export const SweepObject = Type.Object(
     metric: StringEnum([...SWEEP_METRICS]),
     goal: StringEnum(['maximize', 'minimize']),
     seed: Type.Integer(),
+    early_termination: Nullable(EarlyTermination),
+    keep_all_models: Type.Boolean(),
     suffix: Nullable(Type.String()),
     metadata: Nullable(Type.Record(Type.String(), Type.String())),
     status_reason: Nullable(Type.String({ description: 'why it failed' })),

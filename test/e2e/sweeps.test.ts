@@ -148,10 +148,20 @@ test('refusals before anything is created, each naming the field', async () => {
         search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
         strategy: 'grid',
         max_trials: 1,
-        early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 3 },
+        early_termination: { type: 'asha', min_epochs: 2, reduction_factor: 3 },
       },
-      'early_termination_not_supported',
-      'early_termination',
+      'invalid_early_termination',
+      'early_termination.min_epochs',
+    ],
+    [
+      {
+        search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
+        strategy: 'grid',
+        max_trials: 1,
+        early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 1 },
+      },
+      'invalid_early_termination',
+      'early_termination.reduction_factor',
     ],
   ]
   for (const [extra, code, param] of cases) {
@@ -258,6 +268,30 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
   assert.equal(done.best_trial.metric_value, bestValue)
   assert.deepEqual(done.best_trial.values, bestJob.values)
   assert.equal(done.best_model, bestJob.job.fine_tuned_model)
+  assert.equal(done.keep_all_models, false)
+
+  // keep_all_models false: only the best trial's model is left; each loser's job says its model went
+  const models = await app.db.model.findMany({
+    where: { jobId: { in: all.map((t: { job: { id: string } }) => t.job.id) } },
+  })
+  for (const t of all) {
+    const job = (await get(`/v1/fine_tuning/jobs/${t.job.id}`)).json()
+    assert.deepEqual(job.sweep_values, t.values)
+    const own = models.find((m) => m.jobId === t.job.id)!
+    if (t.job.id === bestJob.job.id) {
+      assert.equal(job.fine_tuned_model, own.id)
+      assert.equal((await get(`/v1/models/${own.id}`)).statusCode, 200)
+      continue
+    }
+    assert.equal(job.fine_tuned_model, null)
+    assert.ok(own.deletedAt, `the model of trial ${t.trial} is deleted`)
+    assert.equal((await get(`/v1/models/${own.id}`)).statusCode, 404)
+    assert.equal(await app.db.checkpoint.count({ where: { jobId: t.job.id } }), 0)
+    const events = (await get(`/v1/fine_tuning/jobs/${t.job.id}/events?limit=100`)).json().data
+    const pruned = events.find((e: { data: { sweep_pruned?: boolean } | null }) => e.data?.sweep_pruned)
+    assert.ok(pruned, `a pruning event on trial ${t.trial}`)
+    assert.equal(pruned.data.model, own.id)
+  }
 
   // never more than max_parallel unfinished at once: at each trial's creation, count the others unfinished
   const rows = await app.db.fineTuningJob.findMany({ where: { sweepId: sweep.id }, orderBy: { sweepTrial: 'asc' } })
@@ -369,4 +403,55 @@ test("trials count toward the project's max_concurrent_jobs: with no free slot a
   } finally {
     await limits(null)
   }
+})
+
+test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_terminated with the rung, value and cut-off', async () => {
+  const res = await post({
+    ...base(),
+    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 32 } } },
+    // the second trial barely learns: at rung 1 it is below the first, the only other trial there
+    search_space: { 'hyperparameters.learning_rate': { values: [0.05, 0.000001] } },
+    strategy: 'grid',
+    max_trials: 2,
+    max_parallel: 1,
+    early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 2 },
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const sweep = res.json()
+  assert.deepEqual(sweep.early_termination, { type: 'asha', min_epochs: 1, reduction_factor: 2 })
+  const done = await waitFor(
+    async () => {
+      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
+      return s.status !== 'running' && s
+    },
+    90_000,
+    'the ASHA sweep to end',
+  )
+  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const [first, second] = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
+  assert.equal(first.job.status, 'succeeded')
+  assert.equal(done.best_trial.job_id, first.job.id)
+  assert.equal(second.job.status, 'cancelled')
+  assert.equal(second.job.status_reason, 'early_terminated')
+  assert.equal(second.job.fine_tuned_model, null)
+  // the event gives the rung, the trial's value there and the cut-off (the first trial's value at rung 1)
+  const rung1 = async (jobId: string) => {
+    const rows = (await get(`/v1/fine_tuning/jobs/${jobId}/metrics?name=val_accuracy`)).json().data as {
+      epoch: number
+      value: number
+    }[]
+    return rows.find((r) => r.epoch === 1)!.value
+  }
+  const events = (await get(`/v1/fine_tuning/jobs/${second.job.id}/events?limit=100`)).json().data
+  const cut = events.find((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined)
+  assert.ok(cut, JSON.stringify(events.map((e: { message: string }) => e.message)))
+  assert.equal(cut.data.rung, 1)
+  assert.equal(cut.data.metric, 'val_accuracy')
+  assert.equal(cut.data.value, await rung1(second.job.id))
+  assert.equal(cut.data.cutoff, await rung1(first.job.id))
+  assert.ok(cut.data.value < cut.data.cutoff)
+  assert.equal(cut.data.trials_at_rung, 2)
+  // the first trial passed both rungs (alone at each: the best of one always goes on)
+  const firstEvents = (await get(`/v1/fine_tuning/jobs/${first.job.id}/events?limit=100`)).json().data
+  assert.ok(!firstEvents.some((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined))
 })

@@ -41,6 +41,7 @@ export function presentJob(j: FineTuningJob, extra: { queuePosition?: number | n
     queue_position: extra.queuePosition ?? null,
     retry_of_job_id: j.retryOfJobId,
     sweep_id: j.sweepId ?? null,
+    sweep_values: (j.sweepValues as Record<string, unknown> | null) ?? null,
     init_checkpoint: j.initCheckpointId,
     resource_class: j.resourceClass ?? 'auto',
   }

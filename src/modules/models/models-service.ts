@@ -130,7 +130,12 @@ export async function getModel(db: Db, projectId: string, id: string): Promise<M
   return row
 }
 
-export async function deleteModel(app: FastifyInstance, projectId: string, id: string) {
+/** What deleting a model touches; a worker passes its own (it has no inference pool). */
+export type ModelDeleteDeps = Pick<FastifyInstance, 'db' | 'storage' | 'lookups'> & {
+  inference?: Pick<NonNullable<FastifyInstance['inference']>, 'evict'>
+}
+
+export async function deleteModel(app: ModelDeleteDeps, projectId: string, id: string) {
   const row = await getModel(app.db, projectId, id)
   if (row.kind === 'builtin' || row.kind === 'architecture')
     throw new AppError('builtin_model_immutable', `${id} is a built-in model and cannot be deleted.`)

@@ -12,14 +12,21 @@
 import { randomUUID } from 'node:crypto'
 import { AppError } from '../../errors.js'
 import type { FineTuningJob, Sweep } from '../../generated/prisma/client.js'
+import { LookupCache, lookupEpochKey } from '../../plugins/lookup-cache.js'
 import type { CreateSweepBody } from '../../schemas/sweeps.js'
+import { addJobEvent } from '../jobs/job-events.js'
 import { createJob, type JobServiceDeps } from '../jobs/jobs-service.js'
 import type { MetricsSummary } from '../jobs/lifecycle/metrics-summary.js'
 import { isTerminal } from '../jobs/lifecycle/transitions.js'
+import { deleteModel, type ModelDeleteDeps } from '../models/models-service.js'
+import { type AshaSpec, applyAsha } from './asha.js'
 import { type TrialValues, trialBody } from './sweep-plan.js'
 
 /** What a sweep stores besides its request: the seed it resolved. */
-export type SweepSpec = CreateSweepBody & { seed: number }
+export type SweepSpec = Omit<CreateSweepBody, 'early_termination'> & {
+  seed: number
+  early_termination: AshaSpec | null
+}
 
 const LEASE_MS = 60_000
 const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
@@ -48,7 +55,19 @@ export async function withSweepLease<T>(
   }
 }
 
-type TrialRow = Pick<FineTuningJob, 'id' | 'status' | 'sweepTrial' | 'sweepValues' | 'fineTunedModelId'>
+type TrialRow = Pick<
+  FineTuningJob,
+  'id' | 'status' | 'sweepTrial' | 'sweepValues' | 'fineTunedModelId' | 'hyperparameters' | 'statusReason'
+>
+const TRIAL_SELECT = {
+  id: true,
+  status: true,
+  sweepTrial: true,
+  sweepValues: true,
+  fineTunedModelId: true,
+  hyperparameters: true,
+  statusReason: true,
+} as const
 
 /**
  * The sweep metric of each succeeded trial, read from the summary its success stored in its model (one
@@ -58,7 +77,7 @@ type TrialRow = Pick<FineTuningJob, 'id' | 'status' | 'sweepTrial' | 'sweepValue
 export async function trialMetrics(
   deps: Pick<JobServiceDeps, 'db'>,
   metric: string,
-  trials: TrialRow[],
+  trials: Pick<TrialRow, 'id' | 'status'>[],
 ): Promise<Map<string, number>> {
   const ids = trials.filter((t) => t.status === 'succeeded').map((t) => t.id)
   const out = new Map<string, number>()
@@ -78,9 +97,13 @@ export async function trialMetrics(
 }
 
 /** The best trial by the sweep's metric and goal; ties go to the earlier trial. */
-export function pickBest(sweep: Pick<Sweep, 'spec'>, trials: TrialRow[], values: Map<string, number>) {
+export function pickBest<T extends Pick<TrialRow, 'id' | 'sweepTrial'>>(
+  sweep: Pick<Sweep, 'spec'>,
+  trials: T[],
+  values: Map<string, number>,
+) {
   const spec = sweep.spec as unknown as SweepSpec
-  let best: { trial: TrialRow; value: number } | null = null
+  let best: { trial: T; value: number } | null = null
   for (const t of [...trials].sort((a, b) => (a.sweepTrial ?? 0) - (b.sweepTrial ?? 0))) {
     const v = values.get(t.id)
     if (v === undefined) continue
@@ -90,51 +113,60 @@ export function pickBest(sweep: Pick<Sweep, 'spec'>, trials: TrialRow[], values:
 }
 
 /** One pass over a sweep (see the top of this file); returns false when another caller held the lease. */
-export async function advanceSweep(deps: JobServiceDeps, sweepId: string): Promise<boolean> {
-  const done = await withSweepLease(deps, sweepId, async () => {
-    const sweep = await deps.db.sweep.findUnique({ where: { id: sweepId } })
-    if (sweep?.status !== 'running') return true
-    const spec = sweep.spec as unknown as SweepSpec
-    const plan = sweep.plan as TrialValues[]
-    const trials: TrialRow[] = await deps.db.fineTuningJob.findMany({
-      where: { sweepId },
-      select: { id: true, status: true, sweepTrial: true, sweepValues: true, fineTunedModelId: true },
-    })
-    const created = new Set(trials.map((t) => t.sweepTrial))
-    let unfinished = trials.filter((t) => !isTerminal(t.status)).length
-    for (let i = 0; i < plan.length && unfinished < spec.max_parallel; i++) {
-      if (created.has(i)) continue
-      try {
-        const job = await createJob(deps, sweep.projectId, trialBody(spec, plan[i]!, spec.seed), {
-          sweep: { id: sweepId, trial: i, values: plan[i]! },
-        })
-        trials.push(job)
-        created.add(i)
-        unfinished++
-      } catch (err) {
-        // no free slot in the project (max_concurrent_jobs): the trial waits for the next pass
-        if (err instanceof AppError && (err.code === 'too_many_jobs' || err.code === 'service_unavailable')) break
-        // Checked at creation, so only a change since (the training file deleted, say) lands here: the
-        // trial cannot be created now or later, so the sweep fails once its running trials have ended.
-        if (err instanceof AppError) {
-          deps.log.warn({ sweepId, trial: i, code: err.code, err: err.message }, 'sweep trial could not be created')
-          if (unfinished === 0) await finish(deps, sweep, trials, `trial ${i + 1} could not be created: ${err.message}`)
-          return true
+export async function advanceSweep(deps: JobServiceDeps, sweepId: string, waitMs = 0): Promise<boolean> {
+  const done = await withSweepLease(
+    deps,
+    sweepId,
+    async () => {
+      const sweep = await deps.db.sweep.findUnique({ where: { id: sweepId } })
+      if (sweep?.status !== 'running') return true
+      const spec = sweep.spec as unknown as SweepSpec
+      const plan = sweep.plan as TrialValues[]
+      const trials: TrialRow[] = await deps.db.fineTuningJob.findMany({ where: { sweepId }, select: TRIAL_SELECT })
+      if (spec.early_termination)
+        await applyAsha(
+          deps,
+          { id: sweepId, metric: spec.metric, goal: spec.goal, asha: spec.early_termination },
+          trials,
+        )
+      const created = new Set(trials.map((t) => t.sweepTrial))
+      let unfinished = trials.filter((t) => !isTerminal(t.status)).length
+      for (let i = 0; i < plan.length && unfinished < spec.max_parallel; i++) {
+        if (created.has(i)) continue
+        try {
+          const job = await createJob(deps, sweep.projectId, trialBody(spec, plan[i]!, spec.seed), {
+            sweep: { id: sweepId, trial: i, values: plan[i]! },
+          })
+          trials.push(job)
+          created.add(i)
+          unfinished++
+        } catch (err) {
+          // no free slot in the project (max_concurrent_jobs): the trial waits for the next pass
+          if (err instanceof AppError && (err.code === 'too_many_jobs' || err.code === 'service_unavailable')) break
+          // Checked at creation, so only a change since (the training file deleted, say) lands here: the
+          // trial cannot be created now or later, so the sweep fails once its running trials have ended.
+          if (err instanceof AppError) {
+            deps.log.warn({ sweepId, trial: i, code: err.code, err: err.message }, 'sweep trial could not be created')
+            if (unfinished === 0)
+              await finish(deps, sweep, trials, `trial ${i + 1} could not be created: ${err.message}`)
+            return true
+          }
+          throw err
         }
-        throw err
       }
-    }
-    if (created.size === plan.length && unfinished === 0) await finish(deps, sweep, trials)
-    else {
-      const best = pickBest(sweep, trials, await trialMetrics(deps, spec.metric, trials))
-      if (best && best.trial.id !== sweep.bestJobId)
-        await deps.db.sweep.updateMany({
-          where: { id: sweepId, status: 'running' },
-          data: { bestJobId: best.trial.id },
-        })
-    }
-    return true
-  })
+      if (created.size === plan.length && unfinished === 0) await finish(deps, sweep, trials)
+      else {
+        const best = pickBest(sweep, trials, await trialMetrics(deps, spec.metric, trials))
+        if (best && best.trial.id !== sweep.bestJobId)
+          await deps.db.sweep.updateMany({
+            where: { id: sweepId, status: 'running' },
+            data: { bestJobId: best.trial.id },
+          })
+      }
+      return true
+    },
+    waitMs,
+  )
   return done !== null
 }
 
@@ -142,6 +174,9 @@ async function finish(deps: JobServiceDeps, sweep: Sweep, trials: TrialRow[], re
   const spec = sweep.spec as unknown as SweepSpec
   const best = pickBest(sweep, trials, await trialMetrics(deps, spec.metric, trials))
   const succeeded = trials.some((t) => t.status === 'succeeded')
+  // Before the sweep shows as ended, so a client that sees `succeeded` sees only the best model left. Under
+  // the lease, so no cancel commits meanwhile; a pass that dies half way is redone by the next one.
+  if (!spec.keep_all_models) await pruneLosers(deps, sweep.projectId, trials, best?.trial.id)
   // guarded on `running`: a cancel that committed first wins
   await deps.db.sweep.updateMany({
     where: { id: sweep.id, status: 'running' },
@@ -152,6 +187,52 @@ async function finish(deps: JobServiceDeps, sweep: Sweep, trials: TrialRow[], re
       finishedAt: new Date(),
     },
   })
+}
+
+/**
+ * keep_all_models false: every trial but the best loses its model (deleted as DELETE /v1/models/{id} does)
+ * and its checkpoints (rows, artifacts and stored bytes); its job's fine_tuned_model becomes null, and an
+ * event on the job says so.
+ */
+async function pruneLosers(deps: JobServiceDeps, projectId: string, trials: TrialRow[], bestId: string | undefined) {
+  const models: ModelDeleteDeps = {
+    db: deps.db,
+    storage: deps.storage,
+    lookups: new LookupCache(deps.redis, lookupEpochKey(deps.config.queuePrefix)),
+  }
+  for (const t of trials) {
+    if (t.id === bestId) continue
+    const deleted: Record<string, unknown> = {}
+    if (t.fineTunedModelId) {
+      try {
+        await deleteModel(models, projectId, t.fineTunedModelId)
+        deleted.model = t.fineTunedModelId
+      } catch (err) {
+        // in use meanwhile (a job fine-tuning from it, an evaluation): it stays, and the event says why
+        if (!(err instanceof AppError)) throw err
+        await addJobEvent(deps.db, t.id, 'warn', `The sweep kept this trial's model: ${err.message}`, {
+          model: t.fineTunedModelId,
+          code: err.code,
+        })
+      }
+      if (deleted.model) await deps.db.fineTuningJob.update({ where: { id: t.id }, data: { fineTunedModelId: null } })
+    }
+    const checkpoints = await deps.db.checkpoint.findMany({ where: { jobId: t.id }, include: { artifact: true } })
+    if (checkpoints.length) {
+      await deps.db.checkpoint.deleteMany({ where: { jobId: t.id } })
+      await deps.db.artifact.deleteMany({ where: { id: { in: checkpoints.map((c) => c.artifactId) } } })
+      for (const c of checkpoints) await deps.storage.remove(c.artifact.path).catch(() => {})
+      deleted.checkpoints = checkpoints.length
+    }
+    if (Object.keys(deleted).length)
+      await addJobEvent(
+        deps.db,
+        t.id,
+        'info',
+        `Not the sweep's best trial (keep_all_models is false): ${deleted.model ? `model ${deleted.model}` : 'no model'} and ${checkpoints.length} checkpoint(s) deleted`,
+        { sweep_pruned: true, model: deleted.model ?? null, checkpoints: checkpoints.length },
+      )
+  }
 }
 
 /** The reconcile pass's share: every running sweep, topped up and ended when its trials have. */

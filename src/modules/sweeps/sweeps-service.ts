@@ -14,21 +14,53 @@ import { type SweepSpec, trialMetrics, withSweepLease } from './sweep-scheduler.
 
 /** Checks the whole sweep, then writes it; the worker creates its trials (sweep-scheduler.ts). */
 export async function createSweep(app: FastifyInstance, projectId: string, body: CreateSweepBody) {
-  if (body.early_termination !== undefined && body.early_termination !== null)
-    throw new AppError(
-      'early_termination_not_supported',
-      'early_termination must be null: ASHA early termination is not built yet, so every trial runs its n_epochs.',
-      { param: 'early_termination' },
-    )
   checkSearchSpace(body, app.config.maxSweepTrials)
   const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
   const plan = planTrials(body, seed)
+  checkEarlyTermination(body, plan, seed)
   await checkTrials(app, projectId, body, plan, seed)
-  const spec: SweepSpec = { ...body, seed, early_termination: null }
+  const spec: SweepSpec = {
+    ...body,
+    seed,
+    early_termination: body.early_termination ?? null,
+    keep_all_models: body.keep_all_models ?? false,
+  }
   const sweep = await app.db.sweep.create({
     data: { id: newId('sweep'), projectId, spec: spec as object, plan: plan as object[] },
   })
   return presentSweep(app, sweep)
+}
+
+/** ASHA's fields: a first rung of at least one epoch, below every trial's n_epochs, and a factor of at least 2. */
+function checkEarlyTermination(body: CreateSweepBody, plan: TrialValues[], seed: number) {
+  const asha = body.early_termination
+  if (!asha) return
+  if (asha.min_epochs < 1)
+    throw new AppError(
+      'invalid_early_termination',
+      `early_termination.min_epochs must be >= 1, got ${asha.min_epochs}.`,
+      {
+        param: 'early_termination.min_epochs',
+      },
+    )
+  if (asha.reduction_factor < 2)
+    throw new AppError(
+      'invalid_early_termination',
+      `early_termination.reduction_factor must be >= 2 (the top 1/reduction_factor of a rung go on), got ${asha.reduction_factor}.`,
+      { param: 'early_termination.reduction_factor' },
+    )
+  for (const values of plan) {
+    const config = (
+      trialBody(body, values, seed).method as Record<string, { hyperparameters?: { n_epochs?: unknown } }>
+    )[body.method.type]
+    const n = config?.hyperparameters?.n_epochs
+    if (typeof n === 'number' && n <= asha.min_epochs)
+      throw new AppError(
+        'invalid_early_termination',
+        `early_termination.min_epochs (${asha.min_epochs}) must be below the trials' n_epochs, but a trial${Object.keys(values).length ? ` (${JSON.stringify(values)})` : ''} runs ${n}: no rung would ever be reached.`,
+        { param: 'early_termination.min_epochs' },
+      )
+  }
 }
 
 /**
@@ -106,6 +138,8 @@ export async function presentSweep(app: Pick<FastifyInstance, 'db'>, sweep: Swee
     metric: spec.metric,
     goal: spec.goal,
     seed: spec.seed,
+    early_termination: spec.early_termination ?? null,
+    keep_all_models: spec.keep_all_models ?? false,
     suffix: spec.suffix ?? null,
     metadata: spec.metadata ?? null,
     status_reason: sweep.statusReason,

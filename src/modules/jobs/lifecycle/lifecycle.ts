@@ -151,18 +151,20 @@ export async function createJob(
 export async function cancelByUser(
   d: LifecycleDeps,
   jobId: string,
-  opts: { again?: boolean } = {},
+  opts: { again?: boolean; by?: CancelCause } = {},
 ): Promise<'cancel' | 'request_cancel' | null> {
   const now = new Date()
+  const by = opts.by
   const cancelled = await apply(d, 'cancel', jobId, {
     step: (_tx, row) => ({
       to: 'cancelled',
       data: {
         statusReason:
-          row.status === 'paused' ? 'cancelled by user while paused' : 'cancelled by user before it started',
+          by?.statusReason ??
+          (row.status === 'paused' ? 'cancelled by user while paused' : 'cancelled by user before it started'),
         cancelRequestedAt: now,
       },
-      event: {
+      event: by?.event ?? {
         level: 'info',
         message: row.status === 'paused' ? 'Job cancelled while paused' : 'Job cancelled before it started',
       },
@@ -178,15 +180,26 @@ export async function cancelByUser(
   const requested = await apply(d, 'request_cancel', jobId, {
     step: () => ({
       to: 'cancelling',
-      data: { statusReason: 'cancel requested by user', cancelRequestedAt: now },
-      event: { level: 'info', message: 'Cancel requested; stopping at the end of the current batch' },
+      data: { statusReason: by?.statusReason ?? 'cancel requested by user', cancelRequestedAt: now },
+      event: by?.event ?? { level: 'info', message: 'Cancel requested; stopping at the end of the current batch' },
     }),
   })
   if (requested) return 'request_cancel'
   // Between the two, a running job may have become paused (or been handed back to the queue): the
   // cancel is not lost, it applies to the job as it is now. Once only: a terminal job stays refused.
-  return opts.again === false ? null : cancelByUser(d, jobId, { again: false })
+  return opts.again === false ? null : cancelByUser(d, jobId, { again: false, by })
 }
+
+/**
+ * A cancel the service decides, not the user (a sweep's early termination): its status_reason, kept from the
+ * request to the end (finish_cancel keeps it), and the event that explains it.
+ */
+export interface CancelCause {
+  statusReason: string
+  event: EventSpec
+}
+/** status_reason of a sweep trial stopped by ASHA (src/modules/sweeps/asha.ts) */
+export const EARLY_TERMINATED = 'early_terminated'
 
 /** status_reason of a running job whose pause was requested, until its training process has stopped. */
 export const PAUSING = 'pausing'
@@ -450,9 +463,13 @@ export async function finishPause(d: LifecycleDeps, fence: Fence) {
 export async function finishCancel(d: LifecycleDeps, fence: Fence, how: string) {
   return apply(d, 'finish_cancel', fence.jobId, {
     fence,
-    step: () => ({
+    step: (_tx, row) => ({
       to: 'cancelled',
-      data: { statusReason: `cancelled by user; ${how}`, trainerPid: null },
+      data: {
+        // an early termination stays one once the process has stopped (the sweep API reads it)
+        statusReason: row.statusReason === EARLY_TERMINATED ? EARLY_TERMINATED : `cancelled by user; ${how}`,
+        trainerPid: null,
+      },
       event: { level: 'info', message: `Job cancelled: ${how}` },
     }),
   })
