@@ -144,7 +144,8 @@ test('uploaded models count toward the quota', async () => {
     headers: { ...bearer(p.key), ...body.headers },
     body: body.payload,
   })
-  assert.equal(res.status, 201, await res.text())
+  const created = await res.text()
+  assert.equal(res.status, 201, created)
   const usage = (await app.inject({ url: `/v1/admin/projects/${p.projectId}/usage`, headers: adminAuth })).json()
   const artifact = await app.db.artifact.findFirstOrThrow({ where: { projectId: p.projectId } })
   assert.ok(Number(artifact.bytes) > 0)
@@ -163,6 +164,21 @@ test('uploaded models count toward the quota', async () => {
   })
   assert.equal(again.status, 403)
   assert.equal((await again.json()).error.code, 'storage_quota_exceeded')
+  // deleting the model gives its bytes back: the same upload fits again
+  const modelId = JSON.parse(created).id
+  const del = await fetch(`${base}/v1/models/${encodeURIComponent(modelId)}`, {
+    method: 'DELETE',
+    headers: bearer(p.key),
+  })
+  assert.equal(del.status, 200)
+  const after = (await app.inject({ url: `/v1/admin/projects/${p.projectId}/usage`, headers: adminAuth })).json()
+  assert.equal(after.storage_used_bytes, 0)
+  const third = await fetch(`${base}/v1/models`, {
+    method: 'POST',
+    headers: { ...bearer(p.key), ...body.headers },
+    body: body.payload,
+  })
+  assert.equal(third.status, 201, await third.text())
 })
 
 test('20 simultaneous creates with max_concurrent_jobs 1 make exactly one job', async () => {

@@ -49,7 +49,14 @@ export async function projectStorageQuota(app: LimitsApp, projectId: string): Pr
 export async function storageUsed(app: LimitsApp, projectId: string): Promise<number> {
   const [files, artifacts] = await Promise.all([
     app.db.file.aggregate({ where: { projectId, deletedAt: null, status: { not: 'error' } }, _sum: { bytes: true } }),
-    app.db.artifact.aggregate({ where: { projectId }, _sum: { bytes: true } }),
+    // a deleted model's bytes are removed from storage; its artifact row stays for lineage
+    app.db.artifact.aggregate({
+      where: {
+        projectId,
+        NOT: { AND: [{ models: { some: {} } }, { models: { every: { deletedAt: { not: null } } } }] },
+      },
+      _sum: { bytes: true },
+    }),
   ])
   return Number(files._sum.bytes ?? 0n) + Number(artifacts._sum.bytes ?? 0n) + (await featureBytes(app.db, projectId))
 }
