@@ -39,14 +39,19 @@ after(async () => {
 
 test('a job created while Redis is down is stored (no 500) and runs once Redis is back', async () => {
   await redis.stop()
-  const ready = await app.inject('/readyz')
-  assert.equal(ready.statusCode, 503)
-  assert.equal(ready.json().checks.redis.status, 'down')
-  const job = await createTransferJob(app, key, fileId, { n_epochs: 2, batch_size: 32 })
-  assert.equal(job.status, 'queued')
-  const read = await app.inject({ method: 'GET', url: `/v1/fine_tuning/jobs/${job.id}`, headers: bearer(key) })
-  assert.equal(read.statusCode, 200, 'reads do not need Redis')
-  await redis.start()
+  let job: { id: string; status: string }
+  try {
+    const ready = await app.inject('/readyz')
+    assert.equal(ready.statusCode, 503)
+    assert.equal(ready.json().checks.redis.status, 'down')
+    job = await createTransferJob(app, key, fileId, { n_epochs: 2, batch_size: 32 })
+    assert.equal(job.status, 'queued')
+    const read = await app.inject({ method: 'GET', url: `/v1/fine_tuning/jobs/${job.id}`, headers: bearer(key) })
+    assert.equal(read.statusCode, 200, 'reads do not need Redis')
+  } finally {
+    // back up whatever happened, so the next test and the clean-up do not wait on a dead Redis
+    await redis.start()
+  }
   const done = await waitForTerminal(app, job.id)
   assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
   assert.equal(done.attempt, 1)
