@@ -2675,6 +2675,7 @@ export interface operations {
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
                      *           "sweep_id": null,
+                     *           "sweep_values": null,
                      *           "init_checkpoint": null,
                      *           "resource_class": "auto",
                      *           "project": {
@@ -2996,6 +2997,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3309,6 +3311,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3631,6 +3634,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -3945,6 +3949,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -4259,6 +4264,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -6282,6 +6288,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto",
                      *       "project": {
@@ -10271,6 +10278,7 @@ export interface operations {
                      *           "queue_position": null,
                      *           "retry_of_job_id": null,
                      *           "sweep_id": null,
+                     *           "sweep_values": null,
                      *           "init_checkpoint": null,
                      *           "resource_class": "auto"
                      *         }
@@ -10668,6 +10676,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -10815,6 +10824,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -10945,6 +10955,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": "ftjob-1q2w3e4r5t6y7u8i9o0p1a2s",
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11092,6 +11103,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11239,6 +11251,7 @@ export interface operations {
                      *       "queue_position": null,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11378,6 +11391,7 @@ export interface operations {
                      *       "queue_position": 1,
                      *       "retry_of_job_id": null,
                      *       "sweep_id": null,
+                     *       "sweep_values": null,
                      *       "init_checkpoint": null,
                      *       "resource_class": "auto"
                      *     }
@@ -11911,6 +11925,12 @@ export interface operations {
                      *           "max_parallel": 2,
                      *           "metric": "val_accuracy",
                      *           "goal": "maximize",
+                     *           "early_termination": {
+                     *             "type": "asha",
+                     *             "min_epochs": 1,
+                     *             "reduction_factor": 2
+                     *           },
+                     *           "keep_all_models": false,
                      *           "seed": 7,
                      *           "suffix": null,
                      *           "metadata": null,
@@ -12355,6 +12375,12 @@ export interface operations {
                      *       "max_parallel": 2,
                      *       "metric": "val_accuracy",
                      *       "goal": "maximize",
+                     *       "early_termination": {
+                     *         "type": "asha",
+                     *         "min_epochs": 1,
+                     *         "reduction_factor": 2
+                     *       },
+                     *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
                      *       "metadata": null,
@@ -12635,6 +12661,12 @@ export interface operations {
                      *       "max_parallel": 2,
                      *       "metric": "val_accuracy",
                      *       "goal": "maximize",
+                     *       "early_termination": {
+                     *         "type": "asha",
+                     *         "min_epochs": 1,
+                     *         "reduction_factor": 2
+                     *       },
+                     *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
                      *       "metadata": null,
@@ -12951,6 +12983,7 @@ export interface operations {
                      *             "queue_position": null,
                      *             "retry_of_job_id": null,
                      *             "sweep_id": null,
+                     *             "sweep_values": null,
                      *             "init_checkpoint": null,
                      *             "resource_class": "auto"
                      *           }
@@ -13088,6 +13121,12 @@ export interface operations {
                      *       "max_parallel": 2,
                      *       "metric": "val_accuracy",
                      *       "goal": "maximize",
+                     *       "early_termination": {
+                     *         "type": "asha",
+                     *         "min_epochs": 1,
+                     *         "reduction_factor": 2
+                     *       },
+                     *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
                      *       "metadata": null,

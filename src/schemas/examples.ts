@@ -156,6 +156,7 @@ export const jobExample = {
   queue_position: null,
   retry_of_job_id: null,
   sweep_id: null,
+  sweep_values: null,
   init_checkpoint: null,
   resource_class: 'auto',
 }
@@ -406,6 +407,8 @@ export const sweepExample = {
   max_parallel: 2,
   metric: 'val_accuracy',
   goal: 'maximize',
+  early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 2 },
+  keep_all_models: false,
   seed: 7,
   suffix: null,
   metadata: null,

@@ -59,6 +59,9 @@ before(async () => {
     WORKER_HEARTBEAT_MS: '1000',
     RECONCILE_INTERVAL_MS: '2000',
     MAX_CONCURRENT_JOBS: String(JOBS),
+    // every job followed on both APIs with the one key: 2 x JOBS live streams
+    MAX_STREAMS_PER_KEY: String(2 * JOBS),
+    MAX_STREAMS_PER_PROJECT: String(2 * JOBS),
   })
   db = createDb(env.config.databaseUrl, 2)
   work = await mkdtemp(join(tmpdir(), 'refit-scale-'))

@@ -81,7 +81,7 @@ async function upload(model: import('@tensorflow/tfjs-node').LayersModel, inputS
   return res.json().id
 }
 
-/** `depth` 3x3 convolutions of 64 filters at `side` x `side`: ~11 GFLOP per layer and image at side 384. */
+/** `depth` 3x3 convolutions of 64 filters at `side` x `side`: ~22 GFLOP per layer and image at side 384. */
 function convStack(side: number, depth: number) {
   const layers: import('@tensorflow/tfjs-node').layers.Layer[] = []
   for (let i = 0; i < depth; i++)
@@ -117,15 +117,16 @@ const alive = (pid: number) => {
 
 test('a prediction past REQUEST_TIMEOUT_MS answers 504 prediction_timeout; its process is killed and replaced', async () => {
   const small = await upload(convStack(8, 1), [8, 8, 3])
-  // 16 layers x 2 images x ~11 GFLOP: far past the 3 s deadline on CPU cores.
-  const heavy = await upload(convStack(384, 16), [384, 384, 3])
+  // 48 layers x 4 images x ~22 GFLOP: far past the 3 s deadline on CPU cores (16 x 2 took ~2 s here once
+  // oneDNN ran it: too close to the deadline to prove anything).
+  const heavy = await upload(convStack(384, 48), [384, 384, 3])
   const png = await solidPng(8, 8, 128)
   // The first prediction forks the process; a cold start on a busy machine may pass the deadline itself
   // (a 504 that keeps the starting process), so ask until it answers.
   await waitFor(async () => (await predict(small, [png])).statusCode === 200, 120_000, 'a warm inference process')
   const [first] = app.inference.pids()
   assert.ok(first)
-  const res = await predict(heavy, [png, png])
+  const res = await predict(heavy, [png, png, png, png])
   assert.equal(res.statusCode, 504, res.body)
   assert.equal(res.json().error.code, 'prediction_timeout')
   await waitFor(async () => !alive(first), 10_000, 'the process computing it to be killed')

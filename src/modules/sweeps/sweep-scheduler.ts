@@ -16,6 +16,7 @@ import { LookupCache, lookupEpochKey } from '../../plugins/lookup-cache.js'
 import type { CreateSweepBody } from '../../schemas/sweeps.js'
 import { addJobEvent } from '../jobs/job-events.js'
 import { createJob, type JobServiceDeps } from '../jobs/jobs-service.js'
+import * as lifecycle from '../jobs/lifecycle/lifecycle.js'
 import type { MetricsSummary } from '../jobs/lifecycle/metrics-summary.js'
 import { isTerminal } from '../jobs/lifecycle/transitions.js'
 import { deleteModel, type ModelDeleteDeps } from '../models/models-service.js'
@@ -215,7 +216,7 @@ async function pruneLosers(deps: JobServiceDeps, projectId: string, trials: Tria
           code: err.code,
         })
       }
-      if (deleted.model) await deps.db.fineTuningJob.update({ where: { id: t.id }, data: { fineTunedModelId: null } })
+      if (deleted.model) await lifecycle.forgetModel(deps, t.id, t.fineTunedModelId)
     }
     const checkpoints = await deps.db.checkpoint.findMany({ where: { jobId: t.id }, include: { artifact: true } })
     if (checkpoints.length) {

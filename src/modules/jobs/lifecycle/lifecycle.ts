@@ -574,6 +574,17 @@ export async function succeed(d: LifecycleDeps, fence: Fence, trained: TrainedMo
 
 // ---------------------------------------------------------------- writes that are not status changes
 
+/**
+ * A finished job gives up its model, deleted since (a sweep's losing trial): `fine_tuned_model` becomes
+ * null. Not a status change; only while the job still names that model.
+ */
+export async function forgetModel(d: Pick<LifecycleDeps, 'db'>, jobId: string, modelId: string) {
+  await d.db.fineTuningJob.updateMany({
+    where: { id: jobId, fineTunedModelId: modelId },
+    data: { fineTunedModelId: null },
+  })
+}
+
 /** The training process's pid (fenced: only the attempt's owner). */
 export async function recordTrainerPid(d: Pick<LifecycleDeps, 'db'>, fence: Fence, pid: number | null) {
   await fenced(d.db, fence, (tx) => tx.fineTuningJob.update({ where: { id: fence.jobId }, data: { trainerPid: pid } }))
