@@ -372,8 +372,12 @@ export async function resumeJob(app: FastifyInstance, projectId: string, id: str
     const now = await getJob(app.db, projectId, id)
     throw new AppError('job_not_paused', `Job ${id} is ${now.status}; only a paused job can be resumed.`)
   }
-  if (resumed.status === 'validating_files') await promoteJobsWaitingOn(app, resumed.trainingFileId)
-  return getJob(app.db, projectId, id)
+  if (resumed.status === 'validating_files') {
+    await promoteJobsWaitingOn(app, resumed.trainingFileId)
+    return getJob(app.db, projectId, id)
+  }
+  // the row as the transition left it (`queued`): a worker may claim it before a re-read would run
+  return resumed
 }
 
 /**

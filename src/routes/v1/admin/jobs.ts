@@ -288,8 +288,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       const job = await findJob(app, req.params.id)
-      await resumeJob(app, job.projectId, job.id)
-      return presentAdminJob(await findJob(app, job.id))
+      // as the transition left it, like the project route (a worker may claim it before a re-read)
+      return presentAdminJob({ ...(await resumeJob(app, job.projectId, job.id)), project: job.project })
     },
   )
 
