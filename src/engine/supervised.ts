@@ -24,6 +24,7 @@ import {
   rawSource,
   resumeInto,
   runPhases,
+  runSettings,
   splitParts,
   trainableVariables,
   validateHyperparameters,
@@ -206,10 +207,7 @@ export async function trainAllLayers(
   const { tf, hyperparameters: hp } = opts
   const { model, classes } = trainee
   const result = await runPhases({
-    tf,
-    emit: opts.emit,
-    isCancelled: opts.isCancelled,
-    isPaused: opts.isPaused,
+    ...runSettings(opts),
     model,
     phases: [
       () => ({
@@ -221,17 +219,12 @@ export async function trainAllLayers(
         learningRate: hp.learning_rate,
       }),
     ],
-    hyperparameters: hp,
-    seed: opts.seed,
-    outputDir: opts.outputDir,
     numClasses: classes.length,
     classes,
     method: run.method,
     metadata: run.metadata,
     resumed: run.resumed,
     soft: run.soft,
-    progressIntervalMs: opts.progressIntervalMs,
-    onEpochEnd: opts.onEpochEnd,
   })
   return finishRun(tf, opts, model, result, classes, run.metadata)
 }

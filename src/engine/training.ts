@@ -664,6 +664,25 @@ export interface PhasesOptions {
   onEpochEnd?: (epoch: number) => void
 }
 
+/** The run-wide part of `runPhases`' options, as every method passes it on from its own options. */
+export function runSettings(
+  o: Pick<
+    PhasesOptions,
+    | 'tf'
+    | 'emit'
+    | 'isCancelled'
+    | 'isPaused'
+    | 'hyperparameters'
+    | 'seed'
+    | 'outputDir'
+    | 'progressIntervalMs'
+    | 'onEpochEnd'
+  >,
+) {
+  const { tf, emit, isCancelled, isPaused, hyperparameters, seed, outputDir, progressIntervalMs, onEpochEnd } = o
+  return { tf, emit, isCancelled, isPaused, hyperparameters, seed, outputDir, progressIntervalMs, onEpochEnd }
+}
+
 /** Outcome of `runPhases`: the loop state, and the last phase run (its forward and validation part). */
 export interface PhasesResult {
   end: LoopEnd

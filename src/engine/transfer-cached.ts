@@ -17,6 +17,7 @@ import {
   type RunResult,
   resumeInto,
   runPhases,
+  runSettings,
   splitParts,
   trainableVariables,
   validateHyperparameters,
@@ -121,10 +122,8 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
   })
   try {
     const result = await runPhases({
-      tf,
+      ...runSettings(opts),
       emit,
-      isCancelled: opts.isCancelled,
-      isPaused: opts.isPaused,
       model: h.model,
       phases: [
         () => ({
@@ -136,16 +135,11 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
           learningRate: hp.learning_rate,
         }),
       ],
-      hyperparameters: hp,
-      seed: opts.seed,
-      outputDir: opts.outputDir,
       numClasses: classes.length,
       classes,
       method: 'transfer',
       metadata,
       resumed,
-      progressIntervalMs: opts.progressIntervalMs,
-      onEpochEnd: opts.onEpochEnd,
     })
     // finishRun reads only the settings (hyperparameters, seed, backend, outputDir), never the datasets
     const run = await finishRun(tf, { ...opts, emit } as unknown as RunOptions, h.model, result, classes, metadata)

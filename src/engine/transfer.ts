@@ -24,6 +24,7 @@ import {
   rawSource,
   resumeInto,
   runPhases,
+  runSettings,
   splitParts,
   trainableVariables,
   validateHyperparameters,
@@ -239,22 +240,14 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   })
   try {
     const result = await runPhases({
-      tf,
-      emit,
-      isCancelled: opts.isCancelled,
-      isPaused: opts.isPaused,
+      ...runSettings(opts),
       model: whole,
       phases,
-      hyperparameters: hp,
-      seed: opts.seed,
-      outputDir: opts.outputDir,
       numClasses: classes.length,
       classes,
       method: 'transfer',
       metadata,
       resumed,
-      progressIntervalMs: opts.progressIntervalMs,
-      onEpochEnd: opts.onEpochEnd,
     })
     return await finishRun(tf, opts, whole, result, classes, metadata)
   } catch (err) {

@@ -22,6 +22,7 @@ import {
   rawSource,
   resumeInto,
   runPhases,
+  runSettings,
   splitParts,
   trainableVariables,
 } from '../training.js'
@@ -206,22 +207,14 @@ export async function runGraphTransfer(
       graph_base: { model: opts.baseModelId ?? null, feature_node: graph.feature_node, feature_shape: [featureDim] },
     })
     const result = await runPhases({
-      tf,
-      emit,
-      isCancelled: opts.isCancelled,
-      isPaused: opts.isPaused,
+      ...runSettings(opts),
       model: h.model,
       phases: [phase],
-      hyperparameters: hp,
-      seed: opts.seed,
-      outputDir: opts.outputDir,
       numClasses: classes.length,
       classes,
       method: 'transfer',
       metadata,
       resumed,
-      progressIntervalMs: opts.progressIntervalMs,
-      onEpochEnd: opts.onEpochEnd,
     })
     return await finishRun(tf, opts, h.model, result, classes, metadata)
   } finally {
