@@ -11,7 +11,6 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { Worker } from 'bullmq'
 import type { FastifyInstance } from 'fastify'
-import yazl from 'yazl'
 import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { saveModel } from '../../src/engine/model-io.js'
 import { preprocessRows, rowRange } from '../../src/engine/preprocess.js'
@@ -28,6 +27,7 @@ import {
   type TestEnv,
   waitFor,
 } from '../helpers/env.js'
+import { zipBuffer } from '../helpers/memory-fixtures.js'
 import { unzipToDir, unzipToMemory } from '../helpers/zip.js'
 import { fineTuneMnist, pngOf, registerWholeModelCheckpoint, uploadProcessedFile } from './helpers.js'
 
@@ -271,15 +271,11 @@ test('format=saved_model: a model with a layer the graph compiler does not trans
   const modelDir = join(work, 'unfreezable')
   await saveModel(tf as never, model as never, modelDir)
   model.dispose()
-  const zip = new yazl.ZipFile()
-  for (const f of ['model.json', 'weights.bin']) zip.addFile(join(modelDir, f), f)
-  zip.end()
-  const chunks: Buffer[] = []
-  for await (const c of zip.outputStream) chunks.push(c as Buffer)
-  const body = multipart(
-    { input_shape: '[4]', classes: '["a","b","c"]' },
-    { name: 'unfreezable.zip', content: Buffer.concat(chunks) },
-  )
+  const zipped = await zipBuffer({
+    'model.json': await readFile(join(modelDir, 'model.json')),
+    'weights.bin': await readFile(join(modelDir, 'weights.bin')),
+  })
+  const body = multipart({ input_shape: '[4]', classes: '["a","b","c"]' }, { name: 'unfreezable.zip', content: zipped })
   const up = await app.inject({
     method: 'POST',
     url: '/v1/models',

@@ -4,14 +4,13 @@
 // normal upload goes through; early 401 and 413 answers close the connection without waiting for the body.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import yazl from 'yazl'
 import { saveModel } from '../../src/engine/model-io.js'
 import {
   bearer,
@@ -22,7 +21,7 @@ import {
   type TestEnv,
   waitFor,
 } from '../helpers/env.js'
-import { solidPng } from '../helpers/memory-fixtures.js'
+import { solidPng, zipBuffer } from '../helpers/memory-fixtures.js'
 
 const require = createRequire(import.meta.url)
 type TfNode = typeof import('@tensorflow/tfjs-node')
@@ -62,14 +61,13 @@ async function upload(model: import('@tensorflow/tfjs-node').LayersModel, inputS
   const dir = join(work, randomBytes(3).toString('hex'))
   await saveModel(tf as never, model as never, dir)
   model.dispose()
-  const zip = new yazl.ZipFile()
-  for (const f of ['model.json', 'weights.bin']) zip.addFile(join(dir, f), f)
-  zip.end()
-  const chunks: Buffer[] = []
-  for await (const c of zip.outputStream) chunks.push(c as Buffer)
+  const zipped = await zipBuffer({
+    'model.json': await readFile(join(dir, 'model.json')),
+    'weights.bin': await readFile(join(dir, 'weights.bin')),
+  })
   const body = multipart(
     { input_shape: JSON.stringify(inputShape), classes: '["a","b"]' },
-    { name: 'm.zip', content: Buffer.concat(chunks) },
+    { name: 'm.zip', content: zipped },
   )
   const res = await app.inject({
     method: 'POST',
