@@ -982,7 +982,13 @@ async function jobPage(id) {
   const bannerSlot = h('div')
   const details = h('div', { class: 'grid', id: 'job-details' })
   const hp = h('tbody')
-  const log = h('div', { class: 'log', id: 'event-log', role: 'log', tabindex: '0', 'aria-label': 'Events, newest first' })
+  const log = h('div', {
+    class: 'log',
+    id: 'event-log',
+    role: 'log',
+    tabindex: '0',
+    'aria-label': 'Events, newest first',
+  })
   const lossEl = h('div', { class: 'panel', id: 'loss-chart' })
   const accEl = h('div', { class: 'panel', id: 'accuracy-chart' })
   const stepEl = h('div', { class: 'panel', id: 'step-chart' })
