@@ -17,7 +17,12 @@ import { ADMIN_TOKEN, createTestEnv, waitFor } from '../test/helpers/env.js'
 import { httpClient, startService } from '../test/helpers/service.js'
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '8' }, concurrency: { type: 'string', default: '2' } },
+  options: {
+    seconds: { type: 'string', default: '8' },
+    concurrency: { type: 'string', default: '2' },
+    /** `idle` skips the measurements beside a training job */
+    conditions: { type: 'string', default: 'idle,training' },
+  },
 })
 const seconds = Number(values.seconds)
 const concurrency = Number(values.concurrency)
@@ -31,6 +36,8 @@ interface Row {
   p50_ms: number
   p99_ms: number
   backend: string
+  /** how the inference process ran the model: the compiled TensorFlow graph or the layers op by op */
+  forward: string
 }
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
@@ -73,11 +80,12 @@ async function main() {
         const t0 = performance.now()
         const r = await api.post(`/v1/models/${model}/predictions`, body)
         if (r.status !== 200) throw new Error(`${model}: ${r.status} ${JSON.stringify(r.body)}`)
-        return { ms: performance.now() - t0, backend: r.body.backend as string }
+        return { ms: performance.now() - t0, backend: r.body.backend as string, forward: r.body.forward as string }
       }
       for (let i = 0; i < concurrency; i++) await Promise.all(Array.from({ length: concurrency }, call)) // warm every process
       const latencies: number[] = []
       let backend = ''
+      let forward = ''
       const start = performance.now()
       const end = start + seconds * 1000
       await Promise.all(
@@ -86,6 +94,7 @@ async function main() {
             const r = await call()
             latencies.push(r.ms)
             backend = r.backend
+            forward = r.forward
           }
         }),
       )
@@ -100,6 +109,7 @@ async function main() {
         p50_ms: Math.round(quantile(latencies, 0.5) * 10) / 10,
         p99_ms: Math.round(quantile(latencies, 0.99) * 10) / 10,
         backend,
+        forward,
       }
       console.log(JSON.stringify(row))
       rows.push(row)
@@ -110,6 +120,7 @@ async function main() {
     }
 
     await all('idle')
+    if (!values.conditions.includes('training')) return
 
     // A long transfer job on digits 5-9 keeps the worker's training process busy while we measure again.
     const zip = join(work, 'digits.zip')

@@ -1539,7 +1539,8 @@ export interface components {
          *         }
          *       ],
          *       "model": "ft:mnist-cnn:digits:abc12345",
-         *       "backend": "tensorflow"
+         *       "backend": "tensorflow",
+         *       "forward": "graph"
          *     }
          */
         PredictionList: {
@@ -1556,6 +1557,8 @@ export interface components {
             model: string;
             /** @description TensorFlow.js backend that computed the predictions */
             backend: string;
+            /** @description how the model ran: `graph` = compiled whole into a frozen TensorFlow graph (tensorflow backend), `eager` = its layers op by op (other backends, REFIT_FROZEN_GRAPH=off, a layer the graph compiler does not translate, or a compile that would outgrow INFERENCE_MEMORY_BYTES) */
+            forward: "graph" | "eager";
         };
         ModelEvaluation: {
             /** @example eval-0a1b2c3d4e5f6g7h8i9j0k1l */

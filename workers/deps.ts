@@ -27,6 +27,11 @@ export interface WorkerDeps {
     webhooks: Queue<DeliveryPayload>
   }
   log: Logger
+  /**
+   * the backend this worker's training processes run on, proven by its self-test at start; absent (tests that
+   * drive a processor without a worker): the configured TF_BACKEND
+   */
+  backend?: string
   /** pings live event streams that `jobId` changed (after the write, never instead of it) */
   notify(jobId: string): void
 }

@@ -24,7 +24,11 @@ import { retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
 import { memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
-import { type JobFeatureCache, prepareJobFeatureCache } from '../src/modules/features/feature-cache-service.js'
+import {
+  featurePath,
+  type JobFeatureCache,
+  prepareJobFeatureCache,
+} from '../src/modules/features/feature-cache-service.js'
 import { resultFileKey, storeResultFile } from '../src/modules/files/result-files.js'
 import { BATCH_METRICS, EPOCH_ROWS_ONLY } from '../src/modules/jobs/batch-metrics.js'
 import { EtaEstimator } from '../src/modules/jobs/eta.js'
@@ -186,7 +190,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       throw new UnrecoverableError(err.message)
     }
     // Feature cache across jobs: a failing lookup only costs the job its features' reuse.
-    const features: JobFeatureCache | null = await prepareJobFeatureCache(deps, job, request).catch((err) => {
+    const forward = featurePath(deps.backend ?? config.tfBackend, config.frozenGraph.mode)
+    const features: JobFeatureCache | null = await prepareJobFeatureCache(deps, job, request, forward).catch((err) => {
       jobLog.warn({ err: (err as Error).message }, 'feature cache lookup failed; computing features')
       return null
     })

@@ -51,7 +51,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
   )
   const queues = openQueues(config, { onError: (err) => log.warn({ err: err.message }, 'queue error') })
   const notify = (jobId: string) => notifyJobChanged(redis, config.queuePrefix, jobId)
-  const deps: WorkerDeps = { config, db, redis, storage, queues, log, notify }
+  const deps: WorkerDeps = { config, db, redis, storage, queues, log, notify, backend: backend.backend }
 
   const processFile = createFileProcessor(deps)
   const fileWorker = consume('files', config, (_p, job) => processFile(job), { concurrency: 2 })

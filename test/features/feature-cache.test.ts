@@ -14,7 +14,7 @@ import { selectBackend } from '../../src/engine/backend.js'
 import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { loadModel } from '../../src/engine/model-io.js'
 import type { Tf } from '../../src/engine/tf.js'
-import { evictFeatures } from '../../src/modules/features/feature-cache-service.js'
+import { backboneSha256, evictFeatures, featurePath } from '../../src/modules/features/feature-cache-service.js'
 import { adminAuth, bearer, buildTestApp, createProjectKey, createTestEnv, type TestEnv } from '../helpers/env.js'
 import { createTransferJob, uploadDigits, waitForTerminal } from '../helpers/jobs.js'
 import { startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js'
@@ -85,6 +85,13 @@ test('a first transfer job computes its features and stores them, verified by sh
   assert.equal(sha(bytes), rows[0].sha256)
   // 300 x 4608 float32 features of mnist-cnn's flatten layer, plus labels and a header
   assert.ok(bytes.length > 300 * 4608 * 4)
+  // keyed by how the worker computed them (tensorflow, frozen graph): another backend or the eager path
+  // (REFIT_FROZEN_GRAPH=off) looks for another entry and never trains on these
+  const base = join(app.storage.workPath('models'), 'mnist-cnn')
+  const keyFor = (backend: string, mode: 'auto' | 'off') => backboneSha256(base, 'flatten', featurePath(backend, mode))
+  assert.equal(rows[0].backboneSha256, await keyFor('tensorflow', 'auto'))
+  const others = [await keyFor('tensorflow', 'off'), await keyFor('wasm', 'auto'), await keyFor('cpu', 'auto')]
+  assert.equal(new Set([rows[0].backboneSha256, ...others]).size, 4)
 })
 
 test('a second job is served from the cache: the dataset is not read, metrics and predictions are identical', async () => {

@@ -128,6 +128,8 @@ test('images: predictions equal stock TF.js on decodeImageToShape + preprocessRo
   assert.equal(body.object, 'list')
   assert.equal(body.model, 'mnist-cnn')
   assert.ok(['tensorflow', 'wasm', 'cpu'].includes(body.backend))
+  // the answer says how the model ran: compiled whole on tensorflow, op by op elsewhere
+  assert.equal(body.forward, body.backend === 'tensorflow' ? 'graph' : 'eager')
   assert.deepEqual(
     body.data.map((d: { index: number }) => d.index),
     [0, 1, 2, 3, 4, 5, 6],

@@ -3,8 +3,9 @@
 // job on the same file and backbone trains its head without decoding an image or loading the backbone.
 //
 // Key: (file id, file sha256, backbone sha256, preprocessing). The backbone's identity is the sha256 of its
-// model.json and weight files, its cut layer and, when the engine compiled it, the compiled graph: any change
-// in weights, cut or compilation is another entry. The training process checks every entry's bytes against
+// model.json and weight files, its cut layer and how the features are computed: the worker's backend and
+// whether the frozen graph path runs (with the graph compiler's version): any change in weights, cut,
+// backend or compilation is another entry, so a wasm worker never trains on a tensorflow worker's features. The training process checks every entry's bytes against
 // the recorded sha256 and never uses one that does not match (features_corrupt: the entry is deleted and the
 // job computes and stores the features again).
 //
@@ -18,7 +19,14 @@ import path from 'node:path'
 import type { io } from '@tensorflow/tfjs'
 import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
-import type { ChildMessage, FeatureCacheSlot, ModelMetadata, TrainRequest } from '../../engine/protocol.js'
+import { GRAPH_COMPILER_VERSION } from '../../engine/graph/compile.js'
+import type {
+  ChildMessage,
+  FeatureCacheSlot,
+  GraphSettings,
+  ModelMetadata,
+  TrainRequest,
+} from '../../engine/protocol.js'
 import type { File } from '../../generated/prisma/client.js'
 import { newId } from '../../lib/ids.js'
 import type { Storage } from '../../storage/storage.js'
@@ -35,13 +43,21 @@ type Which = 'training' | 'validation'
 const identities = new Map<string, { mtimeMs: number; sha256: string }>()
 
 /**
- * sha256 of a backbone: its model.json and weight files, the cut layer, and the compiled graph's sha256 when
- * the engine runs a compiled graph (null: eager). Memoized per directory while model.json is unchanged.
+ * How a worker computes features: its backend and forward path, e.g. `tensorflow/graph-v1` or `wasm/eager`
+ * (the graph path runs on the tensorflow backend only, and not with REFIT_FROZEN_GRAPH=off).
  */
-export async function backboneSha256(dir: string, featureLayer: string, graphSha256: string | null = null) {
+export function featurePath(backend: string, graphMode: GraphSettings['mode']): string {
+  return `${backend}/${backend === 'tensorflow' && graphMode !== 'off' ? `graph-v${GRAPH_COMPILER_VERSION}` : 'eager'}`
+}
+
+/**
+ * sha256 of a backbone: its model.json and weight files, the cut layer, and how features are computed
+ * (`featurePath`). Memoized per directory while model.json is unchanged.
+ */
+export async function backboneSha256(dir: string, featureLayer: string, forward: string) {
   const modelJson = path.join(dir, 'model.json')
   const { mtimeMs } = await stat(modelJson)
-  const memoKey = `${dir}\0${featureLayer}\0${graphSha256 ?? ''}`
+  const memoKey = `${dir}\0${featureLayer}\0${forward}`
   const known = identities.get(memoKey)
   if (known && known.mtimeMs === mtimeMs) return known.sha256
   const hash = createHash('sha256')
@@ -49,7 +65,7 @@ export async function backboneSha256(dir: string, featureLayer: string, graphSha
   hash.update(json)
   for (const group of (JSON.parse(json.toString('utf8')) as io.ModelJSON).weightsManifest)
     for (const p of group.paths) hash.update(await readFile(path.join(dir, p)))
-  hash.update(`\0cut:${featureLayer}\0graph:${graphSha256 ?? 'eager'}`)
+  hash.update(`\0cut:${featureLayer}\0forward:${forward}`)
   const sha256 = hash.digest('hex')
   identities.set(memoKey, { mtimeMs, sha256 })
   return sha256
@@ -90,14 +106,15 @@ export async function prepareJobFeatureCache(
   deps: FeatureCacheDeps,
   job: { projectId: string; initCheckpointId: string | null; trainingFile: File; validationFile: File | null },
   request: TrainRequest,
-  opts: { graphSha256?: string | null } = {},
+  /** the worker's `featurePath` */
+  forward: string,
 ): Promise<JobFeatureCache | null> {
   const { db, storage, config } = deps
   if (config.featureCacheBytes <= 0 || request.method.type !== 'transfer' || !request.baseModelDir) return null
   if (job.initCheckpointId) return null
   const meta = JSON.parse(await readFile(path.join(request.baseModelDir, 'metadata.json'), 'utf8')) as ModelMetadata
   if (!meta.feature_layer) return null
-  const backbone = await backboneSha256(request.baseModelDir, meta.feature_layer, opts.graphSha256 ?? null)
+  const backbone = await backboneSha256(request.baseModelDir, meta.feature_layer, forward)
   const preprocessing = preprocessingKey(meta)
   const keys = new Map<Which, EntryKey & { file: File }>()
   const slot = async (which: Which, file: File): Promise<FeatureCacheSlot> => {

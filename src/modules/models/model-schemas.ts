@@ -131,6 +131,10 @@ export const PredictionList = Type.Object(
     ),
     model: Type.String(),
     backend: Type.String({ description: 'TensorFlow.js backend that computed the predictions' }),
+    forward: Type.Union([Type.Literal('graph'), Type.Literal('eager')], {
+      description:
+        'how the model ran: `graph` = compiled whole into a frozen TensorFlow graph (tensorflow backend), `eager` = its layers op by op (other backends, REFIT_FROZEN_GRAPH=off, a layer the graph compiler does not translate, or a compile that would outgrow INFERENCE_MEMORY_BYTES)',
+    }),
   },
   {
     $id: 'PredictionList',
@@ -148,6 +152,7 @@ export const PredictionList = Type.Object(
         ],
         model: 'ft:mnist-cnn:digits:abc12345',
         backend: 'tensorflow',
+        forward: 'graph',
       },
     ],
   },

@@ -45,5 +45,6 @@ export async function predict(app: FastifyInstance, req: FastifyRequest, project
     data: topClasses(out.probs, rows, classes, parsed.topK),
     model: model.id,
     backend: out.backend,
+    forward: out.forward,
   }
 }
