@@ -654,6 +654,83 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/sweeps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List sweeps of every project, newest first, with their project
+         * @description Filters combine: `status`, `project` (proj-…). Pages with `limit` and `after`.
+         */
+        get: operations["adminListSweeps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/sweeps/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get any sweep: status, progress, the best trial so far and its model, with its project */
+        get: operations["adminGetSweep"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/sweeps/{id}/trials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Any sweep's trials in plan order: each trial's job, sampled values, metric and last/best epoch
+         * @description Each trial as the project route shows it (`job` carries status, status_reason and fine_tuned_model), plus `metrics`: the job's last and best epoch (null before its first epoch). Pages with `limit` and `after` (the last trial's job id).
+         */
+        get: operations["adminListSweepTrials"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/sweeps/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel any project's sweep (as the project's own cancel does)
+         * @description With the dashboard session cookie, send the `x-refit-csrf` header.
+         */
+        post: operations["adminCancelSweep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/session": {
         parameters: {
             query?: never;
@@ -7831,6 +7908,1104 @@ export interface operations {
                 };
                 content: {
                     "application/zip": Blob;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListSweeps: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+                /** @description Only this project (proj-…). */
+                project?: string;
+                status?: "running" | "succeeded" | "failed" | "cancelled";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *           "object": "fine_tuning.sweep",
+                     *           "created_at": 1764370000,
+                     *           "finished_at": null,
+                     *           "status": "running",
+                     *           "model": "mnist-cnn",
+                     *           "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *           "validation_file": null,
+                     *           "method": {
+                     *             "type": "transfer",
+                     *             "transfer": {
+                     *               "hyperparameters": {
+                     *                 "n_epochs": 3
+                     *               }
+                     *             }
+                     *           },
+                     *           "search_space": {
+                     *             "hyperparameters.learning_rate": {
+                     *               "min": 0.0001,
+                     *               "max": 0.01,
+                     *               "scale": "log"
+                     *             },
+                     *             "head.hidden_units": {
+                     *               "values": [
+                     *                 64,
+                     *                 128,
+                     *                 256
+                     *               ]
+                     *             }
+                     *           },
+                     *           "strategy": "random",
+                     *           "max_trials": 8,
+                     *           "max_parallel": 2,
+                     *           "metric": "val_accuracy",
+                     *           "goal": "maximize",
+                     *           "early_termination": {
+                     *             "type": "asha",
+                     *             "min_epochs": 1,
+                     *             "reduction_factor": 2
+                     *           },
+                     *           "keep_all_models": false,
+                     *           "seed": 7,
+                     *           "suffix": null,
+                     *           "metadata": null,
+                     *           "status_reason": null,
+                     *           "progress": {
+                     *             "trials_total": 8,
+                     *             "trials_created": 3,
+                     *             "trials_done": 1,
+                     *             "trials_succeeded": 1
+                     *           },
+                     *           "best_trial": {
+                     *             "trial": 0,
+                     *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "values": {
+                     *               "hyperparameters.learning_rate": 0.00231,
+                     *               "head.hidden_units": 128
+                     *             },
+                     *             "metric_value": 0.9712
+                     *           },
+                     *           "best_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *           "project": {
+                     *             "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "name": "digits"
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep";
+                            created_at: number;
+                            finished_at: number | null;
+                            /** @enum {string} */
+                            status: "running" | "succeeded" | "failed" | "cancelled";
+                            model: string;
+                            training_file: string;
+                            validation_file: string | null;
+                            method: {
+                                /**
+                                 * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                                 * @example transfer
+                                 */
+                                type: string;
+                                transfer?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                    /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                    head?: {
+                                        hidden_units?: "auto" | number;
+                                        dropout?: "auto" | number;
+                                    };
+                                    /** @description Top backbone blocks to fine-tune in a second phase */
+                                    unfreeze_top_blocks?: number;
+                                    fine_tune?: null | {
+                                        n_epochs?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                    };
+                                };
+                                supervised?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                };
+                                /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                                distillation?: {
+                                    /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                    hyperparameters?: {
+                                        n_epochs?: "auto" | number;
+                                        batch_size?: "auto" | number;
+                                        learning_rate?: "auto" | number;
+                                        learning_rate_multiplier?: "auto" | number;
+                                        validation_split?: "auto" | number;
+                                        optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                        early_stopping?: null | {
+                                            patience?: number;
+                                            min_delta?: number;
+                                            /** @enum {string} */
+                                            monitor?: "val_loss" | "val_accuracy";
+                                        };
+                                    };
+                                    /** @description Built-in, uploaded or fine-tuned model */
+                                    teacher_model: string;
+                                    temperature?: "auto" | number;
+                                    alpha?: "auto" | number;
+                                };
+                            };
+                            search_space: {
+                                [key: string]: {
+                                    values: (number | string | boolean | null)[];
+                                } | {
+                                    min: number;
+                                    max: number;
+                                    /**
+                                     * @description default linear; log needs min > 0
+                                     * @enum {string}
+                                     */
+                                    scale?: "linear" | "log";
+                                    /**
+                                     * @description default float
+                                     * @enum {string}
+                                     */
+                                    type?: "float" | "int";
+                                };
+                            };
+                            /** @enum {string} */
+                            strategy: "grid" | "random";
+                            max_trials: number;
+                            max_parallel: number;
+                            /** @enum {string} */
+                            metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                            /** @enum {string} */
+                            goal: "maximize" | "minimize";
+                            seed: number;
+                            early_termination: {
+                                /** @enum {string} */
+                                type: "asha";
+                                /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                                min_epochs: number;
+                                /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                                reduction_factor: number;
+                            } | null;
+                            keep_all_models: boolean;
+                            suffix: string | null;
+                            metadata: {
+                                [key: string]: string;
+                            } | null;
+                            status_reason: string | null;
+                            progress: {
+                                /** @description trials planned (grid size, or max_trials) */
+                                trials_total: number;
+                                trials_created: number;
+                                /** @description trials whose job has ended */
+                                trials_done: number;
+                                trials_succeeded: number;
+                            };
+                            best_trial: {
+                                /** @description 0-based index in the plan */
+                                trial: number;
+                                job_id: string;
+                                /** @description the sampled value of each path */
+                                values: {
+                                    [key: string]: unknown;
+                                };
+                                metric_value: number;
+                            } | null;
+                            best_model: string | null;
+                            /** @description The owning project. */
+                            project: {
+                                id: string;
+                                name: string;
+                            };
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminGetSweep: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *       "object": "fine_tuning.sweep",
+                     *       "created_at": 1764370000,
+                     *       "finished_at": null,
+                     *       "status": "running",
+                     *       "model": "mnist-cnn",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "validation_file": null,
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 3
+                     *           }
+                     *         }
+                     *       },
+                     *       "search_space": {
+                     *         "hyperparameters.learning_rate": {
+                     *           "min": 0.0001,
+                     *           "max": 0.01,
+                     *           "scale": "log"
+                     *         },
+                     *         "head.hidden_units": {
+                     *           "values": [
+                     *             64,
+                     *             128,
+                     *             256
+                     *           ]
+                     *         }
+                     *       },
+                     *       "strategy": "random",
+                     *       "max_trials": 8,
+                     *       "max_parallel": 2,
+                     *       "metric": "val_accuracy",
+                     *       "goal": "maximize",
+                     *       "early_termination": {
+                     *         "type": "asha",
+                     *         "min_epochs": 1,
+                     *         "reduction_factor": 2
+                     *       },
+                     *       "keep_all_models": false,
+                     *       "seed": 7,
+                     *       "suffix": null,
+                     *       "metadata": null,
+                     *       "status_reason": null,
+                     *       "progress": {
+                     *         "trials_total": 8,
+                     *         "trials_created": 3,
+                     *         "trials_done": 1,
+                     *         "trials_succeeded": 1
+                     *       },
+                     *       "best_trial": {
+                     *         "trial": 0,
+                     *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.00231,
+                     *           "head.hidden_units": 128
+                     *         },
+                     *         "metric_value": 0.9712
+                     *       },
+                     *       "best_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.sweep";
+                        created_at: number;
+                        finished_at: number | null;
+                        /** @enum {string} */
+                        status: "running" | "succeeded" | "failed" | "cancelled";
+                        model: string;
+                        training_file: string;
+                        validation_file: string | null;
+                        method: {
+                            /**
+                             * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                             * @example transfer
+                             */
+                            type: string;
+                            transfer?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                head?: {
+                                    hidden_units?: "auto" | number;
+                                    dropout?: "auto" | number;
+                                };
+                                /** @description Top backbone blocks to fine-tune in a second phase */
+                                unfreeze_top_blocks?: number;
+                                fine_tune?: null | {
+                                    n_epochs?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                };
+                            };
+                            supervised?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                            };
+                            /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                            distillation?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description Built-in, uploaded or fine-tuned model */
+                                teacher_model: string;
+                                temperature?: "auto" | number;
+                                alpha?: "auto" | number;
+                            };
+                        };
+                        search_space: {
+                            [key: string]: {
+                                values: (number | string | boolean | null)[];
+                            } | {
+                                min: number;
+                                max: number;
+                                /**
+                                 * @description default linear; log needs min > 0
+                                 * @enum {string}
+                                 */
+                                scale?: "linear" | "log";
+                                /**
+                                 * @description default float
+                                 * @enum {string}
+                                 */
+                                type?: "float" | "int";
+                            };
+                        };
+                        /** @enum {string} */
+                        strategy: "grid" | "random";
+                        max_trials: number;
+                        max_parallel: number;
+                        /** @enum {string} */
+                        metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                        /** @enum {string} */
+                        goal: "maximize" | "minimize";
+                        seed: number;
+                        early_termination: {
+                            /** @enum {string} */
+                            type: "asha";
+                            /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                            min_epochs: number;
+                            /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                            reduction_factor: number;
+                        } | null;
+                        keep_all_models: boolean;
+                        suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        status_reason: string | null;
+                        progress: {
+                            /** @description trials planned (grid size, or max_trials) */
+                            trials_total: number;
+                            trials_created: number;
+                            /** @description trials whose job has ended */
+                            trials_done: number;
+                            trials_succeeded: number;
+                        };
+                        best_trial: {
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            job_id: string;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number;
+                        } | null;
+                        best_model: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminListSweepTrials: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Id of the last object of the previous page. */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "object": "fine_tuning.sweep.trial",
+                     *           "trial": 0,
+                     *           "values": {
+                     *             "hyperparameters.learning_rate": 0.00231,
+                     *             "head.hidden_units": 128
+                     *           },
+                     *           "metric_value": 0.9712,
+                     *           "job": {
+                     *             "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "object": "fine_tuning.job",
+                     *             "model": "mnist-cnn",
+                     *             "created_at": 1764370000,
+                     *             "started_at": 1764370002,
+                     *             "finished_at": 1764370024,
+                     *             "fine_tuned_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *             "organization_id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *             "result_files": [],
+                     *             "status": "succeeded",
+                     *             "status_reason": null,
+                     *             "validation_file": null,
+                     *             "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *             "hyperparameters": {
+                     *               "n_epochs": 5,
+                     *               "batch_size": 128,
+                     *               "learning_rate": 0.001,
+                     *               "learning_rate_multiplier": 1,
+                     *               "validation_split": 0.1,
+                     *               "optimizer": "adam",
+                     *               "early_stopping": null
+                     *             },
+                     *             "method": {
+                     *               "type": "transfer",
+                     *               "transfer": {
+                     *                 "head": {
+                     *                   "hidden_units": 128,
+                     *                   "dropout": 0.5
+                     *                 },
+                     *                 "unfreeze_top_blocks": 0,
+                     *                 "fine_tune": null,
+                     *                 "hyperparameters": {
+                     *                   "n_epochs": 5,
+                     *                   "batch_size": 128,
+                     *                   "learning_rate": 0.001,
+                     *                   "learning_rate_multiplier": 1,
+                     *                   "validation_split": 0.1,
+                     *                   "optimizer": "adam",
+                     *                   "early_stopping": null
+                     *                 }
+                     *               }
+                     *             },
+                     *             "trained_tokens": null,
+                     *             "trained_samples": 132318,
+                     *             "error": null,
+                     *             "seed": 42,
+                     *             "suffix": "digits",
+                     *             "user_provided_suffix": "digits",
+                     *             "metadata": null,
+                     *             "integrations": [],
+                     *             "estimated_finish": null,
+                     *             "backend": "tensorflow",
+                     *             "attempt": 1,
+                     *             "progress": {
+                     *               "epoch": 5,
+                     *               "total_epochs": 5,
+                     *               "step": 207,
+                     *               "total_steps": 207,
+                     *               "fraction": 1,
+                     *               "samples_per_second": 9400,
+                     *               "estimated_finish": null
+                     *             },
+                     *             "queue_position": null,
+                     *             "retry_of_job_id": null,
+                     *             "sweep_id": null,
+                     *             "sweep_values": null,
+                     *             "init_checkpoint": null,
+                     *             "resource_class": "auto"
+                     *           },
+                     *           "metrics": {
+                     *             "final": {
+                     *               "step": 3,
+                     *               "epoch": 3,
+                     *               "loss": 0.09,
+                     *               "accuracy": 0.974,
+                     *               "val_loss": 0.1,
+                     *               "val_accuracy": 0.9712
+                     *             },
+                     *             "best": {
+                     *               "step": 3,
+                     *               "epoch": 3,
+                     *               "loss": 0.09,
+                     *               "accuracy": 0.974,
+                     *               "val_loss": 0.1,
+                     *               "val_accuracy": 0.9712
+                     *             }
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep.trial";
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number | null;
+                            job: components["schemas"]["FineTuningJob"];
+                            metrics: {
+                                final: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                                best: ({
+                                    step: number;
+                                    epoch: number;
+                                } & {
+                                    [key: string]: number;
+                                }) | null;
+                            } | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    adminCancelSweep: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "sweep-7h3k9d2m4n6p8q0r1s3t5v7w",
+                     *       "object": "fine_tuning.sweep",
+                     *       "created_at": 1764370000,
+                     *       "finished_at": null,
+                     *       "status": "cancelled",
+                     *       "model": "mnist-cnn",
+                     *       "training_file": "file-0a1b2c3d4e5f6g7h8i9j0k1l",
+                     *       "validation_file": null,
+                     *       "method": {
+                     *         "type": "transfer",
+                     *         "transfer": {
+                     *           "hyperparameters": {
+                     *             "n_epochs": 3
+                     *           }
+                     *         }
+                     *       },
+                     *       "search_space": {
+                     *         "hyperparameters.learning_rate": {
+                     *           "min": 0.0001,
+                     *           "max": 0.01,
+                     *           "scale": "log"
+                     *         },
+                     *         "head.hidden_units": {
+                     *           "values": [
+                     *             64,
+                     *             128,
+                     *             256
+                     *           ]
+                     *         }
+                     *       },
+                     *       "strategy": "random",
+                     *       "max_trials": 8,
+                     *       "max_parallel": 2,
+                     *       "metric": "val_accuracy",
+                     *       "goal": "maximize",
+                     *       "early_termination": {
+                     *         "type": "asha",
+                     *         "min_epochs": 1,
+                     *         "reduction_factor": 2
+                     *       },
+                     *       "keep_all_models": false,
+                     *       "seed": 7,
+                     *       "suffix": null,
+                     *       "metadata": null,
+                     *       "status_reason": null,
+                     *       "progress": {
+                     *         "trials_total": 8,
+                     *         "trials_created": 3,
+                     *         "trials_done": 1,
+                     *         "trials_succeeded": 1
+                     *       },
+                     *       "best_trial": {
+                     *         "trial": 0,
+                     *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.00231,
+                     *           "head.hidden_units": 128
+                     *         },
+                     *         "metric_value": 0.9712
+                     *       },
+                     *       "best_model": "ft:mnist-cnn:digits:4f2k8d0s",
+                     *       "project": {
+                     *         "id": "proj-3k9x0c1v7b2n5m8q4w6e1r0t",
+                     *         "name": "digits"
+                     *       }
+                     *     }
+                     */
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "fine_tuning.sweep";
+                        created_at: number;
+                        finished_at: number | null;
+                        /** @enum {string} */
+                        status: "running" | "succeeded" | "failed" | "cancelled";
+                        model: string;
+                        training_file: string;
+                        validation_file: string | null;
+                        method: {
+                            /**
+                             * @description "transfer", "supervised" or "distillation". Without `method`, the default is "supervised" for an architecture preset and "transfer" for every other model
+                             * @example transfer
+                             */
+                            type: string;
+                            transfer?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description The new head: hidden units (0 = none; auto 128), dropout (auto 0.5) */
+                                head?: {
+                                    hidden_units?: "auto" | number;
+                                    dropout?: "auto" | number;
+                                };
+                                /** @description Top backbone blocks to fine-tune in a second phase */
+                                unfreeze_top_blocks?: number;
+                                fine_tune?: null | {
+                                    n_epochs?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                };
+                            };
+                            supervised?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                            };
+                            /** @description loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels) */
+                            distillation?: {
+                                /** @description "auto" resolves from the training set size: n_epochs 5 (>=20k rows), 10 (>=2k) or 20; batch_size 128 (>=10k), 64 (>=1k) or 16; learning_rate 0.001 (or 0.001 × learning_rate_multiplier; the job echoes both); optimizer adam; validation_split 0.1 (0 with a validation file). early_stopping (off unless given; patience 3, min_delta 0, monitor val_loss) restores the best epoch's weights. */
+                                hyperparameters?: {
+                                    n_epochs?: "auto" | number;
+                                    batch_size?: "auto" | number;
+                                    learning_rate?: "auto" | number;
+                                    learning_rate_multiplier?: "auto" | number;
+                                    validation_split?: "auto" | number;
+                                    optimizer?: "auto" | ("adam" | "sgd" | "rmsprop");
+                                    early_stopping?: null | {
+                                        patience?: number;
+                                        min_delta?: number;
+                                        /** @enum {string} */
+                                        monitor?: "val_loss" | "val_accuracy";
+                                    };
+                                };
+                                /** @description Built-in, uploaded or fine-tuned model */
+                                teacher_model: string;
+                                temperature?: "auto" | number;
+                                alpha?: "auto" | number;
+                            };
+                        };
+                        search_space: {
+                            [key: string]: {
+                                values: (number | string | boolean | null)[];
+                            } | {
+                                min: number;
+                                max: number;
+                                /**
+                                 * @description default linear; log needs min > 0
+                                 * @enum {string}
+                                 */
+                                scale?: "linear" | "log";
+                                /**
+                                 * @description default float
+                                 * @enum {string}
+                                 */
+                                type?: "float" | "int";
+                            };
+                        };
+                        /** @enum {string} */
+                        strategy: "grid" | "random";
+                        max_trials: number;
+                        max_parallel: number;
+                        /** @enum {string} */
+                        metric: "val_accuracy" | "val_loss" | "accuracy" | "loss";
+                        /** @enum {string} */
+                        goal: "maximize" | "minimize";
+                        seed: number;
+                        early_termination: {
+                            /** @enum {string} */
+                            type: "asha";
+                            /** @description the first rung, in epochs; >= 1 and below the trials’ n_epochs */
+                            min_epochs: number;
+                            /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
+                            reduction_factor: number;
+                        } | null;
+                        keep_all_models: boolean;
+                        suffix: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        } | null;
+                        status_reason: string | null;
+                        progress: {
+                            /** @description trials planned (grid size, or max_trials) */
+                            trials_total: number;
+                            trials_created: number;
+                            /** @description trials whose job has ended */
+                            trials_done: number;
+                            trials_succeeded: number;
+                        };
+                        best_trial: {
+                            /** @description 0-based index in the plan */
+                            trial: number;
+                            job_id: string;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                            metric_value: number;
+                        } | null;
+                        best_model: string | null;
+                        /** @description The owning project. */
+                        project: {
+                            id: string;
+                            name: string;
+                        };
+                    };
                 };
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */

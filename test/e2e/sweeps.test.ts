@@ -305,6 +305,36 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
 
   const list = (await get('/v1/fine_tuning/sweeps')).json()
   assert.ok(list.data.some((s: { id: string }) => s.id === sweep.id))
+
+  // the admin twins: the same sweep and trials, with the project and each trial's last and best epoch
+  const admin = (url: string) => app.inject({ url, headers: adminAuth })
+  const one = (await admin(`/v1/admin/sweeps/${sweep.id}`)).json()
+  assert.equal(one.project.id, projectId)
+  assert.deepEqual({ ...one, project: undefined }, { ...done, project: undefined })
+  const byProject = (await admin(`/v1/admin/sweeps?project=${projectId}&status=succeeded`)).json()
+  assert.ok(byProject.data.some((s: { id: string }) => s.id === sweep.id))
+  for (const [q, present] of [
+    ['status=running', false],
+    ['project=proj-none', false],
+  ] as const)
+    assert.equal(
+      (await admin(`/v1/admin/sweeps?${q}`)).json().data.some((s: { id: string }) => s.id === sweep.id),
+      present,
+      q,
+    )
+  const adminTrials = (await admin(`/v1/admin/sweeps/${sweep.id}/trials`)).json().data
+  assert.equal(adminTrials.length, 3)
+  for (const t of adminTrials) {
+    const own = all.find((o: { job: { id: string } }) => o.job.id === t.job.id)
+    assert.equal(t.metric_value, own.metric_value)
+    assert.deepEqual(t.values, own.values)
+    assert.equal(t.job.fine_tuned_model, t.job.id === bestJob.job.id ? own.job.fine_tuned_model : null)
+    assert.equal(t.metrics.final.epoch, 2)
+    assert.equal(t.metrics.final.val_accuracy, finals.get(t.job.id))
+    assert.equal(typeof t.metrics.best.epoch, 'number')
+  }
+  assert.equal((await admin('/v1/admin/sweeps/sweep-none')).statusCode, 404)
+  assert.equal((await get('/v1/admin/sweeps')).statusCode, 403) // a project key is no admin
 })
 
 test('cancel ends the unfinished trials and no trial starts after it; the values follow the seeded plan', async () => {
@@ -320,13 +350,11 @@ test('cancel ends the unfinished trials and no trial starts after it; the values
   assert.equal(res.statusCode, 200, res.body)
   const id = res.json().id
   await waitFor(async () => (await app.db.fineTuningJob.count({ where: { sweepId: id } })) === 2, 30_000, 'two trials')
-  const cancelled = await app.inject({
-    method: 'POST',
-    url: `/v1/fine_tuning/sweeps/${id}/cancel`,
-    headers: bearer(key),
-  })
+  // through the admin twin (the dashboard's), which cancels as the project's own route does
+  const cancelled = await app.inject({ method: 'POST', url: `/v1/admin/sweeps/${id}/cancel`, headers: adminAuth })
   assert.equal(cancelled.statusCode, 200, cancelled.body)
   assert.equal(cancelled.json().status, 'cancelled')
+  assert.equal(cancelled.json().project.id, projectId)
   const trials = await waitFor(
     async () => {
       const t = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })

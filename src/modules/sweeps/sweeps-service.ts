@@ -105,8 +105,9 @@ async function checkTrials(
   }
 }
 
-async function findSweep(app: Pick<FastifyInstance, 'db'>, projectId: string, id: string) {
-  const sweep = await app.db.sweep.findFirst({ where: { id, projectId } })
+/** The sweep, in `projectId` (null: any project, for the admin routes); 404 otherwise. */
+export async function findSweep(app: Pick<FastifyInstance, 'db'>, projectId: string | null, id: string) {
+  const sweep = await app.db.sweep.findFirst({ where: { id, ...(projectId ? { projectId } : {}) } })
   if (!sweep) throw notFound('sweep', id)
   return sweep
 }
@@ -167,24 +168,43 @@ export async function getSweep(app: FastifyInstance, projectId: string, id: stri
 }
 
 export async function listSweeps(app: FastifyInstance, projectId: string, query: Page) {
+  const { rows, has_more } = await pageSweeps(app, { projectId }, query)
+  return { object: 'list' as const, data: await Promise.all(rows.map((s) => presentSweep(app, s))), has_more }
+}
+
+/** A newest-first page of the sweeps matching `where` (a project's, or the admin routes' filters). */
+export async function pageSweeps(
+  app: Pick<FastifyInstance, 'db'>,
+  where: { projectId?: string; status?: Sweep['status'] },
+  query: Page,
+) {
   const limit = query.limit ?? 20
-  const cursor = query.after ? await app.db.sweep.findFirst({ where: { id: query.after, projectId } }) : null
+  const cursor = query.after ? await app.db.sweep.findFirst({ where: { id: query.after, ...where } }) : null
   const rows = await app.db.sweep.findMany({
-    where: { projectId, ...olderThan(cursor) },
+    where: { AND: [where, olderThan(cursor)] },
     orderBy: NEWEST_FIRST,
     take: limit + 1,
   })
-  const page = rows.slice(0, limit)
-  return {
-    object: 'list' as const,
-    data: await Promise.all(page.map((s) => presentSweep(app, s))),
-    has_more: rows.length > limit,
-  }
+  return { rows: rows.slice(0, limit), has_more: rows.length > limit }
 }
 
 /** The sweep's trials in plan order, each its job (as every job route shows it) and its sampled values. */
-export async function listTrials(app: FastifyInstance, projectId: string, id: string, query: Page) {
-  const sweep = await findSweep(app, projectId, id)
+export async function listTrials(app: FastifyInstance, projectId: string | null, id: string, query: Page) {
+  const { rows, limit, values } = await pageTrials(app, await findSweep(app, projectId, id), query)
+  return toList(rows, limit, (j: FineTuningJob) => presentTrial(j, values))
+}
+
+export const presentTrial = (j: FineTuningJob, values: Map<string, number>) => ({
+  object: 'fine_tuning.sweep.trial' as const,
+  trial: j.sweepTrial ?? 0,
+  values: (j.sweepValues ?? {}) as TrialValues,
+  metric_value: values.get(j.id) ?? null,
+  job: presentJob(j),
+})
+
+/** A page of the sweep's trials in plan order (`after`: the last trial's job id) and their metric values. */
+export async function pageTrials(app: Pick<FastifyInstance, 'db'>, sweep: Sweep, query: Page) {
+  const id = sweep.id
   const spec = sweep.spec as unknown as SweepSpec
   const limit = query.limit ?? 20
   const cursor = query.after
@@ -196,13 +216,7 @@ export async function listTrials(app: FastifyInstance, projectId: string, id: st
     take: limit + 1,
   })
   const values = await trialMetrics(app, spec.metric, rows)
-  return toList(rows, limit, (j: FineTuningJob) => ({
-    object: 'fine_tuning.sweep.trial' as const,
-    trial: j.sweepTrial ?? 0,
-    values: (j.sweepValues ?? {}) as TrialValues,
-    metric_value: values.get(j.id) ?? null,
-    job: presentJob(j),
-  }))
+  return { rows, limit, values }
 }
 
 /**

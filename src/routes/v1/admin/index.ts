@@ -5,6 +5,7 @@ import jobs from './jobs.js'
 import models from './models.js'
 import projectActions from './project-actions.js'
 import queues from './queues.js'
+import sweeps from './sweeps.js'
 
 const adminApi: FastifyPluginAsync = async (app) => {
   await app.register(jobs)
@@ -12,6 +13,7 @@ const adminApi: FastifyPluginAsync = async (app) => {
   await app.register(models)
   await app.register(queues)
   await app.register(projectActions)
+  await app.register(sweeps)
 }
 
 export default adminApi

@@ -54,7 +54,7 @@ type FinalAndBest = Pick<MetricsSummary, 'final' | 'best'>
  * job's from the summary the lifecycle stored on its model (best as early stopping restored it), any
  * other job's from its epoch rows by the same definition (metrics-summary.ts). Two queries.
  */
-async function finalAndBest(app: FastifyInstance, jobIds: string[]) {
+export async function finalAndBest(app: FastifyInstance, jobIds: string[]) {
   const out = new Map<string, FinalAndBest | null>()
   if (!jobIds.length) return out
   const [rows, models] = await Promise.all([

@@ -5,6 +5,7 @@ import { Nullable, StringEnum } from '../../../schemas/common.js'
 import { fileExample, jobExample, modelExample } from '../../../schemas/examples.js'
 import { EpochMetrics } from '../../../schemas/metrics.js'
 import { FileObject, JobObject, JobStatus, ModelObject } from '../../../schemas/objects.js'
+import { SweepObject, TrialObject } from '../../../schemas/sweeps.js'
 
 /** The project an object belongs to, named, so an operator sees whose it is. */
 export const ProjectRef = Type.Object(
@@ -15,23 +16,31 @@ export const ProjectRef = Type.Object(
 const withProject = <T extends TObject>(schema: T, nullable = false) =>
   Type.Object({ ...schema.properties, project: nullable ? Nullable(ProjectRef) : ProjectRef })
 
+/** A job's last and best epoch, as the admin job and trial lists show them. */
+const FinalAndBestMetrics = Nullable(
+  Type.Object(
+    { final: Nullable(EpochMetrics), best: Nullable(EpochMetrics) },
+    // closed like the models' summary (src/schemas/metrics.ts): the page needs only these two
+    {
+      additionalProperties: false,
+      description:
+        "The last epoch and the best epoch (the one definition of best: see the model's metrics.best_by) as `{step, epoch, loss, accuracy, val_loss, val_accuracy}`; null before the first epoch.",
+    },
+  ),
+)
+
 /** A job as the project routes show it, plus its project and a summary of its epoch metrics. */
 export const AdminJob = Type.Object({
   ...withProject(JobObject).properties,
-  metrics: Type.Optional(
-    Nullable(
-      Type.Object(
-        { final: Nullable(EpochMetrics), best: Nullable(EpochMetrics) },
-        // closed like the models' summary (src/schemas/metrics.ts): the page needs only these two
-        {
-          additionalProperties: false,
-          description:
-            "The last epoch and the best epoch (the one definition of best: see the model's metrics.best_by) as `{step, epoch, loss, accuracy, val_loss, val_accuracy}`; null before the first epoch.",
-        },
-      ),
-    ),
-  ),
+  metrics: Type.Optional(FinalAndBestMetrics),
 })
+
+/** A sweep as the project routes show it, plus its project. */
+export const AdminSweep = withProject(SweepObject)
+
+/** A trial as the project routes show it, plus its job's last and best epoch (so a page needs no second read). */
+export const AdminTrial = Type.Object({ ...TrialObject.properties, metrics: FinalAndBestMetrics })
+
 export const AdminFile = withProject(FileObject)
 /** Built-in models and presets belong to no project (`project: null`). */
 export const AdminModel = withProject(ModelObject, true)
@@ -41,6 +50,11 @@ export const AdminListQuery = {
   after: Type.Optional(Type.String({ maxLength: 200, description: 'Id of the last object of the previous page.' })),
   project: Type.Optional(Type.String({ maxLength: 200, description: 'Only this project (proj-…).' })),
 }
+
+export const AdminSweepQuery = Type.Object(
+  { ...AdminListQuery, status: Type.Optional(SweepObject.properties.status) },
+  { additionalProperties: false },
+)
 
 export const JOB_SORTS = ['created', 'status', 'project', 'duration', 'final', 'best'] as const
 
