@@ -38,6 +38,9 @@ interface Row {
   backend: string
   /** how the inference process ran the model: the compiled TensorFlow graph or the layers op by op */
   forward: string
+  /** p50s of the answer's Server-Timing: the inference process's work, and the API's round trip to it */
+  forward_p50_ms: number
+  pool_p50_ms: number
 }
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
@@ -80,10 +83,25 @@ async function main() {
         const t0 = performance.now()
         const r = await api.post(`/v1/models/${model}/predictions`, body)
         if (r.status !== 200) throw new Error(`${model}: ${r.status} ${JSON.stringify(r.body)}`)
-        return { ms: performance.now() - t0, backend: r.body.backend as string, forward: r.body.forward as string }
+        const timing = Object.fromEntries(
+          (r.headers.get('server-timing') ?? '')
+            .split(',')
+            .map((m) => /^\s*(\w+);dur=([\d.]+)/.exec(m))
+            .filter((m) => m !== null)
+            .map((m) => [m[1], Number(m[2])]),
+        )
+        return {
+          ms: performance.now() - t0,
+          backend: r.body.backend as string,
+          forward: r.body.forward as string,
+          forwardMs: timing.forward as number,
+          poolMs: timing.pool as number,
+        }
       }
       for (let i = 0; i < concurrency; i++) await Promise.all(Array.from({ length: concurrency }, call)) // warm every process
       const latencies: number[] = []
+      const forwardMs: number[] = []
+      const poolMs: number[] = []
       let backend = ''
       let forward = ''
       const start = performance.now()
@@ -93,13 +111,15 @@ async function main() {
           while (performance.now() < end || latencies.length < 3) {
             const r = await call()
             latencies.push(r.ms)
+            forwardMs.push(r.forwardMs)
+            poolMs.push(r.poolMs)
             backend = r.backend
             forward = r.forward
           }
         }),
       )
       const elapsed = (performance.now() - start) / 1000
-      latencies.sort((a, b) => a - b)
+      for (const l of [latencies, forwardMs, poolMs]) l.sort((a, b) => a - b)
       const row: Row = {
         model,
         batch,
@@ -110,6 +130,8 @@ async function main() {
         p99_ms: Math.round(quantile(latencies, 0.99) * 10) / 10,
         backend,
         forward,
+        forward_p50_ms: quantile(forwardMs, 0.5),
+        pool_p50_ms: quantile(poolMs, 0.5),
       }
       console.log(JSON.stringify(row))
       rows.push(row)
@@ -169,10 +191,12 @@ async function main() {
   }
   await mkdir(join(projectRoot, 'bench', 'results'), { recursive: true })
   await writeFile(join(projectRoot, 'bench', 'results', 'inference.json'), `${JSON.stringify(result, null, 2)}\n`)
-  console.log('\nmodel          batch  condition  requests  predictions/s   p50 ms   p99 ms  backend')
+  console.log(
+    '\nmodel          batch  condition  requests  predictions/s   p50 ms   p99 ms  forward p50  pool p50  backend/path',
+  )
   for (const r of rows)
     console.log(
-      `${r.model.padEnd(14)} ${String(r.batch).padStart(5)}  ${r.condition.padEnd(9)}  ${String(r.requests).padStart(8)}  ${String(r.predictions_per_second).padStart(13)}  ${String(r.p50_ms).padStart(7)}  ${String(r.p99_ms).padStart(7)}  ${r.backend}`,
+      `${r.model.padEnd(14)} ${String(r.batch).padStart(5)}  ${r.condition.padEnd(9)}  ${String(r.requests).padStart(8)}  ${String(r.predictions_per_second).padStart(13)}  ${String(r.p50_ms).padStart(7)}  ${String(r.p99_ms).padStart(7)}  ${String(r.forward_p50_ms).padStart(11)}  ${String(r.pool_p50_ms).padStart(8)}  ${r.backend}/${r.forward}`,
     )
   console.log(
     `\nwrote bench/results/inference.json (${result.cores} cores, load average ${result.load_average_at_end.join(' ')})`,

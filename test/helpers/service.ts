@@ -91,7 +91,7 @@ export function httpClient(baseUrl: string, token: string) {
     } catch {
       json = text
     }
-    return { status: res.status, body: json }
+    return { status: res.status, headers: res.headers, body: json }
   }
   return {
     get: (path: string) => call('GET', path),

@@ -130,6 +130,13 @@ test('images: predictions equal stock TF.js on decodeImageToShape + preprocessRo
   assert.ok(['tensorflow', 'wasm', 'cpu'].includes(body.backend))
   // the answer says how the model ran: compiled whole on tensorflow, op by op elsewhere
   assert.equal(body.forward, body.backend === 'tensorflow' ? 'graph' : 'eager')
+  // Server-Timing: the inference process's work, within the API's round trip to it
+  const timing = /^forward;dur=([\d.]+);desc="(graph|eager)", pool;dur=([\d.]+)$/.exec(
+    String(res.headers['server-timing']),
+  )
+  assert.ok(timing, String(res.headers['server-timing']))
+  assert.equal(timing[2], body.forward)
+  assert.ok(Number(timing[1]) > 0 && Number(timing[1]) <= Number(timing[3]), timing[0])
   assert.deepEqual(
     body.data.map((d: { index: number }) => d.index),
     [0, 1, 2, 3, 4, 5, 6],

@@ -215,7 +215,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Ref('PredictionList'), ...errorResponses(400, 404, 413, 415) },
       },
     },
-    async (req) => predict(app, req, req.projectId, req.params.id),
+    async (req, reply) => predict(app, req, reply, req.projectId, req.params.id),
   )
 }
 

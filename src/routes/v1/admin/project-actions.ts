@@ -265,10 +265,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Ref('PredictionList'), ...errorResponses(400, 404, 413, 415) },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const model = await findModel(app, req.params.id)
       // Built-in models belong to no project: '' matches none, and built-ins are visible to every project.
-      return predict(app, req, model.projectId ?? '', model.id)
+      return predict(app, req, reply, model.projectId ?? '', model.id)
     },
   )
 
