@@ -7,6 +7,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fitShape } from '../datasets/limits.js'
+import { analyzeGraphDef } from './graph/graph-memory.js'
+import type { JsonNode } from './graph/graph-model.js'
 import type { ArchitectureId, OptimizerName } from './protocol.js'
 
 /** One layer as the estimator sees it: its output size per sample and its parameter count. */
@@ -233,6 +235,8 @@ function flattenLayers(topology: Topology): Json[] {
  */
 export function analyzeTopology(topology: Topology, inputShape: number[]): TopologyCost {
   const unwrapped = unwrapTopology(topology)
+  // a TF.js graph model's GraphDef
+  if (Array.isArray(unwrapped.node)) return analyzeGraphDef(unwrapped.node as JsonNode[], inputShape)
   const layers = flattenLayers(unwrapped)
   const sequential = unwrapped.class_name === 'Sequential'
   const shapes = new Map<string, number[]>()

@@ -6,6 +6,7 @@ import { loadDataset } from '../datasets/load.js'
 import { EngineError } from '../engine/errors.js'
 import { evaluateProbabilities } from '../engine/evaluate.js'
 import { forwardRows, frozenForward } from '../engine/graph/forward.js'
+import { graphModelForward, isGraphModelMeta } from '../engine/graph/graph-model-forward.js'
 import {
   analyzeTopology,
   cachedModelBytes,
@@ -60,6 +61,7 @@ export async function loadCachedModel(
   graph?: GraphSettings,
   limitBytes = 0,
 ): Promise<CachedModel> {
+  if (isGraphModelMeta(await readMetadata(dir))) return loadCachedGraphModel(tf, key, dir, graph)
   const [model, meta, shape] = await Promise.all([loadModel(tf, dir), readMetadata(dir), readModelShape(dir)])
   const weights = model.countParams() * 4
   let cost: TopologyCost | null = null
@@ -86,6 +88,31 @@ export async function loadCachedModel(
   const bytesFor = (batch: number) =>
     (cost ? weights + cachedModelBytes(cost, Math.min(batch, 64), 0) : weights) + (f?.bytes ?? 0)
   return { key, model, meta, forward, bytes: weights + (f?.bytes ?? 0), bytesFor }
+}
+
+/**
+ * A TF.js graph model (an uploaded one, or one fine-tuned on a graph-model base) converted whole and run
+ * through its SavedModel session; there is no LayersModel and no eager fallback. Bytes: the weights as float32
+ * and the session's constants, plus what the estimator gives a batch's activations (memory-estimate.ts).
+ */
+async function loadCachedGraphModel(tf: Tf, key: string, dir: string, graph?: GraphSettings): Promise<CachedModel> {
+  const [meta, shape] = await Promise.all([readMetadata(dir), readModelShape(dir)])
+  const forward = await graphModelForward(tf, {
+    dir,
+    inputShape: meta.input_shape,
+    backend: tf.getBackend(),
+    settings: graph,
+  })
+  let cost: TopologyCost | null = null
+  try {
+    cost = analyzeTopology(shape.topology, meta.input_shape)
+  } catch {
+    // an op the estimator cannot walk: weights only
+  }
+  const weights = (shape.params ?? 0) * 4
+  const bytesFor = (batch: number) =>
+    (cost ? weights + cachedModelBytes(cost, Math.min(batch, 64), 0) : weights) + forward.bytes
+  return { key, model: null, meta, forward, bytes: weights + forward.bytes, bytesFor }
 }
 
 /** Flat preprocessed model input for `inputs` (`rows * prod(input_shape)` values). */
@@ -166,7 +193,10 @@ export async function predictInputs(
   const rows = inputs.kind === 'image' ? inputs.images.length : inputs.rows
   const shape = m.meta.input_shape
   const f = m.forward
-  if (f?.path !== 'graph') return { ...(await predictProbabilities(tf, m.model, x, rows, shape)), forward: 'eager' }
+  if (f?.path !== 'graph') {
+    if (!m.model) throw new Error('a graph model without its session')
+    return { ...(await predictProbabilities(tf, m.model, x, rows, shape)), forward: 'eager' }
+  }
   const per = shape.reduce((a, b) => a * b, 1)
   const k = f.outputShape[f.outputShape.length - 1] ?? 0
   const probs = await forwardRows(f, rows, 64, (start, end) =>
@@ -199,8 +229,15 @@ export async function evaluateDataset(tf: Tf, req: EvaluateRequest): Promise<Eva
     )
   const remap = ds.classes.map((c) => index.get(c)!)
   const labels = Int32Array.from(ds.y, (y) => remap[y])
-  const model = await loadModel(tf, req.modelDir)
-  const forward = await frozenForward(tf, { model, backend: tf.getBackend(), settings: req.graph })
+  const model = isGraphModelMeta(meta) ? null : await loadModel(tf, req.modelDir)
+  const forward = model
+    ? await frozenForward(tf, { model, backend: tf.getBackend(), settings: req.graph })
+    : await graphModelForward(tf, {
+        dir: req.modelDir,
+        inputShape: shape,
+        backend: tf.getBackend(),
+        settings: req.graph,
+      })
   try {
     const batch = req.batchSize ?? 256
     const k = forward.outputShape[forward.outputShape.length - 1] ?? 0
@@ -220,6 +257,6 @@ export async function evaluateDataset(tf: Tf, req: EvaluateRequest): Promise<Eva
     return evaluateProbabilities(probs!, labels, classes)
   } finally {
     forward.dispose()
-    model.dispose()
+    model?.dispose()
   }
 }

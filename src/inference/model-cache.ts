@@ -9,7 +9,8 @@ import type { LayersModel } from '../engine/tf.js'
 /** A model ready to predict: the LayersModel, its metadata.json, and what it costs in memory. */
 export interface CachedModel {
   key: string
-  model: LayersModel
+  /** null for a TF.js graph model: it runs only through `forward` (a SavedModel session) */
+  model: LayersModel | null
   meta: ModelMetadata
   /** the whole model's forward pass (graph or eager); its SavedModel session is closed with the model */
   forward?: FrozenForward
@@ -104,5 +105,5 @@ async function disposeWhenIdle(e: Entry): Promise<void> {
   while (e.users > 0) await new Promise((r) => setTimeout(r, 50))
   const m = await e.value.catch(() => null)
   m?.forward?.dispose()
-  m?.model.dispose()
+  m?.model?.dispose()
 }

@@ -5,14 +5,20 @@
 // its features through the graph path (a real worker process).
 import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { extname, join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { ZipFile } from 'yazl'
 import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
 import { nsfwModelFiles } from '../../src/engine/builtin-models.js'
+import { loadMnist } from '../../src/engine/mnist-idx.js'
+import { preprocessInputs } from '../../src/inference/compute.js'
+import { chromiumMissing, launchChromium } from '../helpers/chromium.js'
 import {
+  adminAuth,
   bearer,
   buildTestApp,
   createProjectKey,
@@ -23,11 +29,18 @@ import {
 } from '../helpers/env.js'
 import { waitForTerminal } from '../helpers/jobs.js'
 import { startWorkerProcess } from '../helpers/worker-process.js'
+import { unzipToDir, unzipToMemory } from '../helpers/zip.js'
+import { pngOf } from '../models/helpers.js'
+
+const require = createRequire(import.meta.url)
 
 let env: TestEnv
 let app: FastifyInstance
 let key: string
 let work: string
+let worker: Awaited<ReturnType<typeof startWorkerProcess>> | null = null
+/** the model fine-tuned on the graph-model base (test 2) */
+let tunedId: string
 const { modelJson, weights } = nsfwModelFiles('mobilenet_v2_mid')
 
 before(async () => {
@@ -38,6 +51,7 @@ before(async () => {
 })
 
 after(async () => {
+  await worker?.kill('SIGTERM')
   await app?.close()
   await env?.cleanup()
   if (work) await rm(work, { recursive: true, force: true })
@@ -118,8 +132,8 @@ test('a transfer job on the graph model trains a head on its graph features; oth
   const out = join(work, 'digits.zip')
   await makeMnistDataset({ split: 'train', digits: [5, 6, 7], format: 'image_zip', limit: 36, out })
   const body = multipart({ purpose: 'fine-tune' }, { name: 'digits.zip', content: await readFile(out) })
-  const worker = await startWorkerProcess(env.env)
-  try {
+  worker = await startWorkerProcess(env.env)
+  {
     const up = await app.inject({
       method: 'POST',
       url: '/v1/files',
@@ -168,16 +182,191 @@ test('a transfer job on the graph model trains a head on its graph features; oth
     const meta = tuned.metadata as Record<string, any>
     assert.deepEqual(meta.classes, ['5', '6', '7'])
     assert.equal(meta.graph_base.feature_node, (model.metadata as Record<string, any>).feature_layer)
-    // predictions through graph bases are not served yet: refused clearly rather than failing in a worker
-    const pred = await app.inject({
-      method: 'POST',
-      url: `/v1/models/${tuned.id}/predictions`,
-      headers: bearer(key),
-      payload: { inputs: [[0]] },
-    })
-    assert.equal(pred.statusCode, 400, pred.body)
-    assert.equal(pred.json().error.code, 'model_not_predictable')
+    assert.equal(meta.graph_model.output, 'refit_head/probabilities')
+    tunedId = tuned.id
+  }
+})
+
+/** Digits 5-7 of the test split as PNGs, with their labels. */
+async function testDigits(n: number) {
+  const digits = loadMnist('test', [5, 6, 7], n)
+  const pngs = await Promise.all(Array.from({ length: digits.rows }, (_, i) => pngOf(digits, i)))
+  return { pngs, labels: Array.from(digits.y, (y) => digits.classes[y]) }
+}
+
+/** The service's probabilities for `pngs`, in the order of `classes`. */
+async function servicePredictions(id: string, pngs: Buffer[], classes: string[]): Promise<number[][]> {
+  const res = await app.inject({
+    method: 'POST',
+    url: `/v1/models/${id}/predictions`,
+    headers: bearer(key),
+    payload: { inputs: pngs.map((p) => ({ image: p.toString('base64') })), top_k: classes.length },
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  return (res.json().data as { predictions: { class: string; probability: number }[] }[]).map((row) =>
+    classes.map((c) => row.predictions.find((p) => p.class === c)!.probability),
+  )
+}
+
+function assertClose(a: number[][], b: number[][], what: string) {
+  const scale = Math.max(1, ...a.flat().map(Math.abs))
+  let diff = 0
+  for (let i = 0; i < a.length; i++)
+    for (let j = 0; j < a[i].length; j++) diff = Math.max(diff, Math.abs(a[i][j] - b[i][j]))
+  assert.ok(diff <= 1e-4 * scale, `${what}: max diff ${diff} > ${1e-4 * scale}`)
+  return diff
+}
+
+const rows = (flat: ArrayLike<number>, k: number) =>
+  Array.from({ length: flat.length / k }, (_, i) => Array.from(flat).slice(i * k, (i + 1) * k))
+
+/** the downloaded graph-model zip's files */
+const downloaded = new Map<string, Buffer>()
+let pixels: Float32Array
+let service: number[][]
+let digits: Awaited<ReturnType<typeof testDigits>>
+
+test('the fine-tuned model downloads as a TF.js graph model (base + head nodes) that stock tf.loadGraphModel runs like the service; SavedModel export and evaluation agree', async () => {
+  const tf: typeof import('@tensorflow/tfjs-node') = require('@tensorflow/tfjs-node')
+  const zip = await app.inject({ url: `/v1/models/${tunedId}/content`, headers: bearer(key) })
+  assert.equal(zip.statusCode, 200, zip.body)
+  for (const [name, content] of await unzipToMemory(zip.rawPayload)) downloaded.set(name, content)
+  assert.deepEqual([...downloaded.keys()].sort(), ['metadata.json', 'model.json', 'weights.bin'])
+  const modelJson = JSON.parse(downloaded.get('model.json')!.toString())
+  const metadata = JSON.parse(downloaded.get('metadata.json')!.toString())
+  assert.equal(modelJson.format, 'graph-model')
+  const ops = new Set((modelJson.modelTopology.node as { op: string }[]).map((n) => n.op))
+  for (const op of ['MatMul', 'BiasAdd', 'Relu', 'Softmax', 'FusedDepthwiseConv2dNative']) assert.ok(ops.has(op), op)
+  assert.ok(!ops.has('_FusedMatMul'), "the base's own classifier is cut off")
+  assert.deepEqual(metadata.classes, ['5', '6', '7'])
+  const admin = await app.inject({
+    url: `/v1/admin/models/${tunedId}/content`,
+    headers: adminAuth,
+  })
+  assert.equal(admin.statusCode, 200, admin.body)
+  assert.ok((await unzipToMemory(admin.rawPayload)).get('model.json')!.equals(downloaded.get('model.json')!))
+
+  digits = await testDigits(6)
+  service = await servicePredictions(tunedId, digits.pngs, metadata.classes)
+  pixels = await preprocessInputs({ kind: 'image', images: digits.pngs }, metadata)
+  const n = digits.pngs.length
+  const stock = await tf.loadGraphModel(
+    tf.io.fromMemory({
+      modelTopology: modelJson.modelTopology,
+      weightSpecs: modelJson.weightsManifest[0].weights,
+      weightData: new Uint8Array(downloaded.get('weights.bin')!).buffer,
+    }),
+  )
+  const y = stock.predict(tf.tensor(pixels, [n, 224, 224, 3])) as import('@tensorflow/tfjs-node').Tensor
+  const local = rows(y.dataSync(), 3)
+  tf.dispose(y)
+  stock.dispose()
+  console.log(`graph-base download in Node: max |tf.loadGraphModel - service| = ${assertClose(local, service, 'node')}`)
+  // not a constant answer: the head learned something per image
+  assert.ok(
+    local.some((r) => Math.abs(r[0] - local[0][0]) > 1e-3),
+    JSON.stringify(local),
+  )
+
+  // SavedModel export: the same graph under the export's signature
+  const sm = await app.inject({ url: `/v1/models/${tunedId}/content?format=saved_model`, headers: bearer(key) })
+  assert.equal(sm.statusCode, 200, sm.body)
+  const smDir = join(work, 'saved-model')
+  assert.deepEqual((await unzipToDir(sm.rawPayload, smDir)).sort(), ['metadata.json', 'saved_model.pb', 'variables/'])
+  const smMeta = JSON.parse(await readFile(join(smDir, 'metadata.json'), 'utf8'))
+  assert.deepEqual(smMeta.saved_model.outputs, [{ name: 'probabilities', dtype: 'float32', shape: [-1, 3] }])
+  const session = await tf.node.loadSavedModel(smDir, ['serve'], 'serving_default')
+  assert.deepEqual([session.inputs[0].name, session.outputs[0].name], ['input', 'probabilities'])
+  const z = session.predict(tf.tensor(pixels, [n, 224, 224, 3])) as import('@tensorflow/tfjs-node').Tensor
+  assertClose(rows(z.dataSync(), 3), service, 'SavedModel export')
+  tf.dispose(z)
+  session.dispose()
+
+  // an evaluation scores exactly what the downloaded model predicts on the same images
+  const out = join(work, 'eval.zip')
+  await makeMnistDataset({ split: 'test', digits: [5, 6, 7], format: 'image_zip', limit: 12, out })
+  const body = multipart({ purpose: 'fine-tune' }, { name: 'eval.zip', content: await readFile(out) })
+  const up = await app.inject({
+    method: 'POST',
+    url: '/v1/files',
+    headers: { ...bearer(key), ...body.headers },
+    payload: body.payload,
+  })
+  assert.equal(up.statusCode, 201, up.body)
+  const fileId = up.json().id as string
+  await waitFor(
+    async () => (await app.db.file.findUnique({ where: { id: fileId } }))?.status === 'processed',
+    60_000,
+    'file validation',
+  )
+  const created = await app.inject({
+    method: 'POST',
+    url: `/v1/models/${tunedId}/evaluations`,
+    headers: bearer(key),
+    payload: { file: fileId },
+  })
+  assert.equal(created.statusCode, 201, created.body)
+  const done = await waitFor(
+    async () => {
+      const r = (
+        await app.inject({ url: `/v1/models/${tunedId}/evaluations/${created.json().id}`, headers: bearer(key) })
+      ).json()
+      return (r.status === 'succeeded' || r.status === 'failed') && r
+    },
+    120_000,
+    'the evaluation to finish',
+  )
+  assert.equal(done.status, 'succeeded', `${JSON.stringify(done.error)}\n${worker?.output().slice(-2000)}`)
+  const entries = [...(await unzipToMemory(await readFile(out)))].filter(([name]) => name.endsWith('.png'))
+  const evalProbs = await servicePredictions(
+    tunedId,
+    entries.map(([, png]) => png),
+    metadata.classes,
+  )
+  const labels = entries.map(([name]) => metadata.classes.indexOf(name.split('/')[0]))
+  const correct = evalProbs.filter((p, i) => p.indexOf(Math.max(...p)) === labels[i]).length
+  const loss = -evalProbs.reduce((a, p, i) => a + Math.log(Math.min(1 - 1e-7, Math.max(1e-7, p[labels[i]]))), 0) / 12
+  assert.equal(done.result.samples, 12)
+  assert.ok(Math.abs(done.result.accuracy - correct / 12) < 1e-9, `${done.result.accuracy} vs ${correct / 12}`)
+  assert.ok(Math.abs(done.result.loss - loss) < 1e-4, `${done.result.loss} vs ${loss}`)
+})
+
+test('the downloaded graph-model zip loads in chromium with stock tf.loadGraphModel and matches the service', {
+  skip: chromiumMissing() ?? false,
+}, async () => {
+  const files = new Map<string, Buffer>([
+    ['/tf.min.js', await readFile(require.resolve('@tensorflow/tfjs/dist/tf.min.js'))],
+    ['/index.html', Buffer.from('<!doctype html><script src="/tf.min.js"></script>')],
+  ])
+  for (const [name, content] of downloaded) files.set(`/model/${name}`, content)
+  const server = createServer((req, res) => {
+    const body = files.get(req.url ?? '')
+    if (!body) return res.writeHead(404).end()
+    const type = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json' }[extname(req.url!)]
+    res.writeHead(200, { 'content-type': type ?? 'application/octet-stream' }).end(body)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+  const browser = await launchChromium()
+  try {
+    const page = await browser.context.newPage()
+    const errors: string[] = []
+    page.on('pageerror', (e) => errors.push(e.message))
+    await page.goto(`${origin}/index.html`)
+    const probs = (await page.evaluate(
+      async ({ url, pixels, n }) => {
+        const tf = (globalThis as any).tf
+        const model = await tf.loadGraphModel(url)
+        const y = model.predict(tf.tensor4d(pixels, [n, 224, 224, 3]))
+        return { backend: tf.getBackend(), probs: Array.from(await y.data()) }
+      },
+      { url: `${origin}/model/model.json`, pixels: Array.from(pixels), n: digits.pngs.length },
+    )) as { backend: string; probs: number[] }
+    assert.deepEqual(errors, [])
+    const diff = assertClose(rows(probs.probs, 3), service, `chromium (${probs.backend})`)
+    console.log(`graph-base download in chromium (${probs.backend}): max |tf.loadGraphModel - service| = ${diff}`)
   } finally {
-    await worker.kill('SIGTERM')
+    await browser.close()
+    server.close()
   }
 })

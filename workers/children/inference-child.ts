@@ -4,7 +4,7 @@
 // PostgreSQL or Redis. When the parent goes away it exits at once.
 import { selectBackend } from '../../src/engine/backend.js'
 import { EngineError } from '../../src/engine/errors.js'
-import { exportSavedModel } from '../../src/engine/graph/export.js'
+import { exportGraphModelSavedModel, exportSavedModel } from '../../src/engine/graph/export.js'
 import type { Tf } from '../../src/engine/tf.js'
 import { evaluateDataset, InputError, loadCachedModel, predictInputs } from '../../src/inference/compute.js'
 import { ModelCache } from '../../src/inference/model-cache.js'
@@ -58,8 +58,11 @@ async function predict(req: PredictRequest): Promise<void> {
 async function exportModel(req: ExportRequest): Promise<void> {
   const t0 = performance.now()
   try {
-    if (!cache) throw new Error('export before init')
-    const out = await cache.use(req.model.key, req.model.dir, async (m) => exportSavedModel(m.model, m.meta))
+    if (!cache || !tf) throw new Error('export before init')
+    const t = tf
+    const out = await cache.use(req.model.key, req.model.dir, async (m) =>
+      m.model ? exportSavedModel(m.model, m.meta) : exportGraphModelSavedModel(t, req.model.dir, m.meta),
+    )
     if ('reason' in out) {
       const where = out.layer ? `layer "${out.layer}" (${out.className}): ` : ''
       await send({

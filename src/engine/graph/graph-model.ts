@@ -75,7 +75,7 @@ export const OP_REWRITES: Record<string, { op: string; attrs: string[] }> = {
   _FusedMatMul: { op: 'MatMul', attrs: ['T', 'transpose_a', 'transpose_b'] },
 }
 
-const baseName = (input: string) => input.replace(/^\^/, '').replace(/:\d+$/, '')
+export const baseName = (input: string) => input.replace(/^\^/, '').replace(/:\d+$/, '')
 
 function fusedOps(n: JsonNode): string[] {
   return (n.attr?.fused_ops?.list?.s ?? []).map((s) => Buffer.from(s, 'base64').toString())
@@ -86,7 +86,7 @@ function dims(shape: JsonAttr['shape'] | undefined): number[] {
 }
 
 /** The nodes `output` depends on (inputs and control inputs), every node after its inputs. */
-function needed(nodes: JsonNode[], output: string): JsonNode[] {
+export function needed(nodes: JsonNode[], output: string): JsonNode[] {
   const byName = new Map(nodes.map((n) => [n.name, n]))
   const order: JsonNode[] = []
   const state = new Map<string, 'open' | 'done'>()
@@ -194,14 +194,14 @@ function attrOf(P: Pb, a: JsonAttr): Pb {
 
 /**
  * Compiles the graph model up to `output` (a node name; default the model's output) into a frozen SavedModel
- * with the signature `x` -> `y` (the graph path's convention). `weights`: the concatenated weight shards.
+ * with the signature `x` -> `y` (the graph path's convention; `keys` renames them, as exports do). `weights`: the concatenated weight shards.
  * `outputShape`: the output's per-sample shape (the caller measures it, e.g. with tf.loadGraphModel).
  */
 export function graphModelSavedModel(
   tf: Tf,
   json: GraphModelJson,
   weights: ArrayBuffer,
-  opts: { output?: string; outputShape: number[] },
+  opts: { output?: string; outputShape: number[]; keys?: { input: string; output: string } },
 ): Uint8Array {
   const info = inspectGraphModel(json)
   if (isGraphModelProblem(info)) throw new Error(`${info.node ?? 'graph'}: ${info.reason}`)
@@ -260,9 +260,9 @@ export function graphModelSavedModel(
     names.set(n.name, g.node(n.name, act, [withBias], actAttrs))
   }
   tf.dispose(Object.values(values))
-  const y = g.node('y', 'Identity', [names.get(output)!], { T: attr.float() })
+  const y = g.node(opts.keys?.output ?? 'y', 'Identity', [names.get(output)!], { T: attr.float() })
   return g.savedModel(
-    { name: names.get(info.input.name)!, dims: [-1, ...info.input.shape] },
-    { name: y, dims: [-1, ...opts.outputShape] },
+    { name: names.get(info.input.name)!, dims: [-1, ...info.input.shape], key: opts.keys?.input },
+    { name: y, dims: [-1, ...opts.outputShape], key: opts.keys?.output },
   )
 }

@@ -1,15 +1,16 @@
 // Transfer learning on an uploaded TF.js graph model (metadata `graph_model`): the graph is converted up to its
 // feature node into a frozen SavedModel (graph-model.ts), run through tfjs-node's session to compute features
 // once, and a new head is trained on them. A graph model has no trainable layers here, so only the head
-// trains (the API refuses unfreeze_top_blocks > 0) and the saved model is the head alone (input: the feature
-// vector); its metadata's `graph_base` names the base and feature node it needs in front of it.
-import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+// trains (the API refuses unfreeze_top_blocks > 0). The fine-tuned model is stored as one TF.js graph model,
+// the base up to its feature node followed by the head as graph nodes (graph-head.ts): stock
+// `tf.loadGraphModel` runs the download, and the service runs it like any graph model. Its metadata's
+// `graph_base` names the base and feature node, `graph_model` its output.
+import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { EngineError } from '../errors.js'
 import { MODEL_JSON, WEIGHTS_BIN } from '../model-io.js'
 import type { ModelMetadata } from '../protocol.js'
-import type { LayersModel, Tensor } from '../tf.js'
+import type { LayersModel } from '../tf.js'
 import {
   checkTrainable,
   disposeShared,
@@ -29,9 +30,10 @@ import {
 import type { TransferOptions } from '../transfer.js'
 import { alignClasses, extractFeatures } from '../transfer-data.js'
 import { buildHead } from '../transfer-model.js'
-import { DEFAULT_GRAPH_SETTINGS, type FrozenForward, forwardEventData, frozenForwardEvent } from './forward.js'
-import { type GraphModelJson, graphModelSavedModel } from './graph-model.js'
-import { removePrivateGraph, writeGraph } from './saved-model-cache.js'
+import { forwardEventData, frozenForwardEvent } from './forward.js'
+import { graphModelWithHead, HEAD_OUTPUT } from './graph-head.js'
+import type { GraphModelJson } from './graph-model.js'
+import { graphModelForward } from './graph-model-forward.js'
 
 /** What an uploaded graph model's metadata records (model-upload.ts writes it). */
 export interface GraphModelMeta {
@@ -47,74 +49,16 @@ export function graphModelOf(meta: ModelMetadata): GraphModelMeta | null {
   return g && g.format === 'tfjs-graph-model' ? g : null
 }
 
-/** Bumped when the conversion of the same graph model changes: part of the graph cache key. */
-const GRAPH_MODEL_CONVERTER_VERSION = 1
-
-/** Compiles (or finds) the graph model in `dir` up to `node` and opens it as a frozen forward pass. */
-async function graphModelForward(
-  opts: TransferOptions,
-  dir: string,
-  node: string,
-  inputShape: number[],
-): Promise<FrozenForward> {
-  const { tf } = opts
-  const settings = opts.graph ?? DEFAULT_GRAPH_SETTINGS
-  const node_ = (tf as any).node
-  if (typeof node_?.loadSavedModel !== 'function')
-    throw new EngineError(
-      'backend_cannot_train',
-      `a TF.js graph-model base runs only as a TensorFlow graph: backend ${opts.backend ?? tf.getBackend()} has no SavedModel sessions`,
-      true,
-    )
-  const t0 = performance.now()
-  const jsonText = await readFile(path.join(dir, MODEL_JSON))
-  const weightsBuf = await readFile(path.join(dir, WEIGHTS_BIN))
-  const contentSha256 = createHash('sha256')
-    .update(`refit-graph-model-v${GRAPH_MODEL_CONVERTER_VERSION}\n${node}\n`)
-    .update(jsonText)
-    .update(weightsBuf)
-    .digest('hex')
-  const json = JSON.parse(jsonText.toString('utf8')) as GraphModelJson
-  const weights = weightsBuf.buffer.slice(weightsBuf.byteOffset, weightsBuf.byteOffset + weightsBuf.byteLength)
-  let bytes: Uint8Array
-  try {
-    // the feature width is unknown until the graph runs: the signature leaves it open
-    bytes = graphModelSavedModel(tf, json, weights as ArrayBuffer, { output: node, outputShape: [-1] })
-  } catch (err) {
-    throw new EngineError('base_model_not_transferable', `graph model: ${(err as Error).message}`, true)
-  }
-  const compiledSha256 = createHash('sha256').update(bytes).digest('hex')
-  const graphDir = await writeGraph(settings.cacheDir, contentSha256, bytes, {
-    contentSha256,
-    compiledSha256,
-    bytes: bytes.byteLength,
-    inputShape,
-    outputShape: [-1],
-    compilerVersion: GRAPH_MODEL_CONVERTER_VERSION,
-  })
-  const session = await node_.loadSavedModel(graphDir, ['serve'], 'serving_default')
-  await removePrivateGraph(settings.cacheDir, graphDir)
-  const probe = tf.zeros([1, ...inputShape]) as Tensor
-  const y = session.predict(probe) as Tensor
-  const outputShape = y.shape.slice(1) as number[]
-  tf.dispose([probe, y])
-  let open = true
-  return {
-    path: 'graph',
-    reason: `TF.js graph model converted up to ${node}`,
-    layer: null,
-    contentSha256,
-    compiledSha256,
-    outputShape,
-    bytes: bytes.byteLength,
-    compileMs: Math.round(performance.now() - t0),
-    checkedMaxDiff: null,
-    apply: (x) => tf.tidy(() => session.predict(x) as Tensor),
-    dispose: () => {
-      if (open) session.dispose()
-      open = false
-    },
-  }
+/**
+ * Replaces the head saved in `modelDir` (a layers model taking feature vectors) with the whole network as one
+ * TF.js graph model (graph-head.ts); checkpoints keep the head alone (resuming trains it).
+ */
+async function storeWithBase(baseDir: string, graph: GraphModelMeta, head: LayersModel, modelDir: string) {
+  const json = JSON.parse(await readFile(path.join(baseDir, MODEL_JSON), 'utf8')) as GraphModelJson
+  const weights = await readFile(path.join(baseDir, WEIGHTS_BIN))
+  const out = graphModelWithHead(json, weights, graph.feature_node, head)
+  await writeFile(path.join(modelDir, WEIGHTS_BIN), out.weights)
+  await writeFile(path.join(modelDir, MODEL_JSON), JSON.stringify(out.modelJson))
 }
 
 /** A head-only transfer run on a graph-model base; see the file comment. */
@@ -136,7 +80,13 @@ export async function runGraphTransfer(
   checkTrainable(train)
   const classes = train.classes
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined
-  const forward = await graphModelForward(opts, opts.baseModelDir, graph.feature_node, meta.input_shape)
+  const forward = await graphModelForward(tf, {
+    dir: opts.baseModelDir,
+    node: graph.feature_node,
+    inputShape: meta.input_shape,
+    backend: opts.backend ?? tf.getBackend(),
+    settings: opts.graph,
+  })
   emit(frozenForwardEvent('backbone', forward))
   const featureTensors: { dispose(): void }[] = []
   let headModel: LayersModel | null = null
@@ -198,13 +148,19 @@ export async function runGraphTransfer(
       input_shape: meta.input_shape,
       preprocessing: meta.preprocessing,
       classes: [...classes],
-      feature_layer: null,
+      feature_layer: graph.feature_node,
       description: `transfer learning on ${opts.baseModelId ?? 'a TF.js graph model'}: new ${classes.length}-class head on graph node ${graph.feature_node}`,
       base_model: opts.baseModelId ?? null,
       method: 'transfer',
       transfer: { head, unfreeze_top_blocks: 0, fine_tune: null },
-      // the stored network is the head alone: it takes the graph model's features at this node
       graph_base: { model: opts.baseModelId ?? null, feature_node: graph.feature_node, feature_shape: [featureDim] },
+      // stored as one graph model (storeWithBase): the base up to the feature node, then the head's nodes
+      graph_model: {
+        format: 'tfjs-graph-model',
+        input: graph.input,
+        output: HEAD_OUTPUT,
+        feature_node: graph.feature_node,
+      } satisfies GraphModelMeta,
     })
     const result = await runPhases({
       ...runSettings(opts),
@@ -216,7 +172,9 @@ export async function runGraphTransfer(
       metadata,
       resumed,
     })
-    return await finishRun(tf, opts, h.model, result, classes, metadata)
+    const run = await finishRun(tf, opts, h.model, result, classes, metadata)
+    if (run.modelDir) await storeWithBase(opts.baseModelDir, graph, h.model, run.modelDir)
+    return run
   } finally {
     forward.dispose()
     for (const f of featureTensors) f.dispose()

@@ -700,15 +700,14 @@ export async function uploadModel(
     }
     const model = inspectModelJson(modelJsonEntry, text, opened.files)
     checkFieldsAgainstModel(parsed, model)
-    // one input must fit in an inference process, or the model could never answer (graph models are not
-    // estimated: they never answer predictions themselves yet)
-    if (!model.graph)
-      assertUploadFits(
-        app.config,
-        unwrapTopology(model.modelJson.modelTopology),
-        parsed.inputShape,
-        model.weightSpecs.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0),
-      )
+    // one input must fit in an inference process, or the model could never answer (a graph model's GraphDef is
+    // walked node by node: engine/graph/graph-memory.ts)
+    assertUploadFits(
+      app.config,
+      unwrapTopology(model.modelJson.modelTopology),
+      parsed.inputShape,
+      model.weightSpecs.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0),
+    )
 
     const metadata: ModelMetadata = {
       input_shape: parsed.inputShape,

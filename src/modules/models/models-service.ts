@@ -189,13 +189,12 @@ export function predictableSpec(m: ModelRow): { inputShape: number[]; classes: s
     throw new AppError('model_not_predictable', `${m.id} is an untrained architecture: fine-tune it first.`, {
       param: 'id',
     })
-  if (
-    (m.metadata as { graph_model?: unknown; graph_base?: unknown }).graph_model ||
-    (m.metadata as { graph_base?: unknown }).graph_base
-  )
+  // fine-tuned on a graph-model base before such models were stored whole (graph + head): the head alone
+  const graph = m.metadata as { graph_model?: unknown; graph_base?: unknown }
+  if (graph.graph_base && !graph.graph_model)
     throw new AppError(
       'model_not_predictable',
-      `${m.id} is (or is trained on) a TF.js graph model; predictions through graph models are not available yet.`,
+      `${m.id} holds only the head trained on a TF.js graph model's features; fine-tune it again to get the whole network.`,
       { param: 'id' },
     )
   if (!meta.classes?.length)
