@@ -711,6 +711,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/sweeps/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Any sweep's events, newest first; with stream=true, a live Server-Sent Events stream
+         * @description The same list and stream as `GET /v1/fine_tuning/sweeps/{id}/events`.
+         */
+        get: operations["adminListSweepEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/sweeps/{id}/cancel": {
         parameters: {
             query?: never;
@@ -1201,6 +1221,26 @@ export interface paths {
         put?: never;
         /** Cancel a sweep: no new trial starts and every unfinished trial is cancelled like a job */
         post: operations["cancelFineTuningSweep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/sweeps/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A sweep's events, newest first; with stream=true, a live Server-Sent Events stream
+         * @description Events: `created`, `trial_started`, `trial_ended`, `early_terminated`, `best_changed`, `ended` (always the last). The stream sends `event: event` per sweep event (SSE id = its sequence number, so `Last-Event-ID` resumes), `event: sweep` (the sweep as GET shows it) when its status, progress or best trial changes, and `event: done` after `ended`, then closes. It takes a stream slot like a job’s stream (MAX_STREAMS_PER_KEY, MAX_STREAMS_PER_PROJECT: else 429 `too_many_streams`).
+         */
+        get: operations["listFineTuningSweepEvents"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -8769,6 +8809,155 @@ export interface operations {
             };
         };
     };
+    adminListSweepEvents: {
+        parameters: {
+            query?: {
+                limit?: number;
+                after?: string;
+                stream?: boolean;
+            };
+            header?: {
+                "last-event-id"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events, or (stream=true) an event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "swevent-2k4m6n8p0q1r3s5t7v9w1x3y",
+                     *           "object": "fine_tuning.sweep.event",
+                     *           "created_at": 1764370040,
+                     *           "level": "info",
+                     *           "type": "trial_ended",
+                     *           "message": "Trial 1 succeeded: val_accuracy 0.9712",
+                     *           "data": {
+                     *             "trial": 0,
+                     *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "status": "succeeded",
+                     *             "status_reason": null,
+                     *             "metric": "val_accuracy",
+                     *             "metric_value": 0.9712
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep.event";
+                            created_at: number;
+                            level: string;
+                            /**
+                             * @description created; trial_started (data: trial, job_id, values); trial_ended (trial, job_id, status, status_reason, metric, metric_value); early_terminated (trial, job_id, rung, metric, value, cutoff, trials_at_rung); best_changed (trial, job_id, values, metric, metric_value); ended (status, best_job_id, best_model, metric_value, models_pruned), always the last
+                             * @enum {string}
+                             */
+                            type: "created" | "trial_started" | "trial_ended" | "early_terminated" | "best_changed" | "ended";
+                            message: string;
+                            data: {
+                                [key: string]: unknown;
+                            } | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                    /**
+                     * @example retry: 2000
+                     *
+                     *     id: 12
+                     *     event: event
+                     *     data: {"id":"swevent-2k4m6n8p0q1r3s5t7v9w1x3y","object":"fine_tuning.sweep.event","created_at":1764370040,"level":"info","type":"trial_ended","message":"Trial 1 succeeded: val_accuracy 0.9712","data":{"trial":0,"job_id":"ftjob-4f2k8d0s9a7q1w3e5r6t8y0u","status":"succeeded","status_reason":null,"metric":"val_accuracy","metric_value":0.9712}}
+                     *
+                     *     event: sweep
+                     *     data: {"id":"sweep-7h3k9d2m4n6p8q0r1s3t5v7w","object":"fine_tuning.sweep","status":"running","progress":{"trials_total":8,"trials_created":3,"trials_done":1,"trials_succeeded":1}}
+                     *
+                     *     event: done
+                     *     data: {"status":"succeeded","best_model":"ft:mnist-cnn:digits:4f2k8d0s"}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     adminCancelSweep: {
         parameters: {
             query?: never;
@@ -14504,6 +14693,155 @@ export interface operations {
             };
             /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listFineTuningSweepEvents: {
+        parameters: {
+            query?: {
+                limit?: number;
+                after?: string;
+                stream?: boolean;
+            };
+            header?: {
+                "last-event-id"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events, or (stream=true) an event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "object": "list",
+                     *       "data": [
+                     *         {
+                     *           "id": "swevent-2k4m6n8p0q1r3s5t7v9w1x3y",
+                     *           "object": "fine_tuning.sweep.event",
+                     *           "created_at": 1764370040,
+                     *           "level": "info",
+                     *           "type": "trial_ended",
+                     *           "message": "Trial 1 succeeded: val_accuracy 0.9712",
+                     *           "data": {
+                     *             "trial": 0,
+                     *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
+                     *             "status": "succeeded",
+                     *             "status_reason": null,
+                     *             "metric": "val_accuracy",
+                     *             "metric_value": 0.9712
+                     *           }
+                     *         }
+                     *       ],
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "fine_tuning.sweep.event";
+                            created_at: number;
+                            level: string;
+                            /**
+                             * @description created; trial_started (data: trial, job_id, values); trial_ended (trial, job_id, status, status_reason, metric, metric_value); early_terminated (trial, job_id, rung, metric, value, cutoff, trials_at_rung); best_changed (trial, job_id, values, metric, metric_value); ended (status, best_job_id, best_model, metric_value, models_pruned), always the last
+                             * @enum {string}
+                             */
+                            type: "created" | "trial_started" | "trial_ended" | "early_terminated" | "best_changed" | "ended";
+                            message: string;
+                            data: {
+                                [key: string]: unknown;
+                            } | null;
+                        }[];
+                        has_more: boolean;
+                    };
+                    /**
+                     * @example retry: 2000
+                     *
+                     *     id: 12
+                     *     event: event
+                     *     data: {"id":"swevent-2k4m6n8p0q1r3s5t7v9w1x3y","object":"fine_tuning.sweep.event","created_at":1764370040,"level":"info","type":"trial_ended","message":"Trial 1 succeeded: val_accuracy 0.9712","data":{"trial":0,"job_id":"ftjob-4f2k8d0s9a7q1w3e5r6t8y0u","status":"succeeded","status_reason":null,"metric":"val_accuracy","metric_value":0.9712}}
+                     *
+                     *     event: sweep
+                     *     data: {"id":"sweep-7h3k9d2m4n6p8q0r1s3t5v7w","object":"fine_tuning.sweep","status":"running","progress":{"trials_total":8,"trials_created":3,"trials_done":1,"trials_succeeded":1}}
+                     *
+                     *     event: done
+                     *     data: {"status":"succeeded","best_model":"ft:mnist-cnn:digits:4f2k8d0s"}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every 4xx and 5xx answer. `code` is stable; see the error catalogue. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -17,6 +17,7 @@ export type IdPrefix =
   | 'whdel'
   | 'feat'
   | 'sweep'
+  | 'swevent'
 
 /** A random id with ~124 bits of entropy: `<prefix>-<24 base36 chars>`. */
 export function newId(prefix: IdPrefix): string {

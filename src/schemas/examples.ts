@@ -430,3 +430,33 @@ export const trialExample = {
   metric_value: 0.9712,
   job: jobExample,
 }
+
+export const sweepEventExample = {
+  id: 'swevent-2k4m6n8p0q1r3s5t7v9w1x3y',
+  object: 'fine_tuning.sweep.event',
+  created_at: T + 40,
+  level: 'info',
+  type: 'trial_ended',
+  message: 'Trial 1 succeeded: val_accuracy 0.9712',
+  data: {
+    trial: 0,
+    job_id: JOB_ID,
+    status: 'succeeded',
+    status_reason: null,
+    metric: 'val_accuracy',
+    metric_value: 0.9712,
+  },
+}
+
+export const sweepEventStreamExample = `retry: 2000
+
+id: 12
+event: event
+data: ${JSON.stringify(sweepEventExample)}
+
+event: sweep
+data: {"id":"${SWEEP_ID}","object":"fine_tuning.sweep","status":"running","progress":{"trials_total":8,"trials_created":3,"trials_done":1,"trials_succeeded":1}}
+
+event: done
+data: {"status":"succeeded","best_model":"${MODEL_ID}"}
+`

@@ -2,7 +2,8 @@
 // fine-tuning jobs, so the job's own contract (jobs.ts) validates each trial; this file only adds the
 // search space and the ranking.
 import { type Static, Type } from '@fastify/type-provider-typebox'
-import { Nullable, StringEnum } from './common.js'
+import { AnyObject, listOf, Nullable, StringEnum } from './common.js'
+import { listExample, sweepEventExample, sweepEventStreamExample } from './examples.js'
 import { CreateJobBody, MethodInput } from './jobs.js'
 
 /** Explicit values to try (grid: every one; random: drawn uniformly). */
@@ -166,3 +167,27 @@ export const TrialObject = Type.Object(
   },
   { additionalProperties: false },
 )
+
+export const SweepEventObject = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('fine_tuning.sweep.event'),
+    created_at: Type.Integer(),
+    level: Type.String(),
+    type: StringEnum(['created', 'trial_started', 'trial_ended', 'early_terminated', 'best_changed', 'ended'], {
+      description:
+        'created; trial_started (data: trial, job_id, values); trial_ended (trial, job_id, status, status_reason, metric, metric_value); early_terminated (trial, job_id, rung, metric, value, cutoff, trials_at_rung); best_changed (trial, job_id, values, metric, metric_value); ended (status, best_job_id, best_model, metric_value, models_pruned), always the last',
+    }),
+    message: Type.String(),
+    data: Nullable(AnyObject),
+  },
+  { additionalProperties: false },
+)
+
+export const sweepEventsResponse = {
+  description: 'A page of events, or (stream=true) an event stream',
+  content: {
+    'application/json': { schema: listOf(SweepEventObject), example: listExample(sweepEventExample) },
+    'text/event-stream': { schema: { type: 'string' }, example: sweepEventStreamExample },
+  },
+}

@@ -23,6 +23,38 @@ let worker: WorkerHandle
 let key: string
 let projectId: string
 let fileId: string
+let url: string
+
+interface SseMessage {
+  id?: string
+  event: string
+  data: any
+}
+
+/** Reads an SSE stream until the server ends it, parsing id/event/data blocks. */
+async function readStream(path: string, headers: Record<string, string>) {
+  const res = await fetch(`${url}${path}`, { headers })
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/)
+  const messages: SseMessage[] = []
+  let buffer = ''
+  const decoder = new TextDecoder()
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true })
+    for (let i = buffer.indexOf('\n\n'); i >= 0; i = buffer.indexOf('\n\n')) {
+      const block = buffer.slice(0, i)
+      buffer = buffer.slice(i + 2)
+      const m: SseMessage = { event: 'message', data: undefined }
+      for (const line of block.split('\n')) {
+        if (line.startsWith('id: ')) m.id = line.slice(4)
+        else if (line.startsWith('event: ')) m.event = line.slice(7)
+        else if (line.startsWith('data: ')) m.data = JSON.parse(line.slice(6))
+      }
+      if (m.data !== undefined) messages.push(m)
+    }
+  }
+  return messages
+}
 
 /** 240 rows of two features, labelled by which side of a line they fall on (learnable in one epoch). */
 function tinyCsv(): Buffer {
@@ -58,6 +90,7 @@ before(async () => {
   app = await buildTestApp(env.config)
   worker = await startWorker(env.config, { reconcileEveryMs: 500 })
   ;({ key, projectId } = await createProjectKey(app))
+  url = await app.listen({ port: 0, host: '127.0.0.1' })
   const body = multipart({ purpose: 'fine-tune' }, { name: 'tiny.csv', content: tinyCsv() })
   const up = await app.inject({
     method: 'POST',
@@ -163,6 +196,18 @@ test('refusals before anything is created, each naming the field', async () => {
       'invalid_early_termination',
       'early_termination.reduction_factor',
     ],
+    [
+      // n_epochs "auto" resolves from the 240 rows to 20: a first rung at 20 is never reached
+      {
+        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 'auto', batch_size: 32 } } },
+        search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
+        strategy: 'grid',
+        max_trials: 1,
+        early_termination: { type: 'asha', min_epochs: 20, reduction_factor: 3 },
+      },
+      'invalid_early_termination',
+      'early_termination.min_epochs',
+    ],
   ]
   for (const [extra, code, param] of cases) {
     const res = await post({ ...base(), max_parallel: 1, ...extra })
@@ -224,6 +269,8 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
   assert.match(sweep.id, /^sweep-/)
   assert.equal(sweep.status, 'running')
   assert.equal(sweep.progress.trials_total, 3)
+  // followed live from its creation: the stream ends by itself after `ended`
+  const streamed = readStream(`/v1/fine_tuning/sweeps/${sweep.id}/events?stream=true`, bearer(key))
   const done = await waitFor(
     async () => {
       const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
@@ -306,6 +353,57 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
   const list = (await get('/v1/fine_tuning/sweeps')).json()
   assert.ok(list.data.some((s: { id: string }) => s.id === sweep.id))
 
+  // the sweep's events: created, each trial started and ended, the best as it changed, ended last
+  const messages = await streamed
+  const events = messages.filter((m) => m.event === 'event')
+  const types = events.map((m) => m.data.type)
+  assert.equal(types[0], 'created')
+  assert.equal(types.at(-1), 'ended')
+  assert.equal(messages.at(-1)!.event, 'done')
+  assert.deepEqual(messages.at(-1)!.data, { status: 'succeeded', best_model: done.best_model })
+  assert.deepEqual(
+    events.filter((m) => m.data.type === 'trial_started').map((m) => [m.data.data.trial, m.data.data.job_id]),
+    all.map((t: { trial: number; job: { id: string } }) => [t.trial, t.job.id]),
+  )
+  const ends = events.filter((m) => m.data.type === 'trial_ended').map((m) => m.data.data)
+  assert.equal(ends.length, 3)
+  for (const e of ends) {
+    assert.equal(e.status, 'succeeded')
+    assert.equal(e.metric_value, finals.get(e.job_id))
+  }
+  const bests = events.filter((m) => m.data.type === 'best_changed').map((m) => m.data.data)
+  assert.ok(bests.length >= 1)
+  assert.equal(bests.at(-1).job_id, bestJob.job.id)
+  assert.equal(events.at(-1)!.data.data.best_model, done.best_model)
+  assert.equal(events.at(-1)!.data.data.models_pruned, 2)
+  // trial ends come before the next trial's start: the third started only after an end
+  assert.ok(types.indexOf('trial_ended') < types.lastIndexOf('trial_started'))
+  // SSE ids increase; `sweep` messages carry the sweep as GET shows it
+  const ids = events.map((m) => BigInt(m.id!))
+  assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]!))
+  assert.ok(messages.some((m) => m.event === 'sweep' && m.data.id === sweep.id))
+  // resumed with Last-Event-ID: exactly the events after it
+  const resumed = await readStream(`/v1/fine_tuning/sweeps/${sweep.id}/events?stream=true`, {
+    ...bearer(key),
+    'last-event-id': events[2]!.id!,
+  })
+  assert.deepEqual(
+    resumed.filter((m) => m.event === 'event').map((m) => m.data.id),
+    events.slice(3).map((m) => m.data.id),
+  )
+  // the JSON page is the same events, newest first, paged; the admin twin lists the same
+  const page1 = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/events?limit=2`)).json()
+  assert.equal(page1.has_more, true)
+  const page2 = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/events?limit=100&after=${page1.data[1].id}`)).json()
+  assert.deepEqual(
+    [...page1.data, ...page2.data].map((e: { id: string }) => e.id),
+    events.map((m) => m.data.id).reverse(),
+  )
+  const adminEvents = (
+    await app.inject({ url: `/v1/admin/sweeps/${sweep.id}/events?limit=100`, headers: adminAuth })
+  ).json()
+  assert.deepEqual(adminEvents, { ...page2, data: [...page1.data, ...page2.data] })
+
   // the admin twins: the same sweep and trials, with the project and each trial's last and best epoch
   const admin = (url: string) => app.inject({ url, headers: adminAuth })
   const one = (await admin(`/v1/admin/sweeps/${sweep.id}`)).json()
@@ -381,9 +479,68 @@ test('cancel ends the unfinished trials and no trial starts after it; the values
   const again = await app.inject({ method: 'POST', url: `/v1/fine_tuning/sweeps/${id}/cancel`, headers: bearer(key) })
   assert.equal(again.statusCode, 409)
   assert.equal(again.json().error.code, 'sweep_not_cancellable')
+  // once its trials have ended it settles: each trial's end, then `ended` (cancelled), and the stream closes
+  const messages = await readStream(`/v1/fine_tuning/sweeps/${id}/events?stream=true`, bearer(key))
+  const events = messages.filter((m) => m.event === 'event').map((m) => m.data)
+  assert.equal(events.filter((e) => e.type === 'trial_ended').length, trials.length)
+  assert.equal(events.at(-1).type, 'ended')
+  assert.equal(events.at(-1).data.status, 'cancelled')
+  assert.deepEqual(messages.at(-1), { event: 'done', data: { status: 'cancelled', best_model: null } })
 })
 
-test("trials count toward the project's max_concurrent_jobs: with no free slot a trial waits, and the reconcile pass starts it", async () => {
+test('a cancelled sweep prunes too: once its trials have ended, only the best succeeded trial keeps its model', async () => {
+  const res = await post({
+    ...base(),
+    method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 8 } } },
+    // two short trials succeed; the third (200 epochs) is still running when the sweep is cancelled
+    search_space: { 'hyperparameters.n_epochs': { values: [1, 2, 200] } },
+    strategy: 'grid',
+    max_trials: 3,
+    max_parallel: 3,
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const id = res.json().id
+  const short = await waitFor(
+    async () => {
+      const t = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
+      return t.length === 3 && t[0]!.status === 'succeeded' && t[1]!.status === 'succeeded' && t
+    },
+    60_000,
+    'the two short trials',
+  )
+  assert.ok(!['succeeded', 'failed', 'cancelled'].includes(short[2]!.status), short[2]!.status)
+  const cancelled = await app.inject({
+    method: 'POST',
+    url: `/v1/fine_tuning/sweeps/${id}/cancel`,
+    headers: bearer(key),
+  })
+  assert.equal(cancelled.statusCode, 200, cancelled.body)
+  const messages = await readStream(`/v1/fine_tuning/sweeps/${id}/events?stream=true`, bearer(key))
+  const ended = messages.filter((m) => m.event === 'event').at(-1)!.data
+  assert.equal(ended.type, 'ended')
+  assert.equal(ended.data.status, 'cancelled')
+  assert.equal(ended.data.models_pruned, 1)
+  const sweep = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
+  assert.equal(sweep.status, 'cancelled')
+  const trials = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
+  assert.equal(trials[2]!.status, 'cancelled')
+  // the better of the two succeeded trials keeps its model (and is the sweep's best); the other's is gone
+  const values = await Promise.all(
+    trials.slice(0, 2).map(async (t) => {
+      const rows = (await get(`/v1/fine_tuning/jobs/${t.id}/metrics?name=val_accuracy`)).json().data
+      return rows.sort((a: { step: number }, b: { step: number }) => a.step - b.step).at(-1).value as number
+    }),
+  )
+  const winner = values[1]! > values[0]! ? 1 : 0
+  assert.equal(sweep.best_trial.job_id, trials[winner]!.id)
+  assert.equal(sweep.best_model, trials[winner]!.fineTunedModelId)
+  assert.ok(trials[winner]!.fineTunedModelId)
+  assert.equal(trials[1 - winner]!.fineTunedModelId, null)
+  const models = await app.db.model.findMany({ where: { jobId: { in: trials.map((t) => t.id) } } })
+  assert.equal(models.filter((m) => !m.deletedAt).length, 1)
+})
+
+test("trials count toward the project's max_concurrent_jobs and leave a slot free for its other work; the reconcile pass starts them later", async () => {
   const limits = (max: number | null) =>
     app.inject({
       method: 'PATCH',
@@ -391,7 +548,8 @@ test("trials count toward the project's max_concurrent_jobs: with no free slot a
       headers: adminAuth,
       payload: { max_concurrent_jobs: max },
     })
-  assert.equal((await limits(1)).statusCode, 200)
+  // two slots and another job: one stays free for the project's other work, so no trial starts beside it
+  assert.equal((await limits(2)).statusCode, 200)
   try {
     const job = await app.inject({
       method: 'POST',
@@ -400,7 +558,7 @@ test("trials count toward the project's max_concurrent_jobs: with no free slot a
       payload: {
         model: 'mlp-small',
         training_file: fileId,
-        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 8 } } },
+        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 20, batch_size: 8 } } },
       },
     })
     assert.equal(job.statusCode, 200, job.body)
@@ -425,9 +583,10 @@ test("trials count toward the project's max_concurrent_jobs: with no free slot a
     const other = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: job.json().id } })
     const trials = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
     assert.equal(trials.length, 2)
-    // the one slot was the other job's until it ended, then each trial's in turn (max_parallel 2 or not)
-    assert.ok(trials[0]!.createdAt >= other.finishedAt!, 'the first trial waited for the free slot')
-    assert.ok(trials[1]!.createdAt >= trials[0]!.finishedAt!, 'the second trial waited for the first')
+    // while the other job ran, the slot beside it stayed free; then the sweep had both
+    assert.ok(trials[0]!.createdAt >= other.finishedAt!, 'the first trial waited for the other job')
+    assert.ok(trials[1]!.createdAt >= other.finishedAt!, 'the second trial waited for the other job')
+    assert.ok(trials[1]!.createdAt < trials[0]!.finishedAt!, 'then both ran at once (no other work left)')
   } finally {
     await limits(null)
   }
@@ -479,6 +638,14 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
   assert.equal(cut.data.cutoff, await rung1(first.job.id))
   assert.ok(cut.data.value < cut.data.cutoff)
   assert.equal(cut.data.trials_at_rung, 2)
+  // the sweep's own log says the same
+  const sweepEvents = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/events?limit=100`)).json().data
+  const early = sweepEvents.find((e: { type: string }) => e.type === 'early_terminated')
+  assert.ok(early, JSON.stringify(sweepEvents.map((e: { type: string }) => e.type)))
+  assert.deepEqual(
+    [early.data.trial, early.data.job_id, early.data.rung, early.data.value, early.data.cutoff],
+    [1, second.job.id, 1, cut.data.value, cut.data.cutoff],
+  )
   // the first trial passed both rungs (alone at each: the best of one always goes on)
   const firstEvents = (await get(`/v1/fine_tuning/jobs/${first.job.id}/events?limit=100`)).json().data
   assert.ok(!firstEvents.some((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined))

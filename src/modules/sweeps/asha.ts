@@ -15,6 +15,7 @@ import { cancelChannel } from '../../queue/catalog.js'
 import { readHyperparameters } from '../../schemas/jobs.js'
 import type { JobServiceDeps } from '../jobs/jobs-service.js'
 import * as lifecycle from '../jobs/lifecycle/lifecycle.js'
+import { addSweepEvent } from './sweep-events.js'
 
 export interface AshaSpec {
   type: 'asha'
@@ -96,7 +97,17 @@ export async function applyAsha(
       await deps.redis.publish(cancelChannel(deps.config.queuePrefix), t.id).catch((err) => {
         deps.log.warn({ err: err.message, jobId: t.id }, 'cancel broadcast failed; the worker also polls')
       })
-    if (applied) stopped.push(t.id)
+    if (applied) {
+      stopped.push(t.id)
+      await addSweepEvent(
+        deps,
+        sweep.id,
+        `early_terminated:${t.sweepTrial}`,
+        'early_terminated',
+        `Trial ${(t.sweepTrial ?? 0) + 1} early terminated at rung ${rung}: ${sweep.metric} ${value} below the cut-off ${cutoff}`,
+        { trial: t.sweepTrial, job_id: t.id, ...data },
+      )
+    }
   }
   return stopped
 }

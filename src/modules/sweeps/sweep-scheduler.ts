@@ -15,12 +15,15 @@ import type { FineTuningJob, Sweep } from '../../generated/prisma/client.js'
 import { LookupCache, lookupEpochKey } from '../../plugins/lookup-cache.js'
 import type { CreateSweepBody } from '../../schemas/sweeps.js'
 import { addJobEvent } from '../jobs/job-events.js'
+import { notifyJobChanged } from '../jobs/job-updates.js'
 import { createJob, type JobServiceDeps } from '../jobs/jobs-service.js'
 import * as lifecycle from '../jobs/lifecycle/lifecycle.js'
 import type { MetricsSummary } from '../jobs/lifecycle/metrics-summary.js'
 import { isTerminal } from '../jobs/lifecycle/transitions.js'
+import { SLOT_HOLDING } from '../limits/limits-service.js'
 import { deleteModel, type ModelDeleteDeps } from '../models/models-service.js'
 import { type AshaSpec, applyAsha } from './asha.js'
+import { addSweepEvent, sweepEventKeys } from './sweep-events.js'
 import { type TrialValues, trialBody } from './sweep-plan.js'
 
 /** What a sweep stores besides its request: the seed it resolved. */
@@ -113,89 +116,206 @@ export function pickBest<T extends Pick<TrialRow, 'id' | 'sweepTrial'>>(
   return best
 }
 
-/** One pass over a sweep (see the top of this file); returns false when another caller held the lease. */
+/**
+ * One pass over a sweep (see the top of this file). When another caller holds the lease, it leaves a mark
+ * that makes the holder run one more pass once it is done (what it read may predate this caller's news:
+ * a trial that just ended), so no wake-up waits for the reconcile pass. Returns false when it left the mark.
+ */
 export async function advanceSweep(deps: JobServiceDeps, sweepId: string, waitMs = 0): Promise<boolean> {
-  const done = await withSweepLease(
-    deps,
-    sweepId,
-    async () => {
-      const sweep = await deps.db.sweep.findUnique({ where: { id: sweepId } })
-      if (sweep?.status !== 'running') return true
-      const spec = sweep.spec as unknown as SweepSpec
-      const plan = sweep.plan as TrialValues[]
-      const trials: TrialRow[] = await deps.db.fineTuningJob.findMany({ where: { sweepId }, select: TRIAL_SELECT })
-      if (spec.early_termination)
-        await applyAsha(
-          deps,
-          { id: sweepId, metric: spec.metric, goal: spec.goal, asha: spec.early_termination },
-          trials,
-        )
-      const created = new Set(trials.map((t) => t.sweepTrial))
-      let unfinished = trials.filter((t) => !isTerminal(t.status)).length
-      for (let i = 0; i < plan.length && unfinished < spec.max_parallel; i++) {
-        if (created.has(i)) continue
-        try {
-          const job = await createJob(deps, sweep.projectId, trialBody(spec, plan[i]!, spec.seed), {
-            sweep: { id: sweepId, trial: i, values: plan[i]! },
-          })
-          trials.push(job)
-          created.add(i)
-          unfinished++
-        } catch (err) {
-          // no free slot in the project (max_concurrent_jobs): the trial waits for the next pass
-          if (err instanceof AppError && (err.code === 'too_many_jobs' || err.code === 'service_unavailable')) break
-          // Checked at creation, so only a change since (the training file deleted, say) lands here: the
-          // trial cannot be created now or later, so the sweep fails once its running trials have ended.
-          if (err instanceof AppError) {
-            deps.log.warn({ sweepId, trial: i, code: err.code, err: err.message }, 'sweep trial could not be created')
-            if (unfinished === 0)
-              await finish(deps, sweep, trials, `trial ${i + 1} could not be created: ${err.message}`)
-            return true
-          }
-          throw err
-        }
-      }
-      if (created.size === plan.length && unfinished === 0) await finish(deps, sweep, trials)
-      else {
-        const best = pickBest(sweep, trials, await trialMetrics(deps, spec.metric, trials))
-        if (best && best.trial.id !== sweep.bestJobId)
-          await deps.db.sweep.updateMany({
-            where: { id: sweepId, status: 'running' },
-            data: { bestJobId: best.trial.id },
-          })
-      }
-      return true
-    },
-    waitMs,
-  )
-  return done !== null
+  const again = `${deps.config.queuePrefix}:sweep-again:${sweepId}`
+  let ran = false
+  for (let round = 0; round < 10; round++) {
+    let done = await withSweepLease(deps, sweepId, () => sweepPass(deps, sweepId), waitMs)
+    if (done === null) {
+      await deps.redis.set(again, '1', 'PX', LEASE_MS)
+      // the holder may have finished in between (and looked for the mark before it was set): try once more
+      done = await withSweepLease(deps, sweepId, () => sweepPass(deps, sweepId))
+      if (done === null) return ran
+    }
+    ran = true
+    if (!(await deps.redis.getdel(again))) return true
+  }
+  return ran
 }
 
+/** Where the project's job slots stand for this sweep's next trials (README: Scheduling). */
+async function freeSlots(deps: JobServiceDeps, projectId: string, sweepId: string) {
+  const project = await deps.db.project.findUnique({ where: { id: projectId }, select: { maxConcurrentJobs: true } })
+  const max = project?.maxConcurrentJobs ?? deps.config.maxConcurrentJobs
+  const holding = { projectId, status: { in: [...SLOT_HOLDING] } }
+  const [unfinished, others] = await Promise.all([
+    deps.db.fineTuningJob.count({ where: holding }),
+    deps.db.fineTuningJob.count({ where: { ...holding, OR: [{ sweepId: null }, { sweepId: { not: sweepId } }] } }),
+  ])
+  // the project has other work under way: one of its slots stays free for what it submits next
+  return max - unfinished - (others > 0 ? 1 : 0)
+}
+
+async function sweepPass(deps: JobServiceDeps, sweepId: string) {
+  const sweep = await deps.db.sweep.findUnique({ where: { id: sweepId } })
+  if (!sweep || sweep.settledAt) return true
+  const spec = sweep.spec as unknown as SweepSpec
+  const plan = sweep.plan as TrialValues[]
+  const trials: TrialRow[] = await deps.db.fineTuningJob.findMany({ where: { sweepId }, select: TRIAL_SELECT })
+  if (sweep.status !== 'running') {
+    // cancelled: its trials are being cancelled; once they have all ended, the losers go and it settles
+    await reportTrialEnds(deps, sweep, trials, await trialMetrics(deps, spec.metric, trials))
+    if (trials.every((t) => isTerminal(t.status))) await finish(deps, sweep, trials)
+    return true
+  }
+  if (spec.early_termination)
+    await applyAsha(deps, { id: sweepId, metric: spec.metric, goal: spec.goal, asha: spec.early_termination }, trials)
+  const values = await trialMetrics(deps, spec.metric, trials)
+  await reportTrialEnds(deps, sweep, trials, values)
+  const best = pickBest(sweep, trials, values)
+  if (best && best.trial.id !== sweep.bestJobId) {
+    await addSweepEvent(
+      deps,
+      sweepId,
+      `best_changed:${best.trial.id}`,
+      'best_changed',
+      `Trial ${(best.trial.sweepTrial ?? 0) + 1} is the best so far: ${spec.metric} ${best.value}`,
+      {
+        trial: best.trial.sweepTrial,
+        job_id: best.trial.id,
+        values: best.trial.sweepValues,
+        metric: spec.metric,
+        metric_value: best.value,
+        previous_job_id: sweep.bestJobId,
+      },
+    )
+    await deps.db.sweep.updateMany({ where: { id: sweepId, status: 'running' }, data: { bestJobId: best.trial.id } })
+  }
+  const created = new Set(trials.map((t) => t.sweepTrial))
+  let unfinished = trials.filter((t) => !isTerminal(t.status)).length
+  let free =
+    created.size < plan.length && unfinished < spec.max_parallel ? await freeSlots(deps, sweep.projectId, sweepId) : 0
+  for (let i = 0; i < plan.length && unfinished < spec.max_parallel && free > 0; i++) {
+    if (created.has(i)) continue
+    try {
+      const job = await createJob(deps, sweep.projectId, trialBody(spec, plan[i]!, spec.seed), {
+        sweep: { id: sweepId, trial: i, values: plan[i]! },
+      })
+      trials.push(job)
+      created.add(i)
+      unfinished++
+      free--
+      await addSweepEvent(
+        deps,
+        sweepId,
+        `trial_started:${i}`,
+        'trial_started',
+        `Trial ${i + 1} of ${plan.length} started as job ${job.id}`,
+        { trial: i, job_id: job.id, values: plan[i]! },
+      )
+    } catch (err) {
+      // no free slot in the project (max_concurrent_jobs): the trial waits for the next pass
+      if (err instanceof AppError && (err.code === 'too_many_jobs' || err.code === 'service_unavailable')) break
+      // Checked at creation, so only a change since (the training file deleted, say) lands here: the
+      // trial cannot be created now or later, so the sweep fails once its running trials have ended.
+      if (err instanceof AppError) {
+        deps.log.warn({ sweepId, trial: i, code: err.code, err: err.message }, 'sweep trial could not be created')
+        if (unfinished === 0) await finish(deps, sweep, trials, `trial ${i + 1} could not be created: ${err.message}`)
+        return true
+      }
+      throw err
+    }
+  }
+  if (created.size === plan.length && unfinished === 0) await finish(deps, sweep, trials)
+  return true
+}
+
+/** A trial_ended event for each trial that has ended since the last pass said so. */
+async function reportTrialEnds(deps: JobServiceDeps, sweep: Sweep, trials: TrialRow[], values: Map<string, number>) {
+  const ended = trials.filter((t) => isTerminal(t.status))
+  if (!ended.length) return
+  const spec = sweep.spec as unknown as SweepSpec
+  const said = await sweepEventKeys(deps.db, sweep.id, ['trial_ended'])
+  for (const t of ended.sort((a, b) => (a.sweepTrial ?? 0) - (b.sweepTrial ?? 0))) {
+    const key = `trial_ended:${t.sweepTrial}`
+    if (said.has(key)) continue
+    const value = values.get(t.id) ?? null
+    await addSweepEvent(
+      deps,
+      sweep.id,
+      key,
+      'trial_ended',
+      `Trial ${(t.sweepTrial ?? 0) + 1} ${t.status}${t.statusReason ? ` (${t.statusReason})` : ''}${value !== null ? `: ${spec.metric} ${value}` : ''}`,
+      {
+        trial: t.sweepTrial,
+        job_id: t.id,
+        status: t.status,
+        status_reason: t.statusReason,
+        metric: spec.metric,
+        metric_value: value,
+      },
+      t.status === 'failed' ? 'warn' : 'info',
+    )
+  }
+}
+
+/**
+ * The sweep's end, under its lease: the losers pruned (keep_all_models false), the `ended` event, then the
+ * row (status unless a cancel set it, best, settled_at). The event goes before the row, so a stream that sees
+ * the sweep settled has the event to read; a pass that dies half way is redone by the next one (the event is
+ * written once, by its key).
+ */
 async function finish(deps: JobServiceDeps, sweep: Sweep, trials: TrialRow[], reason?: string) {
   const spec = sweep.spec as unknown as SweepSpec
-  const best = pickBest(sweep, trials, await trialMetrics(deps, spec.metric, trials))
-  const succeeded = trials.some((t) => t.status === 'succeeded')
-  // Before the sweep shows as ended, so a client that sees `succeeded` sees only the best model left. Under
-  // the lease, so no cancel commits meanwhile; a pass that dies half way is redone by the next one.
-  if (!spec.keep_all_models) await pruneLosers(deps, sweep.projectId, trials, best?.trial.id)
-  // guarded on `running`: a cancel that committed first wins
-  await deps.db.sweep.updateMany({
-    where: { id: sweep.id, status: 'running' },
+  const values = await trialMetrics(deps, spec.metric, trials)
+  const best = pickBest(sweep, trials, values)
+  const succeeded = trials.filter((t) => t.status === 'succeeded').length
+  const cancelled = sweep.status === 'cancelled'
+  const status = cancelled ? 'cancelled' : succeeded && !reason ? 'succeeded' : 'failed'
+  const statusReason = cancelled ? sweep.statusReason : (reason ?? (succeeded ? null : 'no trial succeeded'))
+  const pruned = spec.keep_all_models ? 0 : await pruneLosers(deps, sweep.projectId, trials, best?.trial.id)
+  await reportTrialEnds(deps, sweep, trials, values)
+  const bestModel = best?.trial.fineTunedModelId ?? null
+  await addSweepEvent(
+    deps,
+    sweep.id,
+    'ended',
+    'ended',
+    `Sweep ${status}${statusReason ? ` (${statusReason})` : ''}: ${succeeded} of ${plan(sweep)} trials succeeded${best ? `, the best is trial ${(best.trial.sweepTrial ?? 0) + 1} (${spec.metric} ${best.value})` : ''}`,
+    {
+      status,
+      status_reason: statusReason,
+      trials_succeeded: succeeded,
+      best_job_id: best?.trial.id ?? null,
+      best_model: bestModel,
+      metric_value: best?.value ?? null,
+      models_pruned: pruned,
+    },
+    status === 'failed' ? 'warn' : 'info',
+  )
+  // under the lease no cancel commits meanwhile; a cancelled sweep keeps its own finished_at
+  await deps.db.sweep.update({
+    where: { id: sweep.id },
     data: {
-      status: succeeded && !reason ? 'succeeded' : 'failed',
-      statusReason: reason ?? (succeeded ? null : 'no trial succeeded'),
+      status,
+      statusReason,
       bestJobId: best?.trial.id ?? null,
-      finishedAt: new Date(),
+      ...(cancelled ? {} : { finishedAt: new Date() }),
+      settledAt: new Date(),
     },
   })
+  notifyJobChanged(deps.redis, deps.config.queuePrefix, sweep.id)
 }
+
+const plan = (sweep: Sweep) => (sweep.plan as unknown[]).length
 
 /**
  * keep_all_models false: every trial but the best loses its model (deleted as DELETE /v1/models/{id} does)
  * and its checkpoints (rows, artifacts and stored bytes); its job's fine_tuned_model becomes null, and an
  * event on the job says so.
  */
-async function pruneLosers(deps: JobServiceDeps, projectId: string, trials: TrialRow[], bestId: string | undefined) {
+async function pruneLosers(
+  deps: JobServiceDeps,
+  projectId: string,
+  trials: TrialRow[],
+  bestId: string | undefined,
+): Promise<number> {
+  let count = 0
   const models: ModelDeleteDeps = {
     db: deps.db,
     storage: deps.storage,
@@ -216,7 +336,10 @@ async function pruneLosers(deps: JobServiceDeps, projectId: string, trials: Tria
           code: err.code,
         })
       }
-      if (deleted.model) await lifecycle.forgetModel(deps, t.id, t.fineTunedModelId)
+      if (deleted.model) {
+        await lifecycle.forgetModel(deps, t.id, t.fineTunedModelId)
+        count++
+      }
     }
     const checkpoints = await deps.db.checkpoint.findMany({ where: { jobId: t.id }, include: { artifact: true } })
     if (checkpoints.length) {
@@ -234,11 +357,15 @@ async function pruneLosers(deps: JobServiceDeps, projectId: string, trials: Tria
         { sweep_pruned: true, model: deleted.model ?? null, checkpoints: checkpoints.length },
       )
   }
+  return count
 }
 
-/** The reconcile pass's share: every running sweep, topped up and ended when its trials have. */
+/**
+ * The reconcile pass's share: every running sweep, topped up and ended when its trials have, and every
+ * cancelled one not yet settled (pruned once its trials have ended).
+ */
 export async function advanceRunningSweeps(deps: JobServiceDeps): Promise<number> {
-  const running = await deps.db.sweep.findMany({ where: { status: 'running' }, select: { id: true }, take: 500 })
+  const running = await deps.db.sweep.findMany({ where: { settledAt: null }, select: { id: true }, take: 500 })
   for (const s of running) await advanceSweep(deps, s.id)
   return running.length
 }

@@ -9,15 +9,16 @@ import type { CreateJobBody } from '../../schemas/jobs.js'
 import type { CreateSweepBody, SweepObject } from '../../schemas/sweeps.js'
 import { cancelJob, type JobServiceDeps, presentJob, resolveJob } from '../jobs/jobs-service.js'
 import { isTerminal } from '../jobs/lifecycle/transitions.js'
+import { addSweepEvent } from './sweep-events.js'
 import { checkSearchSpace, checkTrialSchema, planTrials, rangeEnds, type TrialValues, trialBody } from './sweep-plan.js'
-import { type SweepSpec, trialMetrics, withSweepLease } from './sweep-scheduler.js'
+import { advanceSweep, type SweepSpec, trialMetrics, withSweepLease } from './sweep-scheduler.js'
 
 /** Checks the whole sweep, then writes it; the worker creates its trials (sweep-scheduler.ts). */
 export async function createSweep(app: FastifyInstance, projectId: string, body: CreateSweepBody) {
   checkSearchSpace(body, app.config.maxSweepTrials)
   const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
   const plan = planTrials(body, seed)
-  checkEarlyTermination(body, plan, seed)
+  checkEarlyTermination(body)
   await checkTrials(app, projectId, body, plan, seed)
   const spec: SweepSpec = {
     ...body,
@@ -28,11 +29,19 @@ export async function createSweep(app: FastifyInstance, projectId: string, body:
   const sweep = await app.db.sweep.create({
     data: { id: newId('sweep'), projectId, spec: spec as object, plan: plan as object[] },
   })
+  await addSweepEvent(
+    app,
+    sweep.id,
+    'created',
+    'created',
+    `Created ${spec.strategy} sweep ${sweep.id}: ${plan.length} trial(s), at most ${spec.max_parallel} at once, ranked by ${spec.metric} (${spec.goal})`,
+    { trials_total: plan.length, strategy: spec.strategy, max_parallel: spec.max_parallel, seed },
+  )
   return presentSweep(app, sweep)
 }
 
-/** ASHA's fields: a first rung of at least one epoch, below every trial's n_epochs, and a factor of at least 2. */
-function checkEarlyTermination(body: CreateSweepBody, plan: TrialValues[], seed: number) {
+/** ASHA's fields: a first rung of at least one epoch and a factor of at least 2 (each trial's n_epochs: checkTrials). */
+function checkEarlyTermination(body: CreateSweepBody) {
   const asha = body.early_termination
   if (!asha) return
   if (asha.min_epochs < 1)
@@ -49,19 +58,36 @@ function checkEarlyTermination(body: CreateSweepBody, plan: TrialValues[], seed:
       `early_termination.reduction_factor must be >= 2 (the top 1/reduction_factor of a rung go on), got ${asha.reduction_factor}.`,
       { param: 'early_termination.reduction_factor' },
     )
-  for (const values of plan) {
-    const config = (
-      trialBody(body, values, seed).method as Record<string, { hyperparameters?: { n_epochs?: unknown } }>
-    )[body.method.type]
-    const n = config?.hyperparameters?.n_epochs
-    if (typeof n === 'number' && n <= asha.min_epochs)
-      throw new AppError(
-        'invalid_early_termination',
-        `early_termination.min_epochs (${asha.min_epochs}) must be below the trials' n_epochs, but a trial${Object.keys(values).length ? ` (${JSON.stringify(values)})` : ''} runs ${n}: no rung would ever be reached.`,
-        { param: 'early_termination.min_epochs' },
-      )
-  }
 }
+
+/** The smallest n_epochs "auto" resolves to (hyperparameters.ts): the bound while the files are being validated. */
+const SMALLEST_AUTO_EPOCHS = 5
+
+/**
+ * ASHA's first rung must come before the trial's last epoch, or no trial is ever compared: `n_epochs` as the
+ * job resolved it ("auto" from the training set's size), or, while the files are still being validated, the
+ * smallest value "auto" can give.
+ */
+function checkRungs(body: CreateSweepBody, values: TrialValues, nEpochs: unknown) {
+  const asha = body.early_termination
+  if (!asha) return
+  const auto = typeof nEpochs !== 'number'
+  const n = auto ? SMALLEST_AUTO_EPOCHS : nEpochs
+  if (asha.min_epochs < n) return
+  const what = Object.keys(values).length ? ` (${JSON.stringify(values)})` : ''
+  throw new AppError(
+    'invalid_early_termination',
+    auto
+      ? `early_termination.min_epochs (${asha.min_epochs}) must be below the trials' n_epochs, but a trial${what} has n_epochs "auto", which may resolve to ${SMALLEST_AUTO_EPOCHS} (the training file is still being validated): lower min_epochs or set n_epochs.`
+      : `early_termination.min_epochs (${asha.min_epochs}) must be below the trials' n_epochs, but a trial${what} runs ${n}${hasExplicitEpochs(body, values) ? '' : ' (n_epochs "auto", resolved from the training set size)'}: no rung would ever be reached.`,
+    { param: 'early_termination.min_epochs' },
+  )
+}
+
+const hasExplicitEpochs = (body: CreateSweepBody, values: TrialValues) =>
+  'hyperparameters.n_epochs' in values ||
+  typeof (body.method as Record<string, { hyperparameters?: { n_epochs?: unknown } }>)[body.method.type]
+    ?.hyperparameters?.n_epochs === 'number'
 
 /**
  * Every trial (and each range's ends) must be a job the job routes would accept, checked by the same code
@@ -93,8 +119,10 @@ async function checkTrials(
         )
     }
     try {
-      await resolveJob(app, projectId, job)
+      const { data } = await resolveJob(app, projectId, job)
+      checkRungs(body, values, (data.hyperparameters as { n_epochs?: unknown }).n_epochs)
     } catch (err) {
+      if (err instanceof AppError && err.code === 'invalid_early_termination') throw err
       if (!(err instanceof AppError)) throw err
       const what = Object.keys(values).length ? ` (${JSON.stringify(values)})` : ''
       throw new AppError(err.code, `A trial${what} would be refused as a job: ${err.message}`, {
@@ -254,5 +282,8 @@ export async function cancelSweep(app: FastifyInstance, projectId: string, id: s
       if (!(err instanceof AppError && err.code === 'job_not_cancellable')) throw err
     })
   }
+  // A pass settles it (trial_ended events, the losers pruned, `ended`) once every trial has ended: now, when
+  // none was running (a queued trial is cancelled at once); else the worker's, when the last one ends there.
+  await advanceSweep(app, id, 5_000)
   return getSweep(app, projectId, id)
 }

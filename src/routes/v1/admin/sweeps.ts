@@ -3,6 +3,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import type { Sweep } from '../../../generated/prisma/client.js'
+import { serveSweepEvents } from '../../../modules/sweeps/sweep-events.js'
 import {
   cancelSweep,
   findSweep,
@@ -13,6 +14,8 @@ import {
 } from '../../../modules/sweeps/sweeps-service.js'
 import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
 import { jsonResponse, listExample, sweepExample, trialExample } from '../../../schemas/examples.js'
+import { JobEventsHeaders, JobEventsQuery } from '../../../schemas/job-reads.js'
+import { sweepEventsResponse } from '../../../schemas/sweeps.js'
 import { finalAndBest } from './jobs.js'
 import { AdminSweep, AdminSweepQuery, AdminTrial, adminJobExample } from './schemas.js'
 
@@ -120,6 +123,32 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         has_more: rows.length > limit,
       }
     },
+  )
+
+  app.get(
+    '/v1/admin/sweeps/:id/events',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['admin'],
+        operationId: 'adminListSweepEvents',
+        summary: "Any sweep's events, newest first; with stream=true, a live Server-Sent Events stream",
+        description: 'The same list and stream as `GET /v1/fine_tuning/sweeps/{id}/events`.',
+        params: IdParams,
+        querystring: JobEventsQuery,
+        headers: JobEventsHeaders,
+        response: { 200: sweepEventsResponse, ...errorResponses(400, 404, 429) },
+      },
+    },
+    async (req, reply) =>
+      serveSweepEvents(
+        app,
+        req,
+        reply,
+        (await findSweep(app, null, req.params.id)).id,
+        req.query,
+        req.headers['last-event-id'],
+      ),
   )
 
   app.post(

@@ -1,8 +1,17 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { cancelSweep, createSweep, getSweep, listSweeps, listTrials } from '../../../modules/sweeps/sweeps-service.js'
+import { serveSweepEvents } from '../../../modules/sweeps/sweep-events.js'
+import {
+  cancelSweep,
+  createSweep,
+  findSweep,
+  getSweep,
+  listSweeps,
+  listTrials,
+} from '../../../modules/sweeps/sweeps-service.js'
 import { errorResponses, IdParams, ListQuery, listOf } from '../../../schemas/common.js'
 import { jsonResponse, listExample, sweepExample, trialExample } from '../../../schemas/examples.js'
-import { CreateSweepBody, SweepObject, TrialObject } from '../../../schemas/sweeps.js'
+import { JobEventsHeaders, JobEventsQuery } from '../../../schemas/job-reads.js'
+import { CreateSweepBody, SweepObject, sweepEventsResponse, TrialObject } from '../../../schemas/sweeps.js'
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
@@ -87,6 +96,33 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => cancelSweep(app, req.projectId, req.params.id),
+  )
+
+  app.get(
+    '/v1/fine_tuning/sweeps/:id/events',
+    {
+      config: { auth: 'project' },
+      schema: {
+        tags: ['fine-tuning'],
+        operationId: 'listFineTuningSweepEvents',
+        summary: "A sweep's events, newest first; with stream=true, a live Server-Sent Events stream",
+        description:
+          'Events: `created`, `trial_started`, `trial_ended`, `early_terminated`, `best_changed`, `ended` (always the last). The stream sends `event: event` per sweep event (SSE id = its sequence number, so `Last-Event-ID` resumes), `event: sweep` (the sweep as GET shows it) when its status, progress or best trial changes, and `event: done` after `ended`, then closes. It takes a stream slot like a job’s stream (MAX_STREAMS_PER_KEY, MAX_STREAMS_PER_PROJECT: else 429 `too_many_streams`).',
+        params: IdParams,
+        querystring: JobEventsQuery,
+        headers: JobEventsHeaders,
+        response: { 200: sweepEventsResponse, ...errorResponses(400, 404, 429) },
+      },
+    },
+    async (req, reply) =>
+      serveSweepEvents(
+        app,
+        req,
+        reply,
+        (await findSweep(app, req.projectId, req.params.id)).id,
+        req.query,
+        req.headers['last-event-id'],
+      ),
   )
 }
 
