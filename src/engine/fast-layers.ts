@@ -5,10 +5,58 @@
 //   eps) and o = beta - mean * s computed on the per-channel vectors. Gradients reach gamma and beta through
 //   the small ops (moving statistics are not trained in inference mode).
 // - ReLU(maxValue) runs relu then clipByValue; relu6 (maxValue 6) and relu + minimum are one op each.
+// - The gradients of Relu and Relu6: tfjs computes dy * step(x), and tfjs-node's Step kernel is seven
+//   TensorFlow ops (isNaN, greater, ones, fill, two selects, a cast) over the whole activation; TensorFlow's
+//   own ReluGrad / Relu6Grad kernels do it in one pass. In a cnn-small training step (batch 128) the relu
+//   gradients took about a quarter of the step (bench/engine-eager.ts "relu gradients" row).
 // Training-mode BatchNorm (never used by our training steps) keeps the library's own code path.
 // selectBackend (backend.ts) switches them on for the tensorflow backend, the only one measured; the
 // MobileNetV2 fine-tuning step went from 636 to 535 ms (README "Eager layers before/after").
 import type { Tensor, Tf } from './tf.js'
+
+type GradConfig = ReturnType<Tf['getGradient']>
+
+/** Kernels of ours on the tensorflow backend: TensorFlow ops tfjs-node has no kernel for. */
+const GRAD_KERNELS = { Relu: 'RefitReluGrad', Relu6: 'RefitRelu6Grad' } as const
+const TF_OPS = { RefitReluGrad: 'ReluGrad', RefitRelu6Grad: 'Relu6Grad' } as const
+
+const originalGrads = new WeakMap<object, Map<string, GradConfig>>()
+
+/**
+ * Relu's and Relu6's gradients through TensorFlow's ReluGrad / Relu6Grad (`on`), or the library's own
+ * (`false`). Both give dy where 0 < x (< 6 for Relu6) and 0 elsewhere; they differ only at x = 6 exactly
+ * (tfjs lets the gradient through there, TensorFlow does not) and for NaN inputs (a diverged step, which the
+ * training loop stops on anyway).
+ */
+function useFastGradients(tf: Tf, on: boolean): void {
+  let saved = originalGrads.get(tf.serialization)
+  if (!saved) {
+    saved = new Map(Object.keys(GRAD_KERNELS).map((k) => [k, tf.getGradient(k)]))
+    originalGrads.set(tf.serialization, saved)
+    for (const [kernelName, op] of Object.entries(TF_OPS))
+      tf.registerKernel({
+        kernelName,
+        backendName: 'tensorflow',
+        kernelFunc: ({ inputs, backend }) => {
+          const b = backend as any
+          const dtype = { name: 'T', type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_FLOAT }
+          return b.executeSingleOutput(op, [dtype], [inputs.dy, inputs.x])
+        },
+      })
+  }
+  for (const [kernelName, grad] of Object.entries(GRAD_KERNELS))
+    tf.registerGradient(
+      on
+        ? {
+            kernelName,
+            inputsToSave: ['x'],
+            gradFunc: (dy, saved) => ({
+              x: () => tf.engine().runKernel(grad, { dy: dy as Tensor, x: saved[0] }) as Tensor,
+            }),
+          }
+        : saved.get(kernelName)!,
+    )
+}
 
 type Call = (this: any, inputs: Tensor | Tensor[], kwargs: Record<string, unknown>) => Tensor | Tensor[]
 
@@ -26,6 +74,7 @@ export function useFastLayers(tf: Tf, on = true): void {
     saved = { bn: bnProto.call, relu: reluProto.call }
     originals.set(tf.serialization, saved)
   }
+  useFastGradients(tf, on)
   if (!on) {
     bnProto.call = saved.bn
     reluProto.call = saved.relu
