@@ -594,6 +594,7 @@ async function jobsPage() {
     sortHeader('status', 'Status'),
     sortHeader('project', 'Project'),
     h('th', { scope: 'col' }, 'Method'),
+    h('th', { scope: 'col' }, 'Sweep'),
     h('th', { scope: 'col' }, 'Base model'),
     h('th', { scope: 'col' }, 'Progress'),
     sortHeader('duration', 'Duration', true),
@@ -624,6 +625,7 @@ async function jobsPage() {
       h('td', { dataset: { col: 'status' } }, badge(j.status)),
       h('td', {}, j.project.name),
       h('td', {}, methodOf(j)),
+      h('td', { dataset: { col: 'sweep' } }, j.sweep_id ? sweepLink(j.sweep_id) : ''),
       h('td', { class: 'mono' }, j.model),
       h(
         'td',
@@ -1054,6 +1056,15 @@ async function jobPage(id) {
       kv('Finished', fmtTime(job.finished_at)),
       kv('Status reason', job.status_reason),
       kv('Retry of', job.retry_of_job_id ? jobLink(job.retry_of_job_id) : null),
+      kv('Sweep', job.sweep_id ? sweepLink(job.sweep_id) : null, 'job-sweep'),
+      kv(
+        'Sweep values',
+        job.sweep_values
+          ? Object.entries(job.sweep_values)
+              .map(([k, v]) => `${k} = ${fmtSample(v)}`)
+              .join(', ')
+          : null,
+      ),
       kv('Started from checkpoint', job.init_checkpoint),
     )
     const rows = hyperparameterRows(job)
@@ -1408,6 +1419,638 @@ async function comparePage() {
   return () => {
     lossChart.destroy()
     accChart.destroy()
+  }
+}
+
+// ---------- sweeps ----------
+
+const SWEEP_STATUSES = ['running', 'succeeded', 'failed', 'cancelled']
+/** How often a running sweep's page and the sweeps list refresh (the sweep API has no stream yet). */
+const SWEEP_POLL_MS = 3000
+/** Trials whose curves the sweep page compares. */
+const TOP_CURVES = 5
+const sweepLink = (id) => h('a', { href: `#/sweeps/${enc(id)}`, class: 'mono' }, id)
+/** ASHA's losers are cancelled jobs with status_reason early_terminated: the table names them so. */
+const trialStatus = (t) =>
+  t.status === 'cancelled' && t.statusReason === 'early_terminated' ? 'early_terminated' : t.status
+/** Sampled values read best with four significant digits (a log-scale learning rate is 0.000231, not 0.0002). */
+const fmtSample = (v) =>
+  typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toPrecision(4))) : fmtValue(v)
+const lowerIsBetter = (sweep) => sweep.goal === 'minimize'
+
+/** One trial of the admin list (`job` nested as every job route shows it, plus its last and best epoch). */
+function trialOf(t) {
+  return {
+    trial: t.trial,
+    jobId: t.job.id,
+    status: t.job.status,
+    statusReason: t.job.status_reason,
+    values: t.values ?? {},
+    metric: typeof t.metric_value === 'number' ? t.metric_value : null,
+    epochs: t.metrics?.final?.epoch ?? null,
+    bestEpoch: t.metrics?.best?.epoch ?? null,
+    model: t.job.fine_tuned_model,
+  }
+}
+
+/**
+ * How a search-space path is drawn on an x axis: over its whole domain (the range, or the listed numbers),
+ * `log` for a log-scale range (or listed positive numbers spanning 100x or more), `categories` for a list
+ * holding anything but numbers (plotted at their index).
+ */
+function axisOf(dim) {
+  if (!dim?.values) return { log: dim?.scale === 'log', categories: null, domain: [dim?.min, dim?.max] }
+  if (!dim.values.every((v) => typeof v === 'number'))
+    return { log: false, categories: dim.values.map((v) => fmtSample(v)), domain: null }
+  const min = Math.min(...dim.values)
+  const max = Math.max(...dim.values)
+  return { log: min > 0 && max / min >= 100, categories: null, domain: [min, max] }
+}
+
+/**
+ * A uPlot scatter of points `{x, y, label}`: `log` gives a log x axis, `categories` labels x = 0..n-1 with
+ * those names. A data-table fallback holds the same points; the container's data-points counts them.
+ */
+function scatterChart(
+  container,
+  { title, xLabel, yLabel, log = false, categories = null, domain = null, color = PALETTE[0] },
+) {
+  const ink = cssVar('--muted') || '#596170'
+  const grid = cssVar('--grid') || '#e5e7eb'
+  const holder = h('div', {
+    class: 'chart',
+    role: 'img',
+    'aria-label': `${title} chart; the data table below holds the values`,
+  })
+  const emptyEl = h('p', { class: 'empty' }, 'No trial has a metric value yet.')
+  const tbody = h('tbody')
+  container.replaceChildren(
+    h('h3', {}, title),
+    emptyEl,
+    holder,
+    h('details', {}, h('summary', {}, `${title}: data table`), table(null, title, ['Trial', xLabel, yLabel], tbody)),
+  )
+  const axis = { stroke: ink, grid: { stroke: grid }, ticks: { stroke: grid } }
+  const pad = (min, max, logScale = false) => {
+    if (!Number.isFinite(min) || !Number.isFinite(max)) return logScale ? [1, 10] : [0, 1]
+    if (logScale) return [min / 1.5, max * 1.5]
+    const span = max - min || Math.abs(max) || 1
+    return [min - span * 0.08, max + span * 0.08]
+  }
+  const xAxis = categories
+    ? {
+        ...axis,
+        label: xLabel,
+        splits: () => categories.map((_, i) => i),
+        values: (_u, vals) => vals.map((v) => categories[v] ?? ''),
+      }
+    : { ...axis, label: xLabel }
+  const plot = new window.uPlot(
+    {
+      width: Math.max(240, container.clientWidth - 4 || 420),
+      height: 200,
+      scales: {
+        x: categories
+          ? { time: false, range: [-0.5, categories.length - 0.5] }
+          : {
+              time: false,
+              distr: log ? 3 : 1,
+              log: 10,
+              // the whole search space (fixed: every sampled value lies in it), so where the trials fell shows
+              range: domain ? pad(domain[0], domain[1], log) : (_u, min, max) => pad(min, max, log),
+            },
+        y: { range: (_u, min, max) => pad(min, max) },
+      },
+      axes: [xAxis, { ...axis, label: yLabel, size: 56 }],
+      series: [
+        { label: xLabel, value: (_u, v) => (v === null ? '--' : categories ? (categories[v] ?? '') : fmtSample(v)) },
+        {
+          label: yLabel,
+          stroke: color,
+          fill: color,
+          paths: () => null,
+          points: { show: true, size: 9, fill: color, stroke: color },
+          value: (_u, v) => fmtNum(v),
+        },
+      ],
+      legend: { live: true },
+      cursor: { points: { size: 12 } },
+    },
+    [[], []],
+    holder,
+  )
+  const ro = new ResizeObserver(() => {
+    const w = Math.max(240, container.clientWidth - 4)
+    if (Math.abs(plot.width - w) > 2) plot.setSize({ width: w, height: 200 })
+  })
+  ro.observe(container)
+  let last = ''
+  return {
+    /** replaces the points (uPlot wants x ascending; equal x values are fine) */
+    set(points) {
+      const sorted = [...points].sort((a, b) => a.x - b.x)
+      const key = JSON.stringify(sorted)
+      if (key === last) return
+      last = key
+      plot.setData([sorted.map((p) => p.x), sorted.map((p) => p.y)])
+      container.dataset.points = String(sorted.length)
+      emptyEl.hidden = sorted.length > 0
+      holder.style.visibility = sorted.length ? 'visible' : 'hidden'
+      tbody.replaceChildren(
+        ...sorted.map((p) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, p.label),
+            h('td', {}, categories ? categories[p.x] : fmtSample(p.x)),
+            h('td', {}, fmtNum(p.y)),
+          ),
+        ),
+      )
+    },
+    destroy() {
+      ro.disconnect()
+      plot.destroy()
+    },
+  }
+}
+
+function sweepFilters(params, projects) {
+  const select = (name, label, options) =>
+    h(
+      'label',
+      {},
+      label,
+      h(
+        'select',
+        { name },
+        h('option', { value: '' }, 'any'),
+        options.map(([v, t]) => h('option', { value: v }, t)),
+      ),
+    )
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault() },
+    select(
+      'status',
+      'Status',
+      SWEEP_STATUSES.map((s) => [s, s]),
+    ),
+    select(
+      'project',
+      'Project',
+      projects.map((p) => [p.id, p.name]),
+    ),
+  )
+  for (const el of form.querySelectorAll('select')) el.value = params.get(el.name) ?? ''
+  return form
+}
+
+async function sweepsPage() {
+  const { params } = hashParts()
+  const projects = (await api('/v1/admin/projects')).data
+  const projectName = new Map(projects.map((p) => [p.id, p.name]))
+  const filters = sweepFilters(params, projects)
+  const fields = [...filters.querySelectorAll('select')]
+  let after = params.get('after') ?? ''
+  let back = (params.get('back') ?? '').split(',').filter(Boolean)
+  const tbody = h('tbody', { id: 'sweeps-body' })
+  const note = h('p', { class: 'muted', role: 'status' })
+  const prev = h('button', { id: 'sweeps-prev', type: 'button' }, '← Previous')
+  const next = h('button', { id: 'sweeps-next', type: 'button' }, 'Next →')
+  let lastList = null
+  const writeUrl = () => {
+    const p = new URLSearchParams()
+    for (const el of fields) p.set(el.name, el.value)
+    p.set('after', after)
+    p.set('back', back.join(','))
+    setParams(p)
+  }
+  const row = (s) => {
+    const p = s.progress ?? {}
+    return h(
+      'tr',
+      { dataset: { sweep: s.id, status: s.status } },
+      h('td', {}, sweepLink(s.id), s.suffix ? h('div', { class: 'muted' }, s.suffix) : null),
+      h('td', { dataset: { col: 'status' } }, badge(s.status)),
+      h('td', {}, s.project?.name ?? projectName.get(s.project_id ?? s.organization_id) ?? '—'),
+      h('td', { class: 'mono' }, s.model),
+      h('td', {}, `${s.strategy}${s.early_termination ? ' + ASHA' : ''}`),
+      h('td', {}, `${s.metric} (${s.goal === 'minimize' ? 'min' : 'max'})`),
+      h(
+        'td',
+        { dataset: { col: 'progress' } },
+        progressBar((p.trials_done ?? 0) / Math.max(1, p.trials_total ?? 1), `trials done of ${s.id}`),
+        ` ${p.trials_done ?? 0} / ${p.trials_total ?? '?'}`,
+      ),
+      h('td', { class: 'num', dataset: { col: 'best' } }, fmtNum(s.best_trial?.metric_value)),
+      h('td', { dataset: { col: 'best-model' } }, modelLink(s.best_model)),
+      h('td', {}, fmtTime(s.created_at)),
+    )
+  }
+  const refresh = async () => {
+    const q = new URLSearchParams({ limit: '20' })
+    for (const el of fields) if (el.value) q.set(el.name, el.value)
+    if (after) q.set('after', after)
+    lastList = await api(`/v1/admin/sweeps?${q}`)
+    syncRows(tbody, lastList.data, (s) => s.id, row)
+    note.textContent = lastList.data.length
+      ? `${lastList.data.length} sweep(s) on this page${lastList.has_more ? '; more on the next page' : ''}, newest first. Live every ${SWEEP_POLL_MS / 1000} s.`
+      : 'No sweeps match these filters: create one with POST /v1/fine_tuning/sweeps or refit sweeps create.'
+    prev.disabled = !after
+    next.disabled = !lastList.has_more
+  }
+  let stop = () => {}
+  const restart = () => {
+    stop()
+    stop = poll(refresh, SWEEP_POLL_MS, (err) => {
+      note.textContent = err.message
+    })
+  }
+  for (const el of fields)
+    el.addEventListener('change', () => {
+      after = ''
+      back = []
+      writeUrl()
+      restart()
+    })
+  next.addEventListener('click', () => {
+    back.push(after || '-')
+    after = lastList.data.at(-1).id
+    writeUrl()
+    restart()
+  })
+  prev.addEventListener('click', () => {
+    const b = back.pop()
+    after = b && b !== '-' ? b : ''
+    writeUrl()
+    restart()
+  })
+  show(
+    h('h1', {}, 'Sweeps'),
+    filters,
+    table(
+      'sweeps-table',
+      'Hyperparameter sweeps',
+      [
+        'Sweep',
+        'Status',
+        'Project',
+        'Base model',
+        'Strategy',
+        'Metric',
+        'Trials done',
+        h('th', { scope: 'col', class: 'num' }, 'Best value'),
+        'Best model',
+        'Created',
+      ],
+      tbody,
+    ),
+    h('div', { class: 'row' }, prev, next),
+    note,
+  )
+  restart()
+  return () => stop()
+}
+
+function searchSpaceTable(sweep) {
+  return table(
+    'search-space',
+    null,
+    ['Path', 'Sampled from', 'Scale', 'Type'],
+    h(
+      'tbody',
+      {},
+      Object.entries(sweep.search_space ?? {}).map(([path, dim]) =>
+        h(
+          'tr',
+          { dataset: { path } },
+          h('th', { scope: 'row', class: 'mono' }, path),
+          h(
+            'td',
+            { class: 'mono' },
+            dim.values ? `values ${dim.values.map(fmtSample).join(', ')}` : `range ${dim.min} … ${dim.max}`,
+          ),
+          h('td', {}, dim.values ? '—' : (dim.scale ?? 'linear')),
+          h('td', {}, dim.values ? '—' : (dim.type ?? 'float')),
+        ),
+      ),
+    ),
+  )
+}
+
+async function sweepPage(id) {
+  const base = `/v1/admin/sweeps/${enc(id)}`
+  let sweep = await api(base)
+  const paths = Object.keys(sweep.search_space ?? {})
+  const { params } = hashParts()
+  let sort = params.get('sort') ?? 'metric'
+  let dir = params.get('dir') ?? (lowerIsBetter(sweep) ? 'asc' : 'desc')
+  let trials = []
+  const status = h('span', { id: 'sweep-status', role: 'status', 'aria-live': 'polite' })
+  const cancelBtn = h('button', { class: 'danger', id: 'cancel-sweep', type: 'button' }, 'Cancel sweep')
+  const actionError = h('p', { class: 'error-text', role: 'alert' })
+  const details = h('div', { class: 'grid', id: 'sweep-details' })
+  const note = h('p', { class: 'muted', id: 'trials-note' })
+  const tbody = h('tbody', { id: 'trials-body' })
+  const curvesEl = h('div', { class: 'panel', id: 'sweep-curves' })
+  const scatterEls = paths.map((_, i) => h('div', { class: 'panel', id: `scatter-${i}`, dataset: { path: paths[i] } }))
+  let lastStatus = sweep.status
+
+  // ---- trials table, sorted here: the page holds every trial (at most MAX_SWEEP_TRIALS) ----
+  const sortValue = (t, key) => {
+    if (key === 'trial') return t.trial
+    if (key === 'metric') return t.metric
+    if (key === 'status') return trialStatus(t)
+    return t.values?.[key.slice(2)] ?? null
+  }
+  const compare = (a, b) => {
+    const x = sortValue(a, sort)
+    const y = sortValue(b, sort)
+    // trials without a value go last in both directions, like the run table
+    if (x === null || x === undefined) return y === null || y === undefined ? a.trial - b.trial : 1
+    if (y === null || y === undefined) return -1
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))
+    return (dir === 'asc' ? c : -c) || a.trial - b.trial
+  }
+  const headRow = h('tr')
+  const sortHeader = (key, label, num = false) =>
+    h(
+      'th',
+      { scope: 'col', class: num ? 'num' : undefined, 'aria-sort': 'none' },
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'sort',
+          dataset: { sort: key },
+          onclick: () => {
+            // first click on a column: best first for the metric, ascending for the rest
+            dir =
+              sort === key
+                ? dir === 'asc'
+                  ? 'desc'
+                  : 'asc'
+                : key === 'metric' && !lowerIsBetter(sweep)
+                  ? 'desc'
+                  : 'asc'
+            sort = key
+            const p = new URLSearchParams()
+            p.set('sort', sort)
+            p.set('dir', dir)
+            setParams(p)
+            renderTrials()
+          },
+        },
+        label,
+      ),
+    )
+  headRow.append(
+    sortHeader('trial', 'Trial', true),
+    h('th', { scope: 'col' }, 'Job'),
+    sortHeader('status', 'Status'),
+    ...paths.map((p) => sortHeader(`v:${p}`, p, true)),
+    sortHeader('metric', sweep.metric, true),
+    h('th', { scope: 'col', class: 'num' }, 'Epochs run'),
+    h('th', { scope: 'col', class: 'num' }, 'Best epoch'),
+    h('th', { scope: 'col' }, 'Model'),
+  )
+  const renderTrials = () => {
+    for (const th of headRow.querySelectorAll('th[aria-sort]'))
+      th.setAttribute(
+        'aria-sort',
+        th.querySelector('button').dataset.sort === sort ? (dir === 'asc' ? 'ascending' : 'descending') : 'none',
+      )
+    const bestJob = sweep.best_trial?.job_id
+    syncRows(
+      tbody,
+      [...trials].sort(compare),
+      (t) => t.jobId,
+      (t) =>
+        h(
+          'tr',
+          { dataset: { job: t.jobId, trial: String(t.trial), status: trialStatus(t) } },
+          h(
+            'td',
+            { class: 'num' },
+            `#${t.trial}`,
+            t.jobId === bestJob ? [' ', h('span', { class: 'badge succeeded', id: 'best-badge' }, 'best')] : null,
+          ),
+          h('td', {}, jobLink(t.jobId)),
+          h('td', { dataset: { col: 'status' } }, badge(trialStatus(t))),
+          ...paths.map((p) => h('td', { class: 'num mono', dataset: { path: p } }, fmtSample(t.values?.[p]))),
+          h('td', { class: 'num', dataset: { col: 'metric' } }, fmtNum(t.metric)),
+          h('td', { class: 'num', dataset: { col: 'epochs' } }, t.epochs ?? '—'),
+          h('td', { class: 'num', dataset: { col: 'best-epoch' } }, t.bestEpoch ?? '—'),
+          h('td', { dataset: { col: 'model' } }, modelLink(t.model)),
+        ),
+    )
+    const pending = (sweep.progress?.trials_total ?? 0) - trials.length
+    note.textContent = `${trials.length} trial(s) started${pending > 0 ? `, ${pending} not started yet` : ''}. ${sweep.metric} is each succeeded trial's value at the epoch its model holds.`
+  }
+
+  // ---- value-vs-metric scatter per path ----
+  const scatters = paths.map((path, i) =>
+    scatterChart(scatterEls[i], {
+      title: `${path} vs ${sweep.metric}${axisOf(sweep.search_space[path]).log ? ' (log x)' : ''}`,
+      xLabel: path,
+      yLabel: sweep.metric,
+      color: PALETTE[i % PALETTE.length],
+      ...axisOf(sweep.search_space[path]),
+    }),
+  )
+  const renderScatters = () =>
+    paths.forEach((path, i) => {
+      const { categories } = axisOf(sweep.search_space[path])
+      const points = []
+      for (const t of trials) {
+        const v = t.values?.[path]
+        if (t.metric === null || v === undefined) continue
+        const x = categories ? categories.indexOf(fmtSample(v)) : v
+        if (typeof x === 'number' && x >= 0) points.push({ x, y: t.metric, label: `#${t.trial}` })
+      }
+      scatters[i].set(points)
+    })
+
+  // ---- the top trials' curves: the sweep metric per epoch, from each trial job's epoch rows ----
+  let curves = null
+  let curvesKey = ''
+  const metricRows = new Map() // job id -> {status, epochs, rows}
+  const renderCurves = async () => {
+    const ranked = trials
+      .filter((t) => t.metric !== null)
+      .sort((a, b) => (lowerIsBetter(sweep) ? a.metric - b.metric : b.metric - a.metric))
+    // while few trials have finished, running ones fill the chart so it shows progress
+    const top = [...ranked, ...trials.filter((t) => t.metric === null && t.status === 'running')].slice(0, TOP_CURVES)
+    await Promise.all(
+      top.map(async (t) => {
+        // read again only when the trial ran another epoch (or ended) since the last read
+        const known = metricRows.get(t.jobId)
+        if (known && known.status === t.status && known.epochs === t.epochs) return
+        const list = await api(`/v1/admin/jobs/${enc(t.jobId)}/metrics?name=${enc(sweep.metric)}`)
+        metricRows.set(t.jobId, { status: t.status, epochs: t.epochs, rows: list.data })
+      }),
+    )
+    const key = top.map((t) => t.jobId).join(',')
+    if (key !== curvesKey || !curves) {
+      curves?.destroy()
+      curvesKey = key
+      curves = lineChart(curvesEl, {
+        title: `${sweep.metric} per epoch, top ${top.length || TOP_CURVES} trials`,
+        xLabel: 'epoch',
+        empty: 'No trial has finished an epoch yet.',
+        series: top.map((t, i) => ({
+          label: `#${t.trial}${t.metric === null ? ` (${trialStatus(t)})` : ''}`,
+          color: PALETTE[i % PALETTE.length],
+          dash: t.metric === null ? [6, 4] : undefined,
+        })),
+      })
+    }
+    const byJob = top.map((t) => new Map((metricRows.get(t.jobId)?.rows ?? []).map((r) => [r.epoch, r.value])))
+    const xs = [...new Set(byJob.flatMap((m) => [...m.keys()]))].sort((a, b) => a - b)
+    curves.set(
+      xs,
+      byJob.map((m) => xs.map((x) => m.get(x) ?? null)),
+    )
+    curvesEl.dataset.series = String(top.length)
+  }
+
+  const renderSweep = () => {
+    status.replaceChildren(badge(sweep.status))
+    if (sweep.status !== lastStatus) {
+      announce(`Sweep ${sweep.id} is ${sweep.status}`)
+      lastStatus = sweep.status
+    }
+    cancelBtn.hidden = sweep.status !== 'running'
+    const p = sweep.progress ?? {}
+    const running = trials.filter((t) => !TERMINAL.includes(t.status)).length
+    const method = sweep.method?.type ?? 'transfer'
+    const asha = sweep.early_termination
+    details.replaceChildren(
+      kv(
+        'Project',
+        sweep.project
+          ? h('a', { href: `#/projects/${enc(sweep.project.id)}` }, sweep.project.name)
+          : (sweep.project_id ?? '—'),
+      ),
+      kv('Base model', modelLink(sweep.model)),
+      kv('Method', method),
+      kv('Strategy', sweep.strategy, 'sweep-strategy'),
+      kv('Metric', `${sweep.metric}, ${sweep.goal}`, 'sweep-metric'),
+      kv(
+        'Progress',
+        h(
+          'span',
+          { id: 'sweep-progress' },
+          progressBar((p.trials_done ?? 0) / Math.max(1, p.trials_total ?? 1), 'trials done', true),
+          ` ${p.trials_done ?? 0} of ${p.trials_total ?? '?'} done, ${p.trials_succeeded ?? 0} succeeded, ${running} unfinished`,
+        ),
+      ),
+      kv('Trials at once (max_parallel)', sweep.max_parallel),
+      kv(
+        'Early termination',
+        asha ? `ASHA: first rung at epoch ${asha.min_epochs}, keep the top 1/${asha.reduction_factor}` : 'off',
+      ),
+      kv('Keep every trial’s model', sweep.keep_all_models ? 'yes' : 'no (only the best)'),
+      kv('Seed', sweep.seed),
+      kv('Training file', fileLink(sweep.training_file)),
+      kv('Validation file', fileLink(sweep.validation_file)),
+      kv(
+        'Best trial',
+        sweep.best_trial
+          ? h(
+              'span',
+              {},
+              `#${sweep.best_trial.trial} `,
+              jobLink(sweep.best_trial.job_id),
+              ` ${sweep.metric} ${fmtNum(sweep.best_trial.metric_value)}`,
+            )
+          : null,
+        'best-trial',
+      ),
+      kv('Best model', modelLink(sweep.best_model), 'best-model'),
+      kv('Created', fmtTime(sweep.created_at)),
+      kv('Finished', fmtTime(sweep.finished_at)),
+      kv('Status reason', sweep.status_reason),
+    )
+  }
+
+  const loadTrials = async () => {
+    const all = []
+    let after = ''
+    for (;;) {
+      const page = await api(`${base}/trials?limit=100${after ? `&after=${enc(after)}` : ''}`)
+      all.push(...page.data.map(trialOf))
+      if (!page.has_more || !page.data.length) break
+      after = all.at(-1).jobId
+    }
+    trials = all
+  }
+  const refresh = async () => {
+    ;[sweep] = await Promise.all([api(base), loadTrials()])
+    renderSweep()
+    renderTrials()
+    renderScatters()
+    await renderCurves()
+    if (sweep.status !== 'running') stopPolling()
+  }
+
+  cancelBtn.addEventListener('click', async () => {
+    if (
+      !confirm(
+        `Cancel sweep ${sweep.id}? No new trial starts and its unfinished trials are cancelled. Press OK to cancel it, Cancel to keep it running.`,
+      )
+    )
+      return
+    actionError.textContent = ''
+    cancelBtn.disabled = true
+    try {
+      sweep = { ...sweep, ...(await api(`${base}/cancel`, { method: 'POST' })) }
+      renderSweep()
+      await refresh()
+    } catch (err) {
+      actionError.textContent = errorText(err)
+    }
+    cancelBtn.disabled = false
+  })
+
+  show(
+    h('p', {}, h('a', { href: '#/sweeps' }, '← Sweeps')),
+    h('h1', {}, 'Sweep ', h('span', { class: 'mono' }, sweep.id), status, h('span', { class: 'actions' }, cancelBtn)),
+    actionError,
+    sweep.suffix ? h('p', { class: 'muted' }, `Suffix ${sweep.suffix}`) : null,
+    h('div', { class: 'panel' }, details),
+    h('div', { class: 'panel' }, h('h2', {}, 'Search space'), searchSpaceTable(sweep)),
+    h(
+      'div',
+      { class: 'panel' },
+      h('h2', {}, 'Trials'),
+      h(
+        'div',
+        { class: 'scroll', tabindex: '0', role: 'region', 'aria-label': 'Trials' },
+        h(
+          'table',
+          { id: 'trials-table' },
+          h('caption', { class: 'skip' }, `Trials of ${sweep.id}`),
+          h('thead', {}, headRow),
+          tbody,
+        ),
+      ),
+      note,
+    ),
+    h('h2', {}, `Sampled value vs ${sweep.metric}`),
+    h('div', { class: 'charts', id: 'scatters' }, scatterEls),
+    h('div', { class: 'stack' }, curvesEl),
+  )
+  renderSweep()
+  let stopPolling = () => {}
+  stopPolling = poll(refresh, SWEEP_POLL_MS, (err) => {
+    actionError.textContent = errorText(err)
+  })
+  return () => {
+    stopPolling()
+    curves?.destroy()
+    for (const s of scatters) s.destroy()
   }
 }
 
@@ -2748,6 +3391,8 @@ async function queuesPage() {
 const ROUTES = [
   [/^#\/jobs\/([^/?]+)/, (m) => jobPage(decodeURIComponent(m[1])), 'jobs'],
   [/^#\/compare/, () => comparePage(), 'jobs'],
+  [/^#\/sweeps\/([^/?]+)/, (m) => sweepPage(decodeURIComponent(m[1])), 'sweeps'],
+  [/^#\/sweeps/, () => sweepsPage(), 'sweeps'],
   [/^#\/new-job/, () => newJobPage(), 'jobs'],
   [/^#\/datasets\/([^/?]+)/, (m) => datasetPage(decodeURIComponent(m[1])), 'datasets'],
   [/^#\/datasets/, () => datasetsPage(), 'datasets'],
