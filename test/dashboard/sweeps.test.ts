@@ -220,14 +220,13 @@ test('the sweep page follows a running sweep to its end: trials, statuses, best 
   assert.ok(await page.locator('#sweep-curves canvas').isVisible())
   const best = list.find((t: any) => t.job.id === done.best_trial.job_id)
   const rows = (await admin.get(`/v1/admin/jobs/${best.job.id}/metrics?name=val_accuracy`)).body.data
-  const curveTable = await page
-    .locator('#sweep-curves details tbody tr')
-    .evaluateAll((trs) => trs.map((tr) => tr.children[1]?.textContent))
-  assert.deepEqual(
-    curveTable,
-    rows.map((r: any) => fmt(r.value)),
-    'the best trial (first series) per epoch',
-  )
+  // the data table under the chart re-renders 500 ms after it
+  const curveTable = () =>
+    page
+      .locator('#sweep-curves details tbody tr')
+      .evaluateAll((trs) => trs.map((tr) => tr.children[1]?.textContent).join(','))
+  const want = rows.map((r: any) => fmt(r.value)).join(',')
+  await waitFor(async () => (await curveTable()) === want, 5_000, `the best trial (first series) per epoch: ${want}`)
   await page.screenshot({ path: join(SHOTS, 'sweep.png'), fullPage: true })
   // each trial links to its job page
   await page.click(`#trials-body tr[data-job="${best.job.id}"] a[href^="#/jobs/"]`)

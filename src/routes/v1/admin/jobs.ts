@@ -73,7 +73,9 @@ export async function finalAndBest(app: FastifyInstance, jobIds: string[]) {
   for (const id of jobIds) {
     const s = stored.get(id)
     const r = byJob.get(id)
-    out.set(id, s?.best_by ? { final: s.final ?? null, best: s.best ?? null } : r?.length ? summarizeMetrics(r) : null)
+    // only final and best: the admin schemas are closed (a whole summary fails the trials list's serializer)
+    const m = s?.best_by ? s : r?.length ? summarizeMetrics(r) : null
+    out.set(id, m ? { final: m.final ?? null, best: m.best ?? null } : null)
   }
   return out
 }
