@@ -245,6 +245,7 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
     body: (r) => {
       const m = r.mobilenet_v2 ?? {}
       const h = r.head_logits ?? {}
+      const c = r.cnn_small_step ?? {}
       const pct = (b: number, a: number) => (b && a ? `${Math.round((100 * (a - b)) / b)}%` : '–')
       return `${mdTable(
         ['figure', 'before (library layers)', 'after', 'change', 'applied'],
@@ -270,8 +271,19 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
             pct(h.logits_step_ms_before, h.logits_step_ms_after),
             'no (no gain)',
           ],
+          ...(c.step_ms_before
+            ? [
+                [
+                  'cnn-small training step, batch 128, ms (Relu gradients: tfjs step() vs ReluGrad)',
+                  c.step_ms_before,
+                  c.step_ms_after,
+                  pct(c.step_ms_before, c.step_ms_after),
+                  'yes (tensorflow backend)',
+                ],
+              ]
+            : []),
         ],
-      )}\n\nAfter: inference-mode BatchNormalization as x * s + o, ReLU(6) as relu6. One run; load average ${r.load_average?.before?.join(' ') ?? '?'} before, ${r.load_average?.after?.join(' ') ?? '?'} after (2 cores shared with other work).`
+      )}\n\nAfter: inference-mode BatchNormalization as x * s + o, ReLU(6) as relu6, Relu/Relu6 gradients through TensorFlow's ReluGrad/Relu6Grad. One run; load average ${r.load_average?.before?.join(' ') ?? '?'} before, ${r.load_average?.after?.join(' ') ?? '?'} after (2 cores shared with other work)${c.load_average ? `; the cnn-small row: its own run (${c.date?.slice(0, 10)}, 8 interleaved rounds, load ${c.load_average.before?.join(' ')})` : ''}.`
     },
   },
   inference: {
