@@ -56,7 +56,7 @@ export interface TransferFeatureCache {
 }
 
 /** Cached features fit a loaded dataset when they hold its rows, labels and classes (same file and backbone). */
-function usable(c: CachedFeatures | null | undefined, ds: LoadedDataset): FeatureSet | null {
+export function usable(c: CachedFeatures | null | undefined, ds: LoadedDataset): FeatureSet | null {
   if (!c || c.set.rows !== ds.rows || c.classes.join('\u0000') !== ds.classes.join('\u0000')) return null
   return c.set.labels.every((l, i) => l === ds.y[i]) ? c.set : null
 }

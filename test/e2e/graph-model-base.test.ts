@@ -184,6 +184,25 @@ test('a transfer job on the graph model trains a head on its graph features; oth
     assert.equal(meta.graph_base.feature_node, (model.metadata as Record<string, any>).feature_layer)
     assert.equal(meta.graph_model.output, 'refit_head/probabilities')
     tunedId = tuned.id
+
+    // the feature cache across jobs: keyed by the compiled graph's sha256, a second job on the same file and
+    // base trains on the stored features without opening the graph, and ends with the same weights
+    const entries = await app.db.featureCacheEntry.findMany({ where: { fileId } })
+    assert.equal(entries.length, 1, 'the first job stored its features')
+    const again = await create({ type: 'transfer', transfer: { hyperparameters: { n_epochs: 1, batch_size: 12 } } })
+    assert.equal(again.statusCode, 200, again.body)
+    const job2 = await waitForTerminal(app, again.json().id, 300_000)
+    assert.equal(job2.status, 'succeeded', `${job2.errorCode}: ${job2.errorMessage}`)
+    const events2 = await app.db.jobEvent.findMany({ where: { jobId: job2.id }, orderBy: { seq: 'asc' } })
+    const fromCache = events2.find((e) => e.message.startsWith('features from cache'))
+    assert.ok(fromCache, events2.map((e) => e.message).join('\n'))
+    assert.equal((fromCache.data as Record<string, unknown>).from_cache, 36)
+    assert.ok(!events2.some((e) => e.message.startsWith('computed backbone features')))
+    const weightsOf = async (id: string) =>
+      (
+        await unzipToMemory((await app.inject({ url: `/v1/models/${id}/content`, headers: bearer(key) })).rawPayload)
+      ).get('weights.bin')!
+    assert.ok((await weightsOf(job2.fineTunedModelId!)).equals(await weightsOf(tuned.id)), 'same features, same head')
   }
 })
 

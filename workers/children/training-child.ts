@@ -87,8 +87,7 @@ async function train(req: TrainRequest): Promise<void> {
     )
   // images load at the trained model's height/width (an architecture takes the file's own size)
   const meta = req.baseModelDir ? await readMetadata(req.baseModelDir) : null
-  // a TF.js graph-model base has no layers topology to check, and its features are not in the feature cache
-  // (whose cached-feature path composes layers files)
+  // a TF.js graph-model base has no layers topology to check
   const graphBase = meta !== null && graphModelOf(meta) !== null
   if (!graphBase) await precheck(req, selected.backend)
   const shapeOf = (m: ModelMetadata | null) =>
@@ -100,8 +99,9 @@ async function train(req: TrainRequest): Promise<void> {
       ...spec.options,
       ...(shape ? { imageShape: shape } : { fitWithin: PRESET_MAX_IMAGE_SIDE }),
     })
-  const featureCache = method.type === 'transfer' && !graphBase ? await openFeatureCache(req, send) : null
-  if (method.type === 'transfer' && featureCache) {
+  const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
+  // a graph base's fine-tuned model is composed by graph-transfer.ts (base graph + head nodes), not from layers files
+  if (method.type === 'transfer' && featureCache && !graphBase) {
     const served = await trainOnCachedFeatures(req, method, featureCache, selected)
     if (served) return finishDone(served)
   }

@@ -12,15 +12,10 @@ import type { BackendName, GraphSettings } from '../protocol.js'
 import type { Tensor, Tf } from '../tf.js'
 import { DEFAULT_GRAPH_SETTINGS, type FrozenForward } from './forward.js'
 import { type GraphModelJson, graphModelSavedModel } from './graph-model.js'
+import { GRAPH_MODEL_CONVERTER_VERSION, graphModelContentSha256 } from './graph-model-key.js'
 import { findGraph, pruneGraphs, removePrivateGraph, writeGraph } from './saved-model-cache.js'
 
-/** True when a model's metadata says its files are a TF.js graph model (uploaded, or fine-tuned on one). */
-export function isGraphModelMeta(meta: object): boolean {
-  return (meta as { graph_model?: { format?: string } }).graph_model?.format === 'tfjs-graph-model'
-}
-
-/** Bumped when the conversion of the same graph model changes: part of the graph cache key. */
-export const GRAPH_MODEL_CONVERTER_VERSION = 1
+export { graphModelContentSha256, isGraphModelMeta } from './graph-model-key.js'
 
 /** What to open: the graph model in `dir`, up to `node` (default: its output). */
 export interface GraphModelForwardOptions {
@@ -30,15 +25,6 @@ export interface GraphModelForwardOptions {
   inputShape: number[]
   backend: BackendName | string
   settings?: GraphSettings
-}
-
-/** The sha256 that names a graph model's conversion up to `node` in the compiled-graph cache. */
-export function graphModelContentSha256(modelJson: Uint8Array, weights: Uint8Array, node: string | null): string {
-  return createHash('sha256')
-    .update(`refit-graph-model-v${GRAPH_MODEL_CONVERTER_VERSION}\n${node ?? ''}\n`)
-    .update(modelJson)
-    .update(weights)
-    .digest('hex')
 }
 
 /** Compiles (or finds in the cache) the graph model and opens it as a frozen forward pass (graph path only). */

@@ -27,10 +27,10 @@ import {
   splitParts,
   trainableVariables,
 } from '../training.js'
-import type { TransferOptions } from '../transfer.js'
+import { type TransferOptions, usable } from '../transfer.js'
 import { alignClasses, extractFeatures } from '../transfer-data.js'
 import { buildHead } from '../transfer-model.js'
-import { forwardEventData, frozenForwardEvent } from './forward.js'
+import { type FrozenForward, forwardEventData, frozenForwardEvent } from './forward.js'
 import { graphModelWithHead, HEAD_OUTPUT } from './graph-head.js'
 import type { GraphModelJson } from './graph-model.js'
 import { graphModelForward } from './graph-model-forward.js'
@@ -80,39 +80,65 @@ export async function runGraphTransfer(
   checkTrainable(train)
   const classes = train.classes
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined
-  const forward = await graphModelForward(tf, {
-    dir: opts.baseModelDir,
-    node: graph.feature_node,
-    inputShape: meta.input_shape,
-    backend: opts.backend ?? tf.getBackend(),
-    settings: opts.graph,
-  })
-  emit(frozenForwardEvent('backbone', forward))
+  // features an earlier job computed for these files through the same compiled graph (feature cache across
+  // jobs; the key holds the compiled graph's sha256): the base graph is then not even opened
+  const fc = opts.featureCache
+  const cachedTrain = usable(fc?.train, train)
+  const cachedVal = validationDs && opts.validation ? usable(fc?.validation, opts.validation) : null
+  let forward: FrozenForward | null = null
   const featureTensors: { dispose(): void }[] = []
   let headModel: LayersModel | null = null
   try {
     const t0 = performance.now()
     const batch = opts.featureBatchSize ?? forwardBatchSize(meta.input_shape)
-    const extract = (ds: typeof train) =>
-      extractFeatures(tf, forward, ds, meta.preprocessing, meta.input_shape, batch, opts.isCancelled)
-    const trainFeatures = await extract(train)
-    const valFeatures = validationDs && trainFeatures ? await extract(validationDs) : undefined
-    if (!trainFeatures || valFeatures === null)
+    const extract = async (ds: typeof train) => {
+      if (!forward) {
+        forward = await graphModelForward(tf, {
+          dir: opts.baseModelDir,
+          node: graph.feature_node,
+          inputShape: meta.input_shape,
+          backend: opts.backend ?? tf.getBackend(),
+          settings: opts.graph,
+        })
+        emit(frozenForwardEvent('backbone', forward))
+      }
+      return extractFeatures(tf, forward, ds, meta.preprocessing, meta.input_shape, batch, opts.isCancelled)
+    }
+    const trainFeatures = cachedTrain ?? (await extract(train))
+    const valComputed = validationDs && !cachedVal && trainFeatures ? await extract(validationDs) : undefined
+    ;(forward as FrozenForward | null)?.dispose()
+    if (!trainFeatures || valComputed === null)
       return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
+    // cached labels index the validation file's own classes: take the aligned ones of the same rows
+    const valFeatures =
+      validationDs && cachedVal ? { ...cachedVal, labels: Int32Array.from(validationDs.y) } : valComputed
     const featureDim = trainFeatures.dim
+    const shape = [featureDim]
+    if (fc && !cachedTrain) await fc.computed('training', { set: trainFeatures, classes: train.classes, shape })
+    if (fc && valComputed && opts.validation)
+      await fc.computed('validation', {
+        set: { ...valComputed, labels: Int32Array.from(opts.validation.y) },
+        classes: opts.validation.classes,
+        shape,
+      })
     const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
+    const fromCache = (cachedTrain ? trainFeatures.rows : 0) + (cachedVal ? cachedVal.rows : 0)
+    const computedBy = forward as FrozenForward | null
     emit({
       type: 'event',
       level: 'info',
-      message: `computed backbone features for ${samples} samples (graph model)`,
+      message:
+        fromCache === samples
+          ? `features from cache for ${samples} samples (graph model not opened)`
+          : `computed backbone features for ${samples - fromCache} samples (graph model)${fromCache ? `, ${fromCache} from cache` : ''}`,
       data: {
         samples,
-        from_cache: 0,
-        computed: samples,
+        from_cache: fromCache,
+        computed: samples - fromCache,
         ms: Math.round(performance.now() - t0),
         feature_layer: graph.feature_node,
         feature_dim: featureDim,
-        ...forwardEventData(forward),
+        ...(computedBy ? forwardEventData(computedBy) : {}),
       },
     })
     // the head's layer names only need to be unique within the head: no base layers to avoid
@@ -176,7 +202,7 @@ export async function runGraphTransfer(
     if (run.modelDir) await storeWithBase(opts.baseModelDir, graph, h.model, run.modelDir)
     return run
   } finally {
-    forward.dispose()
+    ;(forward as FrozenForward | null)?.dispose()
     for (const f of featureTensors) f.dispose()
     if (headModel) disposeShared([headModel])
   }

@@ -20,6 +20,7 @@ import type { io } from '@tensorflow/tfjs'
 import type { Config } from '../../config.js'
 import type { Db } from '../../db/client.js'
 import { GRAPH_COMPILER_VERSION } from '../../engine/graph/compile.js'
+import { compiledGraphModelSha256, isGraphModelMeta } from '../../engine/graph/graph-model-key.js'
 import type {
   ChildMessage,
   FeatureCacheSlot,
@@ -114,16 +115,27 @@ export async function prepareJobFeatureCache(
   if (job.initCheckpointId) return null
   const meta = JSON.parse(await readFile(path.join(request.baseModelDir, 'metadata.json'), 'utf8')) as ModelMetadata
   if (!meta.feature_layer) return null
-  const backbone = await backboneSha256(request.baseModelDir, meta.feature_layer, forward)
+  const featureLayer = meta.feature_layer
+  const baseDir = request.baseModelDir
+  // a TF.js graph-model base: keyed by its compiled graph's sha256, which the graph cache records once a training
+  // process compiled it (the first job computes and stores; its key is resolved again when it stores)
+  const graphCache = request.graph?.cacheDir ?? null
+  const graphBase = isGraphModelMeta(meta)
+  if (graphBase && !graphCache) return null
+  const graphSha = async () => (graphBase ? compiledGraphModelSha256(baseDir, featureLayer, graphCache!) : null)
+  const graphForward = (compiled: string | null) => (graphBase ? `${forward}/graph-model:${compiled}` : forward)
+  const firstGraph = await graphSha()
+  const backbone = await backboneSha256(baseDir, featureLayer, graphForward(firstGraph))
   const preprocessing = preprocessingKey(meta)
   const keys = new Map<Which, EntryKey & { file: File }>()
   const slot = async (which: Which, file: File): Promise<FeatureCacheSlot> => {
     const key = { fileId: file.id, fileSha256: file.sha256, backboneSha256: backbone, preprocessing }
     keys.set(which, { ...key, file })
     const writePath = path.join(request.outputDir, 'features', `${which}.bin`)
-    const entry = await db.featureCacheEntry.findUnique({
-      where: { fileId_fileSha256_backboneSha256_preprocessing: key },
-    })
+    const entry =
+      graphBase && !firstGraph
+        ? null
+        : await db.featureCacheEntry.findUnique({ where: { fileId_fileSha256_backboneSha256_preprocessing: key } })
     if (!entry) return { cached: null, writePath }
     let local: string
     try {
@@ -144,9 +156,15 @@ export async function prepareJobFeatureCache(
   return {
     slots,
     async store(msg) {
-      const key = keys.get(msg.which)
+      let key = keys.get(msg.which)
       if (!key) return `${msg.which} features not cached: no slot`
       try {
+        if (graphBase) {
+          const compiled = await graphSha()
+          if (!compiled)
+            return `${msg.which} features not cached: the graph base's compiled graph is not in the graph cache`
+          key = { ...key, backboneSha256: await backboneSha256(baseDir, featureLayer, graphForward(compiled)) }
+        }
         const used = await storageUsedWithFeatures(db, job.projectId)
         const quota = await projectQuota(deps, job.projectId)
         if (used + msg.bytes > quota)

@@ -96,8 +96,7 @@ export async function estimateJobMemory(
 ): Promise<MemoryEstimate | null> {
   const stats = job.training.stats as FileStats | null
   if (!stats?.rows) return null
-  // a TF.js graph-model base has no layers topology to size (not estimated yet: the job runs unestimated)
-  if ((job.model.metadata as { graph_model?: unknown } | null)?.graph_model) return null
+  // a TF.js graph-model base (or teacher) is sized from its GraphDef (engine/graph/graph-memory.ts)
   const image = !!stats.image_shape
   const shape: JobShape = {
     method: job.method.type,
