@@ -20,7 +20,7 @@ import { readFile, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
-import { retryTransient } from '../src/db/transient.js'
+import { isTransientError, retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
 import { memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
@@ -231,6 +231,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     let stale = false
     /** why a checkpoint was refused by the storage quota: the training process is stopped, the job fails */
     let quotaRefusal: string | null = null
+    /** the job's events said once that its storage reservations go through PostgreSQL (Redis down) */
+    let saidFallback = false
     let outcome = null as Outcome | null
     let backend: string | null = null
     let lastProgressWrite = 0
@@ -339,12 +341,34 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           try {
             await held.reserve(await localDirBytes(msg.dir), `The checkpoint of epoch ${msg.epoch}`)
           } catch (err) {
-            if (!isQuotaRefusal(err)) throw err
-            quotaRefusal = err.message
+            // PostgreSQL unreachable: the message chain waits for it and handles this checkpoint again
+            if (isTransientError(err)) throw err
             await rm(msg.dir, { recursive: true, force: true })
+            if (!isQuotaRefusal(err)) {
+              // storage accounting busy past its retries (Redis and PostgreSQL both answered, neither let
+              // the reservation through): this checkpoint is dropped, said so, and training goes on
+              await event(
+                fence,
+                'warn',
+                `The checkpoint of epoch ${msg.epoch} was not kept: ${(err as Error).message} Training goes on; the next checkpoint is tried again.`,
+                { epoch: msg.epoch, step: msg.step, code: (err as { code?: string }).code ?? null },
+              )
+              break
+            }
+            quotaRefusal = err.message
             // stop at the end of the batch; not a user cancel, so the job fails once the process exits
             if (child.connected) child.send({ type: 'cancel' })
             break
+          }
+          if (held.fellBack && !saidFallback) {
+            saidFallback = true
+            jobLog.warn({}, 'Redis unavailable: storage reserved through PostgreSQL')
+            await event(
+              fence,
+              'warn',
+              'Redis is unavailable: checkpoint and model bytes are reserved in the storage quota through PostgreSQL until it is back',
+              { epoch: msg.epoch },
+            )
           }
           try {
             await recordCheckpoint(msg)
@@ -422,7 +446,17 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             stale = true
             child.kill('SIGKILL')
             jobLog.warn({ jobId, attempt }, 'lost the job to another worker; training process killed')
-          } else jobLog.error({ err, jobId }, 'handling a training message failed')
+          } else {
+            jobLog.error({ err, jobId }, 'handling a training message failed')
+            // a checkpoint is never lost without a word in the job's events
+            if (msg.type === 'checkpoint')
+              return event(
+                fence,
+                'warn',
+                `The checkpoint of epoch ${msg.epoch} was not kept: ${(err as Error).message}`,
+                { epoch: msg.epoch, step: msg.step },
+              ).catch(() => {})
+          }
         })
     })
     const exitCode = await new Promise<number | null>((resolve) => {
@@ -436,17 +470,30 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     forgetJob(jobId)
     if (stale) return { stale: true }
     const result = outcome
+    // A model the training process saved but the job will not register (cancelled after its last epoch,
+    // refused by the quota, lost to another worker) is removed: no stored byte goes uncounted.
+    const discardModel = async () => {
+      const dir = result?.kind === 'done' ? result.msg.modelDir : ''
+      if (!dir) return
+      await rm(dir, { recursive: true, force: true })
+      await storage.remove(storage.keyOf(dir)).catch(() => {})
+    }
 
     const now = await db.fineTuningJob.findUnique({ where: { id: jobId }, select: { status: true, attempt: true } })
-    if (now?.attempt !== attempt) return { stale: true }
+    if (now?.attempt !== attempt) {
+      await discardModel()
+      return { stale: true }
+    }
     const stoppedEarly = result?.kind === 'done' && result.msg.cancelled
     if (now.status === 'cancelling' || (stoppedEarly && stopRequested === 'cancel')) {
+      await discardModel()
       await retryTransient(() =>
         lifecycle.finishCancel(deps, fence, 'the training process stopped at the end of its batch'),
       )
       return { cancelled: true }
     }
     if (memory.killed) {
+      await discardModel()
       const k = memory.killed
       // permanent: the same job on the same data would be killed again
       const message = `${memoryKillMessage('training process', k, 'TRAINING_MEMORY_BYTES')} Lower batch_size or train on smaller images.`
@@ -459,6 +506,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       throw new UnrecoverableError(message)
     }
     if (quotaRefusal) {
+      await discardModel()
       // permanent: the same job would pass the quota again; its earlier checkpoints stay
       await retryTransient(() => lifecycle.fail(deps, fence, 'storage_quota_exceeded', quotaRefusal!))
       throw new UnrecoverableError(quotaRefusal)
@@ -549,8 +597,9 @@ async function registerModel(
       () => deps.db.metric.findMany({ where: { jobId: job.id, ...EPOCH_ROWS_ONLY }, orderBy: { step: 'asc' } }),
       { onRetry },
     )
-    const resultFile = await storeResultFile(storage, job, rows)
-    await held.reserve(Number(resultFile.bytes), "The job's result file")
+    const resultFile = await storeResultFile(storage, job, rows, (bytes) =>
+      held.reserve(bytes, "The job's result file"),
+    )
     return retryTransient(
       () =>
         lifecycle.succeed(deps, fence, {

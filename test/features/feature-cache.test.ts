@@ -15,8 +15,19 @@ import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { loadModel } from '../../src/engine/model-io.js'
 import type { Tf } from '../../src/engine/tf.js'
 import { backboneSha256, evictFeatures, featurePath } from '../../src/modules/features/feature-cache-service.js'
-import { adminAuth, bearer, buildTestApp, createProjectKey, createTestEnv, type TestEnv } from '../helpers/env.js'
+import { storageUsed } from '../../src/modules/limits/limits-service.js'
+import { StorageReservation } from '../../src/modules/limits/storage-reservation.js'
+import {
+  adminAuth,
+  bearer,
+  buildTestApp,
+  createProjectKey,
+  createTestEnv,
+  type TestEnv,
+  waitFor,
+} from '../helpers/env.js'
 import { createTransferJob, uploadDigits, waitForTerminal } from '../helpers/jobs.js'
+import { auditProjectStorage } from '../helpers/storage-audit.js'
 import { startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js'
 
 let env: TestEnv
@@ -202,6 +213,49 @@ test('eviction removes least recently used entries until the cache fits', async 
   assert.equal(await app.storage.exists(real.path), false)
 })
 
+test('features that do not fit the storage quota are not cached: the job trains on them in memory and says why', async () => {
+  // the real entry was evicted above: this job computes the features and would store them
+  const real = async () => (await entries()).filter((e) => e.backboneSha256.length === 64)
+  assert.equal((await real()).length, 0)
+  // An upload in flight (a reservation in Redis, not yet a row) holds all of the quota but 1 MB, less than
+  // the features need: counting only what is stored would let them in. It ends once the features were
+  // refused, before the first checkpoint (small batches make that epoch long), which then fits.
+  const held = new StorageReservation(app, projectId)
+  await held.reserve(env.config.storageQuotaBytes - (await storageUsed(app, projectId)) - 1_000_000)
+  let job: { id: string }
+  try {
+    job = await createTransferJob(app, key, fileId, { n_epochs: 1, batch_size: 2 })
+    await waitFor(
+      () => app.db.jobEvent.findFirst({ where: { jobId: job.id, message: { startsWith: 'training features' } } }),
+      120_000,
+      'the features event',
+      10,
+    )
+  } finally {
+    await held.release()
+  }
+  const done = await waitForTerminal(app, job.id)
+  assert.equal(done.status, 'succeeded', `${done.errorCode}: ${done.errorMessage}`)
+  const messages = (await app.db.jobEvent.findMany({ where: { jobId: job.id }, orderBy: { seq: 'asc' } })).map(
+    (e) => e.message,
+  )
+  assert.ok(
+    messages.some((m) =>
+      /^training features not cached \(this job trains on the ones it computed in memory\): Caching the training features needs \d+ bytes; the project stores \d+ of its \d+-byte quota/.test(
+        m,
+      ),
+    ),
+    messages.join('\n'),
+  )
+  assert.ok(messages.some((m) => m.startsWith('computed backbone features for 300 samples')))
+  assert.equal((await real()).length, 0, 'no entry was recorded')
+  assert.deepEqual(
+    (await app.storage.list(`features/${projectId}`)).map((o) => o.key),
+    (await entries()).map((e) => e.path),
+    'no feature bytes were stored',
+  )
+})
+
 test('deleting the file deletes its cached features', async () => {
   const [entry] = await entries()
   const del = await app.inject({ method: 'DELETE', url: `/v1/files/${fileId}`, headers: bearer(key) })
@@ -209,4 +263,10 @@ test('deleting the file deletes its cached features', async () => {
   assert.equal((await entries()).length, 0)
   assert.equal(await app.storage.exists(entry.path), false)
   assert.equal(await app.storage.exists(`features/${projectId}/${fileId}`), false)
+})
+
+test('every byte the jobs stored is counted in the project usage (features, checkpoints, models, result files)', async () => {
+  const audit = await auditProjectStorage(app, projectId)
+  assert.deepEqual(audit.unknown, [], 'objects no project owns')
+  assert.equal(audit.bytes, await storageUsed(app, projectId), JSON.stringify(audit.objects, null, 1))
 })

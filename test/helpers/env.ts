@@ -130,6 +130,7 @@ export async function waitFor<T>(
   fn: () => Promise<T | null | undefined | false>,
   timeoutMs: number,
   what: string,
+  everyMs = 100,
 ): Promise<T> {
   const end = Date.now() + timeoutMs
   let last: unknown
@@ -140,7 +141,7 @@ export async function waitFor<T>(
     } catch (err) {
       last = err
     }
-    await new Promise((r) => setTimeout(r, 100))
+    await new Promise((r) => setTimeout(r, everyMs))
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ''}`)
 }

@@ -8,6 +8,8 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
+import { StorageReservation } from '../../src/modules/limits/storage-reservation.js'
 import {
   adminAuth,
   bearer,
@@ -199,4 +201,30 @@ test('20 simultaneous creates with max_concurrent_jobs 1 make exactly one job', 
   assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses}`)
   assert.equal(statuses.filter((s) => s === 429).length, 19, `statuses: ${statuses}`)
   assert.equal(await app.db.fineTuningJob.count({ where: { projectId: p.projectId } }), 1)
+})
+
+test('a reservation gets through while other writers release all the time (retried, not refused)', async () => {
+  const { projectId } = await project('contention', { storage_quota_bytes: 1_000_000 })
+  // every release bumps the project's generation; a reservation whose figure predates it is tried again
+  const hammer = new Redis(env.config.redisUrl)
+  const generation = `${env.config.queuePrefix}:quota:${projectId}:generation`
+  let releasing = true
+  const releases = (async () => {
+    while (releasing) await hammer.incr(generation)
+  })()
+  const quiet = setTimeout(() => {
+    releasing = false
+  }, 1500)
+  const r = new StorageReservation(app, projectId)
+  try {
+    await r.reserve(1000, 'This write')
+    assert.equal(r.reserved, 1000)
+    assert.ok(Number(await app.redis.get(generation)) > 100, 'the generation moved all along')
+  } finally {
+    clearTimeout(quiet)
+    releasing = false
+    await releases
+    hammer.disconnect()
+    await r.release()
+  }
 })

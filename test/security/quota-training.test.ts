@@ -18,6 +18,7 @@ import {
 } from '../helpers/env.js'
 import { TERMINAL } from '../helpers/jobs.js'
 import { tabularCsv } from '../helpers/memory-fixtures.js'
+import { auditProjectStorage } from '../helpers/storage-audit.js'
 import { isAlive, startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js'
 
 let env: TestEnv
@@ -145,4 +146,10 @@ test('a model past the quota fails the job storage_quota_exceeded; its checkpoin
   assert.equal(next.status, 'succeeded', JSON.stringify(next.error))
   const row = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: next.id } })
   assert.equal(row.workerPid, worker.pid, 'the same worker process')
+})
+
+test('every byte the jobs stored is counted in the project usage (checkpoints, models, result files; none stray)', async () => {
+  const audit = await auditProjectStorage(app, projectId)
+  assert.deepEqual(audit.unknown, [], 'objects no project owns')
+  assert.equal(audit.bytes, await storageUsed(app, projectId), JSON.stringify(audit.objects, null, 1))
 })

@@ -10,7 +10,9 @@
 // job computes and stores the features again).
 //
 // Bytes: all entries together stay under FEATURE_CACHE_BYTES, least recently used evicted first; each
-// project's entries count toward its storage quota (a project at its quota computes features every time).
+// project's entries count toward its storage quota and are reserved in it (limits/storage-reservation.ts, as
+// uploads and checkpoints are) before they are stored: features that do not fit are not cached, the job
+// trains on the ones it computed in memory and its events say why.
 // Deleting a file deletes its features.
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -31,12 +33,13 @@ import type {
 import type { File } from '../../generated/prisma/client.js'
 import { newId } from '../../lib/ids.js'
 import type { Storage } from '../../storage/storage.js'
+import { isQuotaRefusal, type QuotaApp, StorageReservation } from '../limits/storage-reservation.js'
 
 /** What the cache needs of a worker (or of the API, for deletes). */
 export interface FeatureCacheDeps {
   db: Db
   storage: Storage
-  config: Pick<Config, 'featureCacheBytes' | 'storageQuotaBytes'>
+  config: Pick<Config, 'featureCacheBytes'>
 }
 
 type Which = 'training' | 'validation'
@@ -104,7 +107,7 @@ export interface JobFeatureCache {
  * FEATURE_CACHE_BYTES=0.
  */
 export async function prepareJobFeatureCache(
-  deps: FeatureCacheDeps,
+  deps: FeatureCacheDeps & QuotaApp,
   job: { projectId: string; initCheckpointId: string | null; trainingFile: File; validationFile: File | null },
   request: TrainRequest,
   /** the worker's `featurePath` */
@@ -158,6 +161,8 @@ export async function prepareJobFeatureCache(
     async store(msg) {
       let key = keys.get(msg.which)
       if (!key) return `${msg.which} features not cached: no slot`
+      // reserved before a byte is stored, released once the entry's row counts them
+      const held = new StorageReservation(deps, job.projectId)
       try {
         if (graphBase) {
           const compiled = await graphSha()
@@ -165,10 +170,12 @@ export async function prepareJobFeatureCache(
             return `${msg.which} features not cached: the graph base's compiled graph is not in the graph cache`
           key = { ...key, backboneSha256: await backboneSha256(baseDir, featureLayer, graphForward(compiled)) }
         }
-        const used = await storageUsedWithFeatures(db, job.projectId)
-        const quota = await projectQuota(deps, job.projectId)
-        if (used + msg.bytes > quota)
-          return `${msg.which} features not cached: ${msg.bytes} more bytes would take the project over its storage quota (${used} of ${quota} used)`
+        try {
+          await held.reserve(msg.bytes, `Caching the ${msg.which} features`)
+        } catch (err) {
+          const why = isQuotaRefusal(err) ? err.message : `storage accounting unavailable (${(err as Error).message})`
+          return `${msg.which} features not cached (this job trains on the ones it computed in memory): ${why}`
+        }
         const target = objectKey(job.projectId, key)
         const stored = await storage.writeStream(target, createReadStream(msg.path))
         if (stored.sha256 !== msg.sha256) {
@@ -190,6 +197,7 @@ export async function prepareJobFeatureCache(
         const evicted = await evictFeatures(deps)
         return `${msg.which} features cached (${stored.bytes} bytes)${evicted ? `; ${evicted} least recently used entries evicted` : ''}`
       } finally {
+        await held.release()
         await rm(msg.path, { force: true })
       }
     },
@@ -215,22 +223,9 @@ const pick = ({ fileId, fileSha256, backboneSha256, preprocessing }: EntryKey): 
 })
 
 /** Bytes of a project's cached features (they count toward its storage quota). */
-export async function featureBytes(db: Db, projectId: string): Promise<number> {
+export async function featureBytes(db: Pick<Db, 'featureCacheEntry'>, projectId: string): Promise<number> {
   const sum = await db.featureCacheEntry.aggregate({ where: { projectId }, _sum: { bytes: true } })
   return Number(sum._sum.bytes ?? 0n)
-}
-
-async function storageUsedWithFeatures(db: Db, projectId: string): Promise<number> {
-  const files = await db.file.aggregate({
-    where: { projectId, deletedAt: null, status: { not: 'error' } },
-    _sum: { bytes: true },
-  })
-  return Number(files._sum.bytes ?? 0n) + (await featureBytes(db, projectId))
-}
-
-async function projectQuota(deps: FeatureCacheDeps, projectId: string): Promise<number> {
-  const p = await deps.db.project.findUnique({ where: { id: projectId }, select: { storageQuotaBytes: true } })
-  return p?.storageQuotaBytes == null ? deps.config.storageQuotaBytes : Number(p.storageQuotaBytes)
 }
 
 /** Deletes entries, least recently used first, until all entries fit FEATURE_CACHE_BYTES; returns how many. */

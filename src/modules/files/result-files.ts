@@ -35,9 +35,13 @@ export async function storeResultFile(
   storage: Storage,
   job: { id: string; projectId: string },
   rows: { step: number; epoch: number; name: string; value: number }[],
+  /** reserves the file's bytes in the project's storage quota; called before they are written */
+  reserve: (bytes: number) => Promise<void>,
 ): Promise<Prisma.FileUncheckedCreateInput> {
   const key = resultFileKey(job.id)
-  const stored = await storage.put(key, metricsCsv(rows))
+  const csv = metricsCsv(rows)
+  await reserve(Buffer.byteLength(csv))
+  const stored = await storage.put(key, csv)
   return {
     id: resultFileId(job.id),
     projectId: job.projectId,

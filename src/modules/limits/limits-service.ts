@@ -4,10 +4,14 @@
 // (storage-reservation.ts), and job creation counts and inserts under a per-project lock (withJobSlotLock).
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
+import type { Config } from '../../config.js'
 import { AppError, notFound } from '../../errors.js'
+import type { Prisma } from '../../generated/prisma/client.js'
 import { featureBytes } from '../features/feature-cache-service.js'
 
-type LimitsApp = Pick<FastifyInstance, 'db' | 'config'>
+/** The database or a transaction of it (the storage quota's PostgreSQL fallback counts inside one). */
+export type LimitsDb = Prisma.TransactionClient
+type LimitsApp = { db: LimitsDb; config: Pick<Config, 'storageQuotaBytes' | 'maxConcurrentJobs'> }
 
 /** Jobs that hold a slot: everything not finished. */
 export const SLOT_HOLDING = ['validating_files', 'queued', 'running', 'cancelling', 'paused'] as const

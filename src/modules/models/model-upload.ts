@@ -728,6 +728,9 @@ export async function uploadModel(
           }
         : {}),
     }
+    // the weights are reserved before they are unpacked (a small zip may inflate to its whole manifest)
+    const declared = model.weightBytes + Buffer.byteLength(text)
+    if (declared > reservation.reserved) await reservation.reserve(declared - reservation.reserved, 'This model')
     try {
       await writeModelDir(zip, opened.files, model, metadata, workDir)
     } catch (e) {
