@@ -173,6 +173,20 @@ test('the sweep page follows a running sweep to its end: trials, statuses, best 
     ).catch((err) => assert.fail(`${err.message}; the page shows ${seen}`))
   }
   console.log(`# trials: ${list.map(expected).join(' ; ')}`)
+  // the event log is the sweep's stream: the API's events, newest first, ASHA's stops among them
+  const events = (await admin.get(`/v1/admin/sweeps/${sweepId}/events?limit=100`)).body.data
+  const logTypes = () =>
+    page.locator('#sweep-log > div').evaluateAll((ds) => ds.map((d) => (d as HTMLElement).dataset.type).join(','))
+  await waitFor(
+    async () => (await logTypes()) === events.map((e: any) => e.type).join(','),
+    10_000,
+    'the event log holds the API events',
+  )
+  assert.equal(events[0].type, 'ended')
+  assert.equal(
+    events.filter((e: any) => e.type === 'early_terminated').length,
+    list.filter((t: any) => t.job.status_reason === 'early_terminated').length,
+  )
   assert.equal(await text('#best-model'), done.best_model)
   assert.match(await text('#best-trial'), new RegExp(`^#${done.best_trial.trial} ${done.best_trial.job_id}`))
   assert.match(await text('#sweep-progress'), /4 of 4 done/)

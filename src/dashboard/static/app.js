@@ -1425,8 +1425,10 @@ async function comparePage() {
 // ---------- sweeps ----------
 
 const SWEEP_STATUSES = ['running', 'succeeded', 'failed', 'cancelled']
-/** How often a running sweep's page and the sweeps list refresh (the sweep API has no stream yet). */
+/** How often the sweeps list, and a running sweep's page without its event stream, refresh. */
 const SWEEP_POLL_MS = 3000
+/** With the stream, the page re-reads only for the running trials' epochs (curves, epochs run). */
+const SWEEP_STREAM_POLL_MS = 10_000
 /** Trials whose curves the sweep page compares. */
 const TOP_CURVES = 5
 const sweepLink = (id) => h('a', { href: `#/sweeps/${enc(id)}`, class: 'mono' }, id)
@@ -1751,6 +1753,13 @@ async function sweepPage(id) {
   const cancelBtn = h('button', { class: 'danger', id: 'cancel-sweep', type: 'button' }, 'Cancel sweep')
   const actionError = h('p', { class: 'error-text', role: 'alert' })
   const details = h('div', { class: 'grid', id: 'sweep-details' })
+  const log = h('div', {
+    class: 'log',
+    id: 'sweep-log',
+    role: 'log',
+    tabindex: '0',
+    'aria-label': 'Sweep events, newest first',
+  })
   const note = h('p', { class: 'muted', id: 'trials-note' })
   const tbody = h('tbody', { id: 'trials-body' })
   const curvesEl = h('div', { class: 'panel', id: 'sweep-curves' })
@@ -1986,13 +1995,36 @@ async function sweepPage(id) {
     }
     trials = all
   }
+  // settled: the sweep ended and so did every trial (a cancelled sweep's trials may still be stopping)
+  const settled = () => sweep.status !== 'running' && trials.every((t) => TERMINAL.includes(t.status))
   const refresh = async () => {
     ;[sweep] = await Promise.all([api(base), loadTrials()])
     renderSweep()
     renderTrials()
     renderScatters()
     await renderCurves()
-    if (sweep.status !== 'running') stopPolling()
+  }
+  // one refresh at a time; a request for one during a refresh runs one more after it
+  let busy = null
+  let again = false
+  const refreshSoon = () => {
+    if (busy) {
+      again = true
+      return busy
+    }
+    busy = (async () => {
+      try {
+        do {
+          again = false
+          await refresh()
+        } while (again)
+      } catch (err) {
+        if (err?.status !== 401) actionError.textContent = errorText(err)
+      } finally {
+        busy = null
+      }
+    })()
+    return busy
   }
 
   cancelBtn.addEventListener('click', async () => {
@@ -2007,7 +2039,7 @@ async function sweepPage(id) {
     try {
       sweep = { ...sweep, ...(await api(`${base}/cancel`, { method: 'POST' })) }
       renderSweep()
-      await refresh()
+      await refreshSoon()
     } catch (err) {
       actionError.textContent = errorText(err)
     }
@@ -2041,14 +2073,55 @@ async function sweepPage(id) {
     h('h2', {}, `Sampled value vs ${sweep.metric}`),
     h('div', { class: 'charts', id: 'scatters' }, scatterEls),
     h('div', { class: 'stack' }, curvesEl),
+    h('div', { class: 'panel' }, h('h2', {}, 'Sweep events'), log),
   )
   renderSweep()
-  let stopPolling = () => {}
-  stopPolling = poll(refresh, SWEEP_POLL_MS, (err) => {
-    actionError.textContent = errorText(err)
+  await refreshSoon()
+
+  // The sweep's stream replays its events from the start, then follows: each event (a trial started or
+  // ended, an early termination, a new best) and each `sweep` message (status, progress) refreshes the
+  // page; `done` comes after the sweep ended. A running trial's epochs are no sweep events, so the page
+  // also re-reads every SWEEP_STREAM_POLL_MS while something runs (every SWEEP_POLL_MS without a stream).
+  let streaming = false
+  const es = new EventSource(`${base}/events?stream=true`)
+  es.addEventListener('open', () => {
+    streaming = true
   })
+  es.addEventListener('event', (m) => {
+    const e = JSON.parse(m.data)
+    log.prepend(
+      h(
+        'div',
+        { class: e.level, dataset: { type: e.type } },
+        `${new Date(e.created_at * 1000).toLocaleString()}  ${e.message}`,
+      ),
+    )
+    if (e.level === 'error') announce(e.message)
+    refreshSoon()
+  })
+  es.addEventListener('sweep', (m) => {
+    sweep = { ...sweep, ...JSON.parse(m.data), project: sweep.project }
+    renderSweep()
+    refreshSoon()
+  })
+  es.addEventListener('done', () => {
+    es.close()
+    streaming = false
+    refreshSoon()
+  })
+  es.addEventListener('error', () => {
+    // refused (e.g. too many streams) or gone: polling alone keeps the page current
+    if (es.readyState === EventSource.CLOSED) streaming = false
+  })
+  let lastPoll = Date.now()
+  const timer = setInterval(() => {
+    if (settled() || Date.now() - lastPoll < (streaming ? SWEEP_STREAM_POLL_MS : SWEEP_POLL_MS)) return
+    lastPoll = Date.now()
+    refreshSoon()
+  }, 1000)
   return () => {
-    stopPolling()
+    es.close()
+    clearInterval(timer)
     curves?.destroy()
     for (const s of scatters) s.destroy()
   }
