@@ -427,7 +427,14 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     ) => {
       try {
         if (msg.type === 'features_corrupt') await features?.corrupt(msg)
-        else if (features) await event(fence, 'info', await features.store(msg), { which: msg.which, rows: msg.rows })
+        else if (features) {
+          await event(fence, 'info', await features.store(msg), { which: msg.which, rows: msg.rows })
+          // a transfer sweep holds its other trials back until the first one's features are stored
+          if (job.sweepId && msg.which === 'training')
+            void advanceSweep(deps, job.sweepId).catch((err) =>
+              jobLog.warn({ err: err.message }, 'sweep pass after the features failed; the reconcile pass retries'),
+            )
+        }
       } catch (err) {
         if (err instanceof StaleAttemptError) throw err
         jobLog.warn({ err: (err as Error).message }, 'feature cache write failed; the job goes on without it')

@@ -138,6 +138,30 @@ export async function advanceSweep(deps: JobServiceDeps, sweepId: string, waitMs
   return ran
 }
 
+/**
+ * Whether some trial of a transfer sweep is past its backbone features: its features stored in the cache
+ * across jobs (the `features cached` event, or its `not cached` twin), read from it, or an epoch trained.
+ * Until then only one trial runs, so the others find the features cached and the sweep extracts them once
+ * (trials started together would each compute them). A trial that ended without getting there opens
+ * nothing: the next one takes its turn.
+ */
+async function pastFeatures(deps: JobServiceDeps, trials: TrialRow[]) {
+  if (trials.some((t) => t.status === 'succeeded')) return true
+  if (!trials.length) return false
+  const hit = await deps.db.jobEvent.findFirst({
+    where: {
+      jobId: { in: trials.map((t) => t.id) },
+      OR: [
+        { type: 'metrics' },
+        { data: { path: ['which'], equals: 'training' } },
+        { message: { startsWith: 'features from cache' } },
+      ],
+    },
+    select: { id: true },
+  })
+  return hit !== null
+}
+
 /** Where the project's job slots stand for this sweep's next trials (README: Scheduling). */
 async function freeSlots(deps: JobServiceDeps, projectId: string, sweepId: string) {
   const project = await deps.db.project.findUnique({ where: { id: projectId }, select: { maxConcurrentJobs: true } })
@@ -188,9 +212,14 @@ async function sweepPass(deps: JobServiceDeps, sweepId: string) {
   }
   const created = new Set(trials.map((t) => t.sweepTrial))
   let unfinished = trials.filter((t) => !isTerminal(t.status)).length
-  let free =
-    created.size < plan.length && unfinished < spec.max_parallel ? await freeSlots(deps, sweep.projectId, sweepId) : 0
-  for (let i = 0; i < plan.length && unfinished < spec.max_parallel && free > 0; i++) {
+  const parallel =
+    spec.method.type === 'transfer' && spec.max_parallel > 1 && created.size < plan.length
+      ? (await pastFeatures(deps, trials))
+        ? spec.max_parallel
+        : 1
+      : spec.max_parallel
+  let free = created.size < plan.length && unfinished < parallel ? await freeSlots(deps, sweep.projectId, sweepId) : 0
+  for (let i = 0; i < plan.length && unfinished < parallel && free > 0; i++) {
     if (created.has(i)) continue
     try {
       const job = await createJob(deps, sweep.projectId, trialBody(spec, plan[i]!, spec.seed), {

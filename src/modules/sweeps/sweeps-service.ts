@@ -37,7 +37,14 @@ export async function createSweep(app: FastifyInstance, projectId: string, body:
     `Created ${spec.strategy} sweep ${sweep.id}: ${plan.length} trial(s), at most ${spec.max_parallel} at once, ranked by ${spec.metric} (${spec.goal})`,
     { trials_total: plan.length, strategy: spec.strategy, max_parallel: spec.max_parallel, seed },
   )
-  return presentSweep(app, sweep)
+  // the first trials start now rather than at the workers' next reconcile pass (which retries if this fails)
+  await advanceSweep(app, sweep.id).catch((err) =>
+    app.log.warn(
+      { err: (err as Error).message, sweepId: sweep.id },
+      'first sweep pass failed; the reconcile pass retries',
+    ),
+  )
+  return presentSweep(app, await app.db.sweep.findUniqueOrThrow({ where: { id: sweep.id } }))
 }
 
 /** ASHA's fields: a first rung of at least one epoch and a factor of at least 2 (each trial's n_epochs: checkTrials). */
