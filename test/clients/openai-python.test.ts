@@ -62,8 +62,13 @@ let env: TestEnv
 let service: RunningService | undefined
 let work: string
 let digitsZip: string
+const venvs = new Map<string, Awaited<ReturnType<typeof pythonVenv>>>()
 
 before(async () => {
+  // Every SDK's venv first (a pip install can take a minute): made between two versions' scripts, it left the
+  // client's keep-alive socket idle for as long as the server keeps one, and a reused socket the server had
+  // just closed failed the next call ("fetch failed", CI 2026-12-02).
+  for (const version of VERSIONS) venvs.set(version, await pythonVenv('openai', version))
   env = await createTestEnv('openai_python')
   work = await mkdtemp(join(tmpdir(), 'refit-openai-py-'))
   digitsZip = join(work, 'digits.zip')
@@ -108,7 +113,7 @@ function runScript(python: string, vars: Record<string, string>) {
 
 for (const version of VERSIONS)
   test(`openai ${version} (Python): every files / fine-tuning / models call, unchanged`, async (t) => {
-    const venv = await pythonVenv('openai', version)
+    const venv = venvs.get(version)!
     if ('skip' in venv) {
       t.skip(venv.skip)
       return
