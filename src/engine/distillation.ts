@@ -6,6 +6,7 @@
 import type { LoadedDataset } from '../datasets/types.js'
 import { EngineError } from './errors.js'
 import { type FrozenForward, forwardEventData, frozenForward, frozenForwardEvent } from './graph/forward.js'
+import { graphModelForward, isGraphModelMeta } from './graph/graph-model-forward.js'
 import { loadModel, readMetadata } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type { MethodSpec, ModelMetadata } from './protocol.js'
@@ -99,13 +100,20 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
     const { model } = trainee
     await applyInitFrom(tf, model, opts.initFrom, emit)
     const resumed = opts.resumeFrom ? await resumeInto(tf, model, opts.resumeFrom.checkpointDir) : null
-    teacher = await loadModel(tf, opts.teacherModelDir)
     const t0 = performance.now()
-    const forward = await frozenForward(tf, {
-      model: teacher,
-      backend: opts.backend ?? tf.getBackend(),
-      settings: opts.graph,
-    })
+    // a TF.js graph model (uploaded with classes, or fine-tuned on a graph base) teaches through its converted
+    // graph; the API admits only graphs whose output is a Softmax, so its output is probabilities like a layers
+    // teacher's
+    const graphTeacher = isGraphModelMeta(teacherMeta)
+    teacher = graphTeacher ? null : await loadModel(tf, opts.teacherModelDir)
+    const forward = teacher
+      ? await frozenForward(tf, { model: teacher, backend: opts.backend ?? tf.getBackend(), settings: opts.graph })
+      : await graphModelForward(tf, {
+          dir: opts.teacherModelDir,
+          inputShape: teacherMeta.input_shape,
+          backend: opts.backend ?? tf.getBackend(),
+          settings: opts.graph,
+        })
     emit(frozenForwardEvent('teacher', forward))
     const soft = await teacherSoftTargets(
       tf,
@@ -118,7 +126,7 @@ export async function runDistillation(opts: DistillationOptions): Promise<RunRes
       opts.teacherBatchSize ?? forwardBatchSize(teacherMeta.input_shape),
       opts.isCancelled,
     ).finally(() => forward.dispose())
-    teacher.dispose()
+    teacher?.dispose()
     teacher = null
     if (!soft) return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
     emit({

@@ -41,6 +41,8 @@ let work: string
 let worker: Awaited<ReturnType<typeof startWorkerProcess>> | null = null
 /** the model fine-tuned on the graph-model base (test 2) */
 let tunedId: string
+/** the digits file both jobs trained on */
+let trainingFileId: string
 const { modelJson, weights } = nsfwModelFiles('mobilenet_v2_mid')
 
 before(async () => {
@@ -123,6 +125,7 @@ test('a TF.js graph model uploads as a frozen backbone; wrong input_shape, unkno
     input: 'input',
     output: 'Identity',
     feature_node: meta.feature_layer,
+    output_op: 'Softmax',
   })
   assert.match(meta.feature_layer, /feature_vector\/SpatialSqueeze$/)
 })
@@ -184,6 +187,7 @@ test('a transfer job on the graph model trains a head on its graph features; oth
     assert.equal(meta.graph_base.feature_node, (model.metadata as Record<string, any>).feature_layer)
     assert.equal(meta.graph_model.output, 'refit_head/probabilities')
     tunedId = tuned.id
+    trainingFileId = fileId
 
     // the feature cache across jobs: keyed by the compiled graph's sha256, a second job on the same file and
     // base trains on the stored features without opening the graph, and ends with the same weights
@@ -348,6 +352,34 @@ test('the fine-tuned model downloads as a TF.js graph model (base + head nodes) 
   assert.equal(done.result.samples, 12)
   assert.ok(Math.abs(done.result.accuracy - correct / 12) < 1e-9, `${done.result.accuracy} vs ${correct / 12}`)
   assert.ok(Math.abs(done.result.loss - loss) < 1e-4, `${done.result.loss} vs ${loss}`)
+})
+
+test('a fine-tuned graph model (Softmax output, classes) teaches a distillation student through its graph', async () => {
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/fine_tuning/jobs',
+    headers: bearer(key),
+    payload: {
+      model: 'mlp-small',
+      training_file: trainingFileId,
+      seed: 3,
+      method: {
+        type: 'distillation',
+        distillation: { teacher_model: tunedId, hyperparameters: { n_epochs: 1, batch_size: 12 } },
+      },
+    },
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const job = await waitForTerminal(app, res.json().id, 300_000)
+  assert.equal(job.status, 'succeeded', `${job.errorCode}: ${job.errorMessage}\n${worker?.output().slice(-2000)}`)
+  const events = await app.db.jobEvent.findMany({ where: { jobId: job.id }, orderBy: { seq: 'asc' } })
+  const soft = events.find((e) => e.message.startsWith("computed the teacher's soft targets"))
+  assert.ok(soft, events.map((e) => e.message).join('\n'))
+  assert.equal((soft.data as Record<string, unknown>).forward, 'graph')
+  // the training rows (36 less the 10% validation split)
+  assert.equal((soft.data as Record<string, unknown>).samples, 32)
+  const student = await app.db.model.findUniqueOrThrow({ where: { id: job.fineTunedModelId! } })
+  assert.equal((student.metadata as Record<string, any>).distillation.teacher, tunedId)
 })
 
 test('the downloaded graph-model zip loads in chromium with stock tf.loadGraphModel and matches the service', {

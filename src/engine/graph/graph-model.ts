@@ -145,6 +145,17 @@ export function inspectGraphModel(json: GraphModelJson): GraphModelInfo | GraphM
   }
 }
 
+/**
+ * The op that computes the graph's output, looking through Identity nodes (e.g. `Softmax` for a classifier
+ * whose output is class probabilities); null when the output node is missing.
+ */
+export function outputOp(json: GraphModelJson, output: string): string | null {
+  const byName = new Map(json.modelTopology.node.map((n) => [n.name, n]))
+  let n = byName.get(output)
+  for (let hops = 0; n && n.op === 'Identity' && hops < 100; hops++) n = byName.get(baseName(n.input?.[0] ?? ''))
+  return n?.op ?? null
+}
+
 export function isGraphModelProblem(x: GraphModelInfo | GraphModelProblem): x is GraphModelProblem {
   return (x as GraphModelProblem).reason !== undefined
 }

@@ -41,6 +41,8 @@ export interface GraphModelMeta {
   input: string
   output: string
   feature_node: string
+  /** the op computing the output (through Identity nodes); `Softmax`: class probabilities, so it can teach */
+  output_op?: string | null
 }
 
 /** The graph-model record of a model's metadata, or null for a layers model. */
@@ -186,6 +188,7 @@ export async function runGraphTransfer(
         input: graph.input,
         output: HEAD_OUTPUT,
         feature_node: graph.feature_node,
+        output_op: 'Softmax',
       } satisfies GraphModelMeta,
     })
     const result = await runPhases({

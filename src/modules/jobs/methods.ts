@@ -118,10 +118,19 @@ export async function normalizeMethod(
         throw notFound('model', cfg.teacher_model, 'method.distillation.teacher_model')
       throw err
     })
-    if ((teacher.metadata as { graph_model?: unknown }).graph_model)
+    // a TF.js graph model teaches through its converted graph when its output is class probabilities: the soft
+    // targets are softmax(log(p) / T), exact for a softmax output and meaningless for logits or embeddings
+    const graph = (teacher.metadata as { graph_model?: { output_op?: string | null } }).graph_model
+    if (graph && graph.output_op !== 'Softmax')
       throw new AppError(
         'model_not_trainable',
-        `${teacher.id} is a TF.js graph model; graph models cannot teach yet (use one as a transfer backbone instead).`,
+        `${teacher.id} is a TF.js graph model whose output is ${graph.output_op ? `a ${graph.output_op}` : 'of an unrecorded op'}, not class probabilities (a Softmax): it cannot teach (use it as a transfer backbone, or fine-tune one on it and let that teach).`,
+        { param: 'method.distillation.teacher_model' },
+      )
+    if (graph && !(teacher.metadata as { classes?: string[] | null }).classes?.length)
+      throw new AppError(
+        'model_not_trainable',
+        `${teacher.id} is a TF.js graph model without class names: upload it with \`classes\` to let it teach.`,
         { param: 'method.distillation.teacher_model' },
       )
     if (teacher.kind === 'architecture')

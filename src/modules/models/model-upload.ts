@@ -17,6 +17,7 @@ import {
   type GraphModelJson,
   inspectGraphModel,
   isGraphModelProblem,
+  outputOp,
 } from '../../engine/graph/graph-model.js'
 import type { GraphModelMeta } from '../../engine/graph/graph-transfer.js'
 import { unwrapTopology } from '../../engine/memory-estimate.js'
@@ -724,6 +725,8 @@ export async function uploadModel(
               output: model.graph.output,
               // checkFieldsAgainstGraph refused a graph without one
               feature_node: (parsed.featureLayer ?? model.graph.featureNode)!,
+              // a Softmax output is class probabilities: such a graph model can teach (jobs/methods.ts)
+              output_op: outputOp(model.modelJson as unknown as GraphModelJson, model.graph.output),
             } satisfies GraphModelMeta,
           }
         : {}),
