@@ -145,7 +145,7 @@ test('the sweep page follows a running sweep to its end: trials, statuses, best 
   // the page's last poll follows the one that saw the end: wait until every cell matches the API
   const expected = (t: any) =>
     [
-      `#${t.trial}${t.job.id === done.best_trial.job_id ? ' best' : ''}`,
+      `#${t.trial + 1}${t.job.id === done.best_trial.job_id ? ' best' : ''}`,
       t.job.id,
       t.job.status === 'cancelled' && t.job.status_reason === 'early_terminated' ? 'early_terminated' : t.job.status,
       // one column per path, in the order the API lists the search space
@@ -188,7 +188,7 @@ test('the sweep page follows a running sweep to its end: trials, statuses, best 
     list.filter((t: any) => t.job.status_reason === 'early_terminated').length,
   )
   assert.equal(await text('#best-model'), done.best_model)
-  assert.match(await text('#best-trial'), new RegExp(`^#${done.best_trial.trial} ${done.best_trial.job_id}`))
+  assert.match(await text('#best-trial'), new RegExp(`^#${done.best_trial.trial + 1} ${done.best_trial.job_id}`))
   assert.match(await text('#sweep-progress'), /4 of 4 done/)
   // default order: best metric first, trials without a metric last (in plan order)
   const scored = list.filter((t: any) => t.metric_value !== null)
@@ -226,7 +226,7 @@ test('the sweep page follows a running sweep to its end: trials, statuses, best 
     .evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent).join(' ')))
   assert.deepEqual(
     [...lrRows].sort(),
-    scored.map((t: any) => `#${t.trial} ${Number(t.values[LR].toPrecision(4))} ${fmt(t.metric_value)}`).sort(),
+    scored.map((t: any) => `#${t.trial + 1} ${Number(t.values[LR].toPrecision(4))} ${fmt(t.metric_value)}`).sort(),
   )
   // the top trials' curves: one series per scored trial (at most 5), every epoch on the x axis
   await waitFor(async () => Number(await data('#sweep-curves', 'series')) === scored.length, 5_000, 'curve series')

@@ -1439,6 +1439,8 @@ const trialStatus = (t) =>
 const fmtSample = (v) =>
   typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toPrecision(4))) : fmtValue(v)
 const lowerIsBetter = (sweep) => sweep.goal === 'minimize'
+/** Trials are counted from 1 on the page, as the sweep's event messages count them (the API's `trial` is 0-based). */
+const trialName = (index) => `#${index + 1}`
 
 /** One trial of the admin list (`job` nested as every job route shows it, plus its last and best epoch). */
 function trialOf(t) {
@@ -1506,7 +1508,8 @@ function scatterChart(
         splits: () => categories.map((_, i) => i),
         values: (_u, vals) => vals.map((v) => categories[v] ?? ''),
       }
-    : { ...axis, label: xLabel }
+    : // uPlot's own labels keep 3 decimals: a learning rate of 0.0001 would read 0
+      { ...axis, label: xLabel, values: (_u, vals) => vals.map((v) => (v === null ? '' : fmtSample(v))) }
   const plot = new window.uPlot(
     {
       width: Math.max(240, container.clientWidth - 4 || 420),
@@ -1842,7 +1845,7 @@ async function sweepPage(id) {
           h(
             'td',
             { class: 'num' },
-            `#${t.trial}`,
+            trialName(t.trial),
             t.jobId === bestJob ? [' ', h('span', { class: 'badge succeeded', id: 'best-badge' }, 'best')] : null,
           ),
           h('td', {}, jobLink(t.jobId)),
@@ -1876,7 +1879,7 @@ async function sweepPage(id) {
         const v = t.values?.[path]
         if (t.metric === null || v === undefined) continue
         const x = categories ? categories.indexOf(fmtSample(v)) : v
-        if (typeof x === 'number' && x >= 0) points.push({ x, y: t.metric, label: `#${t.trial}` })
+        if (typeof x === 'number' && x >= 0) points.push({ x, y: t.metric, label: trialName(t.trial) })
       }
       scatters[i].set(points)
     })
@@ -1909,7 +1912,7 @@ async function sweepPage(id) {
         xLabel: 'epoch',
         empty: 'No trial has finished an epoch yet.',
         series: top.map((t, i) => ({
-          label: `#${t.trial}${t.metric === null ? ` (${trialStatus(t)})` : ''}`,
+          label: `${trialName(t.trial)}${t.metric === null ? ` (${trialStatus(t)})` : ''}`,
           color: PALETTE[i % PALETTE.length],
           dash: t.metric === null ? [6, 4] : undefined,
         })),
@@ -1970,7 +1973,7 @@ async function sweepPage(id) {
           ? h(
               'span',
               {},
-              `#${sweep.best_trial.trial} `,
+              `${trialName(sweep.best_trial.trial)} `,
               jobLink(sweep.best_trial.job_id),
               ` ${sweep.metric} ${fmtNum(sweep.best_trial.metric_value)}`,
             )
