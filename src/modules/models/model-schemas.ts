@@ -22,7 +22,7 @@ export const ModelDownloadQuery = Type.Object(
     format: Type.Optional(
       StringEnum(['tfjs_layers', 'saved_model'], {
         description:
-          '`tfjs_layers` (default): model.json + weights.bin + metadata.json for `tf.loadLayersModel`. `saved_model`: the whole model compiled into a frozen TensorFlow SavedModel (saved_model.pb with a `serving_default` signature, weights as constants, an empty variables/) + metadata.json (classes, preprocessing, and a `saved_model` block naming the signature input and output); 409 `model_not_freezable` when a layer has no TensorFlow graph translation.',
+          '`tfjs_layers` (default): the stored TF.js files, model.json + weights.bin + metadata.json: a layers model for `tf.loadLayersModel`, or, for an uploaded TF.js graph model and a model fine-tuned on one (base graph + trained head as graph nodes), a graph model for `tf.loadGraphModel`. `saved_model`: the whole model compiled into a frozen TensorFlow SavedModel (saved_model.pb with a `serving_default` signature, weights as constants, an empty variables/) + metadata.json (classes, preprocessing, and a `saved_model` block naming the signature input and output); 409 `model_not_freezable` when a layer has no TensorFlow graph translation.',
       }),
     ),
   },
