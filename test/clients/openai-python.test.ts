@@ -119,6 +119,8 @@ for (const version of VERSIONS)
       return
     }
     service ??= await startService(env.env)
+    const running = service
+    assert.equal(running.child.exitCode, null, `the service exited:\n${running.output().slice(-4000)}`)
     const tag = `py${version.replaceAll('.', '')}`
     const { code, out, err } = await runScript(venv.python, {
       REFIT_BASE_URL: `${service.url}/v1`,
