@@ -6,7 +6,8 @@
 // it, queue position included, so a client can replace its copy with it; `metrics` events carry the
 // training process's batch rows (batch_loss, batch_accuracy) as they are written, for live per-step curves.
 // A stream holds one of its key's and its project's stream slots (stream-slots.ts) while open, and closes
-// when its key is revoked (a Redis ping; the heartbeat re-reads the key in case the ping was lost).
+// when its key is revoked (a Redis message; the process's one periodic check of the keys its streams use
+// covers a lost message: plugins/job-updates.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { type FeedListener, followJob } from './job-feed.js'
 import { takeStreamSlots } from './stream-slots.js'
@@ -47,13 +48,9 @@ export async function streamJobEvents(
 
   const untrack = app.jobUpdates.track(() => close())
   const offRevoked = app.jobUpdates.onKeyRevoked(keyId, () => close())
+  // keeps proxies from closing an idle stream
   const heartbeat = setInterval(() => {
-    if (closed) return
-    res.write(': ping\n\n')
-    app.db.apiKey
-      .findUnique({ where: { id: keyId }, select: { revokedAt: true } })
-      .then((k) => (!k || k.revokedAt) && close())
-      .catch(() => {})
+    if (!closed) res.write(': ping\n\n')
   }, HEARTBEAT_MS)
   function close() {
     if (closed) return
