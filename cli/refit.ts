@@ -23,12 +23,21 @@ const USAGE = `Usage: refit <command> [options]
   jobs cancel JOB_ID                          cancel a job
   jobs pause JOB_ID                           pause a job (a running one checkpoints mid-epoch first)
   jobs resume JOB_ID                          resume a paused job from its last checkpoint
+  sweeps create --model M --training-file F --search PATH=SPEC [--search …] [--trials N] [--parallel P]
+              [--strategy grid|random] [--metric val_accuracy|val_loss|accuracy|loss] [--goal maximize|minimize]
+              [--method transfer|supervised] [--epochs N] [--batch-size B] [--asha MIN_EPOCHS:FACTOR]
+              [--seed S] [--suffix X] [--keep-all-models]   or   sweeps create --spec FILE.json
+                                              start a hyperparameter sweep; SPEC is v1,v2,… (values) or
+                                              [log:|int:|log-int:]MIN..MAX (a range, random only)
+  sweeps get SWEEP_ID                         show a sweep
+  sweeps follow SWEEP_ID                      print the sweep's trials live until it ends
+  sweeps cancel SWEEP_ID                      cancel a sweep and its unfinished trials
   models download MODEL_ID [-o FILE]          download a model as a zip (default ./<model id>.zip)
 
 Options: --url URL (REFIT_URL, default http://127.0.0.1:8080), --api-key KEY (REFIT_API_KEY),
          --admin-token TOKEN (REFIT_ADMIN_TOKEN), -h/--help.
 Exit status: 0 on success; 1 when the API answers an error (its code and message are printed) or a followed
-job does not succeed; 2 on a usage error.`
+job or sweep does not succeed; 2 on a usage error.`
 
 /** A failure to report: the API's error code (or a local one) and its message. */
 class CliError extends Error {
@@ -41,7 +50,7 @@ class CliError extends Error {
   }
 }
 
-type Options = Record<string, string | boolean | undefined>
+type Options = Record<string, string | boolean | string[] | undefined>
 
 const { values: opts, positionals } = (() => {
   try {
@@ -65,6 +74,15 @@ const { values: opts, positionals } = (() => {
         seed: { type: 'string' },
         suffix: { type: 'string' },
         output: { type: 'string', short: 'o' },
+        spec: { type: 'string' },
+        search: { type: 'string', multiple: true },
+        trials: { type: 'string' },
+        parallel: { type: 'string' },
+        strategy: { type: 'string' },
+        metric: { type: 'string' },
+        goal: { type: 'string' },
+        asha: { type: 'string' },
+        'keep-all-models': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     })
@@ -185,6 +203,27 @@ async function main() {
         ),
       )
       return 0
+    case 'sweeps create':
+      print(ok(await client('project').POST('/v1/fine_tuning/sweeps', { body: await sweepBody() })))
+      return 0
+    case 'sweeps get':
+      print(
+        ok(
+          await client('project').GET('/v1/fine_tuning/sweeps/{id}', { params: { path: { id: arg(2, 'SWEEP_ID') } } }),
+        ),
+      )
+      return 0
+    case 'sweeps follow':
+      return followSweep(arg(2, 'SWEEP_ID'))
+    case 'sweeps cancel':
+      print(
+        ok(
+          await client('project').POST('/v1/fine_tuning/sweeps/{id}/cancel', {
+            params: { path: { id: arg(2, 'SWEEP_ID') } },
+          }),
+        ),
+      )
+      return 0
     case 'models download':
       return downloadModel(arg(2, 'MODEL_ID'))
     default:
@@ -248,28 +287,92 @@ function jobBody() {
   }
 }
 
+/** A `--search` value: `v1,v2,…` (numbers, true/false/null or strings) or `[log:|int:|log-int:]MIN..MAX`. */
+function searchDimension(path: string, spec: string) {
+  const range = /^(?:(log|int|log-int):)?(-?[\d.e+-]+)\.\.(-?[\d.e+-]+)$/.exec(spec)
+  if (range) {
+    const [, kind, min, max] = range
+    if (Number.isNaN(Number(min)) || Number.isNaN(Number(max)))
+      throw new CliError('usage', `--search ${path}: MIN and MAX must be numbers, got "${spec}"`, 2)
+    return {
+      min: Number(min),
+      max: Number(max),
+      ...(kind?.startsWith('log') ? { scale: 'log' as const } : {}),
+      ...(kind?.endsWith('int') ? { type: 'int' as const } : {}),
+    }
+  }
+  const value = (v: string) => {
+    if (v === 'true' || v === 'false') return v === 'true'
+    if (v === 'null') return null
+    return v !== '' && !Number.isNaN(Number(v)) ? Number(v) : v
+  }
+  return { values: spec.split(',').map(value) }
+}
+
+async function sweepBody() {
+  if (opts.spec) {
+    const text = await readFile(opts.spec as string, 'utf8').catch((err) => {
+      throw new CliError('file_unreadable', `cannot read ${opts.spec}: ${(err as Error).message}`)
+    })
+    try {
+      return JSON.parse(text)
+    } catch (err) {
+      throw new CliError('usage', `--spec ${opts.spec} is not JSON: ${(err as Error).message}`, 2)
+    }
+  }
+  const searches = (opts.search as string[] | undefined) ?? []
+  if (!searches.length)
+    throw new CliError('usage', `sweeps create needs --search PATH=SPEC (or --spec FILE)\n\n${USAGE}`, 2)
+  const job = jobBody()
+  if (job.method.type === 'distillation')
+    throw new CliError('usage', 'sweeps create takes --method transfer or supervised', 2)
+  const searchSpace: Record<string, ReturnType<typeof searchDimension>> = {}
+  for (const s of searches) {
+    const eq = s.indexOf('=')
+    if (eq <= 0) throw new CliError('usage', `--search must be PATH=SPEC, got "${s}"`, 2)
+    searchSpace[s.slice(0, eq)] = searchDimension(s.slice(0, eq), s.slice(eq + 1))
+  }
+  const dims = Object.values(searchSpace)
+  const grid = dims.every((d) => 'values' in d)
+  const strategy = (opts.strategy as string | undefined) ?? (grid ? 'grid' : 'random')
+  const gridSize = grid ? dims.reduce((n, d) => n * ('values' in d && d.values ? d.values.length : 1), 1) : 0
+  const metric = (opts.metric as string | undefined) ?? 'val_accuracy'
+  let earlyTermination = null
+  if (opts.asha) {
+    const m = /^(\d+):(\d+)$/.exec(opts.asha as string)
+    if (!m) throw new CliError('usage', `--asha must be MIN_EPOCHS:REDUCTION_FACTOR, got "${opts.asha}"`, 2)
+    earlyTermination = { type: 'asha' as const, min_epochs: Number(m[1]), reduction_factor: Number(m[2]) }
+  }
+  return {
+    ...job,
+    search_space: searchSpace,
+    strategy: strategy as 'grid' | 'random',
+    max_trials: integer('trials') ?? (strategy === 'grid' ? gridSize : 10),
+    max_parallel: integer('parallel') ?? 1,
+    metric: metric as 'val_accuracy' | 'val_loss' | 'accuracy' | 'loss',
+    goal: ((opts.goal as string | undefined) ?? (metric.endsWith('loss') ? 'minimize' : 'maximize')) as
+      | 'maximize'
+      | 'minimize',
+    early_termination: earlyTermination,
+    ...(opts['keep-all-models'] ? { keep_all_models: true } : {}),
+  }
+}
+
+type SseMessage = { event: string; data: string; id?: string }
+
 /**
- * Follows `GET /v1/fine_tuning/jobs/{id}/events?stream=true` until `event: done`. A dropped connection is
- * resumed with `Last-Event-ID`, so no event is printed twice or missed.
+ * Reads an event stream until `event: done`, handing every message to `handle`; returns done's data. A
+ * dropped connection is resumed with `Last-Event-ID`, so no event is printed twice or missed.
  */
-async function followJob(id: string) {
-  const api = client('project')
+async function followStream(
+  open: (lastEventId: string | undefined) => Promise<{ response: Response }>,
+  handle: (msg: SseMessage, data: unknown) => void,
+): Promise<unknown> {
   let lastEventId: string | undefined
-  let lastProgress = ''
-  let lastStatus = ''
   let failures = 0
   for (;;) {
-    let done: { status: string; fine_tuned_model: string | null } | null = null
     try {
-      const res = await api.GET('/v1/fine_tuning/jobs/{id}/events', {
-        params: {
-          path: { id },
-          query: { stream: true },
-          header: lastEventId ? { 'last-event-id': lastEventId } : {},
-        },
-        headers: { accept: 'text/event-stream' },
-        parseAs: 'stream',
-      })
+      const res = await open(lastEventId)
       if (!res.response.ok) {
         const body = await res.response.json().catch(() => undefined)
         throw apiError(res.response, body)
@@ -278,39 +381,102 @@ async function followJob(id: string) {
         if (msg.id) lastEventId = msg.id
         failures = 0
         const data = JSON.parse(msg.data || 'null')
-        if (msg.event === 'event') {
-          const e = data as Schemas['FineTuningJobEvent']
-          console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
-        } else if (msg.event === 'job') {
-          const job = data as Schemas['FineTuningJob']
-          if (job.status !== lastStatus) {
-            lastStatus = job.status
-            console.log(`status: ${job.status}`)
-          }
-          // A finished job's last progress write may be older than its end: its events tell the rest.
-          const line = ['running', 'cancelling'].includes(job.status) ? progressLine(job.progress) : ''
-          if (line && line !== lastProgress) {
-            lastProgress = line
-            console.log(line)
-          }
-        } else if (msg.event === 'done') {
-          done = data
-          break
-        }
+        if (msg.event === 'done') return data
+        handle(msg, data)
       }
     } catch (err) {
       if (err instanceof CliError) throw err
       if (++failures > 10)
         throw new CliError('stream_failed', `the event stream keeps failing: ${(err as Error).message}`)
     }
-    if (done) {
-      console.log(`Job ${done.status}${done.fine_tuned_model ? `: ${done.fine_tuned_model}` : ''}`)
-      return done.status === 'succeeded' ? 0 : 1
-    }
     // The connection ended without `done`: resume where it stopped.
     console.error(`connection lost; resuming${lastEventId ? ` after event ${lastEventId}` : ''}…`)
     await sleep(Math.min(10_000, 500 * 2 ** Math.min(failures, 5)))
   }
+}
+
+/** Follows `GET /v1/fine_tuning/jobs/{id}/events?stream=true` until `event: done`. */
+async function followJob(id: string) {
+  const api = client('project')
+  let lastProgress = ''
+  let lastStatus = ''
+  const done = (await followStream(
+    (lastEventId) =>
+      api.GET('/v1/fine_tuning/jobs/{id}/events', {
+        params: {
+          path: { id },
+          query: { stream: true },
+          header: lastEventId ? { 'last-event-id': lastEventId } : {},
+        },
+        headers: { accept: 'text/event-stream' },
+        parseAs: 'stream',
+      }),
+    (msg, data) => {
+      if (msg.event === 'event') {
+        const e = data as Schemas['FineTuningJobEvent']
+        console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
+      } else if (msg.event === 'job') {
+        const job = data as Schemas['FineTuningJob']
+        if (job.status !== lastStatus) {
+          lastStatus = job.status
+          console.log(`status: ${job.status}`)
+        }
+        // A finished job's last progress write may be older than its end: its events tell the rest.
+        const line = ['running', 'cancelling'].includes(job.status) ? progressLine(job.progress) : ''
+        if (line && line !== lastProgress) {
+          lastProgress = line
+          console.log(line)
+        }
+      }
+    },
+  )) as { status: string; fine_tuned_model: string | null }
+  console.log(`Job ${done.status}${done.fine_tuned_model ? `: ${done.fine_tuned_model}` : ''}`)
+  return done.status === 'succeeded' ? 0 : 1
+}
+
+/**
+ * Follows `GET /v1/fine_tuning/sweeps/{id}/events?stream=true`: each sweep event (trials started and ended,
+ * early terminations, the best so far) as a line, and a progress line when the trial counts change.
+ */
+async function followSweep(id: string) {
+  const api = client('project')
+  let lastProgress = ''
+  const done = (await followStream(
+    (lastEventId) =>
+      api.GET('/v1/fine_tuning/sweeps/{id}/events', {
+        params: {
+          path: { id },
+          query: { stream: true },
+          header: lastEventId ? { 'last-event-id': lastEventId } : {},
+        },
+        headers: { accept: 'text/event-stream' },
+        parseAs: 'stream',
+      }),
+    (msg, data) => {
+      if (msg.event === 'event') {
+        const e = data as { created_at: number; level: string; message: string }
+        console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
+      } else if (msg.event === 'sweep') {
+        const s = data as {
+          status: string
+          progress: { trials_total: number; trials_created: number; trials_done: number; trials_succeeded: number }
+          metric: string
+          best_trial: { trial: number; metric_value: number } | null
+        }
+        const p = s.progress
+        const best = s.best_trial
+          ? `; best trial ${s.best_trial.trial + 1} (${s.metric} ${s.best_trial.metric_value})`
+          : ''
+        const line = `progress: ${p.trials_done}/${p.trials_total} trials done, ${p.trials_succeeded} succeeded, ${p.trials_created - p.trials_done} running${best}`
+        if (line !== lastProgress) {
+          lastProgress = line
+          console.log(line)
+        }
+      }
+    },
+  )) as { status: string; best_model: string | null }
+  console.log(`Sweep ${done.status}${done.best_model ? `: ${done.best_model}` : ''}`)
+  return done.status === 'succeeded' ? 0 : 1
 }
 
 function progressLine(progress: Record<string, unknown> | null | undefined) {

@@ -209,6 +209,36 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
         (r.sides ?? []).map((s: Json) => [s.side, s.wall_s, s.features, s.val_accuracy, s.load_before?.join(' ')]),
       )}\n\nmobilenet-v2, ${fmt(r.images)} PNG images, ${r.epochs} epochs, batch ${r.batch_size}. Second / first wall time ${fmt(r.ratio)}; goal ≤ 0.3: ${goal(r.goal_met)}.`,
   },
+  sweep: {
+    title: 'Hyperparameter sweep vs one lone job (`bench/sweep.ts`)',
+    body: (r) =>
+      `${mdTable(
+        [
+          'case',
+          'lone job s',
+          'sweep s',
+          'sweep / lone',
+          'lone test acc',
+          'best trial test acc',
+          'feature extractions',
+          'from cache',
+          'trials',
+        ],
+        (r.cases ?? []).map((c: Json) => [
+          c.case,
+          c.lone?.wall_s,
+          c.sweep?.wall_s,
+          c.ratio,
+          pct(c.lone?.test_accuracy),
+          pct(c.sweep?.test_accuracy),
+          c.sweep?.feature_extractions,
+          c.sweep?.features_from_cache,
+          Object.entries(c.sweep?.trials_by_outcome ?? {})
+            .map(([k, v]) => `${v} ${k}`)
+            .join(', '),
+        ]),
+      )}\n\n${(r.cases ?? [])[0]?.trials ?? 16} random trials (learning rate log, head hidden units log-int, dropout), ASHA (min_epochs 1, factor 3), max_parallel 2 on WORKER_CONCURRENCY 2; the lone job has the default hyperparameters and the same n_epochs; both start with a cold feature cache. Wall time = POST → terminal status seen. Goals: sweep / lone ≤ 4, best ≥ lone test accuracy, 1 extraction: ${goal(r.goal_met)}.${r.load_note ? ` ${r.load_note}` : ''}`,
+  },
   lifecycle: {
     title: 'Job lifecycle (`bench/lifecycle.ts`)',
     body: (r) =>

@@ -182,3 +182,71 @@ test('refit jobs pause / resume: paused (a running job after its mid-epoch check
   assert.equal(terminal.code, 1)
   assert.match(terminal.stderr, /^refit: job_not_pausable: /)
 })
+
+test('refit sweeps create / follow / cancel: trials followed live from the sweep stream to the best model', async () => {
+  const project = await refit(['projects', 'create', 'cli-sweeps'], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const key = await refit(['keys', 'create', JSON.parse(project.stdout).id], { REFIT_ADMIN_TOKEN: ADMIN_TOKEN })
+  const as = { REFIT_API_KEY: JSON.parse(key.stdout).key }
+  const fileId = JSON.parse((await refit(['files', 'upload', 'd.zip', '--wait'], as)).stdout).id
+  const base = ['sweeps', 'create', '--model', 'mnist-cnn', '--training-file', fileId, '--seed', '3']
+
+  const bad = await refit([...base, '--search', 'hyperparameters.learning_rate'], as)
+  assert.equal(bad.code, 2)
+  assert.match(bad.stderr, /--search must be PATH=SPEC/)
+  const refused = await refit([...base, '--epochs', '1', '--search', 'hyperparameters.learnin_rate=0.1'], as)
+  assert.equal(refused.code, 1)
+  assert.match(refused.stderr, /^refit: invalid_search_space: /)
+
+  // a grid of two learning rates (the values parsed as numbers), one at a time
+  const created = await refit(
+    [...base, '--epochs', '1', '--search', 'hyperparameters.learning_rate=0.01,0.001', '--suffix', 'swp'],
+    as,
+  )
+  assert.equal(created.code, 0, created.stderr)
+  const sweep = JSON.parse(created.stdout)
+  assert.match(sweep.id, /^sweep-/)
+  assert.equal(sweep.strategy, 'grid')
+  assert.equal(sweep.max_trials, 2)
+  assert.equal(sweep.max_parallel, 1)
+  assert.equal(sweep.goal, 'maximize')
+  assert.deepEqual(sweep.search_space, { 'hyperparameters.learning_rate': { values: [0.01, 0.001] } })
+
+  const follow = await refit(['sweeps', 'follow', sweep.id], as)
+  assert.equal(follow.code, 0, `${follow.stdout}\n${follow.stderr}`)
+  for (const re of [
+    /\[info\] Created grid sweep /,
+    /\[info\] Trial 1 of 2 started as job ftjob-/,
+    /\[info\] Trial 2 of 2 started as job ftjob-/,
+    /\[info\] Trial 1 succeeded: val_accuracy [\d.]+/,
+    /\[info\] Trial 2 succeeded: val_accuracy [\d.]+/,
+    /^progress: 2\/2 trials done, 2 succeeded, 0 running; best trial [12] \(val_accuracy [\d.]+\)$/m,
+    /\[info\] Sweep succeeded/,
+  ])
+    assert.match(follow.stdout, re)
+  const best = /^Sweep succeeded: (ft:mnist-cnn:swp:\S+)$/m.exec(follow.stdout)?.[1]
+  assert.ok(best, follow.stdout)
+  const got = JSON.parse((await refit(['sweeps', 'get', sweep.id], as)).stdout)
+  assert.equal(got.best_model, best)
+  const again = await refit(['sweeps', 'cancel', sweep.id], as)
+  assert.equal(again.code, 1)
+  assert.match(again.stderr, /^refit: sweep_not_cancellable: /)
+
+  // a random sweep over a log range, cancelled while its first trial trains: follow ends `cancelled`, exit 1
+  const long = await refit(
+    [...base, '--epochs', '100', '--search', 'hyperparameters.learning_rate=log:0.0001..0.01', '--trials', '3'],
+    as,
+  )
+  assert.equal(long.code, 0, long.stderr)
+  const longSweep = JSON.parse(long.stdout)
+  assert.equal(longSweep.strategy, 'random')
+  assert.deepEqual(longSweep.search_space, {
+    'hyperparameters.learning_rate': { min: 0.0001, max: 0.01, scale: 'log' },
+  })
+  const cancel = await refit(['sweeps', 'cancel', longSweep.id], as)
+  assert.equal(cancel.code, 0, cancel.stderr)
+  assert.equal(JSON.parse(cancel.stdout).status, 'cancelled')
+  const followCancelled = await refit(['sweeps', 'follow', longSweep.id], as)
+  assert.equal(followCancelled.code, 1, followCancelled.stdout)
+  assert.match(followCancelled.stdout, /\[info\] Sweep cancelled/)
+  assert.match(followCancelled.stdout, /^Sweep cancelled$/m)
+})
