@@ -44,18 +44,22 @@ function useFastGradients(tf: Tf, on: boolean): void {
         },
       })
   }
-  for (const [kernelName, grad] of Object.entries(GRAD_KERNELS))
+  // The gradient registry is shared by every backend of this tfjs instance (a process may run cpu or wasm
+  // beside tensorflow, e.g. the backend self-tests): ours applies only while tensorflow is the active backend.
+  for (const [kernelName, grad] of Object.entries(GRAD_KERNELS)) {
+    const library = saved.get(kernelName)!
     tf.registerGradient(
       on
         ? {
-            kernelName,
-            inputsToSave: ['x'],
-            gradFunc: (dy, saved) => ({
-              x: () => tf.engine().runKernel(grad, { dy: dy as Tensor, x: saved[0] }) as Tensor,
-            }),
+            ...library,
+            gradFunc: (dy, inputs, attrs) =>
+              tf.getBackend() === 'tensorflow'
+                ? { x: () => tf.engine().runKernel(grad, { dy: dy as Tensor, x: inputs[0] }) as Tensor }
+                : library.gradFunc(dy, inputs, attrs),
           }
-        : saved.get(kernelName)!,
+        : library,
     )
+  }
 }
 
 type Call = (this: any, inputs: Tensor | Tensor[], kwargs: Record<string, unknown>) => Tensor | Tensor[]
