@@ -116,7 +116,8 @@ test('npm start warns about an evicting Redis at start (and keeps running)', asy
     child.kill('SIGKILL')
     await exited
   })
-  const end = Date.now() + 30_000
+  // generous, as startService is: at load ~19 (CI beside other work) the API took longer than 30 s to start
+  const end = Date.now() + 180_000
   while (!out.includes('Refit API is running') && Date.now() < end && child.exitCode === null)
     await new Promise((r) => setTimeout(r, 100))
   assert.match(out, /WARNING: Redis maxmemory-policy is "allkeys-lru", not "noeviction"/)
