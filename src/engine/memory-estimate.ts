@@ -30,6 +30,8 @@ export interface TopologyCost {
   inputElements: number
   layers: LayerCost[]
   params: number
+  /** copies of the largest output a deep pass holds at its peak, when not INFER_DEEP_FACTOR (graph sessions) */
+  deepFactor?: number
 }
 
 /** Bytes a process will hold, by kind, and their sum. */
@@ -304,7 +306,7 @@ function inferenceElements(cost: TopologyCost): number {
     largest = Math.max(largest, l.outputElements)
     work = Math.max(work, l.workspaceElements)
   }
-  return cost.inputElements + Math.min(sum * INFER_FACTOR, largest * INFER_DEEP_FACTOR) + work
+  return cost.inputElements + Math.min(sum * INFER_FACTOR, largest * (cost.deepFactor ?? INFER_DEEP_FACTOR)) + work
 }
 
 /** Activation values per sample a training step holds (forward tape plus the gradients flowing back). */
