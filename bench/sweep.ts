@@ -10,10 +10,13 @@
 // feature extractions across the sweep's trials, from their events (goal: 1).
 //
 //   npm run build && npm run bench:sweep                  (mnist-cnn case; add -- --mobilenet for both)
+//   npx tsx bench/sweep.ts --only-mobilenet               (the mobilenet-v2 case; keeps the other's figures)
 //   npx tsx bench/sweep.ts --quick                        (1,000 images, 4 trials, 2 epochs: smoke only)
+import { readFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import path from 'node:path'
 import { makeMnistDataset } from '../scripts/make-mnist-dataset.js'
+import { commit } from './common.js'
 import {
   type Api,
   createJob,
@@ -243,9 +246,17 @@ async function runCase(api: Api, work: string, c: Case) {
 run(async () => {
   const bench = await startBench('sweep', { WORKER_CONCURRENCY: String(MAX_PARALLEL) })
   try {
-    const cases = process.argv.includes('--mobilenet') ? CASES : CASES.slice(0, 1)
-    const results = []
+    const only = process.argv.includes('--only-mobilenet')
+    const cases = only ? CASES.slice(1) : process.argv.includes('--mobilenet') ? CASES : CASES.slice(0, 1)
+    const results: Awaited<ReturnType<typeof runCase>>[] = []
     for (const c of cases) results.push(await runCase(bench.api, bench.work, c))
+    // --only-mobilenet keeps the other case's figures (and says which commit measured each)
+    const earlier = only
+      ? (JSON.parse(await readFile(path.join(import.meta.dirname, 'results/sweep.json'), 'utf8').catch(() => '{}'))
+          .cases ?? [])
+      : []
+    for (const r of results) (r as Record<string, unknown>).commit = commit()
+    const all = [...earlier.filter((e: { case: string }) => !results.some((r) => r.case === e.case)), ...results]
     const rows = results.map((r) => ({
       case: r.case,
       lone_s: r.lone.wall_s,
@@ -272,9 +283,12 @@ run(async () => {
         scoring: 'POST /v1/models/{id}/evaluations on the test file (official test split)',
         worker_concurrency: MAX_PARALLEL,
       },
-      cases: results,
-      goal_met: results.every((r) => r.ratio_goal_met && r.accuracy_goal_met && r.extraction_goal_met),
-      job_ids: results.flatMap((r) => r.job_ids),
+      cases: all,
+      goal_met: all.every(
+        (r: { ratio_goal_met: boolean; accuracy_goal_met: boolean; extraction_goal_met: boolean }) =>
+          r.ratio_goal_met && r.accuracy_goal_met && r.extraction_goal_met,
+      ),
+      job_ids: all.flatMap((r: { job_ids: string[] }) => r.job_ids),
     })
     console.log(`wrote ${file}`)
   } finally {

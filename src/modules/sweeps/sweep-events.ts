@@ -8,7 +8,8 @@
 // The stream (SSE): `event: event` per sweep event (SSE id = its seq, so Last-Event-ID resumes without gaps
 // or repeats), `event: sweep` when status or progress changes (the sweep as GET shows it), and `event: done`
 // after the `ended` event, which closes it. It holds the caller's stream slots like a job's stream
-// (MAX_STREAMS_PER_KEY / _PER_PROJECT) and re-reads every POLL_MS in case a ping was lost.
+// (MAX_STREAMS_PER_KEY / _PER_PROJECT), closes when its key is revoked (plugins/job-updates.ts), and re-reads
+// every POLL_MS in case a ping was lost.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import type { SweepEvent } from '../../generated/prisma/client.js'
@@ -174,14 +175,9 @@ async function streamSweepEvents(
   const offPing = app.jobUpdates.on(sweepId, () => void pump())
   const offRevoked = req.apiKeyId ? app.jobUpdates.onKeyRevoked(req.apiKeyId, () => close()) : () => {}
   const poll = setInterval(() => void pump(), POLL_MS)
+  // keeps proxies from closing an idle stream (a revoked key closes it: the hub's message and its own check)
   const heartbeat = setInterval(() => {
-    if (closed) return
-    res.write(': ping\n\n')
-    if (req.apiKeyId)
-      app.db.apiKey
-        .findUnique({ where: { id: req.apiKeyId }, select: { revokedAt: true } })
-        .then((k) => (!k || k.revokedAt) && close())
-        .catch(() => {})
+    if (!closed) res.write(': ping\n\n')
   }, HEARTBEAT_MS)
   function close() {
     if (closed) return
