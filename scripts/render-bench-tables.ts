@@ -128,7 +128,7 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
         : ''
       const e = r.export as Record<string, Json> | undefined
       const exportTable = e
-        ? `\n\nTransfer from each built-in on the same PNG digits 5-9 through the service, then its \`?format=saved_model\` export loaded by Python \`tf.saved_model.load\` and called through \`serving_default\` on 32 held-out images, against the eager TF.js model (goal: max diff ≤ 1e-4 × max(1, max|eager|)):\n\n${mdTable(
+        ? `\n\nTransfer from each built-in and from an uploaded TF.js graph model (nsfwjs's \`mobilenet_v2_mid\`) on the same PNG digits 5-9 through the service, then its \`?format=saved_model\` export loaded by Python \`tf.saved_model.load\` and called through \`serving_default\` on 32 held-out images, against the eager TF.js model (for the graph base: its default download, a graph-model zip, run by stock \`tf.loadGraphModel\`) (goal: max diff ≤ 1e-4 × max(1, max|eager|)):\n\n${mdTable(
             [
               'base',
               'train PNGs',
@@ -139,7 +139,7 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
               'argmax agree',
             ],
             Object.entries(e).map(([base, x]) => [
-              base,
+              base === 'graph-model' ? 'graph model (mobilenet_v2_mid)' : base,
               x.train_images,
               `${fmt(x.features_ms_per_image)} (${x.features_path})`,
               `${fmt(x.test_accuracy)} (${fmt(x.test_images)})`,
