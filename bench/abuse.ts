@@ -296,6 +296,49 @@ try {
     return tally(res)
   })
 
+  await run('revoked key (10 open streams on a running job)', async () => {
+    const p = await projectWithKey('revoke')
+    const second = await admin.post(`/v1/admin/projects/${p.projectId}/api_keys`, { name: 'streams' })
+    const f = await upload(
+      '/v1/files',
+      p.key,
+      { purpose: 'fine-tune' },
+      { name: 'd.csv', content: csv(100, (i) => (i % 2 ? 'a' : 'b')) },
+    )
+    const job = await fetchJson('/v1/fine_tuning/jobs', p.key, 'POST', {
+      model: 'mlp-small',
+      training_file: f.json.id,
+      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 50 } } },
+    })
+    const ended = await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        const r = await fetch(`${base}/v1/fine_tuning/jobs/${job.json.id}/events?stream=true`, {
+          headers: { authorization: `Bearer ${second.body.key}` },
+        })
+        const reader = r.body!.getReader()
+        await reader.read()
+        // wrapped: an async function returning the promise itself would wait for the stream's end
+        return {
+          done: (async () => {
+            while (!(await reader.read()).done) {}
+            return performance.now()
+          })(),
+        }
+      }),
+    )
+    const t = performance.now()
+    await fetchJson(`/v1/admin/projects/${p.projectId}/api_keys/${second.body.id}`, ADMIN_TOKEN, 'DELETE')
+    const answered = performance.now()
+    const closed = await Promise.race([
+      Promise.all(ended.map((e) => e.done)),
+      new Promise<null>((r) => setTimeout(r, 20_000, null)),
+    ])
+    await fetchJson(`/v1/fine_tuning/jobs/${job.json.id}/cancel`, p.key, 'POST')
+    if (!closed) return 'streams still open 20 s after the revoke'
+    const last = Math.max(...closed)
+    return `10/10 streams closed ${(last - answered).toFixed(0)} ms after the revoke answered (${(last - t).toFixed(0)} ms after it was sent)`
+  })
+
   await run('slowloris (100 bodies at ~10 B/s)', async () => {
     const started = Date.now()
     const sockets: Socket[] = []
