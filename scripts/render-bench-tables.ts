@@ -223,6 +223,7 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           'feature extractions',
           'from cache',
           'trials',
+          'load avg before (lone / sweep)',
         ],
         (r.cases ?? []).map((c: Json) => [
           c.case,
@@ -236,8 +237,9 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           Object.entries(c.sweep?.trials_by_outcome ?? {})
             .map(([k, v]) => `${v} ${k}`)
             .join(', '),
+          `${c.lone?.load_before?.[0] ?? '–'} / ${c.sweep?.load_before?.[0] ?? '–'}`,
         ]),
-      )}\n\n${(r.cases ?? [])[0]?.trials ?? 16} random trials (learning rate log, head hidden units log-int, dropout), ASHA (min_epochs 1, factor 3), max_parallel 2 on WORKER_CONCURRENCY 2; the lone job has the default hyperparameters and the same n_epochs; both start with a cold feature cache. Wall time = POST → terminal status seen. Goals: sweep / lone ≤ 4, best ≥ lone test accuracy, 1 extraction: ${goal(r.goal_met)}.${r.load_note ? ` ${r.load_note}` : ''}`,
+      )}\n\n${(r.cases ?? [])[0]?.trials ?? 16} random trials (learning rate log, head hidden units log-int, dropout), ASHA (min_epochs 1, factor 3), max_parallel 2 on WORKER_CONCURRENCY 2; the lone job has the default hyperparameters and the same n_epochs; both start with a cold feature cache. Wall time = POST → terminal status seen. Goals: sweep / lone ≤ 4, best ≥ lone test accuracy, 1 extraction: ${goal(r.goal_met)}. Other sessions' work shared the 2 cores (the load averages; at load 18-20 the same mnist-cnn sweep measured 4.91x): each trial's own training process (start, dataset, save) dominates a trial on cached features, and trials do not share a process yet.`,
   },
   lifecycle: {
     title: 'Job lifecycle (`bench/lifecycle.ts`)',
