@@ -25,6 +25,9 @@ const fmt = (v: Cell): string => {
   return String(v).replace(/\|/g, '\\|')
 }
 
+/** Python's figures come with every digit: two decimals are what the tables compare. */
+const round2 = (v: number | undefined) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v)
+
 function mdTable(headers: string[], rows: Cell[][]): string {
   return [
     `| ${headers.join(' | ')} |`,
@@ -106,8 +109,8 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           'ms / image',
           m.refit?.graph?.ms_per_image,
           m.refit?.eager?.ms_per_image,
-          m.keras?.tf_function_ms_per_image,
-          m.keras?.eager_ms_per_image,
+          round2(m.keras?.tf_function_ms_per_image),
+          round2(m.keras?.eager_ms_per_image),
         ])
       }
       const c = r.cnn_small
@@ -117,12 +120,19 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           'samples / s',
           c.refit?.samples_per_second,
           null,
-          c.keras?.samples_per_second,
+          c.keras?.samples_per_second && Math.round(c.keras.samples_per_second),
           null,
         ])
       const t = r.mnist_transfer
       if (t)
-        rows.push(['mnist_transfer_cnn protocol end to end', 'wall s', t.refit?.wall_s, null, t.keras?.wall_s, null])
+        rows.push([
+          'mnist_transfer_cnn protocol end to end',
+          'wall s',
+          t.refit?.wall_s,
+          null,
+          round2(t.keras?.wall_s),
+          null,
+        ])
       const load = r.load_average
         ? ` Load average (1, 5, 15 min) before ${r.load_average.before?.join(', ')}, after ${r.load_average.after?.join(', ')}: the machine was shared, ratios matter more than absolute figures.`
         : ''
@@ -149,7 +159,7 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
             ]),
           )}`
         : ''
-      return `${mdTable(['figure', 'unit', 'Refit (graph path / default)', 'Refit eager (REFIT_FROZEN_GRAPH=off)', 'Keras tf.function / compiled fit', 'Keras eager'], rows)}\n\nKeras ${m?.keras?.threads?.keras ?? '?'} on TensorFlow ${m?.keras?.threads?.tensorflow ?? '?'}, default thread pools on both sides (intra/inter op 0 = one per core). MobileNetV2 graph path / Keras tf.function: ${m?.ratio_graph_vs_tf_function ?? '–'} (goal ≤ 1.25).${load}${exportTable}`
+      return `${mdTable(['figure', 'unit', 'Refit (graph path / default)', 'Refit eager (REFIT_FROZEN_GRAPH=off)', 'Keras tf.function / compiled fit', 'Keras eager'], rows)}\n\nKeras ${m?.keras?.threads?.keras ?? '?'} on TensorFlow ${m?.keras?.threads?.tensorflow ?? '?'}, default thread pools on both sides (intra/inter op 0 = one per core). MobileNetV2 graph path / Keras tf.function: ${m?.ratio_graph_vs_tf_function ?? '–'} (goal ≤ 1.25); cnn-small Refit / Keras samples/s: ${c?.ratio_refit_vs_keras ?? '–'} (goal ≥ 0.8); mnist_transfer_cnn Refit / Keras wall time: ${t?.ratio_refit_vs_keras ?? '–'} (goal ≤ 1).${load}${exportTable}`
     },
   },
   'mobilenet-transfer': {
@@ -322,7 +332,17 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
     title: 'Inference through the API (`bench/inference.ts`)',
     body: (r) =>
       mdTable(
-        ['model', 'batch', 'condition', 'predictions/s', 'p50 ms', 'p99 ms', 'backend'],
+        [
+          'model',
+          'batch',
+          'condition',
+          'predictions/s',
+          'p50 ms',
+          'p99 ms',
+          'inference process p50 ms (Server-Timing forward)',
+          'API → process round trip p50 ms (pool)',
+          'backend / path',
+        ],
         (r.rows ?? []).map((x: Json) => [
           x.model,
           x.batch,
@@ -330,7 +350,9 @@ const renderers: Record<string, { title: string; body: (r: Json) => string }> = 
           x.predictions_per_second,
           x.p50_ms,
           x.p99_ms,
-          x.backend,
+          x.forward_p50_ms,
+          x.pool_p50_ms,
+          x.forward ? `${x.backend} / ${x.forward}` : x.backend,
         ]),
       ),
   },
