@@ -25,6 +25,9 @@ export interface AshaSpec {
 
 type Trial = Pick<FineTuningJob, 'id' | 'status' | 'sweepTrial' | 'hyperparameters' | 'statusReason'>
 
+/** A metric in a sentence: 4 significant digits (the event's data keeps the exact value). */
+const shown = (v: number) => String(Number(v.toPrecision(4)))
+
 /** The rungs below `maxEpoch`: min_epochs, min_epochs*rf, ... */
 export function rungs(asha: AshaSpec, maxEpoch: number): number[] {
   const out: number[] = []
@@ -88,7 +91,7 @@ export async function applyAsha(
         statusReason: lifecycle.EARLY_TERMINATED,
         event: {
           level: 'info',
-          message: `Early terminated by the sweep's ASHA at rung ${rung} (epoch ${rung}): ${sweep.metric} ${value} is outside the top ${keep} of the ${atRung.length} trials that reached it (cut-off ${cutoff}); stopping at the end of the current batch`,
+          message: `Early terminated by the sweep's ASHA at rung ${rung} (epoch ${rung}): ${sweep.metric} ${shown(value)} is outside the top ${keep} of the ${atRung.length} trials that reached it (cut-off ${shown(cutoff)}); stopping at the end of the current batch`,
           data,
         },
       },
@@ -104,7 +107,7 @@ export async function applyAsha(
         sweep.id,
         `early_terminated:${t.sweepTrial}`,
         'early_terminated',
-        `Trial ${(t.sweepTrial ?? 0) + 1} early terminated at rung ${rung}: ${sweep.metric} ${value} below the cut-off ${cutoff}`,
+        `Trial ${(t.sweepTrial ?? 0) + 1} early terminated at rung ${rung}: ${sweep.metric} ${shown(value)} ${sweep.goal === 'maximize' ? 'below' : 'above'} the cut-off ${shown(cutoff)}`,
         { trial: t.sweepTrial, job_id: t.id, ...data },
       )
     }
