@@ -516,9 +516,13 @@ function cutAt(cost: TopologyCost, featureLayer: string | null | undefined): Top
   return { ...cost, layers, params: layers.reduce((a, l) => a + l.params, 0) }
 }
 
-/** Mirrors forwardBatchSize in training.ts: samples per inference-mode pass over a frozen network. */
-function forwardBatch(inputShape: number[]): number {
-  return Math.max(8, Math.min(256, Math.floor(4_194_304 / prod(inputShape.map((d) => Math.max(1, d))))))
+/**
+ * Samples per inference-mode forward pass over a frozen network (feature caching, teacher outputs,
+ * evaluations): 256 for small inputs, fewer for large ones, so a pass holds about 16 MB of float32 input
+ * (MobileNetV2's 224x224x3: 27). The engine and the estimates use this one rule.
+ */
+export function forwardBatchSize(inputShape: readonly number[], max = 256): number {
+  return Math.max(8, Math.min(max, Math.floor(4_194_304 / prod(inputShape.map((d) => Math.max(1, d))))))
 }
 
 /** The transfer head of transfer-model.ts: dense `hidden` -> dropout -> dense k. */
@@ -541,7 +545,7 @@ export function estimateJob(job: JobShape): MemoryEstimate {
   const frozenOf = (m: ModelShape, cost: TopologyCost, outputsPerSample: number) => ({
     cost,
     params: m.params ?? undefined,
-    batch: forwardBatch(m.inputShape),
+    batch: forwardBatchSize(m.inputShape),
     outputsPerSample,
   })
   const teacher = job.teacher

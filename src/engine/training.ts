@@ -152,15 +152,8 @@ export function distillationLoss(
   })
 }
 
-/**
- * Samples per inference-mode forward pass (feature caching, teacher outputs): 256 for small inputs,
- * fewer for large images so a batch's activations stay within a few hundred MB (a MobileNetV2 batch of
- * 256 at 224x224x3 took ~7 GB).
- */
-export function forwardBatchSize(inputShape: readonly number[], max = 256): number {
-  const perSample = inputShape.reduce((a, b) => a * Math.max(1, b), 1)
-  return Math.max(8, Math.min(max, Math.floor(4_194_304 / perSample)))
-}
+// one rule for the engine and the memory estimates (a MobileNetV2 batch of 256 at 224x224x3 took ~7 GB)
+export { forwardBatchSize } from './memory-estimate.js'
 
 /** Class probabilities (softmax of `forward`) for the rows of a part, in batches, dropout off. */
 export async function predictPart(

@@ -11,6 +11,7 @@ import {
   analyzeTopology,
   cachedModelBytes,
   estimateInference,
+  forwardBatchSize,
   readModelShape,
   type TopologyCost,
 } from '../engine/memory-estimate.js'
@@ -239,7 +240,9 @@ export async function evaluateDataset(tf: Tf, req: EvaluateRequest): Promise<Eva
         settings: req.graph,
       })
   try {
-    const batch = req.batchSize ?? 256
+    // large inputs in smaller passes (a MobileNetV2 pass of 256 images holds ~7 GB); the estimate
+    // (assertEvaluationFits) assumes the same passes
+    const batch = req.batchSize ?? forwardBatchSize(shape)
     const k = forward.outputShape[forward.outputShape.length - 1] ?? 0
     if (k !== classes.length)
       throw new EngineError(

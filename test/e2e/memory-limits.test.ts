@@ -160,8 +160,9 @@ test('training: refused by the estimator; let through, then killed past the work
 
 test('evaluation: refused by the estimator; an evaluation process past the worker limit is killed (out_of_memory)', async () => {
   const c = await project('evaluate')
-  // the one-conv model on twelve 1024x1024 images: ~170 MiB of activations each, ~2.6 GiB in all
-  const conv = await c.upload('/v1/models', await modelZip(convModel(1024)), 'conv.zip', {
+  // a one-conv model with 16 filters on twelve 1024x1024 images: ~340 MiB of activations each; an evaluation
+  // runs such large inputs 8 at a time (forwardBatchSize), ~2.7 GiB per pass
+  const conv = await c.upload('/v1/models', await modelZip(convModel(1024, 16)), 'conv.zip', {
     input_shape: JSON.stringify([1024, 1024, 3]),
     classes: '["class_0","class_1"]',
   })

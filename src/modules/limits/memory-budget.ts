@@ -9,6 +9,7 @@ import {
   estimateInference,
   estimateJob,
   formatBytes,
+  forwardBatchSize,
   type JobShape,
   type MemoryEstimate,
   type ModelShape,
@@ -27,7 +28,7 @@ type Budget = Pick<Config, 'trainingMemoryBytes' | 'inferenceMemoryBytes'>
 
 /** Samples an inference process runs per forward pass (compute.ts predictProbabilities). */
 export const PREDICTION_PASS_BATCH = 64
-/** Samples an evaluation process runs per forward pass (compute.ts evaluateDataset). */
+/** Most samples an evaluation process runs per forward pass (compute.ts evaluateDataset: fewer for large inputs, forwardBatchSize). */
 export const EVALUATION_PASS_BATCH = 256
 
 /** Model shapes by cache key (id@sha256): parsing a MobileNet model.json costs more than the check itself. */
@@ -205,7 +206,7 @@ export async function assertEvaluationFits(
       ? { elements: image.reduce((a, b) => a * b, 1), bytesPerValue: 1 }
       : { elements: stats.feature_count ?? 0, bytesPerValue: 4 },
     m.params ?? undefined,
-    EVALUATION_PASS_BATCH,
+    forwardBatchSize(m.inputShape, EVALUATION_PASS_BATCH),
   )
   const limit = deps.config.trainingMemoryBytes
   if (e.totalBytes > limit)
