@@ -5,11 +5,7 @@
 // pass redone after a crash, or two passes racing, write it once. A write pings the sweep id on the
 // job-updates channel (any id works there), which wakes the sweep's live streams in every API process.
 //
-// The stream (SSE): `event: event` per sweep event (SSE id = its seq, so Last-Event-ID resumes without gaps
-// or repeats), `event: sweep` when status or progress changes (the sweep as GET shows it), and `event: done`
-// after the `ended` event, which closes it. It holds the caller's stream slots like a job's stream
-// (MAX_STREAMS_PER_KEY / _PER_PROJECT), closes when its key is revoked (plugins/job-updates.ts), and re-reads
-// every POLL_MS in case a ping was lost.
+// The live stream is sweep-stream.ts's (one shared reader per sweep per API process: sweep-feed.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import type { SweepEvent } from '../../generated/prisma/client.js'
@@ -18,8 +14,7 @@ import { type Page, toList } from '../../lib/pagination.js'
 import type { EventLevel } from '../jobs/job-events.js'
 import { notifyJobChanged } from '../jobs/job-updates.js'
 import type { JobServiceDeps } from '../jobs/jobs-service.js'
-import { takeStreamSlots } from '../jobs/stream-slots.js'
-import { presentSweep } from './sweeps-service.js'
+import { streamSweepEvents } from './sweep-stream.js'
 
 export const SWEEP_EVENT_TYPES = [
   'created',
@@ -90,106 +85,4 @@ export async function serveSweepEvents(
 ) {
   if (!query.stream) return listSweepEvents(app.db, sweepId, query)
   return streamSweepEvents(app, req, reply, sweepId, lastEventId ? BigInt(lastEventId) : 0n)
-}
-
-const POLL_MS = 2000
-const HEARTBEAT_MS = 15_000
-const EVENT_PAGE = 500
-
-async function streamSweepEvents(
-  app: FastifyInstance,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  sweepId: string,
-  lastSeq: bigint,
-) {
-  // refused (429) before the answer starts
-  const slots = await takeStreamSlots(app, req)
-  reply.hijack()
-  const res = reply.raw
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    'x-request-id': String(req.id),
-  })
-  res.write('retry: 2000\n\n')
-  const send = (event: string, data: unknown, id?: bigint) => {
-    if (!closed) res.write(`${id !== undefined ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
-  }
-
-  let closed = false
-  let lastSweepJson = ''
-  let turn: Promise<void> | null = null
-  let again = false
-  // one read at a time, in order; a wake-up during a read asks for one more after it
-  const pump = (): Promise<void> => {
-    if (turn) {
-      again = true
-      return turn
-    }
-    turn = (async () => {
-      try {
-        do {
-          again = false
-          await read()
-        } while (again && !closed)
-      } catch (err) {
-        send('error', { message: 'temporarily unable to read the sweep; retrying' })
-        app.log.warn({ err: (err as Error).message, sweepId }, 'sweep event stream read failed')
-      } finally {
-        turn = null
-      }
-    })()
-    return turn
-  }
-  async function read() {
-    // the sweep first: events written after this read are read next time, so `settled` with every event
-    // up to it sent means the `ended` event has gone out
-    const sweep = await app.db.sweep.findUnique({ where: { id: sweepId } })
-    if (!sweep) return close()
-    const events = await app.db.sweepEvent.findMany({
-      where: { sweepId, seq: { gt: lastSeq } },
-      orderBy: { seq: 'asc' },
-      take: EVENT_PAGE,
-    })
-    if (events.length === EVENT_PAGE) again = true
-    for (const e of events) {
-      send('event', presentSweepEvent(e), e.seq)
-      lastSeq = e.seq
-    }
-    const view = await presentSweep(app, sweep)
-    const json = JSON.stringify({ status: view.status, progress: view.progress, best_trial: view.best_trial })
-    if (json !== lastSweepJson) {
-      lastSweepJson = json
-      send('sweep', view)
-    }
-    if (sweep.settledAt && !again) {
-      send('done', { status: sweep.status, best_model: view.best_model })
-      close()
-    }
-  }
-
-  const untrack = app.jobUpdates.track(() => close())
-  const offPing = app.jobUpdates.on(sweepId, () => void pump())
-  const offRevoked = req.apiKeyId ? app.jobUpdates.onKeyRevoked(req.apiKeyId, () => close()) : () => {}
-  const poll = setInterval(() => void pump(), POLL_MS)
-  // keeps proxies from closing an idle stream (a revoked key closes it: the hub's message and its own check)
-  const heartbeat = setInterval(() => {
-    if (!closed) res.write(': ping\n\n')
-  }, HEARTBEAT_MS)
-  function close() {
-    if (closed) return
-    closed = true
-    offPing()
-    offRevoked()
-    untrack()
-    void slots.release()
-    clearInterval(poll)
-    clearInterval(heartbeat)
-    res.end()
-  }
-  req.raw.on('close', close)
-  await pump()
 }
