@@ -213,6 +213,7 @@ export async function trainAllLayers(
       () => ({
         forward: logitsFn(tf, model),
         variables: trainableVariables(model.layers),
+        graphModel: model,
         train: trainee.train,
         val: trainee.val,
         epochs: hp.n_epochs,

@@ -11,3 +11,9 @@ export type {
   Tensor2D,
   Variable,
 } from '@tensorflow/tfjs'
+
+/** A named tensor, as optimizers' getWeights / setWeights exchange them. */
+export interface NamedTensor {
+  name: string
+  tensor: tfjs.Tensor
+}

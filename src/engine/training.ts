@@ -8,6 +8,8 @@ import type { LoadedDataset } from '../datasets/types.js'
 import { withDropout } from './dropout.js'
 import { EngineError } from './errors.js'
 import { evaluateProbabilities, lossAndAccuracy } from './evaluate.js'
+import { DEFAULT_GRAPH_SETTINGS } from './graph/forward.js'
+import { compileTrainStep, type EagerReason, GraphTrainStep } from './graph/train-step.js'
 import { loadModel, saveModel } from './model-io.js'
 import { checkCompatible, preprocessRows } from './preprocess.js'
 import type {
@@ -258,13 +260,16 @@ export async function copyWeightsByName(tf: Tf, model: LayersModel, dir: string)
   return copied
 }
 
+/** What checkpoints need of an optimizer: tfjs's optimizers, and the compiled training step (its own state). */
+export type OptimizerState = Pick<Optimizer, 'getWeights' | 'setWeights' | 'dispose'>
+
 /** Writes the whole model (+ metadata), the optimizer's state and state.json into `dir`. */
 export async function writeCheckpoint(
   tf: Tf,
   dir: string,
   model: LayersModel,
   metadata: ModelMetadata,
-  optimizer: Optimizer,
+  optimizer: OptimizerState,
   state: CheckpointState,
 ): Promise<void> {
   await mkdir(dir, { recursive: true })
@@ -287,7 +292,7 @@ export async function readCheckpointState(dir: string): Promise<CheckpointState>
 }
 
 /** Loads a checkpoint's optimizer.json/.bin into `optimizer` (same variables, same order as when saved). */
-export async function restoreOptimizer(tf: Tf, optimizer: Optimizer, dir: string): Promise<void> {
+export async function restoreOptimizer(tf: Tf, optimizer: OptimizerState, dir: string): Promise<void> {
   const { weightSpecs } = JSON.parse(await readFile(path.join(dir, 'optimizer.json'), 'utf8'))
   const bin = await readFile(path.join(dir, 'optimizer.bin'))
   const map = tf.io.decodeWeights(
@@ -312,7 +317,9 @@ export interface LoopParams {
   /** logits of a batch; layers in inference mode, dropout drawn while `withDropout` is active */
   forward: (x: Tensor) => Tensor
   variables: Variable[]
-  optimizer: Optimizer
+  optimizer: OptimizerState
+  /** the compiled training step: when set, it trains each batch (and is `optimizer`) */
+  graphStep?: GraphTrainStep | null
   numClasses: number
   train: Part
   val: Part | null
@@ -391,26 +398,38 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
         soft = tf.tensor2d(buf, [rows.length, k])
       }
       let correct: Tensor | null = null
-      let cost: Scalar | null = null
+      let cost: Tensor | null = null
       let batchLoss = 0
       let batchAccuracy = 0
       try {
-        cost = p.optimizer.minimize(
-          () => {
-            const logits = withDropout(rng, () => p.forward(x))
-            const y = tf.oneHot(labels, k)
-            correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), labels), 'float32')))
-            return soft && p.soft
-              ? distillationLoss(tf, logits, y, soft, p.soft.temperature, p.soft.alpha)
-              : crossEntropy(tf, logits, y)
-          },
-          true,
-          p.variables,
-        )
-        // One read per batch (loss and correct count together): each read is a sync with the backend.
-        const both = tf.stack([cost!, correct as unknown as Tensor])
-        const [loss, c] = await both.data()
-        both.dispose()
+        if (p.graphStep) {
+          // the compiled step returns [loss, correct] and has already updated the variables
+          const target = new Float32Array(rows.length * k)
+          for (let i = 0; i < rows.length; i++) target[i * k + train.labels[rows[i]]] = 1
+          const y = tf.tensor2d(target, [rows.length, k])
+          try {
+            cost = p.graphStep.run(x, y, soft, rng)
+          } finally {
+            y.dispose()
+          }
+        } else {
+          const loss = (p.optimizer as Optimizer).minimize(
+            () => {
+              const logits = withDropout(rng, () => p.forward(x))
+              const y = tf.oneHot(labels, k)
+              correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), labels), 'float32')))
+              return soft && p.soft
+                ? distillationLoss(tf, logits, y, soft, p.soft.temperature, p.soft.alpha)
+                : crossEntropy(tf, logits, y)
+            },
+            true,
+            p.variables,
+          )
+          // One read per batch (loss and correct count together): each read is a sync with the backend.
+          cost = tf.stack([loss!, correct as unknown as Tensor])
+          loss!.dispose()
+        }
+        const [loss, c] = await cost.data()
         if (!Number.isFinite(loss))
           throw new EngineError(
             'training_diverged',
@@ -627,6 +646,8 @@ export async function resumeInto(tf: Tf, model: LayersModel, dir: string): Promi
 export interface Phase {
   forward: (x: Tensor) => Tensor
   variables: Variable[]
+  /** the model whose forward pass `forward` is, when the whole step may run as a TensorFlow graph (train-step.ts) */
+  graphModel?: LayersModel
   train: Part
   val: Part | null
   epochs: number
@@ -655,6 +676,9 @@ export interface PhasesOptions {
   soft?: LoopParams['soft']
   progressIntervalMs?: number
   onEpochEnd?: (epoch: number) => void
+  /** the active backend and the graph setting: whether a phase's whole step may run as a graph */
+  backend?: BackendName
+  graph?: GraphSettings
 }
 
 /** The run-wide part of `runPhases`' options, as every method passes it on from its own options. */
@@ -670,10 +694,71 @@ export function runSettings(
     | 'outputDir'
     | 'progressIntervalMs'
     | 'onEpochEnd'
+    | 'backend'
+    | 'graph'
   >,
 ) {
   const { tf, emit, isCancelled, isPaused, hyperparameters, seed, outputDir, progressIntervalMs, onEpochEnd } = o
-  return { tf, emit, isCancelled, isPaused, hyperparameters, seed, outputDir, progressIntervalMs, onEpochEnd }
+  const { backend, graph } = o
+  return {
+    tf,
+    emit,
+    isCancelled,
+    isPaused,
+    hyperparameters,
+    seed,
+    outputDir,
+    progressIntervalMs,
+    onEpochEnd,
+    backend,
+    graph,
+  }
+}
+
+/**
+ * The phase's compiled training step, or null to train eagerly; either way the job's events say which and
+ * why (once per phase).
+ */
+async function phaseTrainStep(o: PhasesOptions, phase: Phase): Promise<GraphTrainStep | null> {
+  const { tf, hyperparameters: hp } = o
+  const backend = o.backend ?? (tf.getBackend() as BackendName)
+  let why: EagerReason
+  if (!phase.graphModel) return null
+  if ((o.graph ?? DEFAULT_GRAPH_SETTINGS).mode === 'off') why = { layer: null, reason: 'REFIT_FROZEN_GRAPH=off' }
+  else if (backend !== 'tensorflow' || typeof (tf as any).node?.loadSavedModel !== 'function')
+    why = { layer: null, reason: `backend ${backend} has no TensorFlow graph sessions` }
+  else {
+    let compiled: GraphTrainStep | EagerReason
+    try {
+      compiled = await compileTrainStep(tf, {
+        model: phase.graphModel,
+        variables: phase.variables,
+        optimizer: hp.optimizer,
+        learningRate: phase.learningRate,
+        numClasses: o.numClasses,
+        soft: o.soft ?? null,
+      })
+    } catch (err) {
+      compiled = { layer: null, reason: `graph compile failed: ${(err as Error).message}` }
+    }
+    if (compiled instanceof GraphTrainStep) {
+      o.emit({
+        type: 'event',
+        level: 'info',
+        message: `training step: graph (forward, gradients and ${hp.optimizer ?? 'adam'} update in one TensorFlow graph, compiled in ${compiled.compileMs} ms)`,
+        data: { train_step: 'graph', graph_compile_ms: compiled.compileMs },
+      })
+      return compiled
+    }
+    why = compiled
+  }
+  o.emit({
+    type: 'event',
+    level: why.layer ? 'warn' : 'info',
+    message: `training step: eager (${why.layer ? `layer "${why.layer}", ` : ''}${why.reason})`,
+    data: { train_step: 'eager', train_step_reason: why.reason, ...(why.layer ? { eager_layer: why.layer } : {}) },
+  })
+  return null
 }
 
 /** Outcome of `runPhases`: the loop state, and the last phase run (its forward and validation part). */
@@ -703,7 +788,7 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
       data: { epoch: state.epoch, step: state.step, dir: r.dir },
     })
   }
-  let optimizer: Optimizer | null = null
+  let optimizer: OptimizerState | null = null
   const es = hp.early_stopping ?? null
   const checkpoint = async (epoch: number, metrics: EpochMetrics, position?: EpochPosition): Promise<string> => {
     const dir = path.join(o.outputDir, 'checkpoints', position ? `step-${state.step}` : `epoch-${epoch}`)
@@ -747,7 +832,8 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
         restoreWeights(tf, o.model, bestSnapshot.weights)
       continue
     }
-    optimizer = makeOptimizer(tf, hp.optimizer, phase.learningRate)
+    const graphStep = await phaseTrainStep(o, phase)
+    optimizer = graphStep ?? makeOptimizer(tf, hp.optimizer, phase.learningRate)
     if (resumingThisPhase) await restoreOptimizer(tf, optimizer, r!.dir)
     const totalEpochs = o.phases.length === 1 ? lastEpoch : Math.max(lastEpoch, hp.n_epochs)
     const params: LoopParams = {
@@ -758,6 +844,7 @@ export async function runPhases(o: PhasesOptions): Promise<PhasesResult> {
       forward: phase.forward,
       variables: phase.variables,
       optimizer,
+      graphStep,
       numClasses: o.numClasses,
       train: phase.train,
       val: phase.val,

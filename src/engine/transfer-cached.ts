@@ -129,6 +129,7 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
         () => ({
           forward: logitsFn(tf, h.model),
           variables: trainableVariables(h.layers),
+          graphModel: h.model,
           train: parts.train,
           val: parts.val,
           epochs: hp.n_epochs,

@@ -199,6 +199,7 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
     return {
       forward: logitsFn(tf, h.model),
       variables: trainableVariables(h.layers),
+      graphModel: h.model,
       train: { ...rawParts.train, source: trainSrc },
       val: rawParts.val ? { ...rawParts.val, source: valFeatures && valSrc ? valSrc : trainSrc } : null,
       epochs: hp.n_epochs,

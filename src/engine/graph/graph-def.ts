@@ -40,6 +40,11 @@ export const attr = {
     a.setType(pb().DataType.DT_FLOAT)
     return a
   },
+  bool(): Pb {
+    const a = new (pb().AttrValue)()
+    a.setType(pb().DataType.DT_BOOL)
+    return a
+  },
   int32(): Pb {
     const a = new (pb().AttrValue)()
     a.setType(pb().DataType.DT_INT32)
@@ -147,6 +152,14 @@ export class GraphBuilder {
     input: { name: string; dims: number[]; key?: string },
     output: { name: string; dims: number[]; key?: string },
   ): Uint8Array {
+    return this.savedModelOf(
+      [{ key: input.key ?? 'x', name: input.name, dims: input.dims }],
+      [{ key: output.key ?? 'y', name: output.name, dims: output.dims }],
+    )
+  }
+
+  /** The SavedModel bytes with a `serving_default` signature of several float inputs and outputs. */
+  savedModelOf(inputs: SignatureTensor[], outputs: SignatureTensor[]): Uint8Array {
     const P = pb()
     const info = (name: string, dims: number[]) => {
       const t = new P.TensorInfo()
@@ -157,8 +170,8 @@ export class GraphBuilder {
     }
     const sig = new P.SignatureDef()
     sig.setMethodName('tensorflow/serving/predict')
-    sig.getInputsMap().set(input.key ?? 'x', info(input.name, input.dims))
-    sig.getOutputsMap().set(output.key ?? 'y', info(output.name, output.dims))
+    for (const i of inputs) sig.getInputsMap().set(i.key, info(i.name, i.dims))
+    for (const o of outputs) sig.getOutputsMap().set(o.key, info(o.name, o.dims))
     const meta = new P.MetaGraphDef()
     const metaInfo = new P.MetaGraphDef.MetaInfoDef()
     metaInfo.setTagsList(['serve'])
@@ -170,4 +183,11 @@ export class GraphBuilder {
     sm.setMetaGraphsList([meta])
     return sm.serializeBinary()
   }
+}
+
+/** One entry of a signature: its key, the node whose first output it is, and its shape (-1: any). */
+export interface SignatureTensor {
+  key: string
+  name: string
+  dims: number[]
 }
