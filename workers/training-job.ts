@@ -322,9 +322,11 @@ export function createTrainingProcessor(deps: WorkerDeps) {
           )
           // A sweep trial's epoch rows are what ASHA ranks at its rungs (src/modules/sweeps/asha.ts): a pass
           // over the sweep now, waiting for its lease, decides before this chain handles the next message.
-          // The training process goes on meanwhile, but a trial stopped here ends `cancelled` even if it
-          // finished its epochs (the outcome below reads `cancelling` first). A pass that fails or cannot get
-          // the lease is not fatal: the reconcile pass decides while the trial still runs.
+          // The training process goes on meanwhile, but a trial stopped here (on this epoch's rows, before its
+          // last epoch's are written: this chain waits for the pass) ends `cancelled` even if the process
+          // finished its epochs meanwhile (the outcome below reads `cancelling` first): the decision is the
+          // rung's, so it does not depend on the process's speed. A pass that fails or cannot get the lease is
+          // not fatal: the reconcile pass decides while the trial still runs.
           if (job.sweepId)
             await advanceSweep(deps, job.sweepId, 10_000).catch((err) =>
               jobLog.warn({ err: err.message }, 'sweep pass after an epoch failed; the reconcile pass retries'),

@@ -9,7 +9,10 @@
 // A running trial is judged at the highest rung it has reached, against every trial that reached that rung
 // (earlier trial first on ties). With max_parallel 1 those peers have all ended, so the decision is the same
 // whenever (and however often) it is made: which trials ASHA stops is reproducible. With more in parallel a
-// trial may pass a rung alone and be stopped later at the same rung once enough peers reached it.
+// trial may pass a rung alone and be stopped later at the same rung once enough peers reached it, but never
+// once it has finished training (its last epoch's rows written, or its own early stopping ended it). A stop
+// decided at a rung before that stands, even if the training process has raced on to its end meanwhile: the
+// decision is the rung's (workers/training-job.ts), so it does not depend on the process's speed.
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { cancelChannel } from '../../queue/catalog.js'
 import { readHyperparameters } from '../../schemas/jobs.js'
@@ -24,6 +27,9 @@ export interface AshaSpec {
 }
 
 type Trial = Pick<FineTuningJob, 'id' | 'status' | 'sweepTrial' | 'hyperparameters' | 'statusReason'>
+
+/** How the training process's early-stopping event begins (src/engine/training.ts). */
+const EARLY_STOPPING_EVENT = 'early stopping at epoch'
 
 /** A metric in a sentence: 4 significant digits (the event's data keeps the exact value). */
 const shown = (v: number) => String(Number(v.toPrecision(4)))
@@ -56,6 +62,16 @@ export async function applyAsha(
     byTrial.set(r.jobId, m)
     m.set(r.epoch, r.value)
   }
+  // Trials whose own early stopping ended their training (its event follows their last epoch's rows): done
+  // training, like one that trained its last epoch, so never stopped.
+  const earlyStopped = new Set(
+    (
+      await deps.db.jobEvent.findMany({
+        where: { jobId: { in: running.map((t) => t.id) }, message: { startsWith: EARLY_STOPPING_EVENT } },
+        select: { jobId: true },
+      })
+    ).map((e) => e.jobId),
+  )
   const order = new Map(trials.map((t) => [t.id, t.sweepTrial ?? 0]))
   const better = (a: [string, number], b: [string, number]) =>
     a[1] !== b[1] ? (sweep.goal === 'maximize' ? b[1] - a[1] : a[1] - b[1]) : order.get(a[0])! - order.get(b[0])!
@@ -64,10 +80,13 @@ export async function applyAsha(
     const epochs = byTrial.get(t.id)
     if (!epochs) continue
     const nEpochs = readHyperparameters(t.hyperparameters).n_epochs
-    // a rung at the last epoch decides nothing: the trial has finished training
     const last = typeof nEpochs === 'number' ? nEpochs : Number.POSITIVE_INFINITY
     const reached = Math.max(...epochs.keys())
-    const rung = rungs(sweep.asha, Math.min(last, reached + 1)).at(-1)
+    // Finished training (its last epoch's rows are written; it is still `running` while it saves its model):
+    // nothing is left to save by stopping it, and with max_parallel > 1 its peers may reach a rung it passed
+    // alone only now, which would cancel a trial that completed.
+    if (reached >= last || earlyStopped.has(t.id)) continue
+    const rung = rungs(sweep.asha, reached + 1).at(-1)
     if (rung === undefined || !epochs.has(rung)) continue
     const atRung: [string, number][] = []
     for (const [id, m] of byTrial) if (m.has(rung)) atRung.push([id, m.get(rung)!])
