@@ -3,7 +3,8 @@
 //     those digits), scored on the official test split of digits 5-9;
 //   - (--mobilenet) mobilenet-v2 transfer on 1,000 PNG digits 0-9, scored on 500 PNGs of the test split.
 // The sweep: 16 random trials over learning rate (log), head hidden units and dropout, ASHA on, every trial
-// with the lone job's n_epochs. The lone job: default hyperparameters, same n_epochs, cold feature cache.
+// with the lone job's n_epochs; its first trial is the baseline (the lone job's defaults, baseline_trial's
+// default for a random sweep). The lone job: default hyperparameters, same n_epochs, cold feature cache.
 // Each side trains on its own upload of the same bytes (another file id: another cache entry), so both
 // start cold. Figures: sweep wall time (POST -> terminal seen) / lone job's (goal <= 4x); the best trial's
 // and the lone job's test accuracy through POST /v1/models/{id}/evaluations (goal: best >= lone); backbone
@@ -188,6 +189,10 @@ async function runCase(api: Api, work: string, c: Case) {
     t.job.status_reason === 'early_terminated' ? 'early_terminated' : t.job.status,
   ])
   console.log(`trial timeline [trial, created, started, finished, outcome]: ${JSON.stringify(timeline)}`)
+  const baseline = trials.find((t) => t.baseline)
+  console.log(
+    `baseline trial: ${baseline ? `${JSON.stringify(baseline.values)} ${baseline.job.status} (${sweep.metric} ${baseline.metric_value})` : 'none'}`,
+  )
   const extractions = sources.filter((s) => s.source === 'computed').length
   const fromCache = sources.filter((s) => s.source === 'cache').length
   const statuses: Record<string, number> = {}
@@ -229,6 +234,10 @@ async function runCase(api: Api, work: string, c: Case) {
       best_values: sweep.best_trial?.values ?? null,
       best_val_accuracy: sweep.best_trial?.metric_value ?? null,
       best_job: sweep.best_trial?.job_id ?? null,
+      best_is_baseline: !!baseline && sweep.best_trial?.job_id === baseline.job.id,
+      baseline_values: sweep.baseline?.values ?? null,
+      baseline_val_accuracy: baseline?.metric_value ?? null,
+      baseline_outcome: baseline?.job.status ?? null,
       test_accuracy: bestAcc,
       feature_extractions: extractions,
       features_from_cache: fromCache,
@@ -282,7 +291,7 @@ run(async () => {
       backend: results[0]?.backend ?? null,
       protocol: {
         search_space:
-          'learning_rate log 1e-4..1e-2, head.hidden_units log-int 32..512, head.dropout 0..0.6; random, seed 7',
+          'learning_rate log 1e-4..1e-2, head.hidden_units log-int 32..512, head.dropout 0..0.6; random, seed 7; baseline trial first (the defaults: 0.001, 128, 0.5)',
         metric: 'val_accuracy (validation_split default 0.1), maximize',
         wall: 'client-side, POST -> terminal status seen (poll 250 ms)',
         scoring: 'POST /v1/models/{id}/evaluations on the test file (official test split)',

@@ -26,9 +26,10 @@ const USAGE = `Usage: refit <command> [options]
   sweeps create --model M --training-file F --search PATH=SPEC [--search …] [--trials N] [--parallel P]
               [--strategy grid|random] [--metric val_accuracy|val_loss|accuracy|loss] [--goal maximize|minimize]
               [--method transfer|supervised] [--epochs N] [--batch-size B] [--asha MIN_EPOCHS:FACTOR]
-              [--seed S] [--suffix X] [--keep-all-models]   or   sweeps create --spec FILE.json
+              [--seed S] [--suffix X] [--keep-all-models] [--no-baseline]   or   sweeps create --spec FILE.json
                                               start a hyperparameter sweep; SPEC is v1,v2,… (values) or
-                                              [log:|int:|log-int:]MIN..MAX (a range, random only)
+                                              [log:|int:|log-int:]MIN..MAX (a range, random only); a random
+                                              sweep's first trial runs a lone job's defaults unless --no-baseline
   sweeps get SWEEP_ID                         show a sweep
   sweeps follow SWEEP_ID                      print the sweep's trials live until it ends
   sweeps cancel SWEEP_ID                      cancel a sweep and its unfinished trials
@@ -83,6 +84,7 @@ const { values: opts, positionals } = (() => {
         goal: { type: 'string' },
         asha: { type: 'string' },
         'keep-all-models': { type: 'boolean' },
+        'no-baseline': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     })
@@ -355,6 +357,7 @@ async function sweepBody() {
       | 'minimize',
     early_termination: earlyTermination,
     ...(opts['keep-all-models'] ? { keep_all_models: true } : {}),
+    ...(opts['no-baseline'] ? { baseline_trial: false } : {}),
   }
 }
 

@@ -1311,7 +1311,7 @@ export interface components {
             error: {
                 message: string;
                 type: string;
-                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "graph_model_op_unsupported" | "graph_model_feature_node_not_found" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "invalid_search_space" | "sweep_too_large" | "sweep_metric_unavailable" | "invalid_early_termination" | "sweep_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
+                code: "invalid_request" | "invalid_json" | "missing_file" | "invalid_purpose" | "invalid_format" | "invalid_field" | "body_too_large" | "file_too_large" | "unsupported_media_type" | "file_not_ready" | "file_in_use" | "model_not_trainable" | "graph_model_op_unsupported" | "graph_model_feature_node_not_found" | "incompatible_dataset" | "teacher_classes_mismatch" | "unsupported_method" | "invalid_hyperparameter" | "builtin_model_immutable" | "model_in_use" | "job_not_retryable" | "idempotency_key_reused" | "idempotency_key_in_progress" | "job_not_cancellable" | "invalid_search_space" | "sweep_too_large" | "sweep_metric_unavailable" | "invalid_early_termination" | "invalid_baseline_trial" | "sweep_not_cancellable" | "job_not_pausable" | "job_not_paused" | "missing_authorization" | "invalid_api_key" | "admin_required" | "project_key_required" | "not_found" | "route_not_found" | "service_unavailable" | "internal_error" | "invalid_model" | "invalid_input" | "model_not_predictable" | "model_not_freezable" | "checkpoint_not_downloadable" | "storage_quota_exceeded" | "too_many_jobs" | "rate_limited" | "overloaded" | "request_timeout" | "invalid_webhook_url" | "admin_session_invalid" | "csrf_failed" | "too_many_sign_in_attempts" | "unsafe_input" | "invalid_multipart" | "idempotent_replay_unavailable" | "webhook_url_forbidden" | "too_many_webhooks" | "training_memory_exceeded" | "inference_memory_exceeded" | "evaluation_memory_exceeded" | "inference_out_of_memory" | "too_many_streams" | "prediction_timeout" | "invalid_training_file" | "invalid_validation_file" | "integrations_not_supported";
                 param: string | null;
                 request_id: string;
                 details?: {
@@ -8073,6 +8073,14 @@ export interface operations {
                      *             "min_epochs": 1,
                      *             "reduction_factor": 2
                      *           },
+                     *           "baseline_trial": true,
+                     *           "baseline": {
+                     *             "trial": 0,
+                     *             "values": {
+                     *               "hyperparameters.learning_rate": 0.001,
+                     *               "head.hidden_units": 128
+                     *             }
+                     *           },
                      *           "keep_all_models": false,
                      *           "seed": 7,
                      *           "suffix": null,
@@ -8085,7 +8093,7 @@ export interface operations {
                      *             "trials_succeeded": 1
                      *           },
                      *           "best_trial": {
-                     *             "trial": 0,
+                     *             "trial": 1,
                      *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *             "values": {
                      *               "hyperparameters.learning_rate": 0.00231,
@@ -8225,6 +8233,16 @@ export interface operations {
                                 min_epochs: number;
                                 /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                                 reduction_factor: number;
+                            } | null;
+                            /** @description as requested (default true for random, false for grid) */
+                            baseline_trial: boolean;
+                            baseline: {
+                                /** @description 0: the first in the plan */
+                                trial: number;
+                                /** @description the sampled value of each path */
+                                values: {
+                                    [key: string]: unknown;
+                                };
                             } | null;
                             keep_all_models: boolean;
                             suffix: string | null;
@@ -8367,6 +8385,14 @@ export interface operations {
                      *         "min_epochs": 1,
                      *         "reduction_factor": 2
                      *       },
+                     *       "baseline_trial": true,
+                     *       "baseline": {
+                     *         "trial": 0,
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.001,
+                     *           "head.hidden_units": 128
+                     *         }
+                     *       },
                      *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
@@ -8379,7 +8405,7 @@ export interface operations {
                      *         "trials_succeeded": 1
                      *       },
                      *       "best_trial": {
-                     *         "trial": 0,
+                     *         "trial": 1,
                      *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "values": {
                      *           "hyperparameters.learning_rate": 0.00231,
@@ -8514,6 +8540,16 @@ export interface operations {
                             /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                             reduction_factor: number;
                         } | null;
+                        /** @description as requested (default true for random, false for grid) */
+                        baseline_trial: boolean;
+                        baseline: {
+                            /** @description 0: the first in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                        } | null;
                         keep_all_models: boolean;
                         suffix: string | null;
                         metadata: {
@@ -8621,12 +8657,13 @@ export interface operations {
                      *       "data": [
                      *         {
                      *           "object": "fine_tuning.sweep.trial",
-                     *           "trial": 0,
+                     *           "trial": 1,
                      *           "values": {
                      *             "hyperparameters.learning_rate": 0.00231,
                      *             "head.hidden_units": 128
                      *           },
                      *           "metric_value": 0.9712,
+                     *           "baseline": false,
                      *           "job": {
                      *             "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *             "object": "fine_tuning.job",
@@ -8733,6 +8770,8 @@ export interface operations {
                                 [key: string]: unknown;
                             };
                             metric_value: number | null;
+                            /** @description the trial that runs a lone job's defaults (see the sweep's baseline) */
+                            baseline: boolean;
                             job: components["schemas"]["FineTuningJob"];
                             metrics: {
                                 final: ({
@@ -9017,6 +9056,14 @@ export interface operations {
                      *         "min_epochs": 1,
                      *         "reduction_factor": 2
                      *       },
+                     *       "baseline_trial": true,
+                     *       "baseline": {
+                     *         "trial": 0,
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.001,
+                     *           "head.hidden_units": 128
+                     *         }
+                     *       },
                      *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
@@ -9029,7 +9076,7 @@ export interface operations {
                      *         "trials_succeeded": 1
                      *       },
                      *       "best_trial": {
-                     *         "trial": 0,
+                     *         "trial": 1,
                      *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "values": {
                      *           "hyperparameters.learning_rate": 0.00231,
@@ -9163,6 +9210,16 @@ export interface operations {
                             min_epochs: number;
                             /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                             reduction_factor: number;
+                        } | null;
+                        /** @description as requested (default true for random, false for grid) */
+                        baseline_trial: boolean;
+                        baseline: {
+                            /** @description 0: the first in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
                         } | null;
                         keep_all_models: boolean;
                         suffix: string | null;
@@ -13297,6 +13354,14 @@ export interface operations {
                      *             "min_epochs": 1,
                      *             "reduction_factor": 2
                      *           },
+                     *           "baseline_trial": true,
+                     *           "baseline": {
+                     *             "trial": 0,
+                     *             "values": {
+                     *               "hyperparameters.learning_rate": 0.001,
+                     *               "head.hidden_units": 128
+                     *             }
+                     *           },
                      *           "keep_all_models": false,
                      *           "seed": 7,
                      *           "suffix": null,
@@ -13309,7 +13374,7 @@ export interface operations {
                      *             "trials_succeeded": 1
                      *           },
                      *           "best_trial": {
-                     *             "trial": 0,
+                     *             "trial": 1,
                      *             "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *             "values": {
                      *               "hyperparameters.learning_rate": 0.00231,
@@ -13446,6 +13511,16 @@ export interface operations {
                                 /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                                 reduction_factor: number;
                             } | null;
+                            /** @description as requested (default true for random, false for grid) */
+                            baseline_trial: boolean;
+                            baseline: {
+                                /** @description 0: the first in the plan */
+                                trial: number;
+                                /** @description the sampled value of each path */
+                                values: {
+                                    [key: string]: unknown;
+                                };
+                            } | null;
                             keep_all_models: boolean;
                             suffix: string | null;
                             metadata: {
@@ -13563,7 +13638,8 @@ export interface operations {
                  *       "max_parallel": 2,
                  *       "metric": "val_accuracy",
                  *       "goal": "maximize",
-                 *       "seed": 7
+                 *       "seed": 7,
+                 *       "baseline_trial": true
                  *     }
                  */
                 "application/json": {
@@ -13689,6 +13765,8 @@ export interface operations {
                         /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                         reduction_factor: number;
                     } | null;
+                    /** @description default true for random, false for grid (grid refuses true): the first trial runs the hyperparameters a lone job with this request would use (the method's defaults, `auto` resolved from the training file) when every search-space path's default lies inside the search space, and ASHA never stops it, so the best trial is never worse on `metric` than a lone job; it counts toward max_trials and the draws follow it */
+                    baseline_trial?: boolean;
                     /** @description default false: when the sweep ends, every trial's model but the best is deleted (with its checkpoints) */
                     keep_all_models?: boolean;
                     suffix?: string | null;
@@ -13747,6 +13825,14 @@ export interface operations {
                      *         "min_epochs": 1,
                      *         "reduction_factor": 2
                      *       },
+                     *       "baseline_trial": true,
+                     *       "baseline": {
+                     *         "trial": 0,
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.001,
+                     *           "head.hidden_units": 128
+                     *         }
+                     *       },
                      *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
@@ -13759,7 +13845,7 @@ export interface operations {
                      *         "trials_succeeded": 1
                      *       },
                      *       "best_trial": {
-                     *         "trial": 0,
+                     *         "trial": 1,
                      *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "values": {
                      *           "hyperparameters.learning_rate": 0.00231,
@@ -13889,6 +13975,16 @@ export interface operations {
                             min_epochs: number;
                             /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                             reduction_factor: number;
+                        } | null;
+                        /** @description as requested (default true for random, false for grid) */
+                        baseline_trial: boolean;
+                        baseline: {
+                            /** @description 0: the first in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
                         } | null;
                         keep_all_models: boolean;
                         suffix: string | null;
@@ -14033,6 +14129,14 @@ export interface operations {
                      *         "min_epochs": 1,
                      *         "reduction_factor": 2
                      *       },
+                     *       "baseline_trial": true,
+                     *       "baseline": {
+                     *         "trial": 0,
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.001,
+                     *           "head.hidden_units": 128
+                     *         }
+                     *       },
                      *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
@@ -14045,7 +14149,7 @@ export interface operations {
                      *         "trials_succeeded": 1
                      *       },
                      *       "best_trial": {
-                     *         "trial": 0,
+                     *         "trial": 1,
                      *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "values": {
                      *           "hyperparameters.learning_rate": 0.00231,
@@ -14176,6 +14280,16 @@ export interface operations {
                             /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                             reduction_factor: number;
                         } | null;
+                        /** @description as requested (default true for random, false for grid) */
+                        baseline_trial: boolean;
+                        baseline: {
+                            /** @description 0: the first in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
+                        } | null;
                         keep_all_models: boolean;
                         suffix: string | null;
                         metadata: {
@@ -14278,12 +14392,13 @@ export interface operations {
                      *       "data": [
                      *         {
                      *           "object": "fine_tuning.sweep.trial",
-                     *           "trial": 0,
+                     *           "trial": 1,
                      *           "values": {
                      *             "hyperparameters.learning_rate": 0.00231,
                      *             "head.hidden_units": 128
                      *           },
                      *           "metric_value": 0.9712,
+                     *           "baseline": false,
                      *           "job": {
                      *             "id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *             "object": "fine_tuning.job",
@@ -14372,6 +14487,8 @@ export interface operations {
                                 [key: string]: unknown;
                             };
                             metric_value: number | null;
+                            /** @description the trial that runs a lone job's defaults (see the sweep's baseline) */
+                            baseline: boolean;
                             job: components["schemas"]["FineTuningJob"];
                         }[];
                         has_more: boolean;
@@ -14493,6 +14610,14 @@ export interface operations {
                      *         "min_epochs": 1,
                      *         "reduction_factor": 2
                      *       },
+                     *       "baseline_trial": true,
+                     *       "baseline": {
+                     *         "trial": 0,
+                     *         "values": {
+                     *           "hyperparameters.learning_rate": 0.001,
+                     *           "head.hidden_units": 128
+                     *         }
+                     *       },
                      *       "keep_all_models": false,
                      *       "seed": 7,
                      *       "suffix": null,
@@ -14505,7 +14630,7 @@ export interface operations {
                      *         "trials_succeeded": 1
                      *       },
                      *       "best_trial": {
-                     *         "trial": 0,
+                     *         "trial": 1,
                      *         "job_id": "ftjob-4f2k8d0s9a7q1w3e5r6t8y0u",
                      *         "values": {
                      *           "hyperparameters.learning_rate": 0.00231,
@@ -14635,6 +14760,16 @@ export interface operations {
                             min_epochs: number;
                             /** @description >= 2: at each rung only the top 1/reduction_factor (at least one) of the trials that reached it go on */
                             reduction_factor: number;
+                        } | null;
+                        /** @description as requested (default true for random, false for grid) */
+                        baseline_trial: boolean;
+                        baseline: {
+                            /** @description 0: the first in the plan */
+                            trial: number;
+                            /** @description the sampled value of each path */
+                            values: {
+                                [key: string]: unknown;
+                            };
                         } | null;
                         keep_all_models: boolean;
                         suffix: string | null;

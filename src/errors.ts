@@ -140,6 +140,12 @@ export const ERROR_CATALOGUE = {
     description:
       'A sweep\'s `early_termination` (ASHA) is unusable: `min_epochs` must be >= 1 and below every trial\'s `n_epochs` ("auto" as it resolves from the training set, or 5 while the file is still being validated), `reduction_factor` >= 2. `param` names the field.',
   },
+  invalid_baseline_trial: {
+    status: 400,
+    type: 'invalid_request_error',
+    description:
+      'A grid sweep was sent `baseline_trial: true`: a grid tries exactly its combinations (put the defaults among the `values` instead).',
+  },
   sweep_not_cancellable: { status: 409, type: 'conflict_error', description: 'The sweep has already finished.' },
   job_not_pausable: {
     status: 409,

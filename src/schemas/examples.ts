@@ -408,6 +408,8 @@ export const sweepExample = {
   metric: 'val_accuracy',
   goal: 'maximize',
   early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 2 },
+  baseline_trial: true,
+  baseline: { trial: 0, values: { 'hyperparameters.learning_rate': 0.001, 'head.hidden_units': 128 } },
   keep_all_models: false,
   seed: 7,
   suffix: null,
@@ -415,7 +417,7 @@ export const sweepExample = {
   status_reason: null,
   progress: { trials_total: 8, trials_created: 3, trials_done: 1, trials_succeeded: 1 },
   best_trial: {
-    trial: 0,
+    trial: 1,
     job_id: JOB_ID,
     values: { 'hyperparameters.learning_rate': 0.00231, 'head.hidden_units': 128 },
     metric_value: 0.9712,
@@ -425,9 +427,10 @@ export const sweepExample = {
 
 export const trialExample = {
   object: 'fine_tuning.sweep.trial',
-  trial: 0,
+  trial: 1,
   values: { 'hyperparameters.learning_rate': 0.00231, 'head.hidden_units': 128 },
   metric_value: 0.9712,
+  baseline: false,
   job: jobExample,
 }
 

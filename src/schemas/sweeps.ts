@@ -74,6 +74,12 @@ export const CreateSweepBody = Type.Object(
       ),
     ),
     early_termination: Type.Optional(Nullable(EarlyTermination)),
+    baseline_trial: Type.Optional(
+      Type.Boolean({
+        description:
+          "default true for random, false for grid (grid refuses true): the first trial runs the hyperparameters a lone job with this request would use (the method's defaults, `auto` resolved from the training file) when every search-space path's default lies inside the search space, and ASHA never stops it, so the best trial is never worse on `metric` than a lone job; it counts toward max_trials and the draws follow it",
+      }),
+    ),
     keep_all_models: Type.Optional(
       Type.Boolean({
         description:
@@ -100,6 +106,7 @@ export const CreateSweepBody = Type.Object(
         metric: 'val_accuracy',
         goal: 'maximize',
         seed: 7,
+        baseline_trial: true,
       },
     ],
   },
@@ -127,6 +134,20 @@ export const SweepObject = Type.Object(
     goal: StringEnum(['maximize', 'minimize']),
     seed: Type.Integer(),
     early_termination: Nullable(EarlyTermination),
+    baseline_trial: Type.Boolean({ description: 'as requested (default true for random, false for grid)' }),
+    baseline: Nullable(
+      Type.Object(
+        {
+          trial: Type.Integer({ description: '0: the first in the plan' }),
+          values: TrialValues,
+        },
+        {
+          additionalProperties: false,
+          description:
+            "the trial that runs a lone job's defaults; null when baseline_trial is false or a default lies outside the search space or is not known yet (the `created` event says why)",
+        },
+      ),
+    ),
     keep_all_models: Type.Boolean(),
     suffix: Nullable(Type.String()),
     metadata: Nullable(Type.Record(Type.String(), Type.String())),
@@ -163,6 +184,7 @@ export const TrialObject = Type.Object(
     trial: Type.Integer({ description: '0-based index in the plan' }),
     values: TrialValues,
     metric_value: Nullable(Type.Number({ description: 'the sweep metric, once the trial succeeded' })),
+    baseline: Type.Boolean({ description: "the trial that runs a lone job's defaults (see the sweep's baseline)" }),
     job: Type.Ref('FineTuningJob'),
   },
   { additionalProperties: false },

@@ -197,6 +197,17 @@ test('refusals before anything is created, each naming the field', async () => {
       'early_termination.reduction_factor',
     ],
     [
+      // a grid tries exactly its combinations
+      {
+        search_space: { 'hyperparameters.learning_rate': { values: [0.01] } },
+        strategy: 'grid',
+        max_trials: 1,
+        baseline_trial: true,
+      },
+      'invalid_baseline_trial',
+      'baseline_trial',
+    ],
+    [
       // n_epochs "auto" resolves from the 240 rows to 20: a first rung at 20 is never reached
       {
         method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 'auto', batch_size: 32 } } },
@@ -253,6 +264,22 @@ test('the plan is seeded: the same spec and seed give the same values in the sam
     assert.ok(Number.isInteger(bs) && bs >= 8 && bs <= 64, `batch ${bs}`)
   }
   assert.ok(new Set(a.map((t) => t['hyperparameters.optimizer'])).size > 1)
+  // a baseline trial comes first; the draws after it are the same as without it
+  const baseline = {
+    'hyperparameters.learning_rate': 0.001,
+    'hyperparameters.batch_size': 32,
+    'hyperparameters.optimizer': 'adam',
+  }
+  const withBaseline = planTrials(spec, 11, baseline)
+  assert.deepEqual(withBaseline, [baseline, ...a.slice(0, 11)])
+  assert.deepEqual(planTrials(spec, 11, baseline), withBaseline)
+  // a grid ignores it (createSweep refuses baseline_trial on a grid)
+  const grid = {
+    ...spec,
+    strategy: 'grid',
+    search_space: { 'hyperparameters.batch_size': { values: [8, 16] } },
+  } as CreateSweepBody
+  assert.deepEqual(planTrials(grid, 11, { 'hyperparameters.batch_size': 32 }), planTrials(grid, 11))
 })
 
 test('a grid sweep runs its trials at most two at a time and ends succeeded with the best trial', async () => {
@@ -471,7 +498,10 @@ test('cancel ends the unfinished trials and no trial starts after it; the values
   assert.ok(trials.length <= 3)
   const after = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
   assert.equal(after.status, 'cancelled')
-  const plan = planTrials(body as unknown as CreateSweepBody, 11)
+  // a random sweep's first trial is the baseline: the default learning rate (0.001) lies inside the range
+  const plan = planTrials(body as unknown as CreateSweepBody, 11, { 'hyperparameters.learning_rate': 0.001 })
+  assert.equal(after.baseline_trial, true)
+  assert.deepEqual(after.baseline, { trial: 0, values: plan[0] })
   assert.deepEqual(
     trials.map((t) => t.sweepValues),
     plan.slice(0, trials.length),
@@ -649,4 +679,113 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
   // the first trial passed both rungs (alone at each: the best of one always goes on)
   const firstEvents = (await get(`/v1/fine_tuning/jobs/${first.job.id}/events?limit=100`)).json().data
   assert.ok(!firstEvents.some((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined))
+})
+
+test("a random sweep's first trial runs a lone job's defaults, equals that job run alone, and is never early-terminated", async () => {
+  const method = { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 32 } } }
+  // the lone job: the sweep's request without the search space, the same seed
+  const lone = await app.inject({
+    method: 'POST',
+    url: '/v1/fine_tuning/jobs',
+    headers: bearer(key),
+    payload: { model: 'mlp-small', training_file: fileId, method, seed: 11 },
+  })
+  assert.equal(lone.statusCode, 200, lone.body)
+  const res = await post({
+    ...base(),
+    method,
+    search_space: {
+      'hyperparameters.learning_rate': { min: 0.0005, max: 0.05, scale: 'log' },
+      'hyperparameters.batch_size': { values: [16, 32] },
+    },
+    strategy: 'random',
+    max_trials: 3,
+    max_parallel: 2,
+    early_termination: { type: 'asha', min_epochs: 1, reduction_factor: 3 },
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const sweep = res.json()
+  // learning_rate: the default 0.001; batch_size: the request's own 32
+  const values = { 'hyperparameters.learning_rate': 0.001, 'hyperparameters.batch_size': 32 }
+  assert.equal(sweep.baseline_trial, true)
+  assert.deepEqual(sweep.baseline, { trial: 0, values })
+  const done = await waitFor(
+    async () => {
+      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
+      return s.status !== 'running' && s
+    },
+    90_000,
+    'the sweep to end',
+  )
+  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const trials = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
+  assert.deepEqual(
+    trials.map((t: { baseline: boolean }) => t.baseline),
+    [true, false, false],
+  )
+  assert.deepEqual(trials[0].values, values)
+  // ASHA ranks it at the rungs but never stops it: it always completes
+  assert.equal(trials[0].job.status, 'succeeded')
+  // the same job as the lone one: the same settings and, seeded alike, the same metrics epoch by epoch
+  const job = await waitFor(
+    async () => {
+      const j = (await get(`/v1/fine_tuning/jobs/${lone.json().id}`)).json()
+      return j.status === 'succeeded' && j
+    },
+    60_000,
+    'the lone job',
+  )
+  assert.deepEqual(trials[0].job.hyperparameters, job.hyperparameters)
+  assert.deepEqual(trials[0].job.method, job.method)
+  const curve = async (id: string) =>
+    (await get(`/v1/fine_tuning/jobs/${id}/metrics?name=val_accuracy`))
+      .json()
+      .data.map((m: { epoch: number; value: number }) => [m.epoch, m.value])
+  assert.deepEqual(await curve(trials[0].job.id), await curve(job.id))
+  // so the sweep's best is at least the lone job's on the sweep's metric
+  assert.ok(done.best_trial.metric_value >= trials[0].metric_value)
+  const created = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/events?limit=100`)).json().data.at(-1)
+  assert.equal(created.type, 'created')
+  assert.match(created.message, /trial 1 runs a lone job's defaults/)
+  assert.deepEqual(created.data.baseline, values)
+
+  // a default outside the search space: no baseline, the event says which, every trial is drawn
+  const outside = await post({
+    ...base(),
+    method,
+    search_space: { 'hyperparameters.learning_rate': { min: 0.01, max: 0.1, scale: 'log' } },
+    strategy: 'random',
+    max_trials: 2,
+    max_parallel: 1,
+  })
+  assert.equal(outside.statusCode, 200, outside.body)
+  assert.equal(outside.json().baseline_trial, true)
+  assert.equal(outside.json().baseline, null)
+  const event = (await get(`/v1/fine_tuning/sweeps/${outside.json().id}/events`)).json().data.at(-1)
+  assert.equal(event.data.baseline, null)
+  assert.match(event.data.baseline_reason, /hyperparameters\.learning_rate \(0\.001\) lies outside the search space/)
+  assert.deepEqual(
+    (await app.db.sweep.findUniqueOrThrow({ where: { id: outside.json().id } })).plan,
+    planTrials(
+      {
+        ...base(),
+        method,
+        search_space: { 'hyperparameters.learning_rate': { min: 0.01, max: 0.1, scale: 'log' } },
+        strategy: 'random',
+        max_trials: 2,
+        max_parallel: 1,
+      } as unknown as CreateSweepBody,
+      11,
+    ),
+  )
+  assert.equal(
+    (
+      await app.inject({
+        method: 'POST',
+        url: `/v1/fine_tuning/sweeps/${outside.json().id}/cancel`,
+        headers: bearer(key),
+      })
+    ).statusCode,
+    200,
+  )
 })

@@ -82,3 +82,37 @@ test('a trial that trained all its epochs, or stopped early by itself, is never 
   const again = await app.db.fineTuningJob.findMany({ where: { sweepId }, orderBy: { sweepTrial: 'asc' } })
   assert.deepEqual(await applyAsha(app, { id: sweepId, metric: 'val_accuracy', goal: 'maximize', asha }, again), [])
 })
+
+test("the baseline trial (a lone job's defaults) is ranked at the rungs but never stopped", async () => {
+  const { projectId } = await createProjectKey(app, 'asha-baseline')
+  const sweepId = newId('sweep')
+  await app.db.sweep.create({ data: { id: sweepId, projectId, spec: {}, plan: [] } })
+  const ids: string[] = []
+  // trial 0 (the baseline) and trial 2 fall below the cut-off at rung 1; trial 1 is the best there
+  for (const [i, value] of [0.5, 0.9, 0.4].entries()) {
+    const id = await insertJobRow(app.db, projectId, 'running')
+    await app.db.fineTuningJob.update({
+      where: { id },
+      data: {
+        sweepId,
+        sweepTrial: i,
+        sweepValues: {},
+        hyperparameters: { n_epochs: 3, batch_size: 16, learning_rate: 0.001, validation_split: 0.1 },
+      },
+    })
+    await app.db.metric.create({ data: { jobId: id, step: 10, epoch: 1, name: 'val_accuracy', value } })
+    ids.push(id)
+  }
+  const rows = await app.db.fineTuningJob.findMany({ where: { sweepId }, orderBy: { sweepTrial: 'asc' } })
+  const asha = { type: 'asha' as const, min_epochs: 1, reduction_factor: 3 }
+  const stopped = await applyAsha(
+    app,
+    { id: sweepId, metric: 'val_accuracy', goal: 'maximize', asha, protectedTrial: 0 },
+    rows,
+  )
+  assert.deepEqual(stopped, [ids[2]])
+  const event = await app.db.sweepEvent.findFirstOrThrow({ where: { sweepId } })
+  // the baseline counted among the three at the rung: the top 1 of 3 went on
+  assert.equal((event.data as { trials_at_rung: number }).trials_at_rung, 3)
+  assert.equal((await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: ids[0]! } })).status, 'running')
+})

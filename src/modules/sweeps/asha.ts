@@ -44,10 +44,22 @@ export function rungs(asha: AshaSpec, maxEpoch: number): number[] {
 /** Stops the running trials that fall outside the top of their rung; returns the ids it stopped. */
 export async function applyAsha(
   deps: JobServiceDeps,
-  sweep: { id: string; metric: string; goal: 'maximize' | 'minimize'; asha: AshaSpec },
+  sweep: {
+    id: string
+    metric: string
+    goal: 'maximize' | 'minimize'
+    asha: AshaSpec
+    /** the baseline trial (a lone job's defaults): ranked at the rungs like any, never stopped */
+    protectedTrial?: number | null
+  },
   trials: Trial[],
 ): Promise<string[]> {
-  const running = trials.filter((t) => t.status === 'running' && t.statusReason !== lifecycle.EARLY_TERMINATED)
+  const running = trials.filter(
+    (t) =>
+      t.status === 'running' &&
+      t.statusReason !== lifecycle.EARLY_TERMINATED &&
+      (sweep.protectedTrial == null || t.sweepTrial !== sweep.protectedTrial),
+  )
   if (!running.length) return []
   const rows = await deps.db.metric.findMany({
     where: { jobId: { in: trials.map((t) => t.id) }, name: sweep.metric },

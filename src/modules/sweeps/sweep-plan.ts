@@ -92,8 +92,11 @@ export function checkSearchSpace(body: CreateSweepBody, maxSweepTrials: number):
   }
 }
 
-/** The values of every trial, in order: the grid's combinations (first path outermost), or max_trials draws. */
-export function planTrials(body: CreateSweepBody, seed: number): TrialValues[] {
+/**
+ * The values of every trial, in order: the grid's combinations (first path outermost), or max_trials draws,
+ * the first of them replaced by `baseline` when given (the draws that follow are the same either way).
+ */
+export function planTrials(body: CreateSweepBody, seed: number, baseline: TrialValues | null = null): TrialValues[] {
   const dims = Object.entries(body.search_space)
   if (body.strategy === 'grid') {
     let combos: TrialValues[] = [{}]
@@ -102,13 +105,57 @@ export function planTrials(body: CreateSweepBody, seed: number): TrialValues[] {
     return combos
   }
   const rng = mulberry32(seed)
-  const trials: TrialValues[] = []
-  for (let i = 0; i < body.max_trials; i++) {
+  const trials: TrialValues[] = baseline ? [baseline] : []
+  while (trials.length < body.max_trials) {
     const t: TrialValues = {}
     for (const [path, dim] of dims) t[path] = draw(dim, rng())
     trials.push(t)
   }
   return trials
+}
+
+/** Whether `v` is a value the dimension could give (one of its values, or inside its range and of its type). */
+function inside(dim: Dimension, v: unknown): boolean {
+  if (!isRange(dim)) return dim.values.some((x) => x === v)
+  if (typeof v !== 'number' || !Number.isFinite(v)) return false
+  if (dim.type === 'int' && !Number.isInteger(v)) return false
+  return v >= dim.min && v <= dim.max
+}
+
+/** A lone job's settings as the job routes resolve them (resolveJob's `method` and `hyperparameters`). */
+export interface LoneJobSettings {
+  method: Record<string, unknown>
+  hyperparameters: Record<string, unknown>
+}
+
+/**
+ * The baseline trial's values: each search-space path set to what a lone job with the sweep's request would
+ * use (`hyperparameters.*` as resolved from the training file, the rest from the method's own defaults), or
+ * why there is none (a default outside the search space, or not known while the file is being validated).
+ */
+export function baselineValues(
+  body: CreateSweepBody,
+  lone: LoneJobSettings,
+): { values: TrialValues } | { reason: string } {
+  const values: TrialValues = {}
+  for (const [path, dim] of Object.entries(body.search_space)) {
+    const [root, ...rest] = path.split('.')
+    const hp = root === 'hyperparameters'
+    let node: unknown = hp ? lone.hyperparameters : lone.method[body.method.type]
+    for (const k of hp ? rest : [root!, ...rest])
+      node = node && typeof node === 'object' ? (node as Record<string, unknown>)[k] : undefined
+    if (node === undefined || node === 'auto')
+      return {
+        reason:
+          node === 'auto'
+            ? `the default of ${path} resolves from the training file, which is still being validated`
+            : `${path} has no default here`,
+      }
+    if (!inside(dim, node))
+      return { reason: `the default of ${path} (${JSON.stringify(node)}) lies outside the search space` }
+    values[path] = node
+  }
+  return { values }
 }
 
 function draw(dim: Dimension, u: number): unknown {

@@ -27,9 +27,13 @@ import { addSweepEvent, sweepEventKeys } from './sweep-events.js'
 import { type TrialValues, trialBody } from './sweep-plan.js'
 
 /** What a sweep stores besides its request: the seed it resolved. */
-export type SweepSpec = Omit<CreateSweepBody, 'early_termination'> & {
+export type SweepSpec = Omit<CreateSweepBody, 'early_termination' | 'baseline_trial'> & {
   seed: number
   early_termination: AshaSpec | null
+  /** as requested or defaulted (absent on sweeps created before it existed) */
+  baseline_trial?: boolean
+  /** trial 0's values when it runs a lone job's defaults, else null */
+  baseline?: TrialValues | null
 }
 
 const LEASE_MS = 60_000
@@ -188,7 +192,17 @@ async function sweepPass(deps: JobServiceDeps, sweepId: string) {
     return true
   }
   if (spec.early_termination)
-    await applyAsha(deps, { id: sweepId, metric: spec.metric, goal: spec.goal, asha: spec.early_termination }, trials)
+    await applyAsha(
+      deps,
+      {
+        id: sweepId,
+        metric: spec.metric,
+        goal: spec.goal,
+        asha: spec.early_termination,
+        protectedTrial: spec.baseline ? 0 : null,
+      },
+      trials,
+    )
   const values = await trialMetrics(deps, spec.metric, trials)
   await reportTrialEnds(deps, sweep, trials, values)
   const best = pickBest(sweep, trials, values)

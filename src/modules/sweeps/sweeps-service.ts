@@ -10,14 +10,30 @@ import type { CreateSweepBody, SweepObject } from '../../schemas/sweeps.js'
 import { cancelJob, type JobServiceDeps, presentJob, resolveJob } from '../jobs/jobs-service.js'
 import { isTerminal } from '../jobs/lifecycle/transitions.js'
 import { addSweepEvent } from './sweep-events.js'
-import { checkSearchSpace, checkTrialSchema, planTrials, rangeEnds, type TrialValues, trialBody } from './sweep-plan.js'
+import {
+  baselineValues,
+  checkSearchSpace,
+  checkTrialSchema,
+  planTrials,
+  rangeEnds,
+  type TrialValues,
+  trialBody,
+} from './sweep-plan.js'
 import { advanceSweep, type SweepSpec, trialMetrics, withSweepLease } from './sweep-scheduler.js'
 
 /** Checks the whole sweep, then writes it; the worker creates its trials (sweep-scheduler.ts). */
 export async function createSweep(app: FastifyInstance, projectId: string, body: CreateSweepBody) {
   checkSearchSpace(body, app.config.maxSweepTrials)
   const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31)
-  const plan = planTrials(body, seed)
+  const baselineTrial = body.baseline_trial ?? body.strategy === 'random'
+  if (baselineTrial && body.strategy === 'grid')
+    throw new AppError(
+      'invalid_baseline_trial',
+      'baseline_trial is for random sweeps: a grid tries exactly its combinations; put the defaults among the values instead.',
+      { param: 'baseline_trial' },
+    )
+  const baseline = baselineTrial ? await findBaseline(app, projectId, body, seed) : null
+  const plan = planTrials(body, seed, baseline && 'values' in baseline ? baseline.values : null)
   checkEarlyTermination(body)
   await checkTrials(app, projectId, body, plan, seed)
   const spec: SweepSpec = {
@@ -25,6 +41,8 @@ export async function createSweep(app: FastifyInstance, projectId: string, body:
     seed,
     early_termination: body.early_termination ?? null,
     keep_all_models: body.keep_all_models ?? false,
+    baseline_trial: baselineTrial,
+    baseline: baseline && 'values' in baseline ? baseline.values : null,
   }
   const sweep = await app.db.sweep.create({
     data: { id: newId('sweep'), projectId, spec: spec as object, plan: plan as object[] },
@@ -34,8 +52,21 @@ export async function createSweep(app: FastifyInstance, projectId: string, body:
     sweep.id,
     'created',
     'created',
-    `Created ${spec.strategy} sweep ${sweep.id}: ${plan.length} trial(s), at most ${spec.max_parallel} at once, ranked by ${spec.metric} (${spec.goal})`,
-    { trials_total: plan.length, strategy: spec.strategy, max_parallel: spec.max_parallel, seed },
+    `Created ${spec.strategy} sweep ${sweep.id}: ${plan.length} trial(s), at most ${spec.max_parallel} at once, ranked by ${spec.metric} (${spec.goal})${
+      spec.baseline
+        ? "; trial 1 runs a lone job's defaults"
+        : baseline && 'reason' in baseline
+          ? `; no baseline trial: ${baseline.reason}`
+          : ''
+    }`,
+    {
+      trials_total: plan.length,
+      strategy: spec.strategy,
+      max_parallel: spec.max_parallel,
+      seed,
+      baseline: spec.baseline,
+      ...(baseline && 'reason' in baseline ? { baseline_reason: baseline.reason } : {}),
+    },
   )
   // the first trials start now rather than at the workers' next reconcile pass (which retries if this fails)
   await advanceSweep(app, sweep.id).catch((err) =>
@@ -45,6 +76,25 @@ export async function createSweep(app: FastifyInstance, projectId: string, body:
     ),
   )
   return presentSweep(app, await app.db.sweep.findUniqueOrThrow({ where: { id: sweep.id } }))
+}
+
+/**
+ * The baseline trial's values (a lone job's settings at each search-space path) or why there is none. The lone
+ * job is resolved by the job routes' own code (resolveJob), so its defaults are exactly a plain job's; a lone
+ * job those routes would refuse has no baseline either.
+ */
+async function findBaseline(app: JobServiceDeps, projectId: string, body: CreateSweepBody, seed: number) {
+  try {
+    const { data } = await resolveJob(app, projectId, trialBody(body, {}, seed))
+    return baselineValues(body, {
+      method: data.method as Record<string, unknown>,
+      hyperparameters: data.hyperparameters as Record<string, unknown>,
+    })
+  } catch (err) {
+    // the sweep's own checks (checkTrials) name what is wrong with the request
+    if (err instanceof AppError) return { reason: `a lone job with the defaults would be refused: ${err.message}` }
+    throw err
+  }
 }
 
 /** ASHA's fields: a first rung of at least one epoch and a factor of at least 2 (each trial's n_epochs: checkTrials). */
@@ -175,6 +225,8 @@ export async function presentSweep(app: Pick<FastifyInstance, 'db'>, sweep: Swee
     goal: spec.goal,
     seed: spec.seed,
     early_termination: spec.early_termination ?? null,
+    baseline_trial: spec.baseline_trial ?? false,
+    baseline: spec.baseline ? { trial: 0, values: spec.baseline } : null,
     keep_all_models: spec.keep_all_models ?? false,
     suffix: spec.suffix ?? null,
     metadata: spec.metadata ?? null,
@@ -225,17 +277,22 @@ export async function pageSweeps(
 
 /** The sweep's trials in plan order, each its job (as every job route shows it) and its sampled values. */
 export async function listTrials(app: FastifyInstance, projectId: string | null, id: string, query: Page) {
-  const { rows, limit, values } = await pageTrials(app, await findSweep(app, projectId, id), query)
-  return toList(rows, limit, (j: FineTuningJob) => presentTrial(j, values))
+  const sweep = await findSweep(app, projectId, id)
+  const { rows, limit, values } = await pageTrials(app, sweep, query)
+  return toList(rows, limit, (j: FineTuningJob) => presentTrial(j, values, sweep.spec as unknown as SweepSpec))
 }
 
-export const presentTrial = (j: FineTuningJob, values: Map<string, number>) => ({
+export const presentTrial = (j: FineTuningJob, values: Map<string, number>, spec: Pick<SweepSpec, 'baseline'>) => ({
   object: 'fine_tuning.sweep.trial' as const,
   trial: j.sweepTrial ?? 0,
   values: (j.sweepValues ?? {}) as TrialValues,
   metric_value: values.get(j.id) ?? null,
+  baseline: isBaseline(spec, j.sweepTrial),
   job: presentJob(j),
 })
+
+/** Whether trial `trial` of a sweep with this spec runs a lone job's defaults (always the first in the plan). */
+export const isBaseline = (spec: Pick<SweepSpec, 'baseline'>, trial: number | null) => !!spec.baseline && trial === 0
 
 /** A page of the sweep's trials in plan order (`after`: the last trial's job id) and their metric values. */
 export async function pageTrials(app: Pick<FastifyInstance, 'db'>, sweep: Sweep, query: Page) {

@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import type { Sweep } from '../../../generated/prisma/client.js'
 import { serveSweepEvents } from '../../../modules/sweeps/sweep-events.js'
+import type { SweepSpec } from '../../../modules/sweeps/sweep-scheduler.js'
 import {
   cancelSweep,
   findSweep,
@@ -119,7 +120,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       )
       return {
         object: 'list' as const,
-        data: page.map((j) => ({ ...presentTrial(j, values), metrics: metrics.get(j.id) ?? null })),
+        data: page.map((j) => ({
+          ...presentTrial(j, values, sweep.spec as unknown as SweepSpec),
+          metrics: metrics.get(j.id) ?? null,
+        })),
         has_more: rows.length > limit,
       }
     },
