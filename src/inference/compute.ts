@@ -1,7 +1,7 @@
 // What an inference process computes: raw inputs -> the very preprocessing training used -> probabilities,
 // and a model's scores on a labelled dataset. Images go through decodeImageToShape (the path loadDataset
 // takes for training files) and every sample through the engine's preprocessRows.
-import { decodeImageToShape, type ImageShape } from '../datasets/image.js'
+import { convertRawImage, decodeImageToShape, type ImageShape } from '../datasets/image.js'
 import { loadDataset } from '../datasets/load.js'
 import { EngineError } from '../engine/errors.js'
 import { evaluateProbabilities } from '../engine/evaluate.js'
@@ -21,6 +21,7 @@ import type { Evaluation, GraphSettings, ModelMetadata } from '../engine/protoco
 import type { LayersModel, Tf } from '../engine/tf.js'
 import type { ErrorDetail } from '../errors.js'
 import type { CachedModel } from './model-cache.js'
+import { decodePlainPng, plainPngToShape } from './plain-png.js'
 import type { EvaluateRequest, RawInputs } from './protocol.js'
 
 /**
@@ -135,7 +136,12 @@ export async function preprocessInputs(inputs: RawInputs, meta: ModelMetadata): 
       const bytes = inputs.images[i]
       try {
         const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-        x.set(await decodeImageToShape(buf, shape as ImageShape, PREDICTION_MAX_IMAGE_PIXELS), i * per)
+        // a plain PNG skips sharp's decode (plain-png.ts); the pixels are the same either way
+        const plain = decodePlainPng(buf, PREDICTION_MAX_IMAGE_PIXELS)
+        const pixels = plain
+          ? ((await plainPngToShape(plain, shape as ImageShape)) ?? (await convertRawImage(plain, shape as ImageShape)))
+          : await decodeImageToShape(buf, shape as ImageShape, PREDICTION_MAX_IMAGE_PIXELS)
+        x.set(pixels, i * per)
       } catch (e) {
         problems.push({ field: `inputs[${i}].image`, message: (e as Error).message })
       }
