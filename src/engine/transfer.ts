@@ -2,11 +2,11 @@
 // then optionally a fine_tune phase that trains the head with the backbone's top blocks through the whole
 // model, BatchNorm in inference mode. The whole model (raw input -> classes) is what checkpoints and saves.
 
-import type { LoadedDataset } from '../datasets/types.js'
 import { checkCapabilities } from './backend.js'
 import { EngineError } from './errors.js'
+import { gatherFeatures } from './feature-cache.js'
 import type { CachedFeatures } from './feature-file.js'
-import { type FrozenForward, forwardEventData, frozenForward, frozenForwardEvent } from './graph/forward.js'
+import { type FrozenForward, frozenForward, frozenForwardEvent } from './graph/forward.js'
 import { graphModelOf, runGraphTransfer } from './graph/graph-transfer.js'
 import { loadModelForTraining, readMetadata } from './model-io.js'
 import type { MethodSpec, ModelMetadata, TransferHead } from './protocol.js'
@@ -29,7 +29,7 @@ import {
   trainableVariables,
   validateHyperparameters,
 } from './training.js'
-import { alignClasses, extractFeatures, type FeatureSet } from './transfer-data.js'
+import { alignClasses, extractFeatures } from './transfer-data.js'
 import { backboneBlocks, buildHead, composeWholeModel, cutBackbone } from './transfer-model.js'
 
 type TransferMethod = Extract<MethodSpec, { type: 'transfer' }>
@@ -53,12 +53,6 @@ export interface TransferFeatureCache {
   validation: CachedFeatures | null
   /** receives features this job computed (with the file's own classes and labels) */
   computed(which: 'training' | 'validation', features: CachedFeatures): Promise<void>
-}
-
-/** Cached features fit a loaded dataset when they hold its rows, labels and classes (same file and backbone). */
-export function usable(c: CachedFeatures | null | undefined, ds: LoadedDataset): FeatureSet | null {
-  if (!c || c.set.rows !== ds.rows || c.classes.join('\u0000') !== ds.classes.join('\u0000')) return null
-  return c.set.labels.every((l, i) => l === ds.y[i]) ? c.set : null
 }
 
 export const DEFAULT_HEAD: TransferHead = { hidden_units: 128, dropout: 0.5 }
@@ -131,68 +125,46 @@ export async function runTransfer(opts: TransferOptions): Promise<RunResult> {
   const featureTensors: { dispose(): void }[] = []
   const headPhase = async (): Promise<Phase> => {
     const t0 = performance.now()
-    const fc = opts.featureCache
     const shape = backbone.outputs[0].shape.slice(1) as number[]
-    const cachedTrain = usable(fc?.train, train)
-    const cachedVal = opts.validation ? usable(fc?.validation, opts.validation) : null
     // the backbone is compiled (graph) or prepared (eager) only when some features must be computed
     let forward: FrozenForward | null = null
-    const extract = async (ds: LoadedDataset) => {
-      const f =
-        forward ??
-        (await frozenForward(tf, {
-          model: base,
-          cutLayer: meta.feature_layer,
-          backend: backend ?? tf.getBackend(),
-          settings: opts.graph,
-        }))
-      if (!forward) {
-        forward = f
-        emit(frozenForwardEvent('backbone', f))
-      }
-      return extractFeatures(tf, f, ds, meta.preprocessing, meta.input_shape, featureBatchSize, opts.isCancelled)
-    }
-    let trainFeatures: FeatureSet | null
-    let valComputed: FeatureSet | null | undefined
+    let gathered: Awaited<ReturnType<typeof gatherFeatures>>
     try {
-      trainFeatures = cachedTrain ?? (await extract(train))
-      valComputed = validationDs && !cachedVal && trainFeatures ? await extract(validationDs) : undefined
+      gathered = await gatherFeatures({
+        cache: opts.featureCache,
+        train,
+        validation: opts.validation && validationDs ? { file: opts.validation, aligned: validationDs } : null,
+        shape,
+        extract: async (ds) => {
+          if (!forward) {
+            forward = await frozenForward(tf, {
+              model: base,
+              cutLayer: meta.feature_layer,
+              backend: backend ?? tf.getBackend(),
+              settings: opts.graph,
+            })
+            emit(frozenForwardEvent('backbone', forward))
+          }
+          return extractFeatures(
+            tf,
+            forward,
+            ds,
+            meta.preprocessing,
+            meta.input_shape,
+            featureBatchSize,
+            opts.isCancelled,
+          )
+        },
+        computedBy: () => forward,
+        featureLayer: meta.feature_layer,
+        emit,
+        t0,
+      })
     } finally {
       ;(forward as FrozenForward | null)?.dispose()
     }
-    if (!trainFeatures || valComputed === null) throw new Cancelled()
-    // cached labels index the validation file's own classes: take the aligned ones of the same rows
-    const valFeatures =
-      validationDs && cachedVal ? { ...cachedVal, labels: Int32Array.from(validationDs.y) } : valComputed
-    if (fc && !cachedTrain) await fc.computed('training', { set: trainFeatures, classes: train.classes, shape })
-    if (fc && valComputed && opts.validation)
-      await fc.computed('validation', {
-        set: { ...valComputed, labels: Int32Array.from(opts.validation.y) },
-        classes: opts.validation.classes,
-        shape,
-      })
-    const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
-    const fromCache = (cachedTrain ? trainFeatures.rows : 0) + (cachedVal ? cachedVal.rows : 0)
-    const computedBy = forward as FrozenForward | null
-    emit({
-      type: 'event',
-      level: 'info',
-      message:
-        fromCache === samples
-          ? `features from cache for ${samples} samples`
-          : fromCache > 0
-            ? `features from cache for ${fromCache} samples, computed backbone features for ${samples - fromCache} (${computedBy?.path})`
-            : `computed backbone features for ${samples} samples (${computedBy?.path})`,
-      data: {
-        samples,
-        from_cache: fromCache,
-        computed: samples - fromCache,
-        ms: Math.round(performance.now() - t0),
-        feature_layer: meta.feature_layer,
-        feature_dim: featureDim,
-        ...(computedBy ? forwardEventData(computedBy) : {}),
-      },
-    })
+    if (!gathered) throw new Cancelled()
+    const { train: trainFeatures, val: valFeatures } = gathered
     const trainSrc = featureSource(tf, trainFeatures)
     const valSrc = valFeatures ? featureSource(tf, valFeatures) : null
     featureTensors.push(trainSrc, ...(valSrc ? [valSrc] : []))

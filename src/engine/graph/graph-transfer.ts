@@ -8,6 +8,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { EngineError } from '../errors.js'
+import { gatherFeatures } from '../feature-cache.js'
 import { MODEL_JSON, WEIGHTS_BIN } from '../model-io.js'
 import type { ModelMetadata } from '../protocol.js'
 import type { LayersModel } from '../tf.js'
@@ -27,10 +28,10 @@ import {
   splitParts,
   trainableVariables,
 } from '../training.js'
-import { type TransferOptions, usable } from '../transfer.js'
+import type { TransferOptions } from '../transfer.js'
 import { alignClasses, extractFeatures } from '../transfer-data.js'
 import { buildHead } from '../transfer-model.js'
-import { type FrozenForward, forwardEventData, frozenForwardEvent } from './forward.js'
+import { type FrozenForward, frozenForwardEvent } from './forward.js'
 import { graphModelWithHead, HEAD_OUTPUT } from './graph-head.js'
 import type { GraphModelJson } from './graph-model.js'
 import { graphModelForward } from './graph-model-forward.js'
@@ -82,67 +83,40 @@ export async function runGraphTransfer(
   checkTrainable(train)
   const classes = train.classes
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined
-  // features an earlier job computed for these files through the same compiled graph (feature cache across
-  // jobs; the key holds the compiled graph's sha256): the base graph is then not even opened
-  const fc = opts.featureCache
-  const cachedTrain = usable(fc?.train, train)
-  const cachedVal = validationDs && opts.validation ? usable(fc?.validation, opts.validation) : null
   let forward: FrozenForward | null = null
   const featureTensors: { dispose(): void }[] = []
   let headModel: LayersModel | null = null
   try {
-    const t0 = performance.now()
     const batch = opts.featureBatchSize ?? forwardBatchSize(meta.input_shape)
-    const extract = async (ds: typeof train) => {
-      if (!forward) {
-        forward = await graphModelForward(tf, {
-          dir: opts.baseModelDir,
-          node: graph.feature_node,
-          inputShape: meta.input_shape,
-          backend: opts.backend ?? tf.getBackend(),
-          settings: opts.graph,
-        })
-        emit(frozenForwardEvent('backbone', forward))
-      }
-      return extractFeatures(tf, forward, ds, meta.preprocessing, meta.input_shape, batch, opts.isCancelled)
-    }
-    const trainFeatures = cachedTrain ?? (await extract(train))
-    const valComputed = validationDs && !cachedVal && trainFeatures ? await extract(validationDs) : undefined
-    ;(forward as FrozenForward | null)?.dispose()
-    if (!trainFeatures || valComputed === null)
-      return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
-    // cached labels index the validation file's own classes: take the aligned ones of the same rows
-    const valFeatures =
-      validationDs && cachedVal ? { ...cachedVal, labels: Int32Array.from(validationDs.y) } : valComputed
-    const featureDim = trainFeatures.dim
-    const shape = [featureDim]
-    if (fc && !cachedTrain) await fc.computed('training', { set: trainFeatures, classes: train.classes, shape })
-    if (fc && valComputed && opts.validation)
-      await fc.computed('validation', {
-        set: { ...valComputed, labels: Int32Array.from(opts.validation.y) },
-        classes: opts.validation.classes,
-        shape,
-      })
-    const samples = trainFeatures.rows + (valFeatures?.rows ?? 0)
-    const fromCache = (cachedTrain ? trainFeatures.rows : 0) + (cachedVal ? cachedVal.rows : 0)
-    const computedBy = forward as FrozenForward | null
-    emit({
-      type: 'event',
-      level: 'info',
-      message:
-        fromCache === samples
-          ? `features from cache for ${samples} samples (graph model not opened)`
-          : `computed backbone features for ${samples - fromCache} samples (graph model)${fromCache ? `, ${fromCache} from cache` : ''}`,
-      data: {
-        samples,
-        from_cache: fromCache,
-        computed: samples - fromCache,
-        ms: Math.round(performance.now() - t0),
-        feature_layer: graph.feature_node,
-        feature_dim: featureDim,
-        ...(computedBy ? forwardEventData(computedBy) : {}),
+    // features an earlier job computed for these files through the same compiled graph (the cache key holds
+    // the compiled graph's sha256): the base graph is then not even opened
+    const gathered = await gatherFeatures({
+      cache: opts.featureCache,
+      train,
+      validation: opts.validation && validationDs ? { file: opts.validation, aligned: validationDs } : null,
+      extract: async (ds) => {
+        if (!forward) {
+          forward = await graphModelForward(tf, {
+            dir: opts.baseModelDir,
+            node: graph.feature_node,
+            inputShape: meta.input_shape,
+            backend: opts.backend ?? tf.getBackend(),
+            settings: opts.graph,
+          })
+          emit(frozenForwardEvent('backbone', forward))
+        }
+        return extractFeatures(tf, forward, ds, meta.preprocessing, meta.input_shape, batch, opts.isCancelled)
       },
+      computedBy: () => forward,
+      backboneLabel: 'graph model',
+      featureLayer: graph.feature_node,
+      emit,
+      t0: performance.now(),
     })
+    ;(forward as FrozenForward | null)?.dispose()
+    if (!gathered) return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
+    const { train: trainFeatures, val: valFeatures } = gathered
+    const featureDim = trainFeatures.dim
     // the head's layer names only need to be unique within the head: no base layers to avoid
     const h = buildHead(tf, { layers: [] } as unknown as LayersModel, featureDim, classes.length, opts.seed, head)
     headModel = h.model
@@ -167,6 +141,7 @@ export async function runGraphTransfer(
     const phase = async (): Promise<Phase> => ({
       forward: logitsFn(tf, h.model),
       variables: trainableVariables(h.layers),
+      graphModel: h.model,
       train: { ...rawParts.train, source: trainSrc },
       val: rawParts.val ? { ...rawParts.val, source: valSrc ?? trainSrc } : null,
       epochs: hp.n_epochs,
