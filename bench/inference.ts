@@ -5,7 +5,15 @@
 //
 // Writes bench/results/inference.json and prints a table. Figures depend on the machine and on what else
 // runs on it; the JSON records the core count and load average next to them.
+//
+// The clients share the machine's cores with the service, so they cost as little as a client can: each
+// scenario's body is serialized once, and requests go through a keep-alive node:http agent (fetch cost
+// 2.7-4 ms of CPU per request here, on the same 2 cores the service runs on). The JSON also records the
+// CPU each process spent per request.
+
+import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { Agent, request as httpRequest } from 'node:http'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -41,6 +49,84 @@ interface Row {
   /** p50s of the answer's Server-Timing: the inference process's work, and the API's round trip to it */
   forward_p50_ms: number
   pool_p50_ms: number
+  /** CPU each kind of process spent per request over the measurement (Linux /proc; all inference processes summed) */
+  cpu_ms_per_request: Record<string, number>
+}
+
+/** The process `root` and its descendants (Linux /proc), by role: api, worker, inference, other. */
+function processTree(root: number): Map<number, string> {
+  const parent = new Map<number, number>()
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, 'utf8')
+      parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const roles = new Map<number, string>()
+  const add = (pid: number) => {
+    let cmd = ''
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    } catch {}
+    roles.set(
+      pid,
+      pid === root
+        ? 'api'
+        : cmd.includes('inference-child')
+          ? 'inference'
+          : cmd.includes('worker')
+            ? 'worker'
+            : 'other',
+    )
+    for (const [child, pp] of parent) if (pp === pid) add(child)
+  }
+  add(root)
+  roles.set(process.pid, 'client')
+  return roles
+}
+
+/** CPU time (user + system, all threads) a process has used, ms; 0 once it is gone. */
+function cpuMs(pid: number): number {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) * (1000 / 100)
+  } catch {
+    return 0
+  }
+}
+
+/** One POST with a pre-serialized JSON body over a keep-alive connection: status, headers and parsed body. */
+function postJson(agent: Agent, url: string, token: string, body: Buffer) {
+  return new Promise<{ status: number; headers: Headers; body: any }>((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          'content-length': body.length,
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const headers = new Headers()
+          for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') headers.set(k, v)
+          resolve({ status: res.statusCode ?? 0, headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) })
+        })
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(body)
+  })
 }
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
@@ -51,11 +137,14 @@ async function main() {
   const service = await startService(env.env)
   const work = await mkdtemp(join(tmpdir(), 'refit-bench-'))
   const rows: Row[] = []
+  let agent: Agent | undefined
   try {
     const admin = httpClient(service.url, ADMIN_TOKEN)
     const project = await admin.post('/v1/admin/projects', { name: 'bench' })
     const key = (await admin.post(`/v1/admin/projects/${project.body.id}/api_keys`, {})).body.key as string
     const api = httpClient(service.url, key)
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: concurrency })
+    agent = keepAlive
 
     const digits = loadMnist('test', [0, 1, 2, 3, 4], 32)
     const mnistPngs = await Promise.all(
@@ -78,10 +167,11 @@ async function main() {
       }))
 
     const scenario = async (model: string, batch: number, condition: Row['condition']) => {
-      const body = { inputs: inputsFor(model, batch), top_k: 1 }
+      const body = Buffer.from(JSON.stringify({ inputs: inputsFor(model, batch), top_k: 1 }))
+      const url = `${service.url}/v1/models/${model}/predictions`
       const call = async () => {
         const t0 = performance.now()
-        const r = await api.post(`/v1/models/${model}/predictions`, body)
+        const r = await postJson(keepAlive, url, key, body)
         if (r.status !== 200) throw new Error(`${model}: ${r.status} ${JSON.stringify(r.body)}`)
         const timing = Object.fromEntries(
           (r.headers.get('server-timing') ?? '')
@@ -104,6 +194,8 @@ async function main() {
       const poolMs: number[] = []
       let backend = ''
       let forward = ''
+      const roles = processTree(service.child.pid!)
+      const cpuBefore = new Map([...roles.keys()].map((p) => [p, cpuMs(p)]))
       const start = performance.now()
       const end = start + seconds * 1000
       await Promise.all(
@@ -119,6 +211,9 @@ async function main() {
         }),
       )
       const elapsed = (performance.now() - start) / 1000
+      const cpu: Record<string, number> = {}
+      for (const [pid, role] of roles) cpu[role] = (cpu[role] ?? 0) + cpuMs(pid) - cpuBefore.get(pid)!
+      for (const role of Object.keys(cpu)) cpu[role] = Math.round((cpu[role] / latencies.length) * 100) / 100
       for (const l of [latencies, forwardMs, poolMs]) l.sort((a, b) => a - b)
       const row: Row = {
         model,
@@ -132,6 +227,7 @@ async function main() {
         forward,
         forward_p50_ms: quantile(forwardMs, 0.5),
         pool_p50_ms: quantile(poolMs, 0.5),
+        cpu_ms_per_request: cpu,
       }
       console.log(JSON.stringify(row))
       rows.push(row)
@@ -177,6 +273,7 @@ async function main() {
     console.error(service.output().slice(-3000))
     throw err
   } finally {
+    agent?.destroy()
     await service.stop()
     await env.cleanup()
     await rm(work, { recursive: true, force: true })
