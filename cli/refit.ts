@@ -398,41 +398,46 @@ async function followStream(
   }
 }
 
+/** Opens a job's or a sweep's live event stream (`…/events?stream=true`), resumed after `lastEventId`. */
+function eventStream(path: '/v1/fine_tuning/jobs/{id}/events' | '/v1/fine_tuning/sweeps/{id}/events', id: string) {
+  const api = client('project')
+  return (lastEventId: string | undefined) =>
+    api.GET(path, {
+      params: {
+        path: { id },
+        query: { stream: true },
+        header: lastEventId ? { 'last-event-id': lastEventId } : {},
+      },
+      headers: { accept: 'text/event-stream' },
+      parseAs: 'stream',
+    })
+}
+
+/** A job's or a sweep's event as one line: time, level, message. */
+function printEvent(e: { created_at: number; level: string; message: string }) {
+  console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
+}
+
 /** Follows `GET /v1/fine_tuning/jobs/{id}/events?stream=true` until `event: done`. */
 async function followJob(id: string) {
-  const api = client('project')
   let lastProgress = ''
   let lastStatus = ''
-  const done = (await followStream(
-    (lastEventId) =>
-      api.GET('/v1/fine_tuning/jobs/{id}/events', {
-        params: {
-          path: { id },
-          query: { stream: true },
-          header: lastEventId ? { 'last-event-id': lastEventId } : {},
-        },
-        headers: { accept: 'text/event-stream' },
-        parseAs: 'stream',
-      }),
-    (msg, data) => {
-      if (msg.event === 'event') {
-        const e = data as Schemas['FineTuningJobEvent']
-        console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
-      } else if (msg.event === 'job') {
-        const job = data as Schemas['FineTuningJob']
-        if (job.status !== lastStatus) {
-          lastStatus = job.status
-          console.log(`status: ${job.status}`)
-        }
-        // A finished job's last progress write may be older than its end: its events tell the rest.
-        const line = ['running', 'cancelling'].includes(job.status) ? progressLine(job.progress) : ''
-        if (line && line !== lastProgress) {
-          lastProgress = line
-          console.log(line)
-        }
+  const done = (await followStream(eventStream('/v1/fine_tuning/jobs/{id}/events', id), (msg, data) => {
+    if (msg.event === 'event') printEvent(data as Schemas['FineTuningJobEvent'])
+    else if (msg.event === 'job') {
+      const job = data as Schemas['FineTuningJob']
+      if (job.status !== lastStatus) {
+        lastStatus = job.status
+        console.log(`status: ${job.status}`)
       }
-    },
-  )) as { status: string; fine_tuned_model: string | null }
+      // A finished job's last progress write may be older than its end: its events tell the rest.
+      const line = ['running', 'cancelling'].includes(job.status) ? progressLine(job.progress) : ''
+      if (line && line !== lastProgress) {
+        lastProgress = line
+        console.log(line)
+      }
+    }
+  })) as { status: string; fine_tuned_model: string | null }
   console.log(`Job ${done.status}${done.fine_tuned_model ? `: ${done.fine_tuned_model}` : ''}`)
   return done.status === 'succeeded' ? 0 : 1
 }
@@ -442,42 +447,27 @@ async function followJob(id: string) {
  * early terminations, the best so far) as a line, and a progress line when the trial counts change.
  */
 async function followSweep(id: string) {
-  const api = client('project')
   let lastProgress = ''
-  const done = (await followStream(
-    (lastEventId) =>
-      api.GET('/v1/fine_tuning/sweeps/{id}/events', {
-        params: {
-          path: { id },
-          query: { stream: true },
-          header: lastEventId ? { 'last-event-id': lastEventId } : {},
-        },
-        headers: { accept: 'text/event-stream' },
-        parseAs: 'stream',
-      }),
-    (msg, data) => {
-      if (msg.event === 'event') {
-        const e = data as { created_at: number; level: string; message: string }
-        console.log(`${new Date(e.created_at * 1000).toISOString()} [${e.level}] ${e.message}`)
-      } else if (msg.event === 'sweep') {
-        const s = data as {
-          status: string
-          progress: { trials_total: number; trials_created: number; trials_done: number; trials_succeeded: number }
-          metric: string
-          best_trial: { trial: number; metric_value: number } | null
-        }
-        const p = s.progress
-        const best = s.best_trial
-          ? `; best trial ${s.best_trial.trial + 1} (${s.metric} ${s.best_trial.metric_value})`
-          : ''
-        const line = `progress: ${p.trials_done}/${p.trials_total} trials done, ${p.trials_succeeded} succeeded, ${p.trials_created - p.trials_done} running${best}`
-        if (line !== lastProgress) {
-          lastProgress = line
-          console.log(line)
-        }
+  const done = (await followStream(eventStream('/v1/fine_tuning/sweeps/{id}/events', id), (msg, data) => {
+    if (msg.event === 'event') printEvent(data as Parameters<typeof printEvent>[0])
+    else if (msg.event === 'sweep') {
+      const s = data as {
+        status: string
+        progress: { trials_total: number; trials_created: number; trials_done: number; trials_succeeded: number }
+        metric: string
+        best_trial: { trial: number; metric_value: number } | null
       }
-    },
-  )) as { status: string; best_model: string | null }
+      const p = s.progress
+      const best = s.best_trial
+        ? `; best trial ${s.best_trial.trial + 1} (${s.metric} ${s.best_trial.metric_value})`
+        : ''
+      const line = `progress: ${p.trials_done}/${p.trials_total} trials done, ${p.trials_succeeded} succeeded, ${p.trials_created - p.trials_done} running${best}`
+      if (line !== lastProgress) {
+        lastProgress = line
+        console.log(line)
+      }
+    }
+  })) as { status: string; best_model: string | null }
   console.log(`Sweep ${done.status}${done.best_model ? `: ${done.best_model}` : ''}`)
   return done.status === 'succeeded' ? 0 : 1
 }

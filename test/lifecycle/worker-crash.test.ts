@@ -2,61 +2,28 @@
 // worker, which resumes it from the last checkpoint; a worker sent SIGTERM hands its job back without
 // spending an attempt. Short lock and stall timings make each run in seconds.
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import { makeMnistDataset } from '../../scripts/make-mnist-dataset.js'
-import {
-  bearer,
-  buildTestApp,
-  createProjectKey,
-  createTestEnv,
-  multipart,
-  type TestEnv,
-  waitFor,
-} from '../helpers/env.js'
+import { type CrashRig, startCrashRig } from '../helpers/crash-rig.js'
+import { bearer, type TestEnv, waitFor } from '../helpers/env.js'
 import { isAlive, startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js'
 
+let rig: CrashRig
 let env: TestEnv
 let app: FastifyInstance
 let key: string
 let fileId: string
-let work: string
-const workers: WorkerProcess[] = []
+let workers: WorkerProcess[]
+let getJson: CrashRig['getJson']
 
 before(async () => {
-  env = await createTestEnv('crash', { WORKER_LOCK_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' })
-  app = await buildTestApp(env.config)
-  ;({ key } = await createProjectKey(app))
-  work = await mkdtemp(join(tmpdir(), 'refit-crash-'))
-  workers.push(await startWorkerProcess(env.env), await startWorkerProcess(env.env))
-  const out = join(work, 'digits.zip')
-  await makeMnistDataset({ split: 'train', digits: [5, 6, 7, 8, 9], format: 'idx', limit: 8000, out })
-  const body = multipart({ purpose: 'fine-tune' }, { name: 'digits.zip', content: await readFile(out) })
-  const up = await app.inject({
-    method: 'POST',
-    url: '/v1/files',
-    headers: { ...bearer(key), ...body.headers },
-    payload: body.payload,
-  })
-  assert.equal(up.statusCode, 201)
-  fileId = up.json().id
-  await waitFor(async () => (await getJson(`/v1/files/${fileId}`)).status === 'processed', 60_000, 'file validation')
+  rig = await startCrashRig('crash', { digits: 8000 })
+  ;({ env, app, key, fileId, workers, getJson } = rig)
 })
 
 after(async () => {
-  for (const w of workers) await w.kill('SIGKILL')
-  await app?.close()
-  await env?.cleanup()
-  if (work) await rm(work, { recursive: true, force: true })
+  await rig?.close()
 })
-
-async function getJson(url: string) {
-  const res = await app.inject({ method: 'GET', url, headers: bearer(key) })
-  return res.json()
-}
 
 async function createJob(nEpochs: number) {
   const res = await app.inject({
