@@ -13,6 +13,36 @@ import {
 import { assertPredictionFits } from '../limits/memory-budget.js'
 import { getModel, modelCacheKey, modelDir, predictableSpec } from './models-service.js'
 
+type ModelRow = Parameters<typeof modelCacheKey>[0]
+
+/** Per app: admitted (model weights key, input count) pairs, with the model's directory; bounded, oldest out first. */
+const admissionsOf = new WeakMap<FastifyInstance, Map<string, Promise<string>>>()
+const MAX_ADMISSIONS = 4096
+
+/**
+ * The memory check (assertPredictionFits) and the model's local directory, once per (weights, input count)
+ * in this process rather than per request: both depend on nothing else (the limit is fixed at boot), and the
+ * topology walk and the directory's file checks were about 7% of the API's CPU on mnist-cnn. Refusals and
+ * errors are not kept. The inference process loads from the directory only when it does not hold the model.
+ */
+function admitted(app: FastifyInstance, model: ModelRow, rows: number): Promise<string> {
+  let admissions = admissionsOf.get(app)
+  if (!admissions) {
+    admissions = new Map()
+    admissionsOf.set(app, admissions)
+  }
+  const key = `${modelCacheKey(model)}:${rows}`
+  let entry = admissions.get(key)
+  if (!entry) {
+    entry = assertPredictionFits(app, model, rows).then(() => modelDir(app.storage, model))
+    admissions.set(key, entry)
+    const all = admissions
+    entry.catch(() => all.delete(key))
+    if (admissions.size > MAX_ADMISSIONS) admissions.delete(admissions.keys().next().value!)
+  }
+  return entry
+}
+
 export async function predict(
   app: FastifyInstance,
   req: FastifyRequest,
@@ -35,8 +65,7 @@ export async function predict(
   }
   const rows = parsed.inputs.kind === 'image' ? parsed.inputs.images.length : parsed.inputs.rows
   // refused here, before an inference process spends it
-  await assertPredictionFits(app, model, rows)
-  const dir = await modelDir(app.storage, model)
+  const dir = await admitted(app, model, rows)
   const sent = performance.now()
   const out = await app.inference.predict({ key: modelCacheKey(model), dir }, parsed.inputs, {
     timeoutMs: app.config.requestTimeoutMs,
