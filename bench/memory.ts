@@ -290,7 +290,8 @@ async function main(): Promise<void> {
       if (only && !only.test(name)) return
       const m = await readModelShape(dir)
       const cost = analyzeTopology(m.topology, m.inputShape)
-      const e = estimateInference(cost, batch, m.params ?? undefined)
+      // the bench's inference processes have no memory limit: every model compiles into a graph first
+      const e = estimateInference(cost, batch, m.params ?? undefined, undefined, true)
       const inputs: RawInputs = { kind: 'image', images: Array.from({ length: batch }, () => new Uint8Array(png)) }
       record(name, 'inference', e, await measureInference(dir, inputs), { model: refOf.get(dir), batch })
     }
@@ -318,7 +319,7 @@ async function main(): Promise<void> {
         features,
       ])
       const m = await readModelShape(dir)
-      const e = estimateInference(analyzeTopology(m.topology, m.inputShape), 1, m.params ?? undefined)
+      const e = estimateInference(analyzeTopology(m.topology, m.inputShape), 1, m.params ?? undefined, undefined, true)
       const inputs: RawInputs = { kind: 'tabular', features: new Float32Array(features), rows: 1 }
       record(name, 'inference', e, await measureInference(dir, inputs), {
         model: `dense:${features}x${units}`,

@@ -64,6 +64,16 @@ const TRAIN_TAPE_FACTOR = 2.5
  * 1,384 MiB). The first two are garbage once it is loaded, but the watchdog sees the peak.
  */
 const LOAD_COPIES = 3
+
+/**
+ * Compiling a model into a TensorFlow graph (engine/graph) holds, at its peak, about seven more copies of its
+ * weights: the float32 copies read for the GraphDef, its serialized bytes, and TensorFlow's own while it parses,
+ * imports, optimizes and materializes the constants (bench/memory.ts, processes with no limit, so every model
+ * compiles: a 305 MiB dense model peaks at 3,476 MiB, 1,366 MiB estimated without the compile; 95 MiB: 1,385
+ * vs 737). One copy stays, the session's constants. An inference process compiles a model only when this fits
+ * its INFERENCE_MEMORY_BYTES, else runs it eager (src/inference/compute.ts).
+ */
+export const GRAPH_COMPILE_WEIGHT_COPIES = 7
 /** An inference pass inside `tf.tidy` keeps every intermediate until the pass ends. */
 const INFER_FACTOR = 1.5
 /** ...but no more than this many copies of its largest layer output (measured on MobileNetV2: ~6). */
@@ -336,10 +346,12 @@ export function estimateInference(
   rows: number,
   params = cost.params,
   passBatch = rows,
+  /** the process compiles the model into a graph first (its peak: GRAPH_COMPILE_WEIGHT_COPIES more) */
+  compiled = false,
 ): MemoryEstimate {
   return total({
     runtimeBytes: RUNTIME_BYTES,
-    parameterBytes: params * F32 * LOAD_COPIES,
+    parameterBytes: params * F32 * (LOAD_COPIES + (compiled ? GRAPH_COMPILE_WEIGHT_COPIES : 0)),
     gradientBytes: 0,
     optimizerBytes: 0,
     activationBytes: Math.round(Math.min(rows, passBatch) * inferenceElements(cost) * F32),

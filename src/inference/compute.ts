@@ -42,14 +42,6 @@ export class InputError extends Error {
 }
 
 /**
- * Compiling a graph holds, at its peak, three more copies of the weights (the GraphDef's constants, its
- * serialized bytes, the session's tensors) and one stays: a model that would then outgrow the process's
- * limit (INFERENCE_MEMORY_BYTES, 0 = none), or whose topology the estimator cannot walk under a limit, runs
- * eager instead of being killed for memory on load.
- */
-export const GRAPH_COMPILE_WEIGHT_COPIES = 3
-
-/**
  * Loads a model directory and prepares its forward pass: the whole model as a TensorFlow graph through a
  * SavedModel session where the engine can compile it (engine/graph/forward.ts), else the LayersModel op by
  * op. Bytes: the weights (float32 in memory, whatever the stored dtype), the constants the compiled session
@@ -72,10 +64,11 @@ export async function loadCachedModel(
   } catch {
     // a topology the estimator cannot walk: weights only
   }
+  // compile only what then still fits the process's limit (0 = none); a topology the estimator cannot walk
+  // under a limit runs eager rather than risk the process being killed for memory on load
   const fits =
     limitBytes <= 0 ||
-    (cost !== null &&
-      estimateInference(cost, 1, model.countParams()).totalBytes + GRAPH_COMPILE_WEIGHT_COPIES * weights <= limitBytes)
+    (cost !== null && estimateInference(cost, 1, model.countParams(), 1, true).totalBytes <= limitBytes)
   let forward: CachedModel['forward']
   if (fits)
     try {

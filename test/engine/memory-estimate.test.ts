@@ -107,6 +107,8 @@ test('estimates are within 2x of the peak RSS measured on real processes (bench/
         analyzeTopology(m.topology, m.inputShape),
         c.shape.batch,
         m.params ?? undefined,
+        undefined,
+        true, // the bench's inference processes compile every model (no memory limit)
       ).totalBytes
     }
     const ratio = estimate / c.measured_peak_rss_bytes

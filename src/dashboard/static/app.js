@@ -664,17 +664,24 @@ async function jobsPage() {
     updateCompare()
     writeUrl()
   })
+  // a request sent before the filters, sort or page changed may answer after the new one: its rows are dropped
+  // (else the table would flash back to the old filter until the next poll)
+  let generation = 0
   const refresh = async () => {
+    const mine = generation
     const q = new URLSearchParams({ limit: '20' })
     for (const el of fields) if (el.value.trim()) q.set(el.name, el.value.trim())
     if (sort !== 'created') q.set('sort', sort)
     if (dir !== 'desc') q.set('order', dir)
     if (after) q.set('after', after)
-    lastList = await api(`/v1/admin/jobs?${q}`)
+    const list = await api(`/v1/admin/jobs?${q}`)
+    if (mine !== generation) return
+    lastList = list
     render()
   }
   let stop = () => {}
   const restart = () => {
+    generation++
     stop()
     stop = poll(refresh, POLL_MS, (err) => {
       note.textContent = err.message
@@ -682,6 +689,7 @@ async function jobsPage() {
   }
   let typing = null
   const changed = () => {
+    generation++
     after = ''
     back = []
     writeUrl()
