@@ -1462,6 +1462,7 @@ function trialOf(t) {
     epochs: t.metrics?.final?.epoch ?? null,
     bestEpoch: t.metrics?.best?.epoch ?? null,
     model: t.job.fine_tuned_model,
+    baseline: t.baseline === true,
   }
 }
 
@@ -1855,6 +1856,10 @@ async function sweepPage(id) {
             { class: 'num' },
             trialName(t.trial),
             t.jobId === bestJob ? [' ', h('span', { class: 'badge succeeded', id: 'best-badge' }, 'best')] : null,
+            // the baseline trial runs a lone job's defaults: what the sweep's best is measured against
+            t.baseline
+              ? [' ', h('span', { class: 'badge', id: 'baseline-badge', title: "a lone job's defaults" }, 'baseline')]
+              : null,
           ),
           h('td', {}, jobLink(t.jobId)),
           h('td', { dataset: { col: 'status' } }, badge(trialStatus(t))),
