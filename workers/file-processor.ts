@@ -68,11 +68,13 @@ export function createFileProcessor(deps: WorkerDeps) {
               message: `Validation failed on each of ${attempts} attempts; the file could not be read. Check it opens locally, or upload it again.`,
               details: [],
             }
+      // bytes first: a crash in between then leaves a row pointing at nothing (the retry rejects it), never
+      // bytes no row points at; and a client that sees `error` finds nothing left behind
+      await deps.storage.remove(storagePath)
       await deps.db.file.update({
         where: { id: fileId },
         data: { status: 'error', statusDetails: details as object, storagePath: null },
       })
-      await deps.storage.remove(storagePath)
       deps.log.info(
         { fileId, code: details.code, err: err instanceof DatasetValidationError ? undefined : (err as Error).message },
         'file rejected',
