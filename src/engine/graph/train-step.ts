@@ -24,9 +24,6 @@ import type { LayersModel, NamedTensor, Tensor, Tf, Variable } from '../tf.js'
 import { isUncovered, planGraph } from './compile.js'
 import { attr, GraphBuilder, type SignatureTensor } from './graph-def.js'
 
-/** Bump when the emitted training graph changes. */
-export const TRAIN_GRAPH_VERSION = 1
-
 type Layer = LayersModel['layers'][number]
 type Act = 'linear' | 'relu' | 'relu6'
 
@@ -146,9 +143,9 @@ export function planTrainChain(model: LayersModel): { ops: ChainOp[]; inputShape
         ops.push({ kind: 'act', layer, act: act as Act })
         break
       default:
-        if (layer.weights.length > 0) return refuse('trains eagerly (no hand-written gradient)')
-        if (!['InputLayer'].includes(call.className) && !/Dropout|Noise/.test(call.className))
-          return refuse('has no hand-written gradient')
+        // the other dropout and noise layers are off while training (inference-mode layers, as eagerly)
+        if (layer.weights.length > 0 || !/Dropout|Noise/.test(call.className))
+          return refuse('trains eagerly (no hand-written gradient)')
         ops.push({ kind: 'identity', layer })
     }
     if (last) return refuse('the output layer is not a softmax Dense')
@@ -166,8 +163,6 @@ interface Emitted {
   dropouts: Extract<ChainOp, { kind: 'dropout' }>[]
   /** every weight fed to the step (trained or not), by input key */
   weights: { key: string; variable: Variable }[]
-  /** indices into `weights` of the trained variables, in the phase's order */
-  trained: number[]
 }
 
 /** Emits the step's graph; `epsilon` is the backend's (tfjs's optimizers use it as their default). */
@@ -400,12 +395,10 @@ function emitTrainGraph(
   const c = (hint: string, v: number) => scalar(`opt/${hint}`, v)
   const bias1 = name === 'adam' ? input('one_minus_acc_beta1', []) : null
   const bias2 = name === 'adam' ? input('one_minus_acc_beta2', []) : null
-  const trained: number[] = []
   for (const [i, v] of opts.variables.entries()) {
     const w = weights.findIndex((e) => e.variable === v)
     const grad = grads.get(v)
     if (w < 0 || !grad) return { layer: null, reason: 'a trained variable is not a weight of the chain' }
-    trained.push(w)
     const value = `${weights[w].key}`
     const dims = [...v.shape]
     const slot = (s: string) => input(`s${i}_${s}`, dims)
@@ -436,7 +429,7 @@ function emitTrainGraph(
     }
     output(`n${i}`, next, dims)
   }
-  return { savedModel: g.savedModelOf(inputs, outputs), dropouts, weights, trained }
+  return { savedModel: g.savedModelOf(inputs, outputs), dropouts, weights }
 }
 
 function convAttrs(layer: Layer) {
