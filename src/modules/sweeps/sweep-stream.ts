@@ -5,7 +5,7 @@
 // woken by the sweep's Redis pings). A stream holds the caller's stream slots like a job's
 // (MAX_STREAMS_PER_KEY / _PER_PROJECT) and closes when its key is revoked (plugins/job-updates.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { FeedListener } from '../jobs/job-feed.js'
+import type { FeedListener } from '../jobs/shared-feed.js'
 import { takeStreamSlots } from '../jobs/stream-slots.js'
 import { followSweep } from './sweep-feed.js'
 
