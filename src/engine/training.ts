@@ -1,6 +1,7 @@
 // The training core every method shares: inputs by row index, a seeded split, the optimizer, a custom training
-// step (`optimizer.minimize` around a forward pass with inference-mode layers and seeded dropout), validation,
-// early stopping with best-weight restore, whole-model checkpoints (+ optimizer and state.json) and resume.
+// step (`optimizer.minimize` around a forward pass with inference-mode layers and seeded dropout, or the same
+// step compiled into one TensorFlow graph where the model allows: graph/train-step.ts), validation, early
+// stopping with best-weight restore, whole-model checkpoints (+ optimizer and state.json) and resume.
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
