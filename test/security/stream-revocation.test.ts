@@ -49,11 +49,14 @@ interface Stream {
   abort(): void
 }
 
-/** Opens a job's event stream and returns once its first bytes arrived (the server registered it). */
-async function open(base: string, key: string): Promise<Stream> {
+/**
+ * Opens a job's event stream (the admin route's when `key` is empty) and returns once its first bytes arrived
+ * (the server registered it).
+ */
+async function open(base: string, key: string, path = `/v1/fine_tuning/jobs/${jobId}`): Promise<Stream> {
   const ctl = new AbortController()
-  const res = await fetch(`${base}/v1/fine_tuning/jobs/${jobId}/events?stream=true`, {
-    headers: { authorization: `Bearer ${key}` },
+  const res = await fetch(`${base}${path}/events?stream=true`, {
+    headers: key ? { authorization: `Bearer ${key}` } : adminAuth,
     signal: ctl.signal,
   })
   assert.equal(res.status, 200, await (res.status === 200 ? Promise.resolve('') : res.text()))
@@ -114,4 +117,16 @@ test('a revocation whose message was lost closes the streams at the shared key c
   t.diagnostic(`closed ${Math.max(...ends) - revokedAt} ms after the silent revoke (check every ${KEY_RECHECK_MS} ms)`)
   assert.ok(app.jobUpdates.keyWatch().checks - checksBefore <= 2, 'one query per interval, not one per stream')
   assert.equal(app.jobUpdates.keyWatch().keys, 0)
+})
+
+test('an admin stream has no key to watch: the shared key check leaves it open', async () => {
+  const stream = await open(local, '', `/v1/admin/jobs/${jobId}`)
+  assert.equal(app.jobUpdates.keyWatch().keys, 0, 'no key watched for an admin stream')
+  const checksBefore = app.jobUpdates.keyWatch().checks
+  const still = await Promise.race([
+    stream.ended.then(() => 'ended'),
+    new Promise((r) => setTimeout(r, KEY_RECHECK_MS + 1_500, 'open')),
+  ])
+  assert.equal(still, 'open', `an admin stream closed (${app.jobUpdates.keyWatch().checks - checksBefore} key checks)`)
+  stream.abort()
 })

@@ -1,6 +1,12 @@
 // A job's live feed (issue 13, item 4): one reader per job per API process shared by all of the job's event
 // streams (shared-feed.ts). Besides events it carries the per-step batch metrics, with a cursor of its own
 // (the last step read): a newcomer catches up on the rows the feed read before it came, then shares its reads.
+//
+// What a job's stream is sent (feed-stream.ts writes it): `event` per job event in order (SSE id = its seq), `job`
+// when status, progress, error or queue position change (the job as GET shows it, queue position included, so
+// a client can replace its copy with it), `metrics` with the training process's batch rows (batch_loss,
+// batch_accuracy) as they are written, for live per-step curves, and `done` when the job reaches a terminal
+// state, which closes it.
 import type { FastifyInstance } from 'fastify'
 import { BATCH_METRICS } from './batch-metrics.js'
 import { presentEvent } from './job-events.js'

@@ -7,8 +7,9 @@ import { AppError } from '../../errors.js'
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { checkpointModelId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
+import { serveFeedStream } from './feed-stream.js'
 import { presentEvent } from './job-events.js'
-import { streamJobEvents } from './job-stream.js'
+import { followJob } from './job-feed.js'
 
 export const MAX_METRIC_ROWS = 10_000
 
@@ -24,7 +25,10 @@ export async function listJobEvents(db: Db, jobId: string, page: Page) {
   return toList(rows, limit, presentEvent)
 }
 
-/** `?stream=true`: the live SSE stream, resumed after `Last-Event-ID`; otherwise a page of events. */
+/**
+ * `?stream=true`: the live SSE stream, resumed after `Last-Event-ID` (feed-stream.ts; what it sends is
+ * job-feed.ts's); otherwise a page of events.
+ */
 export async function serveJobEvents(
   app: FastifyInstance,
   req: FastifyRequest,
@@ -34,7 +38,7 @@ export async function serveJobEvents(
   lastEventId: string | undefined,
 ) {
   if (!query.stream) return listJobEvents(app.db, jobId, query)
-  return streamJobEvents(app, req, reply, jobId, lastEventId ? BigInt(lastEventId) : 0n)
+  return serveFeedStream(app, req, reply, followJob, jobId, lastEventId ? BigInt(lastEventId) : 0n)
 }
 
 /** A metric row's id: its place in (step, name) order, which is also the page cursor. */

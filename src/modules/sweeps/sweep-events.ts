@@ -5,16 +5,17 @@
 // pass redone after a crash, or two passes racing, write it once. A write pings the sweep id on the
 // job-updates channel (any id works there), which wakes the sweep's live streams in every API process.
 //
-// The live stream is sweep-stream.ts's (one shared reader per sweep per API process: sweep-feed.ts).
+// The live stream is jobs/feed-stream.ts's, fed by sweep-feed.ts (one shared reader per sweep per API process).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import type { SweepEvent } from '../../generated/prisma/client.js'
 import { newId, unixSeconds } from '../../lib/ids.js'
 import { type Page, toList } from '../../lib/pagination.js'
+import { serveFeedStream } from '../jobs/feed-stream.js'
 import type { EventLevel } from '../jobs/job-events.js'
 import { notifyJobChanged } from '../jobs/job-updates.js'
 import type { JobServiceDeps } from '../jobs/jobs-service.js'
-import { streamSweepEvents } from './sweep-stream.js'
+import { followSweep } from './sweep-feed.js'
 
 export const SWEEP_EVENT_TYPES = [
   'created',
@@ -84,5 +85,5 @@ export async function serveSweepEvents(
   lastEventId: string | undefined,
 ) {
   if (!query.stream) return listSweepEvents(app.db, sweepId, query)
-  return streamSweepEvents(app, req, reply, sweepId, lastEventId ? BigInt(lastEventId) : 0n)
+  return serveFeedStream(app, req, reply, followSweep, sweepId, lastEventId ? BigInt(lastEventId) : 0n)
 }

@@ -2,6 +2,10 @@
 // (project and admin routes alike), as job streams share theirs (jobs/shared-feed.ts). Wake-ups are the sweep's
 // pings on the job-updates channel (addSweepEvent publishes the sweep id after each write) and the feed's
 // safety re-read.
+//
+// What a sweep's stream is sent (jobs/feed-stream.ts writes it): `event` per sweep event (SSE id = its seq),
+// `sweep` when status, progress or best trial change (the sweep as GET shows it), and `done` after the `ended`
+// event, which closes it.
 import type { FastifyInstance } from 'fastify'
 import { EVENT_PAGE, type FeedListener, feedRegistry, type ListenerState, SharedFeed } from '../jobs/shared-feed.js'
 import { presentSweepEvent } from './sweep-events.js'
