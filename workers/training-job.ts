@@ -1,7 +1,7 @@
 // Runs one fine-tuning job: claims it in PostgreSQL, forks a training process (TensorFlow.js lives only
-// there, one job per process, so the BullMQ lock keeps renewing and memory goes back to the OS), turns
-// the process's messages into events, metric rows, checkpoints and progress, and registers the
-// fine-tuned model.
+// there, one job per process, so the BullMQ lock keeps renewing and memory goes back to the OS; a sweep's
+// next trial may take the process its previous trial left idle: training-processes.ts), turns the process's
+// messages into events, metric rows, checkpoints and progress, and registers the fine-tuned model.
 //
 // Delivery guarantees:
 // - A job found `running` was owned by a worker that died or stalled (BullMQ handed it to us after its
@@ -15,15 +15,14 @@
 //   `storage_quota_exceeded`; the checkpoints recorded before it stay.
 // - On shutdown (SIGTERM) the training process stops at the end of its batch and the job goes back to the
 //   queue, to resume from its last checkpoint, without spending an attempt.
-import { type ChildProcess, fork } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { readFile, rm } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq'
 import { isTransientError, retryTransient } from '../src/db/transient.js'
 import type { ChildMessage, TrainRequest } from '../src/engine/protocol.js'
 import { newId } from '../src/lib/ids.js'
-import { memoryKillMessage, watchChildMemory } from '../src/lib/memory-watchdog.js'
+import { memoryKillMessage } from '../src/lib/memory-watchdog.js'
 import {
   featurePath,
   type JobFeatureCache,
@@ -42,22 +41,8 @@ import { forgetJob, recordThroughput } from '../src/modules/workers/throughput.j
 import { parseTrainingPayload } from '../src/queue/catalog.js'
 import { enqueueTraining, trainingClassFor } from '../src/queue/enqueue.js'
 import type { WorkerDeps } from './deps.js'
+import { forkTrainingProcess, TrainingProcesses } from './training-processes.js'
 import { buildTrainRequest } from './training-request.js'
-
-const here = dirname(fileURLToPath(import.meta.url))
-const compiled = import.meta.url.endsWith('.js')
-
-/** The training process entry: compiled JS when we run from dist/, the TypeScript source under tsx. */
-export function trainingProcessCommand(): { path: string; execArgv: string[] } {
-  return compiled
-    ? { path: join(here, 'children', 'training-child.js'), execArgv: [] }
-    : { path: join(here, 'children', 'training-child.ts'), execArgv: ['--import', 'tsx'] }
-}
-
-function forkTrainingProcess(): ChildProcess {
-  const { path, execArgv } = trainingProcessCommand()
-  return fork(path, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
-}
 
 /**
  * Starts a training process that only picks the best backend and proves it with its self-test, so the
@@ -99,6 +84,10 @@ export const activeTrainings = new Map<string, ActiveTraining>()
 
 export function createTrainingProcessor(deps: WorkerDeps) {
   const { db, storage, log, config } = deps
+  const processes = new TrainingProcesses({
+    memoryLimitBytes: config.trainingMemoryBytes,
+    maxAlive: config.workerConcurrency,
+  })
 
   const event = async (
     fence: Fence,
@@ -118,7 +107,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     log.warn({ jobId }, 'database unreachable; holding training messages until it returns')
   }
 
-  return async (bullJob: Job, token?: string) => {
+  const processor = async (bullJob: Job, token?: string) => {
     const { jobId } = parseTrainingPayload(bullJob.data)
     // every line about this job carries its id
     const jobLog = log.child?.({ jobId }) ?? log
@@ -197,12 +186,21 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     })
     if (features) request.featureCache = features.slots
 
-    const child = forkTrainingProcess()
+    // a sweep's trials may share a process: the next one takes what the previous one loaded
+    const reuseKey = job.sweepId ? `sweep:${job.sweepId}` : null
+    if (reuseKey) request.keepAlive = true
+    const trainer = processes.acquire(reuseKey)
+    const child = trainer.child
     // the hard limit: killed past TRAINING_MEMORY_BYTES (cgroup v2 memory.max, else the RSS watchdog)
-    const memory = watchChildMemory(child, {
-      limitBytes: config.trainingMemoryBytes,
-      onKill: (k) => jobLog.warn({ ...k }, 'training process over its memory budget: killed'),
-    })
+    const memory = trainer.memory
+    trainer.onMemoryKill = (k) => jobLog.warn({ ...k }, 'training process over its memory budget: killed')
+    if (trainer.jobsDone > 0)
+      await event(
+        fence,
+        'info',
+        `Training process ${child.pid} reused from ${trainer.lastJobId}, an earlier trial of this sweep: TensorFlow is loaded and self-tested, and what that trial read stays in memory`,
+        { trainer_pid: child.pid ?? null, previous_job: trainer.lastJobId, jobs_before: trainer.jobsDone },
+      )
     // A cancel overrides anything; a pause overrides a hand-back (the job waits for its user, not a worker)
     // and is not undone by one.
     let stopRequested: 'cancel' | 'hand-back' | 'pause' | null = null
@@ -388,6 +386,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
         case 'error':
           outcome = msg.type === 'done' ? { kind: 'done', msg } : { kind: 'error', msg }
           break
+        case 'idle':
+          break
       }
     }
 
@@ -445,7 +445,14 @@ export function createTrainingProcessor(deps: WorkerDeps) {
 
     // Messages are handled strictly in order: a metric row must not race the `done` that follows it.
     let chain: Promise<unknown> = Promise.resolve()
-    child.on('message', (msg: ChildMessage) => {
+    /** the process said it is clean and waits for another job (a keepAlive request, after `done`) */
+    let idle = false
+    let ended: (exitCode: number | null) => void = () => {}
+    const onMessage = (msg: ChildMessage) => {
+      if (msg.type === 'idle') {
+        idle = true
+        ended(null)
+      }
       chain = chain
         // PostgreSQL restarting must not lose a metric row: wait for it and write in order.
         .then(() => (stale ? undefined : retryTransient(() => handle(msg), { onRetry: () => waitingForDb(jobId) })))
@@ -467,16 +474,23 @@ export function createTrainingProcessor(deps: WorkerDeps) {
               ).catch(() => {})
           }
         })
-    })
+    }
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => ended(code ?? (signal ? -1 : null))
+    const onError = (err: Error) => jobLog.error({ err, jobId }, 'training process error')
+    child.on('message', onMessage)
+    child.on('exit', onExit)
+    child.on('error', onError)
     const exitCode = await new Promise<number | null>((resolve) => {
-      child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)))
-      child.on('error', (err) => jobLog.error({ err, jobId }, 'training process error'))
+      ended = resolve
       child.send(request)
     })
     await chain
-    memory.stop()
+    child.off('message', onMessage).off('exit', onExit).off('error', onError)
     activeTrainings.delete(jobId)
     forgetJob(jobId)
+    // kept for the sweep's next trial only when it ended as it should: not lost, killed, refused or handed back
+    const keep = idle && !stale && !quotaRefusal && (stopRequested === null || stopRequested === 'cancel')
+    processes.release(trainer, jobId, keep ? reuseKey : null)
     if (stale) return { stale: true }
     const result = outcome
     // A model the training process saved but the job will not register (cancelled after its last epoch,
@@ -560,6 +574,8 @@ export function createTrainingProcessor(deps: WorkerDeps) {
     if (typeof registered === 'object' && registered) throw new UnrecoverableError(registered.quotaRefusal)
     return registered ? { fineTunedModel: registered } : { stale: true }
   }
+  /** ends the training processes left idle for a sweep's next trial (the worker is closing) */
+  return Object.assign(processor, { closeIdle: () => processes.closeIdle() })
 }
 
 /**

@@ -194,6 +194,7 @@ export async function startWorker(config: Config, opts: { reconcileEveryMs?: num
       for (const t of activeTrainings.values()) t.handBack()
       for (const child of activeEvaluations) child.kill('SIGKILL') // an evaluation is cheap to rerun
       await Promise.allSettled([fileWorker.close(), trainingWorker.close(), evaluationWorker.close(true)])
+      train.closeIdle()
       await closeQueues(queues)
       subscriber.disconnect()
       redis.disconnect()

@@ -4,6 +4,7 @@
 import type { LoadedDataset } from '../datasets/types.js'
 import { type CachedFeatures, CorruptFeatureFile, readFeatureFile, writeFeatureFile } from './feature-file.js'
 import { type FrozenForward, forwardEventData } from './graph/forward.js'
+import { keptForNextJob } from './kept-for-next-job.js'
 import type { ChildMessage, FeatureCacheSlot, TrainRequest } from './protocol.js'
 import type { TransferFeatureCache } from './transfer.js'
 import type { FeatureSet } from './transfer-data.js'
@@ -20,7 +21,9 @@ export async function openFeatureCache(
   const read = async (which: Which, slot: FeatureCacheSlot | undefined): Promise<CachedFeatures | null> => {
     if (!slot?.cached) return null
     try {
-      return await readFeatureFile(slot.cached.path, slot.cached.sha256)
+      // a sweep's next trial in the same process takes the verified copy its previous trial read (same sha256)
+      const { path, sha256 } = slot.cached
+      return await keptForNextJob.get(`features:${sha256}`, () => readFeatureFile(path, sha256), `${which} features`)
     } catch (err) {
       if (!(err instanceof CorruptFeatureFile)) throw err
       await send({ type: 'features_corrupt', which, reason: err.message })

@@ -131,6 +131,11 @@ export interface TrainRequest {
   featureCache?: { training: FeatureCacheSlot; validation?: FeatureCacheSlot }
   /** frozen forward passes as TensorFlow graphs (graph/forward.ts); default auto without a disk cache */
   graph?: GraphSettings
+  /**
+   * a sweep trial: after `done`, a process that holds nothing of the job (tensors, sessions) says `idle` and
+   * waits for the next trial of its sweep instead of exiting (workers/training-processes.ts)
+   */
+  keepAlive?: boolean
 }
 
 /** One dataset's place in the feature cache (src/modules/features owns the entries). */
@@ -222,3 +227,5 @@ export type ChildMessage =
   | { type: 'features'; which: 'training' | 'validation'; path: string; sha256: string; bytes: number; rows: number }
   /** the cached features of a dataset did not verify (sha256, format): never used, the entry must go */
   | { type: 'features_corrupt'; which: 'training' | 'validation'; reason: string }
+  /** after `done` of a keepAlive request: the process is clean and waits for another `train` */
+  | { type: 'idle' }

@@ -681,6 +681,78 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
   assert.ok(!firstEvents.some((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined))
 })
 
+test("a sweep's next trial runs in the process its previous trial left idle, with the data it read, and equals the same job run alone", async () => {
+  const method = { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 32 } } }
+  const res = await post({
+    ...base(),
+    method,
+    search_space: { 'hyperparameters.learning_rate': { values: [0.05, 0.01] } },
+    strategy: 'grid',
+    max_trials: 2,
+    max_parallel: 1,
+  })
+  assert.equal(res.statusCode, 200, res.body)
+  const sweep = res.json()
+  const done = await waitFor(
+    async () => {
+      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
+      return s.status !== 'running' && s
+    },
+    90_000,
+    'the sweep to end',
+  )
+  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const [first, second] = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
+  const eventsOf = async (jobId: string) =>
+    (await get(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)).json().data as {
+      message: string
+      data: Record<string, unknown> | null
+    }[]
+  const messages = (events: { message: string }[]) => JSON.stringify(events.map((e) => e.message))
+  const firstEvents = await eventsOf(first.job.id)
+  assert.ok(!firstEvents.some((e) => / reused from /.test(e.message)), messages(firstEvents))
+  const events = await eventsOf(second.job.id)
+  const reused = events.find((e) => /^Training process \d+ reused from /.test(e.message))
+  assert.ok(reused, messages(events))
+  assert.equal(reused.data?.previous_job, first.job.id)
+  assert.equal(reused.data?.jobs_before, 1)
+  // the CSV was parsed once, by the first trial
+  assert.ok(
+    events.some((e) => e.message.startsWith("training dataset from this process's memory")),
+    messages(events),
+  )
+
+  // the same job alone, in a process of its own: the same metrics epoch by epoch
+  const lone = await app.inject({
+    method: 'POST',
+    url: '/v1/fine_tuning/jobs',
+    headers: bearer(key),
+    payload: {
+      model: 'mlp-small',
+      training_file: fileId,
+      method: {
+        type: 'supervised',
+        supervised: { hyperparameters: { ...method.supervised.hyperparameters, learning_rate: 0.01 } },
+      },
+      seed: 11,
+    },
+  })
+  assert.equal(lone.statusCode, 200, lone.body)
+  await waitFor(
+    async () => (await get(`/v1/fine_tuning/jobs/${lone.json().id}`)).json().status === 'succeeded',
+    60_000,
+    'the lone job',
+  )
+  const loneEvents = await eventsOf(lone.json().id)
+  assert.ok(!loneEvents.some((e) => /reused|from this process's memory/.test(e.message)), messages(loneEvents))
+  const curve = async (id: string) =>
+    (await get(`/v1/fine_tuning/jobs/${id}/metrics?name=val_accuracy`))
+      .json()
+      .data.map((m: { epoch: number; value: number }) => [m.epoch, m.value])
+  assert.equal((await curve(second.job.id)).length, 2)
+  assert.deepEqual(await curve(second.job.id), await curve(lone.json().id))
+})
+
 test("a random sweep's first trial runs a lone job's defaults, equals that job run alone, and is never early-terminated", async () => {
   const method = { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 32 } } }
   // the lone job: the sweep's request without the search space, the same seed

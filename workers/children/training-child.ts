@@ -1,13 +1,17 @@
 // The training process: forked by the worker, one per job (wasm memory never shrinks, tfjs-node cannot run in
-// worker threads). It receives one `train` request over IPC, reports everything as ChildMessages and exits.
-// It never touches PostgreSQL or Redis. If the parent goes away, it exits at once: no orphan keeps training.
+// worker threads). It receives one `train` request over IPC, reports everything as ChildMessages and exits;
+// a sweep trial's request may say `keepAlive`, and then, once done and clean, it says `idle` and waits for the
+// next trial of its sweep with TensorFlow, the datasets and the features it read still loaded
+// (workers/training-processes.ts). It never touches PostgreSQL or Redis. If the parent goes away, it exits at
+// once: no orphan keeps training.
 import { loadDataset } from '../../src/datasets/load.js'
 import type { LoadedDataset } from '../../src/datasets/types.js'
-import { checkCapabilities, selectBackend } from '../../src/engine/backend.js'
+import { checkCapabilities, type SelectedBackend, selectBackend } from '../../src/engine/backend.js'
 import { runDistillation } from '../../src/engine/distillation.js'
 import { EngineError } from '../../src/engine/errors.js'
 import { openFeatureCache } from '../../src/engine/feature-cache.js'
 import { graphModelOf } from '../../src/engine/graph/graph-transfer.js'
+import { keptForNextJob } from '../../src/engine/kept-for-next-job.js'
 import { PRESET_MAX_IMAGE_SIDE } from '../../src/engine/memory-estimate.js'
 import { readMetadata, readTopology } from '../../src/engine/model-io.js'
 import type {
@@ -27,8 +31,27 @@ import { clipMiddle } from '../../src/lib/clip.js'
 let cancelRequested = false
 /** a pause: checkpoint mid-epoch at the end of the batch, then stop */
 let pauseRequested = false
-let started = false
+/** a request is being served (a probe or a job); another waits for `idle` */
+let busy = false
 let finishing = false
+
+/** The backend, picked and self-tested once per process (a kept process's next job takes it as it is). */
+let selected: { preferred: string; backend: Promise<SelectedBackend>; held: string } | null = null
+async function backendFor(preferred: TrainRequest['backend']): Promise<SelectedBackend> {
+  if (selected?.preferred !== preferred) {
+    const backend = selectBackend(preferred)
+    selected = { preferred, backend, held: '' }
+    // what the process holds between jobs: a job that leaves more behind makes it unfit for another
+    selected.held = held((await backend).tf)
+  }
+  return selected.backend
+}
+
+/** Tensors and SavedModel sessions alive in the process. */
+function held(tf: SelectedBackend['tf']): string {
+  const sessions = (tf as { node?: { getNumOfSavedModels?: () => number } }).node?.getNumOfSavedModels?.() ?? 0
+  return `${tf.memory().numTensors} tensors, ${sessions} sessions`
+}
 
 function send(message: ChildMessage): Promise<void> {
   return new Promise((resolve) => {
@@ -73,7 +96,10 @@ async function precheck(req: TrainRequest, backend: BackendName): Promise<void> 
 }
 
 async function train(req: TrainRequest): Promise<void> {
-  const selected = await selectBackend(req.backend)
+  cancelRequested = false
+  pauseRequested = false
+  keptForNextJob.startJob(req.keepAlive === true)
+  const selected = await backendFor(req.backend)
   await send({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest })
   for (const r of selected.rejected) {
     await send({ type: 'event', level: 'warn', message: `backend ${r.backend} rejected: ${r.reason}`, data: { ...r } })
@@ -94,22 +120,27 @@ async function train(req: TrainRequest): Promise<void> {
     m && m.input_shape.length === 3 ? (m.input_shape as [number, number, number]) : undefined
   const imageShape = shapeOf(meta)
   // a preset is sized from the images: larger ones are scaled down to fit first, so its network stays bounded
-  const load = (spec: TrainRequest['training'], shape = imageShape): Promise<LoadedDataset> =>
-    loadDataset(spec.path, spec.format, {
-      ...spec.options,
-      ...(shape ? { imageShape: shape } : { fitWithin: PRESET_MAX_IMAGE_SIDE }),
-    })
+  const load = (spec: TrainRequest['training'], shape = imageShape): Promise<LoadedDataset> => {
+    const options = { ...spec.options, ...(shape ? { imageShape: shape } : { fitWithin: PRESET_MAX_IMAGE_SIDE }) }
+    return keptForNextJob.get(
+      `dataset:${JSON.stringify([spec.path, spec.format, options])}`,
+      () => loadDataset(spec.path, spec.format, options),
+      `${spec === req.validation ? 'validation' : 'training'} dataset`,
+    )
+  }
   const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
+  await sayReused()
   // a graph base's fine-tuned model is composed by graph-transfer.ts (base graph + head nodes), not from layers files
   if (method.type === 'transfer' && featureCache && !graphBase) {
     const served = await trainOnCachedFeatures(req, method, featureCache, selected)
-    if (served) return finishDone(served)
+    if (served) return finishDone(req, served)
   }
   const t0 = performance.now()
   const trainDs = await load(req.training)
   // validation images at the training images' size (a preset's network is sized from those)
   const trainShape = trainDs.kind === 'image' ? (trainDs.sampleShape as [number, number, number]) : undefined
   const validationDs = req.validation ? await load(req.validation, imageShape ?? trainShape) : undefined
+  await sayReused()
   await send({
     type: 'event',
     level: 'info',
@@ -165,22 +196,46 @@ async function train(req: TrainRequest): Promise<void> {
       teacherTrain: sameShape ? undefined : await load(req.training, teacherShape),
     })
   }
-  await finishDone(result)
+  await finishDone(req, result)
 }
 
-function finishDone(result: RunResult): Promise<never> {
-  return finish(
-    {
-      type: 'done',
-      modelDir: result.modelDir ?? '',
-      evaluation: result.evaluation,
-      trainedSamples: result.trainedSamples,
-      cancelled: result.cancelled,
-      paused: result.paused ?? false,
-      bestEpoch: result.bestEpoch,
-    },
-    0,
-  )
+/** The job's event for what it took from the previous trial's memory (a kept process), once per value. */
+async function sayReused(): Promise<void> {
+  const reused = keptForNextJob.takeReused()
+  if (reused.length)
+    await send({
+      type: 'event',
+      level: 'info',
+      message: `${reused.join(' and ')} from this process's memory: read by the previous trial, not read again`,
+      data: { reused },
+    })
+}
+
+/** Reports the result; then exits, or (keepAlive, nothing left over) says `idle` and waits for the next job. */
+async function finishDone(req: TrainRequest, result: RunResult): Promise<void> {
+  const done: ChildMessage = {
+    type: 'done',
+    modelDir: result.modelDir ?? '',
+    evaluation: result.evaluation,
+    trainedSamples: result.trainedSamples,
+    cancelled: result.cancelled,
+    paused: result.paused ?? false,
+    bestEpoch: result.bestEpoch,
+  }
+  keptForNextJob.endJob()
+  if (!req.keepAlive) return finish(done, 0)
+  const now = held((await selected!.backend).tf)
+  if (now !== selected!.held) {
+    await send({
+      type: 'event',
+      level: 'warn',
+      message: `training process not kept for the sweep's next trial: it holds ${now} after the job, ${selected!.held} before`,
+    })
+    return finish(done, 0)
+  }
+  await send(done)
+  busy = false
+  await send({ type: 'idle' })
 }
 
 /**
@@ -239,9 +294,9 @@ process.on('message', (raw: ParentMessage) => {
     cancelRequested = true
   } else if (raw?.type === 'pause') {
     pauseRequested = true
-  } else if (raw?.type === 'probe' && !started) {
-    started = true
-    selectBackend(raw.backend)
+  } else if (raw?.type === 'probe' && !busy) {
+    busy = true
+    backendFor(raw.backend)
       .then(async (selected) => {
         for (const r of selected.rejected)
           await send({
@@ -253,8 +308,8 @@ process.on('message', (raw: ParentMessage) => {
         await finish({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest }, 0)
       })
       .catch(fail)
-  } else if (raw?.type === 'train' && !started) {
-    started = true
+  } else if (raw?.type === 'train' && !busy) {
+    busy = true
     train(raw).catch(fail)
   }
 })
