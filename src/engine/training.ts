@@ -388,10 +388,8 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
       const idx = order.subarray(s * p.batchSize, Math.min(n, (s + 1) * p.batchSize))
       const rows = Int32Array.from(idx, (i) => train.rows[i])
       const x = train.source.input(tf, rows)
-      const labels = tf.tensor1d(
-        Int32Array.from(rows, (r) => train.labels[r]),
-        'int32',
-      )
+      // class indices for the eager step; the compiled step takes one-hot targets instead
+      let labels: Tensor | null = null
       let soft: Tensor | null = null
       if (p.soft) {
         const buf = new Float32Array(rows.length * k)
@@ -414,11 +412,16 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
             y.dispose()
           }
         } else {
+          const ids = tf.tensor1d(
+            Int32Array.from(rows, (r) => train.labels[r]),
+            'int32',
+          )
+          labels = ids
           const loss = (p.optimizer as Optimizer).minimize(
             () => {
               const logits = withDropout(rng, () => p.forward(x))
-              const y = tf.oneHot(labels, k)
-              correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), labels), 'float32')))
+              const y = tf.oneHot(ids, k)
+              correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), ids), 'float32')))
               return soft && p.soft
                 ? distillationLoss(tf, logits, y, soft, p.soft.temperature, p.soft.alpha)
                 : crossEntropy(tf, logits, y)
@@ -442,7 +445,13 @@ export async function runEpochs(p: LoopParams): Promise<LoopEnd> {
         batchLoss = loss
         batchAccuracy = c / rows.length
       } finally {
-        tf.dispose([x, labels, ...(soft ? [soft] : []), ...(correct ? [correct] : []), ...(cost ? [cost] : [])])
+        tf.dispose([
+          x,
+          ...(labels ? [labels] : []),
+          ...(soft ? [soft] : []),
+          ...(correct ? [correct] : []),
+          ...(cost ? [cost] : []),
+        ])
       }
       seen += rows.length
       seenHere += rows.length
