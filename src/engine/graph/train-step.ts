@@ -165,45 +165,77 @@ interface Emitted {
   weights: { key: string; variable: Variable }[]
 }
 
-/** Emits the step's graph; `epsilon` is the backend's (tfjs's optimizers use it as their default). */
+/**
+ * Emits the step's graph; `epsilon` is the backend's (tfjs's optimizers use it as their default). In order:
+ * the forward pass, the loss and its gradient, the backward pass layer by layer, the optimizer's update.
+ */
 function emitTrainGraph(
   opts: TrainStepOptions,
   ops: ChainOp[],
   inputShape: number[],
   epsilon: number,
 ): Emitted | EagerReason {
-  const g = new GraphBuilder()
-  const F = { T: attr.float() }
+  const s = new StepGraph()
   const k = opts.numClasses
-  const scalar = (hint: string, v: number) => g.constFloat(hint, Float32Array.of(v), [])
-  const ints = (hint: string, v: number[]) => g.constInt(hint, v, [v.length])
-  const shape = (x: string) => g.node(`${x}/Shape`, 'Shape', [x], { ...F, out_type: attr.int32() })
-  const inputs: SignatureTensor[] = []
-  const input = (key: string, dims: number[]) => {
-    const name = g.placeholder(key, dims)
-    inputs.push({ key, name, dims })
+  const x = s.input('x', [-1, ...inputShape])
+  const target = s.input('target', [-1, k])
+  const teacher = opts.soft ? s.input('teacher', [-1, k]) : null
+  const done = emitForward(s, ops, x)
+  const logits = done.length ? done[done.length - 1].y : x
+  const { dLogits, stats } = emitLoss(s, opts.soft ?? null, logits, target, teacher)
+  const grads = emitBackward(s, done, opts.variables, dLogits)
+  if (!(grads instanceof Map)) return grads
+  const outputs = emitOptimizer(s, opts, grads, stats, epsilon)
+  if (!Array.isArray(outputs)) return outputs
+  return { savedModel: s.g.savedModelOf(s.inputs, outputs), dropouts: s.dropouts, weights: s.weights }
+}
+
+/** The step's graph under construction: its nodes, its inputs (the signature's) and what they feed. */
+class StepGraph {
+  readonly g = new GraphBuilder()
+  readonly F = { T: attr.float() }
+  readonly inputs: SignatureTensor[] = []
+  readonly weights: Emitted['weights'] = []
+  readonly dropouts: Emitted['dropouts'] = []
+
+  input(key: string, dims: number[]): string {
+    const name = this.g.placeholder(key, dims)
+    this.inputs.push({ key, name, dims })
     return name
   }
-  const x = input('x', [-1, ...inputShape])
-  const target = input('target', [-1, k])
-  const teacher = opts.soft ? input('teacher', [-1, k]) : null
-  const weights: Emitted['weights'] = []
-  const weightInput = (v: Variable) => {
-    const key = `w${weights.length}`
-    weights.push({ key, variable: v })
-    return input(key, [...v.shape])
-  }
-  const dropouts: Emitted['dropouts'] = []
 
-  // forward, keeping what each op's gradient needs
-  interface Done {
-    op: ChainOp
-    x: string
-    y: string
-    kernel?: string
-    bias?: string
-    mask?: string
+  weightInput(v: Variable): string {
+    const key = `w${this.weights.length}`
+    this.weights.push({ key, variable: v })
+    return this.input(key, [...v.shape])
   }
+
+  scalar(hint: string, v: number): string {
+    return this.g.constFloat(hint, Float32Array.of(v), [])
+  }
+
+  ints(hint: string, v: number[]): string {
+    return this.g.constInt(hint, v, [v.length])
+  }
+
+  shape(x: string): string {
+    return this.g.node(`${x}/Shape`, 'Shape', [x], { ...this.F, out_type: attr.int32() })
+  }
+}
+
+/** One op of the forward pass and what its gradient needs: its input, its output and the inputs it took. */
+interface Done {
+  op: ChainOp
+  x: string
+  y: string
+  kernel?: string
+  bias?: string
+  mask?: string
+}
+
+/** The forward pass from `x`, op by op; the last op's output is the logits. */
+function emitForward(s: StepGraph, ops: ChainOp[], x: string): Done[] {
+  const { g, F } = s
   const done: Done[] = []
   let h = x
   const activate = (name: string, act: Act, v: string) =>
@@ -214,7 +246,7 @@ function emitTrainGraph(
     const name = op.layer.name
     const d: Done = { op, x: h, y: h }
     if (op.kind === 'conv' || op.kind === 'dense') {
-      d.kernel = weightInput(op.kernel)
+      d.kernel = s.weightInput(op.kernel)
       let z =
         op.kind === 'conv'
           ? g.node(`${name}/Conv2D`, 'Conv2D', [h, d.kernel], convAttrs(op.layer))
@@ -224,20 +256,20 @@ function emitTrainGraph(
               transpose_b: attr.b(false),
             })
       if (op.bias) {
-        d.bias = weightInput(op.bias)
+        d.bias = s.weightInput(op.bias)
         z = g.node(`${name}/BiasAdd`, 'BiasAdd', [z, d.bias], { ...F, data_format: attr.s('NHWC') })
       }
       d.y = activate(name, op.act, z)
     } else if (op.kind === 'maxpool' || op.kind === 'avgpool') {
       d.y = g.node(`${name}/pool`, op.kind === 'maxpool' ? 'MaxPool' : 'AvgPool', [h], poolAttrs(op))
     } else if (op.kind === 'reshape') {
-      d.y = g.node(`${name}/Reshape`, 'Reshape', [h, ints(`${name}/shape`, [-1, ...op.tail])], {
+      d.y = g.node(`${name}/Reshape`, 'Reshape', [h, s.ints(`${name}/shape`, [-1, ...op.tail])], {
         ...F,
         Tshape: attr.int32(),
       })
     } else if (op.kind === 'dropout') {
-      d.mask = input(`mask${dropouts.length}`, [-1, ...op.shape])
-      dropouts.push(op)
+      d.mask = s.input(`mask${s.dropouts.length}`, [-1, ...op.shape])
+      s.dropouts.push(op)
       d.y = g.node(`${name}/mul`, 'Mul', [h, d.mask], F)
     } else if (op.kind === 'act') {
       d.y = activate(name, op.act, h)
@@ -245,12 +277,24 @@ function emitTrainGraph(
     done.push(d)
     h = d.y
   }
-  const logits = h
+  return done
+}
 
-  // loss (means over the batch, as tf.losses.softmaxCrossEntropy and distillationLoss compute them)
+/**
+ * The loss (means over the batch, as tf.losses.softmaxCrossEntropy and distillationLoss compute them), its
+ * gradient with respect to the logits, and `stats`, the [loss, correct] the step returns.
+ */
+function emitLoss(
+  s: StepGraph,
+  soft: TrainStepOptions['soft'],
+  logits: string,
+  target: string,
+  teacher: string | null,
+): { dLogits: string; stats: string } {
+  const { g, F } = s
   const ce = g.node('loss/xent', 'SoftmaxCrossEntropyWithLogits', [logits, target], F)
-  const axis0 = ints('loss/axis0', [0])
-  const axis1 = ints('loss/axis1', [1])
+  const axis0 = s.ints('loss/axis0', [0])
+  const axis1 = s.ints('loss/axis1', [1])
   const reduce = { ...F, Tidx: attr.int32(), keep_dims: attr.b(false) }
   const mean = (v: string) => g.node(`${v}/mean`, 'Mean', [v, axis0], reduce)
   const invBatch = g.node(
@@ -261,19 +305,19 @@ function emitTrainGraph(
   )
   let loss = mean(ce)
   let dLogits = `${ce}:1`
-  if (teacher && opts.soft) {
-    const { temperature: t, alpha } = opts.soft
-    const soft = g.node(
+  if (teacher && soft) {
+    const { temperature: t, alpha } = soft
+    const softXent = g.node(
       'loss/soft_xent',
       'SoftmaxCrossEntropyWithLogits',
-      [g.node('loss/logits_t', 'Mul', [logits, scalar('loss/inv_t', 1 / t)], F), teacher],
+      [g.node('loss/logits_t', 'Mul', [logits, s.scalar('loss/inv_t', 1 / t)], F), teacher],
       F,
     )
     // KL(teacher || student_T) = cross-entropy - the teacher's entropy
     const logTeacher = g.node(
       'loss/log_teacher',
       'Log',
-      [g.node('loss/clip', 'Maximum', [teacher, scalar('loss/tiny', 1e-30)], F)],
+      [g.node('loss/clip', 'Maximum', [teacher, s.scalar('loss/tiny', 1e-30)], F)],
       F,
     )
     const entropy = g.node(
@@ -282,13 +326,13 @@ function emitTrainGraph(
       [g.node('loss/t_log_t', 'Mul', [teacher, logTeacher], F), axis1],
       reduce,
     )
-    const kl = g.node('loss/kl', 'AddV2', [soft, entropy], F)
+    const kl = g.node('loss/kl', 'AddV2', [softXent, entropy], F)
     loss = g.node(
       'loss/total',
       'AddV2',
       [
-        g.node('loss/soft_part', 'Mul', [mean(kl), scalar('loss/a_t2', alpha * t * t)], F),
-        g.node('loss/hard_part', 'Mul', [loss, scalar('loss/1_a', 1 - alpha)], F),
+        g.node('loss/soft_part', 'Mul', [mean(kl), s.scalar('loss/a_t2', alpha * t * t)], F),
+        g.node('loss/hard_part', 'Mul', [loss, s.scalar('loss/1_a', 1 - alpha)], F),
       ],
       F,
     )
@@ -297,8 +341,8 @@ function emitTrainGraph(
       'loss/d_mix',
       'AddV2',
       [
-        g.node('loss/d_soft', 'Mul', [`${soft}:1`, scalar('loss/a_t', alpha * t)], F),
-        g.node('loss/d_hard', 'Mul', [dLogits, scalar('loss/1_a2', 1 - alpha)], F),
+        g.node('loss/d_soft', 'Mul', [`${softXent}:1`, s.scalar('loss/a_t', alpha * t)], F),
+        g.node('loss/d_hard', 'Mul', [dLogits, s.scalar('loss/1_a2', 1 - alpha)], F),
       ],
       F,
     )
@@ -318,90 +362,135 @@ function emitTrainGraph(
   )
   const correct = g.node('metrics/correct', 'Sum', [hits, axis0], reduce)
   const stats = g.node('stats', 'Pack', [loss, correct], { ...F, N: attr.int(2), axis: attr.int(0) })
+  return { dLogits, stats }
+}
 
-  // backward, down to the lowest layer that trains
-  const trainedSet = new Set(opts.variables)
+/** The trained variables' gradients, from the logits' down to the lowest layer that trains. */
+function emitBackward(
+  s: StepGraph,
+  done: Done[],
+  variables: Variable[],
+  dLogits: string,
+): Map<Variable, string> | EagerReason {
+  const trained = new Set(variables)
   const lowest = done.findIndex((d) =>
     d.op.kind === 'conv' || d.op.kind === 'dense'
-      ? trainedSet.has(d.op.kernel) || (d.op.bias !== null && trainedSet.has(d.op.bias))
+      ? trained.has(d.op.kernel) || (d.op.bias !== null && trained.has(d.op.bias))
       : false,
   )
   if (lowest < 0) return { layer: null, reason: 'no trained variable is a Conv2D or Dense weight of the chain' }
-  const grads = new Map<Variable, string>()
+  const b: Backward = { trained, grads: new Map() }
   let dy = dLogits
-  for (let i = done.length - 1; i >= lowest; i--) {
-    const d = done[i]
-    const op = d.op
-    const name = op.layer.name
-    const needDx = i > lowest
-    if (op.kind === 'conv' || op.kind === 'dense') {
-      const dz = actGrad(g, name, op.act, dy, d.y)
-      if (op.bias && trainedSet.has(op.bias))
-        grads.set(op.bias, g.node(`${name}/BiasAddGrad`, 'BiasAddGrad', [dz], { ...F, data_format: attr.s('NHWC') }))
-      if (op.kind === 'conv') {
-        if (trainedSet.has(op.kernel))
-          grads.set(
-            op.kernel,
-            g.node(
-              `${name}/Conv2DBackpropFilter`,
-              'Conv2DBackpropFilter',
-              [d.x, ints(`${name}/kernel_shape`, [...op.kernel.shape]), dz],
-              convAttrs(op.layer),
-            ),
-          )
-        if (needDx)
-          dy = g.node(
-            `${name}/Conv2DBackpropInput`,
-            'Conv2DBackpropInput',
-            [shape(d.x), d.kernel!, dz],
-            convAttrs(op.layer),
-          )
-      } else {
-        if (trainedSet.has(op.kernel))
-          grads.set(
-            op.kernel,
-            g.node(`${name}/dKernel`, 'MatMul', [d.x, dz], {
-              ...F,
-              transpose_a: attr.b(true),
-              transpose_b: attr.b(false),
-            }),
-          )
-        if (needDx)
-          dy = g.node(`${name}/dInput`, 'MatMul', [dz, d.kernel!], {
-            ...F,
-            transpose_a: attr.b(false),
-            transpose_b: attr.b(true),
-          })
-      }
-    } else if (op.kind === 'maxpool') {
-      dy = g.node(`${name}/MaxPoolGrad`, 'MaxPoolGrad', [d.x, d.y, dy], poolAttrs(op))
-    } else if (op.kind === 'avgpool') {
-      dy = g.node(`${name}/AvgPoolGrad`, 'AvgPoolGrad', [shape(d.x), dy], poolAttrs(op))
-    } else if (op.kind === 'reshape') {
-      dy = g.node(`${name}/dReshape`, 'Reshape', [dy, shape(d.x)], { ...F, Tshape: attr.int32() })
-    } else if (op.kind === 'dropout') {
-      dy = g.node(`${name}/dMask`, 'Mul', [dy, d.mask!], F)
-    } else if (op.kind === 'act') {
-      dy = actGrad(g, name, op.act, dy, d.y)
-    }
-  }
+  for (let i = done.length - 1; i >= lowest; i--) dy = emitGradient(s, b, done[i], dy, i > lowest)
+  return b.grads
+}
 
-  // the optimizer's update, op for op as tfjs's optimizers compute it (same constants, same order)
+/** The backward pass's state: which variables train, and the gradients emitted for them so far. */
+interface Backward {
+  trained: Set<Variable>
+  grads: Map<Variable, string>
+}
+
+/**
+ * One op's backward step from `dy`, its output's gradient: adds its trained weights' gradients to `b.grads` and
+ * returns its input's gradient (a layer with weights computes it only when `needDx`: a lower layer trains).
+ */
+function emitGradient(s: StepGraph, b: Backward, d: Done, dy: string, needDx: boolean): string {
+  const { g, F } = s
+  const op = d.op
+  const name = op.layer.name
+  switch (op.kind) {
+    case 'conv':
+    case 'dense':
+      return emitWeightGradients(s, b, d, op, dy, needDx)
+    case 'maxpool':
+      return g.node(`${name}/MaxPoolGrad`, 'MaxPoolGrad', [d.x, d.y, dy], poolAttrs(op))
+    case 'avgpool':
+      return g.node(`${name}/AvgPoolGrad`, 'AvgPoolGrad', [s.shape(d.x), dy], poolAttrs(op))
+    case 'reshape':
+      return g.node(`${name}/dReshape`, 'Reshape', [dy, s.shape(d.x)], { ...F, Tshape: attr.int32() })
+    case 'dropout':
+      return g.node(`${name}/dMask`, 'Mul', [dy, d.mask!], F)
+    case 'act':
+      return actGrad(g, name, op.act, dy, d.y)
+    case 'identity':
+      return dy
+  }
+}
+
+/** A Conv2D or Dense layer's backward step: through its activation, then its bias, kernel and input. */
+function emitWeightGradients(
+  s: StepGraph,
+  { trained, grads }: Backward,
+  d: Done,
+  op: Extract<ChainOp, { kind: 'conv' | 'dense' }>,
+  dy: string,
+  needDx: boolean,
+): string {
+  const { g, F } = s
+  const name = op.layer.name
+  const dz = actGrad(g, name, op.act, dy, d.y)
+  if (op.bias && trained.has(op.bias))
+    grads.set(op.bias, g.node(`${name}/BiasAddGrad`, 'BiasAddGrad', [dz], { ...F, data_format: attr.s('NHWC') }))
+  if (op.kind === 'conv') {
+    if (trained.has(op.kernel))
+      grads.set(
+        op.kernel,
+        g.node(
+          `${name}/Conv2DBackpropFilter`,
+          'Conv2DBackpropFilter',
+          [d.x, s.ints(`${name}/kernel_shape`, [...op.kernel.shape]), dz],
+          convAttrs(op.layer),
+        ),
+      )
+    if (!needDx) return dy
+    return g.node(
+      `${name}/Conv2DBackpropInput`,
+      'Conv2DBackpropInput',
+      [s.shape(d.x), d.kernel!, dz],
+      convAttrs(op.layer),
+    )
+  }
+  if (trained.has(op.kernel))
+    grads.set(
+      op.kernel,
+      g.node(`${name}/dKernel`, 'MatMul', [d.x, dz], { ...F, transpose_a: attr.b(true), transpose_b: attr.b(false) }),
+    )
+  if (!needDx) return dy
+  return g.node(`${name}/dInput`, 'MatMul', [dz, d.kernel!], {
+    ...F,
+    transpose_a: attr.b(false),
+    transpose_b: attr.b(true),
+  })
+}
+
+/**
+ * The optimizer's update, op for op as tfjs's optimizers compute it (same constants, same order): the step's
+ * outputs, `stats` first, then each trained variable's new value and new slots.
+ */
+function emitOptimizer(
+  s: StepGraph,
+  opts: TrainStepOptions,
+  grads: Map<Variable, string>,
+  stats: string,
+  epsilon: number,
+): SignatureTensor[] | EagerReason {
+  const { g, F } = s
   const outputs: SignatureTensor[] = [{ key: 'stats', name: stats, dims: [2] }]
   const output = (key: string, v: string, dims: number[]) =>
     outputs.push({ key, name: g.node(key, 'Identity', [v], F), dims })
   const name = opts.optimizer ?? 'adam'
   const lr = opts.learningRate
-  const c = (hint: string, v: number) => scalar(`opt/${hint}`, v)
-  const bias1 = name === 'adam' ? input('one_minus_acc_beta1', []) : null
-  const bias2 = name === 'adam' ? input('one_minus_acc_beta2', []) : null
+  const c = (hint: string, v: number) => s.scalar(`opt/${hint}`, v)
+  const bias1 = name === 'adam' ? s.input('one_minus_acc_beta1', []) : null
+  const bias2 = name === 'adam' ? s.input('one_minus_acc_beta2', []) : null
   for (const [i, v] of opts.variables.entries()) {
-    const w = weights.findIndex((e) => e.variable === v)
+    const weight = s.weights.find((e) => e.variable === v)
     const grad = grads.get(v)
-    if (w < 0 || !grad) return { layer: null, reason: 'a trained variable is not a weight of the chain' }
-    const value = `${weights[w].key}`
+    if (!weight || !grad) return { layer: null, reason: 'a trained variable is not a weight of the chain' }
+    const value = weight.key
     const dims = [...v.shape]
-    const slot = (s: string) => input(`s${i}_${s}`, dims)
+    const slot = (suffix: string) => s.input(`s${i}_${suffix}`, dims)
     const mul = (a: string, b: string) => g.node(`opt/${i}/mul`, 'Mul', [a, b], F)
     const add = (a: string, b: string) => g.node(`opt/${i}/add`, 'AddV2', [a, b], F)
     const div = (a: string, b: string) => g.node(`opt/${i}/div`, 'RealDiv', [a, b], F)
@@ -410,11 +499,11 @@ function emitTrainGraph(
     let next: string
     if (name === 'adam') {
       const m = add(mul(slot('m'), c('beta1', ADAM.beta1)), mul(grad, c('1-beta1', 1 - ADAM.beta1)))
-      const s = add(mul(slot('v'), c('beta2', ADAM.beta2)), mul(square(grad), c('1-beta2', 1 - ADAM.beta2)))
-      const step = div(div(m, bias1!), add(sqrt(div(s, bias2!)), c('epsilon', epsilon)))
+      const sq = add(mul(slot('v'), c('beta2', ADAM.beta2)), mul(square(grad), c('1-beta2', 1 - ADAM.beta2)))
+      const step = div(div(m, bias1!), add(sqrt(div(sq, bias2!)), c('epsilon', epsilon)))
       next = add(mul(step, c('-lr', -lr)), value)
       output(`n${i}_m`, m, dims)
-      output(`n${i}_v`, s, dims)
+      output(`n${i}_v`, sq, dims)
     } else if (name === 'rmsprop') {
       const ms = add(mul(slot('rms'), c('decay', RMSPROP.decay)), mul(square(grad), c('1-decay', 1 - RMSPROP.decay)))
       const mom = add(
@@ -429,7 +518,7 @@ function emitTrainGraph(
     }
     output(`n${i}`, next, dims)
   }
-  return { savedModel: g.savedModelOf(inputs, outputs), dropouts, weights }
+  return outputs
 }
 
 function convAttrs(layer: Layer) {
