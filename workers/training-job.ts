@@ -208,7 +208,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
       if (stopRequested === 'cancel' || stopRequested === why || !child.connected) return
       if (why === 'hand-back' && stopRequested === 'pause') return
       stopRequested = why
-      child.send({ type: why === 'pause' ? 'pause' : 'cancel' })
+      child.send({ type: why === 'pause' ? 'pause' : 'cancel', jobId })
     }
     activeTrainings.set(jobId, {
       child,
@@ -357,7 +357,7 @@ export function createTrainingProcessor(deps: WorkerDeps) {
             }
             quotaRefusal = err.message
             // stop at the end of the batch; not a user cancel, so the job fails once the process exits
-            if (child.connected) child.send({ type: 'cancel' })
+            if (child.connected) child.send({ type: 'cancel', jobId })
             break
           }
           if (held.fellBack && !saidFallback) {

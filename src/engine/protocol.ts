@@ -146,14 +146,19 @@ export interface FeatureCacheSlot {
   writePath: string
 }
 
-/** Sent by the worker to stop training at the end of the current batch. */
+/**
+ * Sent by the worker to stop training at the end of the current batch. `jobId`: a kept process ignores one
+ * that crossed its `idle` for the job it just finished (it may come before the next job's `train`, and holds).
+ */
 export interface CancelRequest {
   type: 'cancel'
+  jobId?: string
 }
 
 /** Sent by the worker to pause: a mid-epoch checkpoint at the end of the current batch, then stop. */
 export interface PauseRequest {
   type: 'pause'
+  jobId?: string
 }
 
 /** Sent instead of `train` when the worker starts: pick and self-test the backend, report it, exit. */

@@ -211,3 +211,70 @@ test('the child exits when its parent disconnects', async () => {
   assert.ok(Date.now() - t0 < 20_000)
   assert.ok(!existsSync(path.join(work, 'orphan', 'model')))
 })
+
+test('keepAlive: after done the process says idle and trains the next job with what it loaded; a stale cancel is ignored, one sent before the next train holds', async () => {
+  const child = start()
+  let stderr = ''
+  child.stderr!.on('data', (d) => {
+    stderr += d
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const jobs: ChildMessage[][] = []
+  let current: ChildMessage[] = []
+  let nextIdle: () => void = () => {}
+  child.on('message', (m: ChildMessage) => {
+    current.push(m)
+    if (m.type === 'idle') {
+      jobs.push(current)
+      current = []
+      nextIdle()
+    }
+  })
+  const runJob = (req: TrainRequest, before?: () => void) =>
+    new Promise<void>((resolve, reject) => {
+      nextIdle = resolve
+      exited.then((code) => reject(new Error(`exited ${code}: ${stderr.slice(-2000)}`)))
+      before?.()
+      child.send(req)
+    })
+  const supervised = (jobId: string): TrainRequest =>
+    request({
+      jobId,
+      keepAlive: true,
+      outputDir: path.join(work, `kept-${jobId}`),
+      method: { type: 'supervised' },
+      baseModelDir: undefined,
+      architecture: 'mlp-small',
+      hyperparameters: { n_epochs: 2, batch_size: 32, learning_rate: 1e-3, validation_split: 0.2 },
+    })
+  try {
+    await runJob(supervised('job-a'))
+    // a cancel for job-a that crossed its idle: the next job must not see it
+    await runJob(supervised('job-b'), () => child.send({ type: 'cancel', jobId: 'job-a' }))
+    // a cancel for job-c sent before its train: it holds
+    await runJob(supervised('job-c'), () => child.send({ type: 'cancel', jobId: 'job-c' }))
+  } finally {
+    child.kill('SIGKILL')
+  }
+  const doneOf = (ms: ChildMessage[]) => ms.find((m) => m.type === 'done') as Extract<ChildMessage, { type: 'done' }>
+  const [a, b, c] = jobs
+  assert.equal(doneOf(a).cancelled, false)
+  assert.equal(doneOf(b).cancelled, false)
+  assert.equal(doneOf(c).cancelled, true)
+  // job-b took the dataset job-a loaded, and said so; the same seed and settings: the same metrics
+  const said = (ms: ChildMessage[]) =>
+    ms.filter((m) => m.type === 'event').map((m) => (m as { message: string }).message)
+  assert.ok(!said(a).some((s) => s.includes("from this process's memory")), JSON.stringify(said(a)))
+  assert.ok(
+    said(b).some((s) => s.startsWith("training dataset from this process's memory")),
+    JSON.stringify(said(b)),
+  )
+  const epochs = (ms: ChildMessage[]) => ms.filter((m) => m.type === 'epoch').map((m) => JSON.stringify(m))
+  assert.equal(epochs(a).length, 2)
+  assert.deepEqual(epochs(b), epochs(a))
+  // each job reports the backend (picked and self-tested once)
+  assert.deepEqual(
+    jobs.map((ms) => ms.filter((m) => m.type === 'backend').length),
+    [1, 1, 1],
+  )
+})

@@ -33,6 +33,8 @@ let cancelRequested = false
 let pauseRequested = false
 /** a request is being served (a probe or a job); another waits for `idle` */
 let busy = false
+/** the job a kept process finished last: a cancel or pause for it that arrives while idle is stale */
+let finishedJobId: string | null = null
 let finishing = false
 
 /** The backend, picked and self-tested once per process (a kept process's next job takes it as it is). */
@@ -96,8 +98,6 @@ async function precheck(req: TrainRequest, backend: BackendName): Promise<void> 
 }
 
 async function train(req: TrainRequest): Promise<void> {
-  cancelRequested = false
-  pauseRequested = false
   keptForNextJob.startJob(req.keepAlive === true)
   const selected = await backendFor(req.backend)
   await send({ type: 'backend', backend: selected.backend, selfTest: selected.selfTest })
@@ -234,6 +234,10 @@ async function finishDone(req: TrainRequest, result: RunResult): Promise<void> {
     return finish(done, 0)
   }
   await send(done)
+  // a cancel or pause sent for the next job before its `train` must hold: reset now, not when it starts
+  cancelRequested = false
+  pauseRequested = false
+  finishedJobId = req.jobId
   busy = false
   await send({ type: 'idle' })
 }
@@ -290,7 +294,9 @@ if (!process.send) {
 }
 
 process.on('message', (raw: ParentMessage) => {
-  if (raw?.type === 'cancel') {
+  if ((raw?.type === 'cancel' || raw?.type === 'pause') && raw.jobId !== undefined && raw.jobId === finishedJobId) {
+    // stale: sent for the job this process finished before it said `idle`
+  } else if (raw?.type === 'cancel') {
     cancelRequested = true
   } else if (raw?.type === 'pause') {
     pauseRequested = true
