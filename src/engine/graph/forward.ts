@@ -137,34 +137,25 @@ export async function frozenForward(tf: Tf, opts: FrozenForwardOptions): Promise
     const compiled = compileGraph(plan)
     contentSha256 = compiled.contentSha256
     const existing = sessions.get(contentSha256)
+    const found = settings.cacheDir ? await findGraph(settings.cacheDir, contentSha256) : null
+    // the cache's entry, or what compiling here gave
+    meta = found?.meta ?? {
+      contentSha256,
+      compiledSha256: createHash('sha256').update(compiled.savedModel).digest('hex'),
+      bytes: compiled.savedModel.byteLength,
+      inputShape: compiled.inputShape,
+      outputShape: compiled.outputShape,
+      compilerVersion: GRAPH_COMPILER_VERSION,
+    }
     if (existing) {
       shared = existing
       source = 'compiled graph shared in this process'
-      const found = settings.cacheDir ? await findGraph(settings.cacheDir, contentSha256) : null
-      meta = found?.meta ?? {
-        contentSha256,
-        compiledSha256: createHash('sha256').update(compiled.savedModel).digest('hex'),
-        bytes: compiled.savedModel.byteLength,
-        inputShape: compiled.inputShape,
-        outputShape: compiled.outputShape,
-        compilerVersion: GRAPH_COMPILER_VERSION,
-      }
     } else {
-      const found = settings.cacheDir ? await findGraph(settings.cacheDir, contentSha256) : null
       let dir: string
       if (found) {
         dir = found.dir
-        meta = found.meta
         source = 'compiled graph from the cache'
       } else {
-        meta = {
-          contentSha256,
-          compiledSha256: createHash('sha256').update(compiled.savedModel).digest('hex'),
-          bytes: compiled.savedModel.byteLength,
-          inputShape: compiled.inputShape,
-          outputShape: compiled.outputShape,
-          compilerVersion: GRAPH_COMPILER_VERSION,
-        }
         dir = await writeGraph(settings.cacheDir, contentSha256, compiled.savedModel, meta)
         if (settings.cacheDir) await pruneGraphs(settings.cacheDir, settings.cacheBytes, dir)
         source = 'compiled'
