@@ -7,8 +7,9 @@
 // and they follow each other within milliseconds. Every other job still runs alone in its process, which
 // gives its memory back to the OS when it exits (wasm memory never shrinks).
 //
-// Bounds: a process is kept only when its job ended `done` and it reported itself clean (no tensor left over:
-// training-child.ts checks before it says `idle`); an idle process exits after IDLE_MS; the processes alive on
+// Bounds: a process is kept only when its job ended `done` and it reported itself clean (no tensor or session
+// left over: training-child.ts checks before it says `idle`) and its resident set is under half its memory
+// limit; an idle process exits after IDLE_MS; the processes alive on
 // this worker, running and idle, stay within WORKER_CONCURRENCY (a new fork first ends the oldest idle one);
 // the memory limit watches a process for its whole life, across its jobs.
 import { type ChildProcess, fork } from 'node:child_process'
@@ -93,7 +94,9 @@ export class TrainingProcesses {
   release(process: TrainingProcess, jobId: string, reuseKey: string | null): void {
     this.busy--
     process.onMemoryKill = null
-    if (reuseKey === null || !process.child.connected || process.memory.killed) {
+    // one that grew past half its limit would start the next trial with too little room: a fresh one will not
+    const grown = process.memory.rssBytes() > this.opts.memoryLimitBytes / 2
+    if (reuseKey === null || !process.child.connected || process.memory.killed || grown) {
       this.end({ process } as Idle)
       return
     }
