@@ -5,6 +5,7 @@
 // Only for head-only jobs: a fine_tune phase trains through the backbone on raw images (runTransfer).
 import { EngineError, incompatible } from './errors.js'
 import type { CachedFeatures } from './feature-file.js'
+import { graphModelOf, runGraphTransferOnCachedFeatures } from './graph/graph-transfer.js'
 import { readMetadata } from './model-io.js'
 import type { ChildMessage, MethodSpec, ModelMetadata } from './protocol.js'
 import type { LayersModel } from './tf.js'
@@ -43,7 +44,7 @@ export function servableFromCache(method: TransferMethod, initFrom: unknown): bo
 }
 
 /** The validation file's labels re-indexed into the training classes (alignClasses for cached features). */
-function alignCached(v: CachedFeatures, classes: string[]): CachedFeatures {
+export function alignCached(v: CachedFeatures, classes: string[]): CachedFeatures {
   const index = new Map(classes.map((c, i) => [c, i]))
   const map = v.classes.map((c) => {
     const i = index.get(c)
@@ -53,7 +54,23 @@ function alignCached(v: CachedFeatures, classes: string[]): CachedFeatures {
   return { ...v, classes: [...classes], set: { ...v.set, labels: Int32Array.from(v.set.labels, (l) => map[l]) } }
 }
 
-/** Trains a new head on cached features and saves the whole model to `outputDir/model/`. */
+/** The job's event for a run served wholly from the cache. */
+export function announceCachedRun(
+  opts: Pick<CachedTransferOptions, 'emit'>,
+  train: CachedFeatures,
+  validation: CachedFeatures | undefined,
+  featureLayer: string,
+): void {
+  const samples = train.set.rows + (validation?.set.rows ?? 0)
+  opts.emit({
+    type: 'event',
+    level: 'info',
+    message: `features from cache for ${samples} samples: no image decoded, backbone not loaded`,
+    data: { samples, from_cache: samples, computed: 0, feature_layer: featureLayer, feature_dim: train.set.dim },
+  })
+}
+
+/** Trains a new head on cached features and saves the whole model to `outputDir/model/` (graph bases: graph-transfer.ts). */
 export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): Promise<RunResult> {
   const { tf, hyperparameters: hp, train } = opts
   const method: TransferMethod = opts.method ?? { type: 'transfer' }
@@ -62,6 +79,8 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
   if (!(Number.isInteger(head.hidden_units) && head.hidden_units >= 0 && head.dropout >= 0 && head.dropout < 1))
     throw new EngineError('invalid_method', `invalid head ${JSON.stringify(head)}`, true)
   const meta = await readMetadata(opts.baseModelDir)
+  const graph = graphModelOf(meta)
+  if (graph) return runGraphTransferOnCachedFeatures(opts, meta, graph)
   if (!meta.feature_layer)
     throw new EngineError('base_model_not_transferable', 'base model metadata names no feature_layer', true)
   const classes = train.classes
@@ -71,13 +90,7 @@ export async function runTransferOnCachedFeatures(opts: CachedTransferOptions): 
     throw new EngineError('too_few_samples', `need at least 2 training samples, got ${train.set.rows}`, true)
   const validation = opts.validation ? alignCached(opts.validation, classes) : undefined
   const composer = await wholeModelComposer(opts.baseModelDir, meta.feature_layer, train.shape)
-  const samples = train.set.rows + (validation?.set.rows ?? 0)
-  opts.emit({
-    type: 'event',
-    level: 'info',
-    message: `features from cache for ${samples} samples: no image decoded, backbone not loaded`,
-    data: { samples, from_cache: samples, computed: 0, feature_layer: meta.feature_layer, feature_dim: train.set.dim },
-  })
+  announceCachedRun(opts, train, validation, meta.feature_layer)
 
   // Checkpoints and the saved model become whole models before anyone hears of them: messages wait in order.
   let queue: Promise<void> = Promise.resolve()

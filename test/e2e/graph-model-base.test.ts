@@ -190,7 +190,8 @@ test('a transfer job on the graph model trains a head on its graph features; oth
     trainingFileId = fileId
 
     // the feature cache across jobs: keyed by the compiled graph's sha256, a second job on the same file and
-    // base trains on the stored features without opening the graph, and ends with the same weights
+    // base trains on the stored features without decoding an image or opening the graph, and ends with the
+    // same weights
     const entries = await app.db.featureCacheEntry.findMany({ where: { fileId } })
     assert.equal(entries.length, 1, 'the first job stored its features')
     const again = await create({ type: 'transfer', transfer: { hyperparameters: { n_epochs: 1, batch_size: 12 } } })
@@ -202,6 +203,9 @@ test('a transfer job on the graph model trains a head on its graph features; oth
     assert.ok(fromCache, events2.map((e) => e.message).join('\n'))
     assert.equal((fromCache.data as Record<string, unknown>).from_cache, 36)
     assert.ok(!events2.some((e) => e.message.startsWith('computed backbone features')))
+    // served wholly from the cache: the PNGs are not even decoded
+    assert.match(fromCache.message, /no image decoded, backbone not loaded/)
+    assert.ok(!events2.some((e) => /^loaded \d+ training samples/.test(e.message)), 'no dataset loaded')
     const weightsOf = async (id: string) =>
       (
         await unzipToMemory((await app.inject({ url: `/v1/models/${id}/content`, headers: bearer(key) })).rawPayload)

@@ -130,8 +130,7 @@ async function train(req: TrainRequest): Promise<void> {
   }
   const featureCache = method.type === 'transfer' ? await openFeatureCache(req, send) : null
   await sayReused()
-  // a graph base's fine-tuned model is composed by graph-transfer.ts (base graph + head nodes), not from layers files
-  if (method.type === 'transfer' && featureCache && !graphBase) {
+  if (method.type === 'transfer' && featureCache) {
     const served = await trainOnCachedFeatures(req, method, featureCache, selected)
     if (served) return finishDone(req, served)
   }

@@ -4,7 +4,8 @@
 // trains (the API refuses unfreeze_top_blocks > 0). The fine-tuned model is stored as one TF.js graph model,
 // the base up to its feature node followed by the head as graph nodes (graph-head.ts): stock
 // `tf.loadGraphModel` runs the download, and the service runs it like any graph model. Its metadata's
-// `graph_base` names the base and feature node, `graph_model` its output.
+// `graph_base` names the base and feature node, `graph_model` its output. A job whose features are all in the
+// cache across jobs trains its head on them alone (runGraphTransferOnCachedFeatures): no image decoded.
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { EngineError } from '../errors.js'
@@ -20,16 +21,17 @@ import {
   forwardBatchSize,
   logitsFn,
   type Phase,
+  type RunOptions,
   type RunResult,
-  rawSource,
   resumeInto,
   runPhases,
   runSettings,
   splitParts,
   trainableVariables,
 } from '../training.js'
-import type { TransferOptions } from '../transfer.js'
-import { alignClasses, extractFeatures } from '../transfer-data.js'
+import { DEFAULT_HEAD, type TransferOptions } from '../transfer.js'
+import { alignCached, announceCachedRun, type CachedTransferOptions } from '../transfer-cached.js'
+import { alignClasses, extractFeatures, type FeatureSet } from '../transfer-data.js'
 import { buildHead } from '../transfer-model.js'
 import { type FrozenForward, frozenForwardEvent } from './forward.js'
 import { graphModelWithHead, HEAD_OUTPUT } from './graph-head.js'
@@ -64,28 +66,29 @@ async function storeWithBase(baseDir: string, graph: GraphModelMeta, head: Layer
   await writeFile(path.join(modelDir, MODEL_JSON), JSON.stringify(out.modelJson))
 }
 
+/** Refuses what a graph-model base cannot train: only a new head on its frozen graph. */
+function checkGraphMethod(method: TransferOptions['method'], initFrom: unknown): void {
+  if ((method?.unfreeze_top_blocks ?? 0) > 0 || method?.fine_tune)
+    throw new EngineError(
+      'invalid_method',
+      'a TF.js graph-model base is frozen: only a new head trains (unfreeze_top_blocks must be 0, no fine_tune)',
+      true,
+    )
+  if (initFrom) throw new EngineError('invalid_method', 'a graph-model base cannot start from a checkpoint', true)
+}
+
 /** A head-only transfer run on a graph-model base; see the file comment. */
 export async function runGraphTransfer(
   opts: TransferOptions,
   meta: ModelMetadata,
   graph: GraphModelMeta,
 ): Promise<RunResult> {
-  const { tf, train, hyperparameters: hp, emit } = opts
-  const method = opts.method ?? { type: 'transfer' as const }
-  const head = method.head ?? { hidden_units: 128, dropout: 0.5 }
-  if ((method.unfreeze_top_blocks ?? 0) > 0 || method.fine_tune)
-    throw new EngineError(
-      'invalid_method',
-      'a TF.js graph-model base is frozen: only a new head trains (unfreeze_top_blocks must be 0, no fine_tune)',
-      true,
-    )
-  if (opts.initFrom) throw new EngineError('invalid_method', 'a graph-model base cannot start from a checkpoint', true)
+  const { tf, train, emit } = opts
+  checkGraphMethod(opts.method, opts.initFrom)
   checkTrainable(train)
   const classes = train.classes
   const validationDs = opts.validation ? alignClasses(opts.validation, classes) : undefined
   let forward: FrozenForward | null = null
-  const featureTensors: { dispose(): void }[] = []
-  let headModel: LayersModel | null = null
   try {
     const batch = opts.featureBatchSize ?? forwardBatchSize(meta.input_shape)
     // features an earlier job computed for these files through the same compiled graph (the cache key holds
@@ -114,36 +117,63 @@ export async function runGraphTransfer(
       t0: performance.now(),
     })
     ;(forward as FrozenForward | null)?.dispose()
+    forward = null
     if (!gathered) return { modelDir: null, evaluation: null, trainedSamples: 0, cancelled: true, bestEpoch: null }
-    const { train: trainFeatures, val: valFeatures } = gathered
-    const featureDim = trainFeatures.dim
-    // the head's layer names only need to be unique within the head: no base layers to avoid
-    const h = buildHead(tf, { layers: [] } as unknown as LayersModel, featureDim, classes.length, opts.seed, head)
-    headModel = h.model
+    // features carry their dataset's labels (the validation ones aligned to the training classes)
+    return await trainGraphHead(opts, meta, graph, classes, gathered.train, gathered.val)
+  } finally {
+    ;(forward as FrozenForward | null)?.dispose()
+  }
+}
+
+/**
+ * A head-only transfer run on a graph-model base whose every dataset has verified cached features
+ * (transfer-cached.ts sends it here): no image decoded, the base graph not opened.
+ */
+export async function runGraphTransferOnCachedFeatures(
+  opts: CachedTransferOptions,
+  meta: ModelMetadata,
+  graph: GraphModelMeta,
+): Promise<RunResult> {
+  checkGraphMethod(opts.method, null)
+  const { train } = opts
+  const validation = opts.validation ? alignCached(opts.validation, train.classes) : undefined
+  announceCachedRun(opts, train, validation, graph.feature_node)
+  return trainGraphHead(opts, meta, graph, train.classes, train.set, validation?.set)
+}
+
+/** Trains the head on features (labels in the sets), then stores it with the base as one graph model. */
+async function trainGraphHead(
+  opts: Omit<TransferOptions, 'train' | 'validation'>,
+  meta: ModelMetadata,
+  graph: GraphModelMeta,
+  classes: string[],
+  trainFeatures: FeatureSet,
+  valFeatures: FeatureSet | undefined,
+): Promise<RunResult> {
+  const { tf, hyperparameters: hp } = opts
+  const head = opts.method?.head ?? DEFAULT_HEAD
+  const featureDim = trainFeatures.dim
+  // the head's layer names only need to be unique within the head: no base layers to avoid
+  const h = buildHead(tf, { layers: [] } as unknown as LayersModel, featureDim, classes.length, opts.seed, head)
+  const trainSrc = featureSource(tf, trainFeatures)
+  const valSrc = valFeatures ? featureSource(tf, valFeatures) : null
+  try {
     const resumed = opts.resumeFrom ? await resumeInto(tf, h.model, opts.resumeFrom.checkpointDir) : null
-    const rawParts = splitParts(
-      rawSource(train, meta.preprocessing, meta.input_shape),
-      train.y,
-      train.rows,
+    const parts = splitParts(
+      trainSrc,
+      trainFeatures.labels,
+      trainFeatures.rows,
       hp.validation_split,
       opts.seed,
-      validationDs
-        ? {
-            source: rawSource(validationDs, meta.preprocessing, meta.input_shape),
-            labels: validationDs.y,
-            rows: validationDs.rows,
-          }
-        : undefined,
+      valFeatures && valSrc ? { source: valSrc, labels: valFeatures.labels, rows: valFeatures.rows } : undefined,
     )
-    const trainSrc = featureSource(tf, trainFeatures)
-    const valSrc = valFeatures ? featureSource(tf, valFeatures) : null
-    featureTensors.push(trainSrc, ...(valSrc ? [valSrc] : []))
     const phase = async (): Promise<Phase> => ({
       forward: logitsFn(tf, h.model),
       variables: trainableVariables(h.layers),
       graphModel: h.model,
-      train: { ...rawParts.train, source: trainSrc },
-      val: rawParts.val ? { ...rawParts.val, source: valSrc ?? trainSrc } : null,
+      train: parts.train,
+      val: parts.val,
       epochs: hp.n_epochs,
       learningRate: hp.learning_rate,
     })
@@ -176,12 +206,13 @@ export async function runGraphTransfer(
       metadata,
       resumed,
     })
-    const run = await finishRun(tf, opts, h.model, result, classes, metadata)
+    // finishRun reads only the settings (hyperparameters, seed, backend, outputDir), never the datasets
+    const run = await finishRun(tf, opts as unknown as RunOptions, h.model, result, classes, metadata)
     if (run.modelDir) await storeWithBase(opts.baseModelDir, graph, h.model, run.modelDir)
     return run
   } finally {
-    ;(forward as FrozenForward | null)?.dispose()
-    for (const f of featureTensors) f.dispose()
-    if (headModel) disposeShared([headModel])
+    trainSrc.dispose()
+    valSrc?.dispose()
+    disposeShared([h.model])
   }
 }
