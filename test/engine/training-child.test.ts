@@ -272,6 +272,11 @@ test('keepAlive: after done the process says idle and trains the next job with w
   const epochs = (ms: ChildMessage[]) => ms.filter((m) => m.type === 'epoch').map((m) => JSON.stringify(m))
   assert.equal(epochs(a).length, 2)
   assert.deepEqual(epochs(b), epochs(a))
+  // and the same model files, names included (a fresh process would write these too; resuming reads by name)
+  for (const file of ['model.json', 'weights.bin']) {
+    const [fa, fb] = await Promise.all([a, b].map((ms) => readFile(path.join(doneOf(ms).modelDir, file))))
+    assert.ok(fa.equals(fb), `${file} differs between the first job and the next in the same process`)
+  }
   // each job reports the backend (picked and self-tested once)
   assert.deepEqual(
     jobs.map((ms) => ms.filter((m) => m.type === 'backend').length),
