@@ -281,6 +281,17 @@ export async function reserveUpload(app: QuotaApp, projectId: string, contentLen
   return r
 }
 
+/**
+ * The parts of a one-file upload (a dataset file or a model zip, from the project or the admin routes),
+ * read under busboy's limits: the file up to MAX_UPLOAD_BYTES; one file part, so a second one is refused
+ * before its bytes are read; 8 text fields, room for the 5 that either upload knows plus a few that the
+ * service then names in its `Unknown multipart field` refusal rather than a bare limit (beyond them a body
+ * of many tiny fields is cut off); and 10 parts in all, a backstop just over the 1 + 8 those allow.
+ */
+export function uploadParts(req: FastifyRequest) {
+  return req.parts({ limits: { fileSize: req.server.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+}
+
 /** The request's Content-Length, when it sent a valid one. */
 export function contentLength(req: FastifyRequest): number | undefined {
   const n = Number(req.headers['content-length'])

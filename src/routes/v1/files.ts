@@ -8,7 +8,7 @@ import {
   presentFile,
   uploadFile,
 } from '../../modules/files/files-service.js'
-import { contentLength } from '../../modules/limits/storage-reservation.js'
+import { contentLength, uploadParts } from '../../modules/limits/storage-reservation.js'
 import { errorResponses, IdParams, listOf, StringEnum } from '../../schemas/common.js'
 import {
   deletedExample,
@@ -81,7 +81,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
-      const parts = req.parts({ limits: { fileSize: app.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+      const parts = uploadParts(req)
       return reply.status(201).send(await uploadFile(app, req.projectId, parts, contentLength(req)))
     },
   )

@@ -1,5 +1,5 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
-import { contentLength } from '../../modules/limits/storage-reservation.js'
+import { contentLength, uploadParts } from '../../modules/limits/storage-reservation.js'
 import { EXPORT_TIMEOUT_MS, modelDownload } from '../../modules/models/model-export.js'
 import {
   ModelDownloadQuery,
@@ -83,7 +83,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
-      const parts = req.parts({ limits: { fileSize: app.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+      const parts = uploadParts(req)
       return reply.status(201).send(await uploadModel(app, req.projectId, parts, contentLength(req)))
     },
   )

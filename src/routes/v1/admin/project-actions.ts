@@ -8,7 +8,7 @@ import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { uploadFile } from '../../../modules/files/files-service.js'
 import { listJobCheckpoints } from '../../../modules/jobs/job-reads.js'
 import { createJob, presentJob, previewJob } from '../../../modules/jobs/jobs-service.js'
-import { contentLength } from '../../../modules/limits/storage-reservation.js'
+import { contentLength, uploadParts } from '../../../modules/limits/storage-reservation.js'
 import { checkpointZip } from '../../../modules/models/checkpoint-download.js'
 import { createEvaluation, presentEvaluation } from '../../../modules/models/evaluations-service.js'
 import {
@@ -110,7 +110,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       const project = await findProject(app, req.params.id)
-      const parts = req.parts({ limits: { fileSize: app.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+      const parts = uploadParts(req)
       return reply.status(201).send(await uploadFile(app, project.id, parts, contentLength(req)))
     },
   )
@@ -161,7 +161,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       const project = await findProject(app, req.params.id)
-      const parts = req.parts({ limits: { fileSize: app.config.maxUploadBytes, files: 1, fields: 8, parts: 10 } })
+      const parts = uploadParts(req)
       return reply.status(201).send(await uploadModel(app, project.id, parts, contentLength(req)))
     },
   )
