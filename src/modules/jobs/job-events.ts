@@ -18,14 +18,23 @@ export async function addJobEvent(
   })
 }
 
-export function presentEvent(e: JobEvent) {
-  return {
+/** The columns a job's and a sweep's event rows share (job_events, sweep_events). */
+type EventFields = Pick<JobEvent, 'id' | 'createdAt' | 'level' | 'type' | 'message' | 'data'>
+
+/**
+ * The API's view of an event row; `object` says whose log it is in (a job's or a sweep's). Generic in the
+ * row so a feed's `catchUpEvents` still infers its row type (with its `seq`) from the page it reads.
+ */
+export function eventPresenter<O extends string>(object: O) {
+  return <R extends EventFields>(e: R) => ({
     id: e.id,
-    object: 'fine_tuning.job.event' as const,
+    object,
     created_at: unixSeconds(e.createdAt)!,
     level: e.level,
     type: e.type,
     message: e.message,
     data: (e.data as Record<string, unknown> | null) ?? null,
-  }
+  })
 }
+
+export const presentEvent = eventPresenter('fine_tuning.job.event')

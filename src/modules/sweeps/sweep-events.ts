@@ -8,11 +8,10 @@
 // The live stream is jobs/feed-stream.ts's, fed by sweep-feed.ts (one shared reader per sweep per API process).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
-import type { SweepEvent } from '../../generated/prisma/client.js'
-import { newId, unixSeconds } from '../../lib/ids.js'
+import { newId } from '../../lib/ids.js'
 import { type Page, toList } from '../../lib/pagination.js'
 import { serveFeedStream } from '../jobs/feed-stream.js'
-import type { EventLevel } from '../jobs/job-events.js'
+import { type EventLevel, eventPresenter } from '../jobs/job-events.js'
 import { notifyJobChanged } from '../jobs/job-updates.js'
 import type { JobServiceDeps } from '../jobs/jobs-service.js'
 import { followSweep } from './sweep-feed.js'
@@ -51,17 +50,7 @@ export async function sweepEventKeys(db: Pick<Db, 'sweepEvent'>, sweepId: string
   return new Set(rows.map((r) => r.key))
 }
 
-export function presentSweepEvent(e: SweepEvent) {
-  return {
-    id: e.id,
-    object: 'fine_tuning.sweep.event' as const,
-    created_at: unixSeconds(e.createdAt)!,
-    level: e.level,
-    type: e.type,
-    message: e.message,
-    data: (e.data as Record<string, unknown> | null) ?? null,
-  }
-}
+export const presentSweepEvent = eventPresenter('fine_tuning.sweep.event')
 
 /** Newest first, keyset-paginated on the event sequence (`after` = an event id), like a job's events. */
 export async function listSweepEvents(db: Db, sweepId: string, page: Page) {
