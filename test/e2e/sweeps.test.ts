@@ -84,6 +84,27 @@ const base = () => ({
 const post = (payload: object) =>
   app.inject({ method: 'POST', url: '/v1/fine_tuning/sweeps', headers: bearer(key), payload })
 const get = (url: string) => app.inject({ url, headers: bearer(key) })
+const postJob = (payload: object) =>
+  app.inject({ method: 'POST', url: '/v1/fine_tuning/jobs', headers: bearer(key), payload })
+
+/** Waits for a sweep to end and asserts it succeeded; returns it. */
+async function sweepSucceeded(id: string) {
+  const done = await waitFor(
+    async () => {
+      const s = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
+      return s.status !== 'running' && s
+    },
+    90_000,
+    `sweep ${id} to end`,
+  )
+  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  return done
+}
+
+/** A job's events, newest first (one page of 100). */
+async function jobEventsOf(jobId: string): Promise<{ message: string; data: any }[]> {
+  return (await get(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)).json().data
+}
 
 before(async () => {
   env = await createTestEnv('sweeps', { WORKER_CONCURRENCY: '2' })
@@ -298,15 +319,7 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
   assert.equal(sweep.progress.trials_total, 3)
   // followed live from its creation: the stream ends by itself after `ended`
   const streamed = readStream(`/v1/fine_tuning/sweeps/${sweep.id}/events?stream=true`, bearer(key))
-  const done = await waitFor(
-    async () => {
-      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
-      return s.status !== 'running' && s
-    },
-    90_000,
-    'the sweep to end',
-  )
-  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const done = await sweepSucceeded(sweep.id)
   assert.deepEqual(done.progress, { trials_total: 3, trials_created: 3, trials_done: 3, trials_succeeded: 3 })
 
   const trials = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials?limit=2`)).json()
@@ -361,7 +374,7 @@ test('a grid sweep runs its trials at most two at a time and ends succeeded with
     assert.ok(own.deletedAt, `the model of trial ${t.trial} is deleted`)
     assert.equal((await get(`/v1/models/${own.id}`)).statusCode, 404)
     assert.equal(await app.db.checkpoint.count({ where: { jobId: t.job.id } }), 0)
-    const events = (await get(`/v1/fine_tuning/jobs/${t.job.id}/events?limit=100`)).json().data
+    const events = await jobEventsOf(t.job.id)
     const pruned = events.find((e: { data: { sweep_pruned?: boolean } | null }) => e.data?.sweep_pruned)
     assert.ok(pruned, `a pruning event on trial ${t.trial}`)
     assert.equal(pruned.data.model, own.id)
@@ -581,15 +594,10 @@ test("trials count toward the project's max_concurrent_jobs and leave a slot fre
   // two slots and another job: one stays free for the project's other work, so no trial starts beside it
   assert.equal((await limits(2)).statusCode, 200)
   try {
-    const job = await app.inject({
-      method: 'POST',
-      url: '/v1/fine_tuning/jobs',
-      headers: bearer(key),
-      payload: {
-        model: 'mlp-small',
-        training_file: fileId,
-        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 20, batch_size: 8 } } },
-      },
+    const job = await postJob({
+      model: 'mlp-small',
+      training_file: fileId,
+      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 20, batch_size: 8 } } },
     })
     assert.equal(job.statusCode, 200, job.body)
     const res = await post({
@@ -601,15 +609,7 @@ test("trials count toward the project's max_concurrent_jobs and leave a slot fre
     })
     assert.equal(res.statusCode, 200, res.body)
     const id = res.json().id
-    const done = await waitFor(
-      async () => {
-        const s = (await get(`/v1/fine_tuning/sweeps/${id}`)).json()
-        return s.status !== 'running' && s
-      },
-      90_000,
-      'the sweep to end',
-    )
-    assert.equal(done.status, 'succeeded', JSON.stringify(done))
+    await sweepSucceeded(id)
     const other = await app.db.fineTuningJob.findUniqueOrThrow({ where: { id: job.json().id } })
     const trials = await app.db.fineTuningJob.findMany({ where: { sweepId: id }, orderBy: { sweepTrial: 'asc' } })
     assert.equal(trials.length, 2)
@@ -636,15 +636,7 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
   assert.equal(res.statusCode, 200, res.body)
   const sweep = res.json()
   assert.deepEqual(sweep.early_termination, { type: 'asha', min_epochs: 1, reduction_factor: 2 })
-  const done = await waitFor(
-    async () => {
-      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
-      return s.status !== 'running' && s
-    },
-    90_000,
-    'the ASHA sweep to end',
-  )
-  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const done = await sweepSucceeded(sweep.id)
   const [first, second] = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
   assert.equal(first.job.status, 'succeeded')
   assert.equal(done.best_trial.job_id, first.job.id)
@@ -659,7 +651,7 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
     }[]
     return rows.find((r) => r.epoch === 1)!.value
   }
-  const events = (await get(`/v1/fine_tuning/jobs/${second.job.id}/events?limit=100`)).json().data
+  const events = await jobEventsOf(second.job.id)
   const cut = events.find((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined)
   assert.ok(cut, JSON.stringify(events.map((e: { message: string }) => e.message)))
   assert.equal(cut.data.rung, 1)
@@ -677,7 +669,7 @@ test('ASHA with max_parallel 1: a trial below the cut-off at a rung ends early_t
     [1, second.job.id, 1, cut.data.value, cut.data.cutoff],
   )
   // the first trial passed both rungs (alone at each: the best of one always goes on)
-  const firstEvents = (await get(`/v1/fine_tuning/jobs/${first.job.id}/events?limit=100`)).json().data
+  const firstEvents = await jobEventsOf(first.job.id)
   assert.ok(!firstEvents.some((e: { data: { rung?: number } | null }) => e.data?.rung !== undefined))
 })
 
@@ -693,25 +685,12 @@ test("a sweep's next trial runs in the process its previous trial left idle, wit
   })
   assert.equal(res.statusCode, 200, res.body)
   const sweep = res.json()
-  const done = await waitFor(
-    async () => {
-      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
-      return s.status !== 'running' && s
-    },
-    90_000,
-    'the sweep to end',
-  )
-  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  await sweepSucceeded(sweep.id)
   const [first, second] = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
-  const eventsOf = async (jobId: string) =>
-    (await get(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)).json().data as {
-      message: string
-      data: Record<string, unknown> | null
-    }[]
   const messages = (events: { message: string }[]) => JSON.stringify(events.map((e) => e.message))
-  const firstEvents = await eventsOf(first.job.id)
+  const firstEvents = await jobEventsOf(first.job.id)
   assert.ok(!firstEvents.some((e) => / reused from /.test(e.message)), messages(firstEvents))
-  const events = await eventsOf(second.job.id)
+  const events = await jobEventsOf(second.job.id)
   const reused = events.find((e) => /^Training process \d+ reused from /.test(e.message))
   assert.ok(reused, messages(events))
   assert.equal(reused.data?.previous_job, first.job.id)
@@ -723,19 +702,14 @@ test("a sweep's next trial runs in the process its previous trial left idle, wit
   )
 
   // the same job alone, in a process of its own: the same metrics epoch by epoch
-  const lone = await app.inject({
-    method: 'POST',
-    url: '/v1/fine_tuning/jobs',
-    headers: bearer(key),
-    payload: {
-      model: 'mlp-small',
-      training_file: fileId,
-      method: {
-        type: 'supervised',
-        supervised: { hyperparameters: { ...method.supervised.hyperparameters, learning_rate: 0.01 } },
-      },
-      seed: 11,
+  const lone = await postJob({
+    model: 'mlp-small',
+    training_file: fileId,
+    method: {
+      type: 'supervised',
+      supervised: { hyperparameters: { ...method.supervised.hyperparameters, learning_rate: 0.01 } },
     },
+    seed: 11,
   })
   assert.equal(lone.statusCode, 200, lone.body)
   await waitFor(
@@ -743,7 +717,7 @@ test("a sweep's next trial runs in the process its previous trial left idle, wit
     60_000,
     'the lone job',
   )
-  const loneEvents = await eventsOf(lone.json().id)
+  const loneEvents = await jobEventsOf(lone.json().id)
   assert.ok(!loneEvents.some((e) => /reused|from this process's memory/.test(e.message)), messages(loneEvents))
   const curve = async (id: string) =>
     (await get(`/v1/fine_tuning/jobs/${id}/metrics?name=val_accuracy`))
@@ -756,12 +730,7 @@ test("a sweep's next trial runs in the process its previous trial left idle, wit
 test("a random sweep's first trial runs a lone job's defaults, equals that job run alone, and is never early-terminated", async () => {
   const method = { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2, batch_size: 32 } } }
   // the lone job: the sweep's request without the search space, the same seed
-  const lone = await app.inject({
-    method: 'POST',
-    url: '/v1/fine_tuning/jobs',
-    headers: bearer(key),
-    payload: { model: 'mlp-small', training_file: fileId, method, seed: 11 },
-  })
+  const lone = await postJob({ model: 'mlp-small', training_file: fileId, method, seed: 11 })
   assert.equal(lone.statusCode, 200, lone.body)
   const res = await post({
     ...base(),
@@ -781,15 +750,7 @@ test("a random sweep's first trial runs a lone job's defaults, equals that job r
   const values = { 'hyperparameters.learning_rate': 0.001, 'hyperparameters.batch_size': 32 }
   assert.equal(sweep.baseline_trial, true)
   assert.deepEqual(sweep.baseline, { trial: 0, values })
-  const done = await waitFor(
-    async () => {
-      const s = (await get(`/v1/fine_tuning/sweeps/${sweep.id}`)).json()
-      return s.status !== 'running' && s
-    },
-    90_000,
-    'the sweep to end',
-  )
-  assert.equal(done.status, 'succeeded', JSON.stringify(done))
+  const done = await sweepSucceeded(sweep.id)
   const trials = (await get(`/v1/fine_tuning/sweeps/${sweep.id}/trials`)).json().data
   assert.deepEqual(
     trials.map((t: { baseline: boolean }) => t.baseline),
