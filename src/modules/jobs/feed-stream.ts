@@ -3,8 +3,11 @@
 // id, so a client that reconnects with Last-Event-ID misses nothing and sees nothing twice. A stream holds one
 // of its key's and its project's stream slots (stream-slots.ts) while open, and closes when its key is revoked
 // (a Redis message; the process's one periodic check of the keys its streams use covers a lost message:
-// plugins/job-updates.ts) or when the API process closes.
+// plugins/job-updates.ts) or when the API process closes. Without `?stream=true` an events route answers a
+// page of the same log instead (serveEvents, listEvents).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Db } from '../../db/client.js'
+import { type Page, toList } from '../../lib/pagination.js'
 import type { FeedListener } from './shared-feed.js'
 import { takeStreamSlots } from './stream-slots.js'
 
@@ -69,4 +72,47 @@ export async function serveFeedStream(
   // streams in this process) carries the rest
   unfollow = await follow(app, id, listener)
   if (closed) unfollow()
+}
+
+/** An event table (job_events, sweep_events) as listEvents reads it; `W` is its owner column's `where`. */
+interface EventTable<W, R extends { seq: bigint }> {
+  findFirst(args: { where: W & { id: string } }): PromiseLike<R | null>
+  findMany(args: { where: W & { seq?: { lt: bigint } }; orderBy: { seq: 'desc' }; take: number }): PromiseLike<R[]>
+}
+
+/** The owner's events, newest first, keyset-paginated on the event sequence (`after` = an event id). */
+export async function listEvents<W, R extends { seq: bigint }, V>(
+  table: EventTable<W, R>,
+  owner: W,
+  page: Page,
+  present: (e: R) => V,
+) {
+  const limit = page.limit ?? 20
+  const cursor = page.after ? await table.findFirst({ where: { ...owner, id: page.after } }) : null
+  const rows = await table.findMany({
+    where: { ...owner, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
+    orderBy: { seq: 'desc' },
+    take: limit + 1,
+  })
+  return toList(rows, limit, present)
+}
+
+/** What a job's and a sweep's events routes differ in: a page of the log, and the live feed. */
+export interface EventLog<L> {
+  list(db: Db, id: string, page: Page): Promise<L>
+  follow: FollowFeed
+}
+
+/** `?stream=true`: the live SSE stream of row `id`'s log, resumed after `Last-Event-ID`; otherwise a page of it. */
+export async function serveEvents<L>(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  log: EventLog<L>,
+  id: string,
+  query: Page & { stream?: boolean },
+  lastEventId: string | undefined,
+) {
+  if (!query.stream) return log.list(app.db, id, query)
+  return serveFeedStream(app, req, reply, log.follow, id, lastEventId ? BigInt(lastEventId) : 0n)
 }

@@ -1,44 +1,21 @@
 // A job's events and metric rows as the API lists them: shared by the project routes
 // (/v1/fine_tuning/jobs/{id}/…) and the admin routes (/v1/admin/jobs/{id}/…), which differ only in how
 // they find the job.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import { AppError } from '../../errors.js'
 import type { FineTuningJob } from '../../generated/prisma/client.js'
 import { checkpointModelId, unixSeconds } from '../../lib/ids.js'
 import { NEWEST_FIRST, olderThan, type Page, toList } from '../../lib/pagination.js'
-import { serveFeedStream } from './feed-stream.js'
+import { listEvents } from './feed-stream.js'
 import { presentEvent } from './job-events.js'
 import { followJob } from './job-feed.js'
 
 export const MAX_METRIC_ROWS = 10_000
 
-/** Newest first, keyset-paginated on the event sequence (`after` = an event id). */
-export async function listJobEvents(db: Db, jobId: string, page: Page) {
-  const limit = page.limit ?? 20
-  const cursor = page.after ? await db.jobEvent.findFirst({ where: { id: page.after, jobId } }) : null
-  const rows = await db.jobEvent.findMany({
-    where: { jobId, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
-    orderBy: { seq: 'desc' },
-    take: limit + 1,
-  })
-  return toList(rows, limit, presentEvent)
-}
-
-/**
- * `?stream=true`: the live SSE stream, resumed after `Last-Event-ID` (feed-stream.ts; what it sends is
- * job-feed.ts's); otherwise a page of events.
- */
-export async function serveJobEvents(
-  app: FastifyInstance,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  jobId: string,
-  query: Page & { stream?: boolean },
-  lastEventId: string | undefined,
-) {
-  if (!query.stream) return listJobEvents(app.db, jobId, query)
-  return serveFeedStream(app, req, reply, followJob, jobId, lastEventId ? BigInt(lastEventId) : 0n)
+/** A job's events route (feed-stream.ts's serveEvents): a page of job_events, or job-feed.ts's live stream. */
+export const jobEventLog = {
+  list: (db: Db, jobId: string, page: Page) => listEvents(db.jobEvent, { jobId }, page, presentEvent),
+  follow: followJob,
 }
 
 /** A metric row's id: its place in (step, name) order, which is also the page cursor. */

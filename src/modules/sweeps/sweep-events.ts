@@ -6,11 +6,10 @@
 // job-updates channel (any id works there), which wakes the sweep's live streams in every API process.
 //
 // The live stream is jobs/feed-stream.ts's, fed by sweep-feed.ts (one shared reader per sweep per API process).
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/client.js'
 import { newId } from '../../lib/ids.js'
-import { type Page, toList } from '../../lib/pagination.js'
-import { serveFeedStream } from '../jobs/feed-stream.js'
+import type { Page } from '../../lib/pagination.js'
+import { listEvents } from '../jobs/feed-stream.js'
 import { type EventLevel, eventPresenter } from '../jobs/job-events.js'
 import { notifyJobChanged } from '../jobs/job-updates.js'
 import type { JobServiceDeps } from '../jobs/jobs-service.js'
@@ -52,27 +51,8 @@ export async function sweepEventKeys(db: Pick<Db, 'sweepEvent'>, sweepId: string
 
 export const presentSweepEvent = eventPresenter('fine_tuning.sweep.event')
 
-/** Newest first, keyset-paginated on the event sequence (`after` = an event id), like a job's events. */
-export async function listSweepEvents(db: Db, sweepId: string, page: Page) {
-  const limit = page.limit ?? 20
-  const cursor = page.after ? await db.sweepEvent.findFirst({ where: { id: page.after, sweepId } }) : null
-  const rows = await db.sweepEvent.findMany({
-    where: { sweepId, ...(cursor ? { seq: { lt: cursor.seq } } : {}) },
-    orderBy: { seq: 'desc' },
-    take: limit + 1,
-  })
-  return toList(rows, limit, presentSweepEvent)
-}
-
-/** `?stream=true`: the live SSE stream, resumed after `Last-Event-ID`; otherwise a page of events. */
-export async function serveSweepEvents(
-  app: FastifyInstance,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  sweepId: string,
-  query: Page & { stream?: boolean },
-  lastEventId: string | undefined,
-) {
-  if (!query.stream) return listSweepEvents(app.db, sweepId, query)
-  return serveFeedStream(app, req, reply, followSweep, sweepId, lastEventId ? BigInt(lastEventId) : 0n)
+/** A sweep's events route (feed-stream.ts's serveEvents): a page of sweep_events, or sweep-feed.ts's live stream. */
+export const sweepEventLog = {
+  list: (db: Db, sweepId: string, page: Page) => listEvents(db.sweepEvent, { sweepId }, page, presentSweepEvent),
+  follow: followSweep,
 }

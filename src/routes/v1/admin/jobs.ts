@@ -5,7 +5,8 @@ import type { FastifyInstance } from 'fastify'
 import { notFound } from '../../../errors.js'
 import { NEWEST_FIRST, olderThan, toList } from '../../../lib/pagination.js'
 import { EPOCH_ROWS_ONLY } from '../../../modules/jobs/batch-metrics.js'
-import { listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
+import { serveEvents } from '../../../modules/jobs/feed-stream.js'
+import { jobEventLog, listJobMetrics } from '../../../modules/jobs/job-reads.js'
 import {
   cancelJob,
   pauseJob,
@@ -335,7 +336,15 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) =>
-      serveJobEvents(app, req, reply, (await findJob(app, req.params.id)).id, req.query, req.headers['last-event-id']),
+      serveEvents(
+        app,
+        req,
+        reply,
+        jobEventLog,
+        (await findJob(app, req.params.id)).id,
+        req.query,
+        req.headers['last-event-id'],
+      ),
   )
 
   app.get(

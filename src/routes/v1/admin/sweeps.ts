@@ -3,7 +3,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import type { Sweep } from '../../../generated/prisma/client.js'
-import { serveSweepEvents } from '../../../modules/sweeps/sweep-events.js'
+import { serveEvents } from '../../../modules/jobs/feed-stream.js'
+import { sweepEventLog } from '../../../modules/sweeps/sweep-events.js'
 import type { SweepSpec } from '../../../modules/sweeps/sweep-scheduler.js'
 import {
   cancelSweep,
@@ -145,10 +146,11 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) =>
-      serveSweepEvents(
+      serveEvents(
         app,
         req,
         reply,
+        sweepEventLog,
         (await findSweep(app, null, req.params.id)).id,
         req.query,
         req.headers['last-event-id'],

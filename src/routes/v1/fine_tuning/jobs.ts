@@ -1,5 +1,6 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox'
-import { listJobCheckpoints, listJobMetrics, serveJobEvents } from '../../../modules/jobs/job-reads.js'
+import { serveEvents } from '../../../modules/jobs/feed-stream.js'
+import { jobEventLog, listJobCheckpoints, listJobMetrics } from '../../../modules/jobs/job-reads.js'
 import {
   cancelJob,
   createJob,
@@ -204,10 +205,11 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) =>
-      serveJobEvents(
+      serveEvents(
         app,
         req,
         reply,
+        jobEventLog,
         (await getJob(app.db, req.projectId, req.params.id)).id,
         req.query,
         req.headers['last-event-id'],

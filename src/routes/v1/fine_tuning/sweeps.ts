@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { serveSweepEvents } from '../../../modules/sweeps/sweep-events.js'
+import { serveEvents } from '../../../modules/jobs/feed-stream.js'
+import { sweepEventLog } from '../../../modules/sweeps/sweep-events.js'
 import {
   cancelSweep,
   createSweep,
@@ -115,10 +116,11 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) =>
-      serveSweepEvents(
+      serveEvents(
         app,
         req,
         reply,
+        sweepEventLog,
         (await findSweep(app, req.projectId, req.params.id)).id,
         req.query,
         req.headers['last-event-id'],
