@@ -5,6 +5,7 @@
 // interrupted mid-op, and a child left computing would hold every request routed to it.
 import { type ChildProcess, fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SavedModelMetadata } from '../engine/graph/export.js'
@@ -24,13 +25,26 @@ export function inferenceProcessCommand(): { path: string; execArgv: string[] } 
 }
 
 /**
- * TensorFlow runs a prediction's ops one after another on a single inter-op thread (each op still spreads
- * over the intra-op threads): a whole model is a chain, and with TensorFlow's default of one inter-op
- * thread per core, the pool's processes handed every op of a small model between threads that other
- * processes on the same cores were waiting for. mnist-cnn batch 1, 2 clients, interleaved runs at load
- * 12-15 on 2 cores: p50 13.0-14.6 ms -> 7.7-8.7 ms; mobilenet-v2 batch 32 unchanged (65-70 images/s).
+ * TensorFlow's threads in each child. Inter-op: one. A prediction's ops run one after another (a whole model
+ * is a chain), and with TensorFlow's default of one inter-op thread per core the pool's processes handed every
+ * op of a small model between threads that other processes on the same cores were waiting for (mnist-cnn
+ * batch 1, 2 clients, load 12-15 on 2 cores: p50 13.0-14.6 -> 7.7-8.7 ms). Intra-op: the cores shared out
+ * among the pool's processes (2 cores, 2 processes: one each) instead of TensorFlow's one per core in every
+ * process. With more threads than cores, a small model's ops were split across threads that spun, stole work
+ * and woke each other (perf, mnist-cnn batch 1: a quarter of a child's CPU in Eigen's work stealing and futex
+ * wake-ups). Scratch runs in ABBA order (2 clients, load 2.7-5.4 from other work), intra-op 2 vs 1: child
+ * CPU 2.25-3.35 vs 1.72-1.90 ms per request, p50 7.4-12.5 vs 4.7-5.9 ms; mobilenet-v2 batch 32's child CPU
+ * per request unchanged (452-523 vs 417-506 ms, load 5-10), its throughput on this shared machine within the
+ * noise, lower with one thread when other processes compete hard (fewer threads, a smaller share). A lone
+ * client's large batch then uses one core of two: the pool is sized for concurrent requests. The operator's
+ * own variables win.
  */
-const CHILD_THREADS = { TF_NUM_INTEROP_THREADS: '1' }
+export function childThreads(processes: number, cores = availableParallelism()): Record<string, string> {
+  return {
+    TF_NUM_INTEROP_THREADS: '1',
+    TF_NUM_INTRAOP_THREADS: String(Math.max(1, Math.floor(cores / Math.max(1, processes)))),
+  }
+}
 
 /** Settings of the pool. */
 export interface InferencePoolOptions {
@@ -246,8 +260,8 @@ export class InferencePool {
       execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
-      // an operator's own TF_NUM_INTEROP_THREADS wins
-      env: { ...CHILD_THREADS, ...process.env },
+      // an operator's own TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS win
+      env: { ...childThreads(this.slots.length), ...process.env },
     })
     let markReady!: () => void
     let markFailed!: (e: Error) => void

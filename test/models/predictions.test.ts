@@ -5,6 +5,7 @@
 // holds the model.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -19,7 +20,7 @@ import { loadMnist } from '../../src/engine/mnist-idx.js'
 import { saveModel } from '../../src/engine/model-io.js'
 import { preprocessRows, rowRange } from '../../src/engine/preprocess.js'
 import { ModelCache } from '../../src/inference/model-cache.js'
-import { InferencePool } from '../../src/inference/pool.js'
+import { childThreads, InferencePool } from '../../src/inference/pool.js'
 import { bearer, buildTestApp, createProjectKey, createTestEnv, multipart, type TestEnv } from '../helpers/env.js'
 import { pngOf } from './helpers.js'
 
@@ -386,6 +387,12 @@ test('requests stick to the process holding the model; a killed process is repla
 
   const before = app.inference.pids()
   const victim = before.find((p) => p !== null)!
+  // the pool shares the cores out among its processes (childThreads)
+  const environ = readFileSync(`/proc/${victim}/environ`, 'utf8').split('\0')
+  assert.ok(
+    environ.includes(`TF_NUM_INTRAOP_THREADS=${childThreads(before.length).TF_NUM_INTRAOP_THREADS}`),
+    'intra-op threads set',
+  )
   process.kill(victim, 'SIGKILL')
   const res = await predict('mnist-cnn', input)
   assert.equal(res.statusCode, 200, res.body)
