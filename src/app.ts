@@ -49,6 +49,21 @@ export interface BuildOptions {
   webhookResolver?: Resolver
 }
 
+/**
+ * `req_` and 24 random hex digits. The bytes come from a block drawn 256 ids at a time: one randomBytes call
+ * per request was 6.6 us of the API's CPU (scratch loop), a slice of the block 0.2 us.
+ */
+let idBlock = Buffer.alloc(0)
+let idAt = 0
+function requestId(): string {
+  if (idAt >= idBlock.length) {
+    idBlock = randomBytes(12 * 256)
+    idAt = 0
+  }
+  idAt += 12
+  return `req_${idBlock.toString('hex', idAt - 12, idAt)}`
+}
+
 const errorTable = Object.entries(ERROR_CATALOGUE)
   .map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.description} |`)
   .join('\n')
@@ -64,7 +79,7 @@ export async function buildApp({
 }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(config, logger),
-    genReqId: () => `req_${randomBytes(12).toString('hex')}`,
+    genReqId: requestId,
     requestIdHeader: false,
     ajv: { customOptions: { removeAdditional: false, allErrors: true } },
     schemaController: strictBodySchemaController,
