@@ -12,16 +12,7 @@ import type { SavedModelMetadata } from '../engine/graph/export.js'
 import type { BackendName, GraphSettings } from '../engine/protocol.js'
 import { AppError, type ErrorDetail } from '../errors.js'
 import { ChildMemory, type ChildMemoryOptions } from './child-memory.js'
-import {
-  decodeBytes,
-  decodeFloats,
-  type ExportRequest,
-  encodeInputs,
-  type InferenceChildMessage,
-  type ModelRef,
-  type PredictRequest,
-  type RawInputs,
-} from './protocol.js'
+import type { ExportRequest, InferenceChildMessage, ModelRef, PredictRequest, RawInputs } from './protocol.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const compiled = import.meta.url.endsWith('.js')
@@ -139,7 +130,7 @@ export class InferencePool {
   /** `timeoutMs`: past it the request answers 504 `prediction_timeout` and the child computing it is replaced. */
   async predict(model: ModelRef, inputs: RawInputs, opts: { timeoutMs?: number } = {}): Promise<PredictOutcome> {
     if (this.closed) throw new AppError('service_unavailable', 'The inference pool is shutting down.')
-    const req: PredictRequest = { type: 'predict', id: this.nextId++, model, inputs: encodeInputs(inputs) }
+    const req: PredictRequest = { type: 'predict', id: this.nextId++, model, inputs }
     return new Promise<PredictOutcome>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       const p: Pending = {
@@ -268,8 +259,7 @@ export class InferencePool {
     const child = fork(path, [], {
       execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      // JSON, bytes in base64 (protocol.ts): cheaper per message than 'advanced' for predictions' small messages
-      serialization: 'json',
+      serialization: 'advanced',
       // an operator's own TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS win
       env: { ...childThreads(this.slots.length), ...process.env },
     })
@@ -306,7 +296,7 @@ export class InferencePool {
         if (msg.type === 'result' && p.req.type === 'predict') {
           slot.held = new Set(msg.held)
           ;(p.resolve as (v: PredictOutcome) => void)({
-            probs: decodeFloats(msg.probs),
+            probs: msg.probs,
             classes: msg.classes,
             backend: slot.backend!,
             forward: msg.forward,
@@ -316,7 +306,7 @@ export class InferencePool {
         } else if (msg.type === 'exported' && p.req.type === 'export') {
           slot.held = new Set(msg.held)
           ;(p.resolve as (v: ExportOutcome) => void)({
-            savedModel: decodeBytes(msg.savedModel),
+            savedModel: msg.savedModel,
             saved_model: msg.saved_model,
             pid: child.pid!,
             ms: msg.ms,

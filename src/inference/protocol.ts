@@ -1,10 +1,7 @@
 // The contract between the API's inference pool (or the worker's evaluation processor) and an inference
 // process. The inference process runs TensorFlow.js and sharp only: it never touches PostgreSQL or Redis,
-// it reads model directories and dataset files, and answers over the IPC channel. The pool's channel is
-// JSON, with bytes and float arrays as base64 (Wire* types; encode/decode below): per message, node's
-// 'advanced' serialization cost about twice the CPU of JSON on each side (scratch IPC round trips of a
-// batch-1 prediction: 72-95 vs 36 us in the API, 66-81 vs 36 us in the child). The evaluation processor's
-// channel stays 'advanced'; its messages carry no typed arrays.
+// it reads model directories and dataset files, and answers over the IPC channel (advanced serialization,
+// so typed arrays travel as bytes, not JSON).
 import type { DatasetFormat, DatasetOptions } from '../datasets/types.js'
 import type { SavedModelMetadata } from '../engine/graph/export.js'
 import type { BackendName, Evaluation, GraphSettings } from '../engine/protocol.js'
@@ -32,16 +29,11 @@ export interface InitRequest {
   memoryLimitBytes?: number
 }
 
-/** RawInputs on the pool's JSON channel: each image's bytes, and the rows' float32 bytes, in base64. */
-export type WireInputs =
-  | { kind: 'image'; images: string[] }
-  | { kind: 'tabular' /** float32 little-endian, rows * features */; features: string; rows: number }
-
 export interface PredictRequest {
   type: 'predict'
   id: number
   model: ModelRef
-  inputs: WireInputs
+  inputs: RawInputs
 }
 
 /** Compile a cached model whole into a frozen SavedModel (engine/graph/export.ts). */
@@ -76,8 +68,8 @@ export type InferenceChildMessage =
   | {
       type: 'result'
       id: number
-      /** rows * classes probabilities, row-major, float32 little-endian in base64 (decodeFloats) */
-      probs: string
+      /** rows * classes probabilities, row-major */
+      probs: Float32Array
       classes: number
       /** which path computed them: the compiled TensorFlow graph or the LayersModel op by op */
       forward: 'graph' | 'eager'
@@ -88,8 +80,8 @@ export type InferenceChildMessage =
   | {
       type: 'exported'
       id: number
-      /** saved_model.pb, base64 */
-      savedModel: string
+      /** saved_model.pb */
+      savedModel: Uint8Array
       saved_model: SavedModelMetadata
       held: string[]
       ms: number
@@ -104,41 +96,3 @@ export type InferenceChildMessage =
     }
   | { type: 'evaluated'; backend: BackendName; evaluation: Evaluation; ms: number }
   | { type: 'fatal'; code: string; message: string; permanent: boolean }
-
-/** Bytes as base64 for the JSON channel (no copy of the bytes). */
-export function encodeBytes(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64')
-}
-
-/** Base64 back to bytes (a view of a fresh buffer). */
-export function decodeBytes(s: string): Uint8Array {
-  const b = Buffer.from(s, 'base64')
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
-}
-
-/** Float32 values as base64 of their bytes: exact, NaN and infinities included. */
-export function encodeFloats(f: Float32Array): string {
-  return Buffer.from(f.buffer, f.byteOffset, f.byteLength).toString('base64')
-}
-
-/** Base64 of float32 bytes back to a Float32Array (copied: the decoded buffer need not be 4-byte aligned). */
-export function decodeFloats(s: string): Float32Array {
-  const b = Buffer.from(s, 'base64')
-  const out = new Float32Array(b.byteLength >> 2)
-  new Uint8Array(out.buffer).set(b.subarray(0, out.length * 4))
-  return out
-}
-
-/** RawInputs as the pool sends them. */
-export function encodeInputs(inputs: RawInputs): WireInputs {
-  return inputs.kind === 'image'
-    ? { kind: 'image', images: inputs.images.map(encodeBytes) }
-    : { kind: 'tabular', features: encodeFloats(inputs.features), rows: inputs.rows }
-}
-
-/** WireInputs as the inference process computes on them. */
-export function decodeInputs(inputs: WireInputs): RawInputs {
-  return inputs.kind === 'image'
-    ? { kind: 'image', images: inputs.images.map(decodeBytes) }
-    : { kind: 'tabular', features: decodeFloats(inputs.features), rows: inputs.rows }
-}

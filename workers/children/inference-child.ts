@@ -8,14 +8,11 @@ import { exportGraphModelSavedModel, exportSavedModel } from '../../src/engine/g
 import type { Tf } from '../../src/engine/tf.js'
 import { evaluateDataset, InputError, loadCachedModel, predictInputs } from '../../src/inference/compute.js'
 import { ModelCache } from '../../src/inference/model-cache.js'
-import {
-  decodeInputs,
-  type ExportRequest,
-  encodeBytes,
-  encodeFloats,
-  type InferenceChildMessage,
-  type InferenceParentMessage,
-  type PredictRequest,
+import type {
+  ExportRequest,
+  InferenceChildMessage,
+  InferenceParentMessage,
+  PredictRequest,
 } from '../../src/inference/protocol.js'
 
 let tf: Tf | null = null
@@ -34,18 +31,17 @@ async function predict(req: PredictRequest): Promise<void> {
   try {
     if (!tf || !cache) throw new Error('predict before init')
     const t = tf
-    const inputs = decodeInputs(req.inputs)
-    const rows = inputs.kind === 'image' ? inputs.images.length : inputs.rows
+    const rows = req.inputs.kind === 'image' ? req.inputs.images.length : req.inputs.rows
     const { probs, classes, forward } = await cache.use(
       req.model.key,
       req.model.dir,
-      (m) => predictInputs(t, m, inputs),
+      (m) => predictInputs(t, m, req.inputs),
       rows,
     )
     await send({
       type: 'result',
       id: req.id,
-      probs: encodeFloats(probs),
+      probs,
       classes,
       forward,
       held: cache.keys(),
@@ -81,7 +77,7 @@ async function exportModel(req: ExportRequest): Promise<void> {
     await send({
       type: 'exported',
       id: req.id,
-      savedModel: encodeBytes(out.savedModel),
+      savedModel: out.savedModel,
       saved_model: out.saved_model,
       held: cache.keys(),
       ms: Math.round(performance.now() - t0),
