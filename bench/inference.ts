@@ -1,7 +1,7 @@
 // Inference throughput and latency through the HTTP API of the real service (API + inference processes +
 // worker), for mnist-cnn and mobilenet-v2 at batch 1 and 32, idle and while a training job runs.
 //
-//   npm run build && npx tsx bench/inference.ts [--seconds 8] [--concurrency 2]
+//   npm run build && npx tsx bench/inference.ts [--seconds 8] [--warmup 2] [--concurrency 2]
 //
 // Writes bench/results/inference.json and prints a table. Figures depend on the machine and on what else
 // runs on it; the JSON records the core count and load average next to them.
@@ -27,12 +27,15 @@ import { httpClient, startService } from '../test/helpers/service.js'
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '8' },
+    /** unmeasured traffic before each scenario */
+    warmup: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '2' },
     /** `idle` skips the measurements beside a training job */
     conditions: { type: 'string', default: 'idle,training' },
   },
 })
 const seconds = Number(values.seconds)
+const warmupSeconds = Number(values.warmup)
 const concurrency = Number(values.concurrency)
 
 interface Row {
@@ -188,7 +191,12 @@ async function main() {
           poolMs: timing.pool as number,
         }
       }
-      for (let i = 0; i < concurrency; i++) await Promise.all(Array.from({ length: concurrency }, call)) // warm every process
+      // Warm-up, unmeasured: every process loaded the model and the request path is JIT-compiled, as a service
+      // serves after its first seconds (the first 8 s of a fresh API cost up to 1.7x the CPU per request of the
+      // next 8 s: what was measured was V8 compiling). At least `concurrency` rounds so every process is warm.
+      const warmEnd = performance.now() + warmupSeconds * 1000
+      for (let i = 0; i < concurrency || performance.now() < warmEnd; i++)
+        await Promise.all(Array.from({ length: concurrency }, call))
       const latencies: number[] = []
       const forwardMs: number[] = []
       const poolMs: number[] = []
@@ -284,6 +292,7 @@ async function main() {
     cores: availableParallelism(),
     load_average_at_end: loadavg().map((l) => Math.round(l * 100) / 100),
     seconds_per_scenario: seconds,
+    warmup_seconds_per_scenario: warmupSeconds,
     concurrency,
     note: 'HTTP round trips through the real service; predictions/s counts inputs (requests x batch)',
     rows,
