@@ -52,6 +52,8 @@ interface Idle {
   process: TrainingProcess
   key: string
   timer: NodeJS.Timeout
+  /** removes it from the list if it exits while idle */
+  onExit: () => void
 }
 
 export class TrainingProcesses {
@@ -68,11 +70,11 @@ export class TrainingProcesses {
     const i = reuseKey === null ? -1 : this.idle.findIndex((e) => e.key === reuseKey && e.process.child.connected)
     this.busy++
     if (i >= 0) {
-      const [entry] = this.idle.splice(i, 1)
-      clearTimeout(entry.timer)
+      const entry = this.idle[i]
+      this.forget(entry)
       return entry.process
     }
-    while (this.idle.length && this.busy + this.idle.length > this.opts.maxAlive) this.end(this.idle.shift()!)
+    while (this.idle.length && this.busy + this.idle.length > this.opts.maxAlive) this.end(this.idle[0])
     const child = forkTrainingProcess()
     const process: TrainingProcess = {
       child,
@@ -97,7 +99,7 @@ export class TrainingProcesses {
     // one that grew past half its limit would start the next trial with too little room: a fresh one will not
     const grown = process.memory.rssBytes() > this.opts.memoryLimitBytes / 2
     if (reuseKey === null || !process.child.connected || process.memory.killed || grown) {
-      this.end({ process } as Idle)
+      this.end({ process })
       return
     }
     process.jobsDone++
@@ -106,28 +108,31 @@ export class TrainingProcesses {
       process,
       key: reuseKey,
       timer: setTimeout(() => this.end(entry), this.opts.idleMs ?? IDLE_MS),
+      // an idle process that exits (killed from outside) leaves the list
+      onExit: () => this.forget(entry),
     }
     entry.timer.unref()
-    // an idle process that exits (killed from outside) leaves the list
-    process.child.once('exit', () => this.forget(entry))
+    process.child.once('exit', entry.onExit)
     this.idle.push(entry)
   }
 
   /** Ends every idle process (the worker is closing). */
   closeIdle(): void {
-    for (const e of this.idle.splice(0)) this.end(e)
+    for (const e of [...this.idle]) this.end(e)
   }
 
+  /** Takes an idle entry off the list, its timer and exit listener with it. */
   private forget(entry: Idle): void {
     const i = this.idle.indexOf(entry)
-    if (i >= 0) {
-      clearTimeout(entry.timer)
-      this.idle.splice(i, 1)
-    }
+    if (i < 0) return
+    clearTimeout(entry.timer)
+    entry.process.child.off('exit', entry.onExit)
+    this.idle.splice(i, 1)
   }
 
-  private end(entry: Idle): void {
-    this.forget(entry)
+  /** Ends a process: an idle one (off the list first) or one whose job is over. */
+  private end(entry: Idle | { process: TrainingProcess }): void {
+    if ('key' in entry) this.forget(entry)
     const child = entry.process.child
     // an idle process holds nothing worth a graceful stop; a running one is only ended here when its job is over
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
